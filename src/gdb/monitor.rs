@@ -1,0 +1,160 @@
+//! The `monitor` command language: short verbs that steer the stub (Ramooflax style).
+//!
+//! This file holds the grammar (nom) and the command table that `monitor help` prints; the
+//! target runs the parsed [`Command`]. A line that does not parse gets one clear message back
+//! and the session goes on.
+
+use nom::{
+    IResult,
+    branch::alt,
+    bytes::complete::{tag_no_case, take_while1},
+    character::complete::{digit1, hex_digit1, space0},
+    combinator::{all_consuming, map_res, opt},
+    sequence::preceded,
+};
+
+/// A parsed `monitor` command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Help,
+    Phys,
+    Virt,
+    SetCr3(u64),
+    Cr3,
+    Flush,
+    Vtop(u64),
+    Stats { reset: bool },
+}
+
+/// Every command: its usage and one line of what it does. `monitor help` prints this table.
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("help", "this list"),
+    ("phys", "memory packets address physical memory"),
+    ("virt", "memory packets address virtual memory through the active CR3"),
+    ("set-cr3 ADDR", "make ADDR the active page-table root (also: set $cr3 = ADDR)"),
+    ("cr3", "show the active CR3 and where it came from"),
+    ("vtop ADDR", "walk the page tables for virtual ADDR: each level's entry, the page size, the result"),
+    ("flush", "drop cached page-table pages and translations (re-read the tables)"),
+    ("stats [reset]", "backend reads and cache hits since the last reset"),
+];
+
+/// A number as the monitor and the command line take it: `0x` hex or decimal.
+pub fn parse_number(text: &str) -> Result<u64, String> {
+    all_consuming(number)(text.trim())
+        .map(|(_, v)| v)
+        .map_err(|_| format!("'{}' is not a number (use 0x… hex or decimal)", text.trim()))
+}
+
+fn number(i: &str) -> IResult<&str, u64> {
+    alt((
+        map_res(preceded(tag_no_case("0x"), hex_digit1), |h| u64::from_str_radix(h, 16)),
+        map_res(digit1, str::parse::<u64>),
+    ))(i)
+}
+
+fn verb(i: &str) -> IResult<&str, &str> {
+    preceded(space0, take_while1(|c: char| !c.is_whitespace()))(i)
+}
+
+/// The one argument of a command that takes an address.
+fn address_arg(name: &str, rest: &str) -> Result<u64, String> {
+    let arg = rest.trim();
+    if arg.is_empty() {
+        return Err(format!("'{name}' needs an address, e.g. 'monitor {name} 0x1a20000'"));
+    }
+    parse_number(arg).map_err(|e| format!("{name}: {e}"))
+}
+
+fn no_args(name: &str, rest: &str, cmd: Command) -> Result<Command, String> {
+    if rest.trim().is_empty() {
+        Ok(cmd)
+    } else {
+        Err(format!("'{name}' takes no arguments (got '{}')", rest.trim()))
+    }
+}
+
+/// Parses one `monitor` line. The error is the one line to show the user.
+pub fn parse(line: &str) -> Result<Command, String> {
+    let Ok((rest, word)) = verb(line) else {
+        return Err("empty command; 'monitor help' lists the commands".to_string());
+    };
+    let lower = word.to_ascii_lowercase();
+    match lower.as_str() {
+        "help" | "?" => no_args(&lower, rest, Command::Help),
+        "phys" => no_args(&lower, rest, Command::Phys),
+        "virt" => no_args(&lower, rest, Command::Virt),
+        "cr3" => no_args(&lower, rest, Command::Cr3),
+        "flush" => no_args(&lower, rest, Command::Flush),
+        "set-cr3" => address_arg(&lower, rest).map(Command::SetCr3),
+        "vtop" => address_arg(&lower, rest).map(Command::Vtop),
+        "stats" => {
+            let parsed: IResult<&str, Option<&str>> =
+                all_consuming(preceded(space0, opt(preceded(space0, tag_no_case("reset")))))(rest.trim_end());
+            match parsed {
+                Ok((_, r)) => Ok(Command::Stats { reset: r.is_some() }),
+                Err(_) => Err(format!("'stats' takes nothing or 'reset' (got '{}')", rest.trim())),
+            }
+        }
+        _ => Err(format!("unknown command '{word}'; 'monitor help' lists the commands")),
+    }
+}
+
+/// The `monitor help` text.
+pub fn help_text() -> String {
+    let width = COMMANDS.iter().map(|(u, _)| u.len()).max().unwrap_or(0);
+    let mut s = String::from("dmastub monitor commands (numbers: 0x… hex or decimal):\n");
+    for (usage, what) in COMMANDS {
+        s.push_str(&format!("  {usage:<width$}  {what}\n"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_number("0x1A20000"), Ok(0x1a20000));
+        assert_eq!(parse_number(" 4096 "), Ok(4096));
+        assert_eq!(parse_number("0xffffffffffffffff"), Ok(u64::MAX));
+        assert!(parse_number("0x").is_err());
+        assert!(parse_number("0x10000000000000000").is_err());
+        assert!(parse_number("12ab").is_err());
+        assert!(parse_number("-1").is_err());
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(parse("help"), Ok(Command::Help));
+        assert_eq!(parse("  PHYS "), Ok(Command::Phys));
+        assert_eq!(parse("set-cr3 0x2a5e000"), Ok(Command::SetCr3(0x2a5e000)));
+        assert_eq!(parse("vtop 4993264"), Ok(Command::Vtop(4993264)));
+        assert_eq!(parse("stats"), Ok(Command::Stats { reset: false }));
+        assert_eq!(parse("stats reset"), Ok(Command::Stats { reset: true }));
+    }
+
+    #[test]
+    fn errors_are_one_clear_line() {
+        for (line, want) in [
+            ("", "empty command"),
+            ("frobnicate", "unknown command 'frobnicate'"),
+            ("set-cr3", "needs an address"),
+            ("vtop zz", "'zz' is not a number"),
+            ("phys now", "takes no arguments"),
+            ("stats everything", "'stats' takes nothing or 'reset'"),
+        ] {
+            let err = parse(line).unwrap_err();
+            assert!(err.contains(want), "{line:?} gave {err:?}");
+            assert!(!err.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn help_lists_every_command() {
+        let h = help_text();
+        for (usage, _) in COMMANDS {
+            assert!(h.contains(usage));
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The TCP server: one gdb session at a time, and after a detach or a dropped connection, the
+//! next one, without restarting.
+
+use super::conn::{BufferedTcp, console_packet};
+use super::target::{CANNOT_RESUME, DmaTarget};
+use gdbstub::common::Signal;
+use gdbstub::conn::{Connection, ConnectionExt};
+use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
+use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
+use log::{info, warn};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+
+/// The largest packet gdb may send or ask for. gdb sizes its `m` reads from it; bigger
+/// packets mean fewer round trips in a large `dump`.
+pub const PACKET_SIZE: usize = 0x20000;
+
+/// Binds a listening socket at `addr` (`HOST:PORT`), with `SO_REUSEADDR` so a restarted
+/// server can take the port back at once.
+pub fn bind(addr: &str) -> io::Result<TcpListener> {
+    let sockaddr: SocketAddr = addr.to_socket_addrs()?.next().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{addr}: no address to listen on"))
+    })?;
+    let socket = Socket::new(Domain::for_address(sockaddr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&sockaddr.into())?;
+    socket.listen(8)?;
+    Ok(socket.into())
+}
+
+/// A listening gdb server.
+pub struct Server {
+    listener: TcpListener,
+}
+
+impl Server {
+    pub fn new(listener: TcpListener) -> Self {
+        Self { listener }
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves gdb sessions one after another, forever. A session that fails is logged; the
+    /// server goes on.
+    pub fn serve_forever(&self, target: &mut DmaTarget) -> io::Result<()> {
+        loop {
+            match self.serve_one(target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Other => warn!("{e}"),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Accepts one gdb and serves it until it detaches or disconnects. Errors of the session
+    /// itself come back as `ErrorKind::Other`; an error accepting is returned as it is.
+    pub fn serve_one(&self, target: &mut DmaTarget) -> io::Result<()> {
+        let (stream, peer) = self.listener.accept()?;
+        info!("gdb connected from {peer}");
+        let conn = BufferedTcp::new(stream)?;
+        target.on_stop();
+        let stub = GdbStub::builder(conn)
+            .packet_buffer_size(PACKET_SIZE)
+            .build()
+            .map_err(|e| io::Error::other(format!("cannot start a gdb session: {e}")))?;
+        match stub.run_blocking::<EventLoop>(target) {
+            Ok(DisconnectReason::Disconnect) => info!("gdb from {peer} detached"),
+            Ok(DisconnectReason::Kill) => {
+                info!("gdb from {peer} sent kill: session ended (the machine is untouched)")
+            }
+            Ok(reason) => info!("gdb session from {peer} ended: {reason:?}"),
+            Err(e) if e.is_connection_error() => info!("gdb from {peer} disconnected ({e})"),
+            Err(e) => return Err(io::Error::other(format!("gdb session from {peer} failed: {e}"))),
+        }
+        Ok(())
+    }
+}
+
+/// gdbstub's blocking event loop. The target never runs: a resume request is answered at
+/// once with a console message and a stop.
+enum EventLoop {}
+
+impl BlockingEventLoop for EventLoop {
+    type Target = DmaTarget;
+    type Connection = BufferedTcp;
+    type StopReason = SingleThreadStopReason<u64>;
+
+    fn wait_for_stop_reason(
+        target: &mut DmaTarget,
+        conn: &mut BufferedTcp,
+    ) -> Result<Event<Self::StopReason>, WaitForStopReasonError<super::target::FatalError, io::Error>> {
+        if target.take_resume_request() {
+            conn.write_all(&console_packet(CANNOT_RESUME)).map_err(WaitForStopReasonError::Connection)?;
+            conn.flush().map_err(WaitForStopReasonError::Connection)?;
+            target.on_stop();
+            return Ok(Event::TargetStopped(SingleThreadStopReason::Signal(Signal(0))));
+        }
+        conn.read().map(Event::IncomingData).map_err(WaitForStopReasonError::Connection)
+    }
+
+    fn on_interrupt(target: &mut DmaTarget) -> Result<Option<Self::StopReason>, super::target::FatalError> {
+        target.on_stop();
+        Ok(Some(SingleThreadStopReason::Signal(Signal::SIGINT)))
+    }
+}

@@ -1,0 +1,313 @@
+//! The gdbstub target: gdb's packets turned into reads of the [`AddressSpace`].
+//!
+//! Errors follow gdbstub's split: a memory read that fails is a non-fatal error reply (gdb
+//! prints "Cannot access memory at address …") and the session goes on; only a [`FatalError`]
+//! ends it.
+
+use super::arch::{DmaRegId, DmaRegs, X86_64System, reg_name, regnum};
+use super::monitor::{self, Command};
+use crate::addr::VirtAddr;
+use crate::mmu::{AddressSpace, Mode};
+use gdbstub::common::Signal;
+use gdbstub::target::ext::base::BaseOps;
+use gdbstub::target::ext::base::single_register_access::{SingleRegisterAccess, SingleRegisterAccessOps};
+use gdbstub::target::ext::base::singlethread::{
+    SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep,
+    SingleThreadSingleStepOps,
+};
+use gdbstub::target::ext::breakpoints::{Breakpoints, BreakpointsOps, SwBreakpoint, SwBreakpointOps};
+use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps, outputln};
+use gdbstub::target::{Target, TargetError, TargetResult};
+use log::{debug, info, warn};
+
+/// An error that ends the gdb session (the server keeps listening for the next one).
+#[derive(Debug, thiserror::Error)]
+pub enum FatalError {
+    #[error("memory source failed: {0}")]
+    Source(String),
+}
+
+/// What gdb is told when it tries to run the machine.
+pub const CANNOT_RESUME: &str = "dmastub: this target's CPUs cannot be continued or stepped: dmastub only reads \
+     the machine's memory (the machine itself may still be running). Stopped again at once.\n";
+
+/// The machine as gdb sees it: its memory through an address space, and the few registers
+/// dmastub knows.
+pub struct DmaTarget {
+    space: AddressSpace,
+    allow_write: bool,
+    cr3_origin: String,
+    resume_requested: bool,
+}
+
+impl DmaTarget {
+    /// A target over `space`. Memory writes are refused unless `allow_write`.
+    pub fn new(space: AddressSpace, allow_write: bool) -> Self {
+        let cr3_origin = if space.cr3().is_some() { "given at start".to_string() } else { String::new() };
+        Self { space, allow_write, cr3_origin, resume_requested: false }
+    }
+
+    /// Makes `cr3` the active page-table root; `origin` says who set it (`monitor cr3` shows it).
+    pub fn set_cr3(&mut self, cr3: u64, origin: &str) {
+        self.space.set_cr3(cr3);
+        self.cr3_origin = origin.to_string();
+    }
+
+    pub fn space(&self) -> &AddressSpace {
+        &self.space
+    }
+
+    pub fn space_mut(&mut self) -> &mut AddressSpace {
+        &mut self.space
+    }
+
+    pub fn allow_write(&self) -> bool {
+        self.allow_write
+    }
+
+    /// Called when gdb connects and at every stop: nothing read from a live source before it
+    /// may be used after it.
+    pub fn on_stop(&mut self) {
+        if self.space.mem().is_volatile() {
+            self.space.flush();
+        }
+    }
+
+    /// Whether gdb asked to resume since the last stop (consumed by the event loop).
+    pub fn take_resume_request(&mut self) -> bool {
+        std::mem::take(&mut self.resume_requested)
+    }
+
+    /// The registers dmastub knows: only the active CR3. The CPUs' registers cannot be read
+    /// from memory, so all others are unavailable, except rip, which reads 0: gdb refuses to
+    /// attach to a target whose PC is unavailable, and 0 is plainly no real instruction.
+    fn registers(&self) -> DmaRegs {
+        let mut regs = DmaRegs::unknown();
+        regs.values[regnum::RIP] = Some(0);
+        regs.values[regnum::CR3] = self.space.cr3();
+        regs
+    }
+
+    /// Runs one parsed monitor command and returns what to print.
+    pub fn run_command(&mut self, cmd: Command) -> String {
+        match cmd {
+            Command::Help => monitor::help_text(),
+            Command::Phys => {
+                // Setting phys mode cannot fail.
+                let _ = self.space.set_mode(Mode::Phys);
+                "memory packets now address physical memory\n".to_string()
+            }
+            Command::Virt => match self.space.set_mode(Mode::Virt) {
+                Ok(()) => format!(
+                    "memory packets now address virtual memory through CR3 {:#x}\n",
+                    self.space.cr3().unwrap_or_default()
+                ),
+                Err(_) => "no CR3 is known: give one with 'monitor set-cr3 ADDR' (or start with --cr3)\n"
+                    .to_string(),
+            },
+            Command::SetCr3(cr3) => {
+                self.set_cr3(cr3, "monitor set-cr3");
+                let mut s = format!("active CR3 = {cr3:#x}");
+                if self.space.mode() == Mode::Phys {
+                    s.push_str(" (memory packets still address physical memory: 'monitor virt' to use it)");
+                }
+                s.push('\n');
+                s
+            }
+            Command::Cr3 => self.describe_cr3(),
+            Command::Flush => {
+                self.space.flush();
+                "dropped cached page-table pages and translations\n".to_string()
+            }
+            Command::Vtop(virt) => {
+                if self.space.cr3().is_none() {
+                    return "no CR3 is known: give one with 'monitor set-cr3 ADDR' (or start with --cr3)\n"
+                        .to_string();
+                }
+                format!("{}\n", self.space.vtop(VirtAddr(virt)))
+            }
+            Command::Stats { reset } => {
+                let s = format!("{}\n", self.space.stats());
+                if reset {
+                    self.space.reset_stats();
+                }
+                s
+            }
+        }
+    }
+
+    fn describe_cr3(&self) -> String {
+        let mode = match self.space.mode() {
+            Mode::Phys => "phys",
+            Mode::Virt => "virt",
+        };
+        match self.space.cr3() {
+            Some(cr3) => format!(
+                "CR3 {cr3:#x} ({}), {}-level paging, memory packets in {mode} mode\n",
+                self.cr3_origin,
+                self.space.paging().levels()
+            ),
+            None => format!(
+                "no CR3 is known: give one with 'monitor set-cr3 ADDR' (or start with --cr3); memory packets in {mode} mode\n"
+            ),
+        }
+    }
+}
+
+impl Target for DmaTarget {
+    type Arch = X86_64System;
+    type Error = FatalError;
+
+    fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
+        BaseOps::SingleThread(self)
+    }
+
+    fn support_monitor_cmd(&mut self) -> Option<MonitorCmdOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
+        Some(self)
+    }
+
+    // gdb would fall back to writing int3 into memory; breakpoints are refused explicitly
+    // (see `SwBreakpoint` below), so this acknowledges the guard rail without using it.
+    fn guard_rail_implicit_sw_breakpoints(&self) -> bool {
+        true
+    }
+}
+
+impl SingleThreadBase for DmaTarget {
+    fn read_registers(&mut self, regs: &mut DmaRegs) -> TargetResult<(), Self> {
+        *regs = self.registers();
+        Ok(())
+    }
+
+    fn write_registers(&mut self, regs: &DmaRegs) -> TargetResult<(), Self> {
+        // gdb sends the whole set (`G`) only when it cannot write one register: honour a new
+        // CR3 and nothing else.
+        match regs.values[regnum::CR3] {
+            Some(cr3) if Some(cr3) != self.space.cr3() => {
+                self.set_cr3(cr3, "set $cr3");
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn support_single_register_access(&mut self) -> Option<SingleRegisterAccessOps<'_, (), Self>> {
+        Some(self)
+    }
+
+    fn read_addrs(&mut self, start: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
+        match self.space.read(start, data) {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                debug!("read {start:#x} (+{:#x}): {e}", data.len());
+                Err(TargetError::NonFatal)
+            }
+        }
+    }
+
+    fn write_addrs(&mut self, start: u64, data: &[u8]) -> TargetResult<(), Self> {
+        if !self.allow_write {
+            warn!(
+                "refused a write of {} bytes at {start:#x}: the server is read-only (start it with --allow-write)",
+                data.len()
+            );
+            return Err(TargetError::NonFatal);
+        }
+        self.space.write(start, data).map_err(|e| {
+            warn!("write {start:#x} (+{:#x}): {e}", data.len());
+            TargetError::NonFatal
+        })
+    }
+
+    fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SingleRegisterAccess<()> for DmaTarget {
+    fn read_register(&mut self, _tid: (), reg: DmaRegId, buf: &mut [u8]) -> TargetResult<usize, Self> {
+        match self.registers().values.get(reg.0).copied().flatten() {
+            Some(v) => {
+                let n = buf.len().min(8);
+                buf[..n].copy_from_slice(&v.to_le_bytes()[..n]);
+                Ok(n)
+            }
+            // Zero bytes: gdbstub answers "unavailable".
+            None => Ok(0),
+        }
+    }
+
+    fn write_register(&mut self, _tid: (), reg: DmaRegId, val: &[u8]) -> TargetResult<(), Self> {
+        if reg.0 != regnum::CR3 {
+            warn!(
+                "refused a write of register {}: only cr3 (the page-table root dmastub walks) can be set",
+                reg_name(reg.0)
+            );
+            return Err(TargetError::NonFatal);
+        }
+        let mut le = [0u8; 8];
+        let n = val.len().min(8);
+        le[..n].copy_from_slice(&val[..n]);
+        let cr3 = u64::from_le_bytes(le);
+        info!("set $cr3 = {cr3:#x}");
+        self.set_cr3(cr3, "set $cr3");
+        Ok(())
+    }
+}
+
+impl SingleThreadResume for DmaTarget {
+    fn resume(&mut self, _signal: Option<Signal>) -> Result<(), FatalError> {
+        self.resume_requested = true;
+        Ok(())
+    }
+
+    fn support_single_step(&mut self) -> Option<SingleThreadSingleStepOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SingleThreadSingleStep for DmaTarget {
+    fn step(&mut self, _signal: Option<Signal>) -> Result<(), FatalError> {
+        self.resume_requested = true;
+        Ok(())
+    }
+}
+
+impl Breakpoints for DmaTarget {
+    fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SwBreakpoint for DmaTarget {
+    fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        warn!("refused a breakpoint at {addr:#x}: dmastub cannot run the target's CPUs");
+        Ok(false)
+    }
+
+    fn remove_sw_breakpoint(&mut self, _addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        Ok(false)
+    }
+}
+
+impl MonitorCmd for DmaTarget {
+    fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), FatalError> {
+        // Every monitor command starts a new burst: nothing cached from a live source survives it.
+        self.on_stop();
+        let text = match std::str::from_utf8(cmd) {
+            Ok(line) => match monitor::parse(line) {
+                Ok(c) => self.run_command(c),
+                Err(e) => format!("{e}\n"),
+            },
+            Err(_) => "the command is not UTF-8 text; 'monitor help' lists the commands\n".to_string(),
+        };
+        for line in text.lines() {
+            outputln!(out, "{line}");
+        }
+        Ok(())
+    }
+}

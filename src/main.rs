@@ -1,0 +1,308 @@
+//! The `dmastub` command line: parse, open the memory source, serve or answer.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dmastub::gdb::monitor::parse_number;
+use dmastub::gdb::{DmaTarget, Server, bind};
+use dmastub::mmu::{AddressSpace, MmuConfig, Mode, Paging};
+use dmastub::phys::{self, Format, OpenOptions, PhysMem, WriteMode};
+use dmastub::{VirtAddr, demo};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const ABOUT: &str = "A GDB stub for x86-64 machines that cannot help themselves: serves a machine's \
+physical memory (a live VM's RAM file, an ELF core or a raw or LiME dump; later a DMA adapter) to stock gdb, \
+translating virtual addresses by walking the page tables from a CR3.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  dmastub serve --image post-panic.elf --cr3 0x1a20000
+  gdb -q -ex 'target remote :1234' -ex 'x/gx 0x4a50f0' -ex 'monitor vtop 0x4a50f0'
+  dmastub read --image post-panic.raw --phys 0x1000 64
+  dmastub vtop --image post-panic.raw --cr3 0x1a20000 0x4a50f0
+  dmastub demo                      # a synthetic machine and a short gdb session
+
+Numbers take 0x… hex or decimal. Logs: RUST_LOG=info (or debug) dmastub serve …";
+
+#[derive(Parser)]
+#[command(name = "dmastub", version, about = ABOUT, after_help = AFTER_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: CommandLine,
+}
+
+#[derive(Subcommand)]
+enum CommandLine {
+    /// Serve a machine's memory to gdb over TCP (`target remote HOST:PORT`).
+    ///
+    /// Memory packets address virtual memory through the CR3 when one is given, physical
+    /// memory otherwise; `monitor phys` / `monitor virt` switch. The server is read-only
+    /// unless --allow-write; it answers `continue` and `step` at once, since it cannot run the
+    /// machine's CPUs.
+    Serve(ServeArgs),
+    /// Print memory as a hex dump (or raw bytes), without gdb.
+    Read(ReadArgs),
+    /// Show the page walk for a virtual address: each level's entry, the page size, the result.
+    Vtop(VtopArgs),
+    /// Serve a small synthetic machine (built in memory, with real x86-64 page tables) and run a
+    /// short gdb session against it; with no gdb installed, print how to attach.
+    Demo(DemoArgs),
+}
+
+/// Where the physical memory comes from.
+#[derive(Args)]
+#[group(required = true, multiple = false, id = "source")]
+struct SourceArgs {
+    /// A memory dump: raw image (file offset = physical address), ELF core (QEMU
+    /// dump-guest-memory, kdump vmcore) or LiME; the format is told from the first bytes.
+    #[arg(long, value_name = "FILE", group = "source")]
+    image: Option<PathBuf>,
+    /// A live VM's RAM file (QEMU memory-backend-file,share=on, e.g. under /dev/shm): raw
+    /// layout, changing while we read, so nothing read is kept across a gdb stop.
+    #[arg(long, value_name = "FILE", group = "source")]
+    live: Option<PathBuf>,
+    /// Read --image as this format instead of detecting it.
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Raw,
+    Elf,
+    Lime,
+}
+
+/// How virtual addresses are translated.
+#[derive(Args)]
+struct MmuArgs {
+    /// Paging depth of the target: 4-level (48-bit) or 5-level (57-bit, LA57).
+    #[arg(long, default_value = "4", value_parser = ["4", "5"])]
+    paging: String,
+    /// The target's physical-address width (MAXPHYADDR): higher bits in page-table entries are
+    /// not address bits (e.g. AMD SME's encryption bit).
+    #[arg(long, default_value_t = 52, value_parser = clap::value_parser!(u8).range(32..=52))]
+    phys_bits: u8,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// The page-table root to translate through (a CR3 value; PCID and flag bits are ignored).
+    #[arg(long, value_name = "ADDR", value_parser = parse_number)]
+    cr3: Option<u64>,
+    /// Address to listen on for gdb.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1234")]
+    listen: String,
+    #[command(flatten)]
+    mmu: MmuArgs,
+    /// Let gdb write memory. A live RAM file is then written for real; a dump file is still
+    /// opened read-only (writes stay in this process) unless --write-image is also given.
+    #[arg(long)]
+    allow_write: bool,
+    /// With --allow-write: write changes into the dump file itself.
+    #[arg(long, requires = "allow_write")]
+    write_image: bool,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("space").required(true).args(["phys", "cr3"])))]
+struct ReadArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// ADDR is a physical address.
+    #[arg(long)]
+    phys: bool,
+    /// ADDR is virtual, translated through this CR3.
+    #[arg(long, value_name = "CR3", value_parser = parse_number)]
+    cr3: Option<u64>,
+    #[command(flatten)]
+    mmu: MmuArgs,
+    /// Write the raw bytes to standard output instead of a hex dump.
+    #[arg(long)]
+    binary: bool,
+    /// Start address.
+    #[arg(value_parser = parse_number)]
+    addr: u64,
+    /// Number of bytes.
+    #[arg(value_parser = parse_number)]
+    len: u64,
+}
+
+#[derive(Args)]
+struct VtopArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// The page-table root (CR3 value).
+    #[arg(long, value_name = "CR3", value_parser = parse_number)]
+    cr3: u64,
+    #[command(flatten)]
+    mmu: MmuArgs,
+    /// The virtual address.
+    #[arg(value_parser = parse_number)]
+    addr: u64,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Address to serve the synthetic machine on (port 0: any free port).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
+    listen: String,
+    /// Only serve; do not run gdb.
+    #[arg(long)]
+    no_gdb: bool,
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        CommandLine::Serve(a) => serve(a),
+        CommandLine::Read(a) => read(a),
+        CommandLine::Vtop(a) => vtop(a),
+        CommandLine::Demo(a) => demo::run(&a.listen, !a.no_gdb).map_err(Into::into),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dmastub: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open_source(src: &SourceArgs, write: WriteMode) -> Result<Box<dyn PhysMem>, Box<dyn std::error::Error>> {
+    let (path, live) = match (&src.image, &src.live) {
+        (Some(p), _) => (p, false),
+        (None, Some(p)) => (p, true),
+        (None, None) => return Err("give a memory source: --image FILE or --live FILE".into()),
+    };
+    let format = src.format.map(|f| match f {
+        FormatArg::Raw => Format::Raw,
+        FormatArg::Elf => Format::Elf,
+        FormatArg::Lime => Format::Lime,
+    });
+    Ok(phys::open_file(path, &OpenOptions { live, write, format })?)
+}
+
+fn mmu_config(m: &MmuArgs) -> MmuConfig {
+    let paging = if m.paging == "5" { Paging::Level5 } else { Paging::Level4 };
+    MmuConfig { paging, phys_bits: m.phys_bits }
+}
+
+fn serve(a: ServeArgs) -> CliResult {
+    let write = match (a.allow_write, a.write_image, a.source.live.is_some()) {
+        (false, _, _) => WriteMode::ReadOnly,
+        (true, _, true) | (true, true, _) => WriteMode::Shared,
+        (true, false, false) => WriteMode::CopyOnWrite,
+    };
+    let mem = open_source(&a.source, write)?;
+    let name = mem.name().to_string();
+    let description = mem.describe();
+    let mut space = AddressSpace::new(mem, mmu_config(&a.mmu));
+    if let Some(cr3) = a.cr3 {
+        space.set_cr3(cr3);
+        space.set_mode(Mode::Virt)?;
+    }
+    let listener = bind(&a.listen).map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
+    let server = Server::new(listener);
+    let access = match write {
+        WriteMode::ReadOnly => "read-only".to_string(),
+        WriteMode::CopyOnWrite => {
+            "writable (changes stay in this process; the file is untouched)".to_string()
+        }
+        WriteMode::Shared => format!("WRITABLE: gdb's writes change {name}"),
+    };
+    let mode = match a.cr3 {
+        Some(cr3) => format!("virtual addresses through CR3 {cr3:#x}"),
+        None => "physical addresses (no CR3 given: 'monitor set-cr3 ADDR' then 'monitor virt')".to_string(),
+    };
+    println!("dmastub: serving {name} ({description}) on {}, {access}", server.local_addr()?);
+    println!("dmastub: memory packets address {mode}");
+    std::io::stdout().flush()?;
+    let mut target = DmaTarget::new(space, a.allow_write);
+    server.serve_forever(&mut target)?;
+    Ok(())
+}
+
+fn read(a: ReadArgs) -> CliResult {
+    let mem = open_source(&a.source, WriteMode::ReadOnly)?;
+    let mut space = AddressSpace::new(mem, mmu_config(&a.mmu));
+    if let Some(cr3) = a.cr3 {
+        space.set_cr3(cr3);
+        space.set_mode(Mode::Virt)?;
+    }
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut done = 0u64;
+    while done < a.len {
+        let n = (a.len - done).min(buf.len() as u64) as usize;
+        let addr = a.addr.wrapping_add(done);
+        let chunk = &mut buf[..n];
+        let got = match space.read(addr, chunk) {
+            Ok(got) => got,
+            Err(e) => {
+                out.flush()?;
+                return Err(e.into());
+            }
+        };
+        if a.binary {
+            out.write_all(&chunk[..got])?;
+        } else {
+            hexdump(&mut out, addr, &chunk[..got])?;
+        }
+        done += got as u64;
+        if got < n {
+            out.flush()?;
+            let addr = a.addr.wrapping_add(done);
+            let why = space.read(addr, &mut [0u8; 1]).err().map(|e| e.to_string()).unwrap_or_default();
+            return Err(format!("stopped after {done:#x} bytes: {why}").into());
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `addr: 16 hex bytes  |ascii|`, 16 bytes a line, lines aligned to 16.
+fn hexdump(out: &mut impl Write, start: u64, bytes: &[u8]) -> std::io::Result<()> {
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let addr = start.wrapping_add(at as u64);
+        let lead = (addr % 16) as usize;
+        let take = (16 - lead).min(bytes.len() - at);
+        let line = &bytes[at..at + take];
+        let mut hex = String::with_capacity(48);
+        let mut text = String::with_capacity(16);
+        for i in 0..16 {
+            if i >= lead && i < lead + take {
+                let b = line[i - lead];
+                hex.push_str(&format!("{b:02x} "));
+                text.push(if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' });
+            } else {
+                hex.push_str("   ");
+                text.push(' ');
+            }
+            if i == 7 {
+                hex.push(' ');
+            }
+        }
+        writeln!(out, "{:016x}: {hex} |{text}|", addr - lead as u64)?;
+        at += take;
+    }
+    Ok(())
+}
+
+fn vtop(a: VtopArgs) -> CliResult {
+    let mem = open_source(&a.source, WriteMode::ReadOnly)?;
+    let mut space = AddressSpace::new(mem, mmu_config(&a.mmu));
+    space.set_cr3(a.cr3);
+    let walk = space.vtop(VirtAddr(a.addr));
+    println!("{walk}");
+    if walk.result.is_err() {
+        return Err(format!("virt {:#x} does not translate under CR3 {:#x}", a.addr, a.cr3).into());
+    }
+    Ok(())
+}

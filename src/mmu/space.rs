@@ -1,0 +1,497 @@
+//! [`AddressSpace`]: what the gdb layer reads and writes through.
+
+use super::cache::{TABLE_BYTES, TableCache, TranslationCache};
+use super::walk::{DirectReader, TableReader, Translation, WalkTrace, walk, walk_trace};
+use super::{MmuConfig, Paging, TranslateError};
+use crate::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use crate::phys::{PhysError, PhysMem, find_range};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// An idle gap longer than this ends a burst of requests: on a volatile source everything
+/// cached is dropped, since the target may have run meanwhile.
+pub const IDLE_FLUSH: Duration = Duration::from_millis(50);
+
+/// Even a burst that never pauses does not keep a volatile source's tables longer than this.
+pub const MAX_BURST: Duration = Duration::from_secs(1);
+
+/// Whether gdb's addresses are physical or virtual (through the active CR3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Phys,
+    Virt,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(match self {
+            Mode::Phys => "physical",
+            Mode::Virt => "virtual",
+        })
+    }
+}
+
+/// A failed memory access: the address did not translate, or the physical read failed. Both
+/// name the address. Neither ends a gdb session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MemError {
+    #[error("{0}")]
+    Translate(#[from] TranslateError),
+    #[error("{0}")]
+    Phys(#[from] PhysError),
+}
+
+/// Counters of the work done, to check that caching works and to print in benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MmuStats {
+    /// Backend reads of page-table data (whole pages, or single entries for `vtop`).
+    pub table_reads: u64,
+    /// Walk steps answered by the table cache.
+    pub table_cache_hits: u64,
+    /// Backend reads of data.
+    pub data_reads: u64,
+    /// Bytes of data read from the backend.
+    pub data_bytes: u64,
+    /// Translations answered by the translation cache.
+    pub translation_hits: u64,
+    /// Translations that needed a walk.
+    pub translation_misses: u64,
+    /// Page walks (cached translations and `vtop` included).
+    pub walks: u64,
+    /// Times the caches were dropped (by `flush`, an idle gap, a write or a setting change).
+    pub flushes: u64,
+}
+
+impl MmuStats {
+    /// All backend reads, tables and data.
+    pub fn backend_reads(&self) -> u64 {
+        self.table_reads + self.data_reads
+    }
+}
+
+impl fmt::Display for MmuStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "backend reads: {} table, {} data ({} bytes); translations: {} cached, {} walked; \
+             table-cache hits: {}; walks: {}; flushes: {}",
+            self.table_reads,
+            self.data_reads,
+            self.data_bytes,
+            self.translation_hits,
+            self.translation_misses,
+            self.table_cache_hits,
+            self.walks,
+            self.flushes
+        )
+    }
+}
+
+/// Physical memory seen through an x86-64 MMU: reads and writes in physical or virtual mode,
+/// under a CR3 that the caller sets.
+///
+/// Table pages and translations are cached. For a static source (a dump) the caches last until
+/// [`AddressSpace::flush`]; for a volatile one (live RAM, DMA) they are also dropped whenever
+/// requests pause for more than [`IDLE_FLUSH`], so a stale mapping never outlives a burst.
+pub struct AddressSpace {
+    mem: Box<dyn PhysMem>,
+    config: MmuConfig,
+    mode: Mode,
+    cr3: Option<u64>,
+    tables: TableCache,
+    tlb: TranslationCache,
+    stats: MmuStats,
+    /// End of the previous request (volatile sources only).
+    last_access: Option<Instant>,
+    /// Start of the current burst (volatile sources only).
+    burst_start: Option<Instant>,
+}
+
+/// The walk's view of memory on the hot path: table pages through the cache.
+struct CachedTables<'a> {
+    mem: &'a mut dyn PhysMem,
+    cache: &'a mut TableCache,
+    stats: &'a mut MmuStats,
+}
+
+impl TableReader for CachedTables<'_> {
+    fn read_entry(&mut self, table: PhysAddr, index: u16) -> Result<u64, PhysError> {
+        if let Some(e) = self.cache.entry(table, index) {
+            self.stats.table_cache_hits += 1;
+            return Ok(e);
+        }
+        self.stats.table_reads += 1;
+        if find_range(self.mem.ram(), table, TABLE_BYTES as u64).is_some() {
+            let mem = &mut *self.mem;
+            let page = self.cache.fill(table, |page| mem.read(table, page))?;
+            return Ok(super::cache::entry_of(page, index));
+        }
+        // The page is not wholly RAM (or the source does not say): read just the entry, and
+        // let the source tell why it cannot.
+        DirectReader::new(&mut *self.mem).read_entry(table, index)
+    }
+}
+
+impl AddressSpace {
+    /// Physical mode, no CR3.
+    pub fn new(mem: Box<dyn PhysMem>, config: MmuConfig) -> Self {
+        Self {
+            mem,
+            config,
+            mode: Mode::Phys,
+            cr3: None,
+            tables: TableCache::default(),
+            tlb: TranslationCache::new(),
+            stats: MmuStats::default(),
+            last_access: None,
+            burst_start: None,
+        }
+    }
+
+    /// Replaces the table cache with one of `pages` pages (at least one).
+    pub fn with_table_cache_pages(mut self, pages: usize) -> Self {
+        self.tables = TableCache::new(pages);
+        self
+    }
+
+    pub fn mem(&self) -> &dyn PhysMem {
+        &*self.mem
+    }
+
+    /// The source itself. Writing through it bypasses the caches: call [`flush`](Self::flush)
+    /// after changing page tables that way.
+    pub fn mem_mut(&mut self) -> &mut dyn PhysMem {
+        &mut *self.mem
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Switches between physical and virtual addressing; virtual needs a CR3.
+    pub fn set_mode(&mut self, mode: Mode) -> Result<(), TranslateError> {
+        if mode == Mode::Virt && self.cr3.is_none() {
+            return Err(TranslateError::NoCr3);
+        }
+        self.mode = mode;
+        Ok(())
+    }
+
+    /// The active CR3 as it was set (flag bits included).
+    pub fn cr3(&self) -> Option<u64> {
+        self.cr3
+    }
+
+    /// Sets the active CR3 (the mode is unchanged). Caches are keyed by root, so switching
+    /// between processes keeps what was learnt about each.
+    pub fn set_cr3(&mut self, cr3: u64) {
+        self.cr3 = Some(cr3);
+    }
+
+    /// Forgets the CR3 and goes back to physical mode.
+    pub fn clear_cr3(&mut self) {
+        self.cr3 = None;
+        self.mode = Mode::Phys;
+    }
+
+    pub fn config(&self) -> MmuConfig {
+        self.config
+    }
+
+    /// Changes paging depth and physical width; flushes, since every translation changes.
+    pub fn set_config(&mut self, config: MmuConfig) {
+        self.config = config;
+        self.flush();
+    }
+
+    pub fn paging(&self) -> Paging {
+        self.config.paging
+    }
+
+    /// Changes the paging depth; flushes.
+    pub fn set_paging(&mut self, paging: Paging) {
+        self.set_config(MmuConfig { paging, ..self.config });
+    }
+
+    /// Drops every cached table page and translation. Cheap: the gdb layer calls it at every
+    /// stop and every monitor command.
+    pub fn flush(&mut self) {
+        self.tables.clear();
+        self.tlb.clear();
+        self.stats.flushes += 1;
+        self.burst_start = None;
+    }
+
+    pub fn stats(&self) -> MmuStats {
+        self.stats
+    }
+
+    pub fn reset_stats(&mut self) {
+        self.stats = MmuStats::default();
+    }
+
+    /// Start of a request: on a volatile source, an idle gap or an over-long burst flushes.
+    fn begin(&mut self) {
+        if !self.mem.is_volatile() {
+            return;
+        }
+        let now = Instant::now();
+        let idle = self.last_access.is_some_and(|t| now.saturating_duration_since(t) > IDLE_FLUSH);
+        let long = self.burst_start.is_some_and(|t| now.saturating_duration_since(t) > MAX_BURST);
+        if idle || long {
+            self.flush();
+        }
+        if self.burst_start.is_none() {
+            self.burst_start = Some(now);
+        }
+        self.last_access = Some(now);
+    }
+
+    /// End of a request that may have taken a while: the idle gap counts from here.
+    fn end(&mut self) {
+        if self.last_access.is_some() {
+            self.last_access = Some(Instant::now());
+        }
+    }
+
+    fn root(&self) -> Result<PhysAddr, TranslateError> {
+        self.cr3.map(|c| self.config.root_of(c)).ok_or(TranslateError::NoCr3)
+    }
+
+    /// Translates `virt` under the active CR3, through the caches.
+    pub fn translate(&mut self, virt: VirtAddr) -> Result<Translation, TranslateError> {
+        self.begin();
+        let root = self.root()?;
+        self.translate_at(root, virt)
+    }
+
+    /// Translates `virt` under another page-table root (e.g. a process's `pgd`), through the
+    /// caches, without changing the active CR3.
+    pub fn translate_in(&mut self, cr3: u64, virt: VirtAddr) -> Result<Translation, TranslateError> {
+        self.begin();
+        self.translate_at(self.config.root_of(cr3), virt)
+    }
+
+    /// The hot path: one array probe per page size on a hit, a cached walk on a miss.
+    fn translate_at(&mut self, root: PhysAddr, virt: VirtAddr) -> Result<Translation, TranslateError> {
+        if let Some(t) = self.tlb.get(root, virt) {
+            self.stats.translation_hits += 1;
+            return Ok(t);
+        }
+        self.stats.translation_misses += 1;
+        self.stats.walks += 1;
+        let mut reader =
+            CachedTables { mem: &mut *self.mem, cache: &mut self.tables, stats: &mut self.stats };
+        let t = walk(&mut reader, self.config, root.0, virt, None)?;
+        self.tlb.insert(root, virt, t);
+        Ok(t)
+    }
+
+    /// The walk of `virt` under the active CR3, every entry read fresh from the source (not
+    /// the caches), for display.
+    pub fn vtop(&mut self, virt: VirtAddr) -> WalkTrace {
+        match self.cr3 {
+            Some(cr3) => self.vtop_in(cr3, virt),
+            None => WalkTrace {
+                virt,
+                cr3: 0,
+                paging: self.config.paging,
+                steps: Vec::new(),
+                result: Err(TranslateError::NoCr3),
+            },
+        }
+    }
+
+    /// Like [`vtop`](Self::vtop) under another CR3.
+    pub fn vtop_in(&mut self, cr3: u64, virt: VirtAddr) -> WalkTrace {
+        let mut reader = DirectReader::new(&mut *self.mem);
+        let trace = walk_trace(&mut reader, self.config, cr3, virt);
+        self.stats.table_reads += reader.reads;
+        self.stats.walks += 1;
+        trace
+    }
+
+    /// Reads at `addr` in the active mode, filling `buf` from the start and stopping at the
+    /// first byte that fails: `Ok(n)` when `n > 0` bytes were read (or `buf` is empty), else
+    /// why the first byte failed.
+    pub fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, MemError> {
+        self.begin();
+        let (n, err) = match self.mode {
+            Mode::Phys => {
+                let (n, e) = self.read_phys_partial(PhysAddr(addr), buf);
+                (n, e.map(MemError::Phys))
+            }
+            Mode::Virt => match self.root() {
+                Ok(root) => self.read_virt_partial(root, VirtAddr(addr), buf),
+                Err(e) => (0, Some(e.into())),
+            },
+        };
+        self.end();
+        match err {
+            Some(e) if n == 0 => Err(e),
+            _ => Ok(n),
+        }
+    }
+
+    /// Reads all of `buf` at physical `addr`, or fails.
+    pub fn read_phys(&mut self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
+        self.begin();
+        let (_, err) = self.read_phys_partial(addr, buf);
+        self.end();
+        err.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// Reads all of `buf` at `virt` under the active CR3 (whatever the mode), or fails.
+    pub fn read_virt(&mut self, virt: VirtAddr, buf: &mut [u8]) -> Result<(), MemError> {
+        self.begin();
+        let root = self.root()?;
+        let (_, err) = self.read_virt_partial(root, virt, buf);
+        self.end();
+        err.map_or(Ok(()), Err)
+    }
+
+    /// Reads all of `buf` at `virt` under another CR3, or fails.
+    pub fn read_virt_in(&mut self, cr3: u64, virt: VirtAddr, buf: &mut [u8]) -> Result<(), MemError> {
+        self.begin();
+        let (_, err) = self.read_virt_partial(self.config.root_of(cr3), virt, buf);
+        self.end();
+        err.map_or(Ok(()), Err)
+    }
+
+    /// Reads physical memory up to the first failure, one backend read per RAM range touched.
+    fn read_phys_partial(&mut self, addr: PhysAddr, buf: &mut [u8]) -> (usize, Option<PhysError>) {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let rest = (buf.len() - done) as u64;
+            let Some(a) = addr.0.checked_add(done as u64) else {
+                let e = PhysError::NotRam {
+                    addr: PhysAddr(addr.0.wrapping_add(done as u64)),
+                    len: rest,
+                    source_name: self.mem.name().to_string(),
+                };
+                return (done, Some(e));
+            };
+            // Clip at the end of the RAM range holding `a`: a read that runs off RAM then
+            // returns the bytes inside it. Outside every range, ask the source anyway up to
+            // the next range (it says why it cannot).
+            let ram = self.mem.ram();
+            let i = ram.partition_point(|r| r.end() <= a);
+            let limit = match ram.get(i) {
+                Some(r) if r.start.0 <= a => r.end(),
+                Some(r) => r.start.0,
+                None => u64::MAX,
+            };
+            let n = rest.min(limit.saturating_sub(a)).max(1) as usize;
+            self.stats.data_reads += 1;
+            if let Err(e) = self.mem.read(PhysAddr(a), &mut buf[done..done + n]) {
+                return (done, Some(e));
+            }
+            self.stats.data_bytes += n as u64;
+            done += n;
+        }
+        (done, None)
+    }
+
+    /// Reads virtual memory up to the first failure: split at page boundaries, physically
+    /// contiguous pages merged into one backend read.
+    fn read_virt_partial(
+        &mut self,
+        root: PhysAddr,
+        virt: VirtAddr,
+        buf: &mut [u8],
+    ) -> (usize, Option<MemError>) {
+        let len = buf.len();
+        let mut done = 0usize;
+        // A translation looked up while extending the previous run, not yet used.
+        let mut pending: Option<Result<Translation, TranslateError>> = None;
+        while done < len {
+            let Some(va) = virt.0.checked_add(done as u64) else {
+                return (done, Some(TranslateError::Wraps { virt }.into()));
+            };
+            let first = match pending.take() {
+                Some(r) => r,
+                None => self.translate_at(root, VirtAddr(va)),
+            };
+            let t = match first {
+                Ok(t) => t,
+                Err(e) => return (done, Some(e.into())),
+            };
+            let mut run = t.bytes_to_page_end().min((len - done) as u64);
+            while done as u64 + run < len as u64 {
+                let Some(next_va) = va.checked_add(run) else {
+                    break;
+                };
+                let next = self.translate_at(root, VirtAddr(next_va));
+                match next {
+                    Ok(n) if Some(n.phys.0) == t.phys.0.checked_add(run) => {
+                        run += n.bytes_to_page_end().min(len as u64 - done as u64 - run);
+                    }
+                    other => {
+                        pending = Some(other);
+                        break;
+                    }
+                }
+            }
+            let end = done + run as usize;
+            let (n, err) = self.read_phys_partial(t.phys, &mut buf[done..end]);
+            done += n;
+            if let Some(e) = err {
+                return (done, Some(e.into()));
+            }
+        }
+        (done, None)
+    }
+
+    /// Writes `data` at `addr` in the active mode through the source (which refuses when
+    /// read-only). In virtual mode every page is translated before anything is written, so a
+    /// hole in the range writes nothing. Caches are flushed afterwards: the write may have
+    /// changed page tables.
+    pub fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        self.begin();
+        let r = match self.mode {
+            Mode::Phys => self.mem.write(PhysAddr(addr), data).map_err(MemError::from),
+            Mode::Virt => self.write_virt_inner(VirtAddr(addr), data),
+        };
+        if !data.is_empty() {
+            self.flush();
+        }
+        self.end();
+        r
+    }
+
+    /// Writes `data` at physical `addr` (whatever the mode); flushes.
+    pub fn write_phys(&mut self, addr: PhysAddr, data: &[u8]) -> Result<(), MemError> {
+        self.begin();
+        let r = self.mem.write(addr, data).map_err(MemError::from);
+        self.flush();
+        r
+    }
+
+    /// Writes `data` at `virt` under the active CR3 (whatever the mode); flushes.
+    pub fn write_virt(&mut self, virt: VirtAddr, data: &[u8]) -> Result<(), MemError> {
+        self.begin();
+        let r = self.write_virt_inner(virt, data);
+        self.flush();
+        r
+    }
+
+    fn write_virt_inner(&mut self, virt: VirtAddr, data: &[u8]) -> Result<(), MemError> {
+        let root = self.root()?;
+        // (physical address, start, end) of each piece of `data`; at most one per page + 1.
+        let mut pieces: Vec<(PhysAddr, usize, usize)> =
+            Vec::with_capacity(data.len() / PAGE_SIZE as usize + 2);
+        let mut done = 0usize;
+        while done < data.len() {
+            let va = virt.0.checked_add(done as u64).ok_or(TranslateError::Wraps { virt })?;
+            let t = self.translate_at(root, VirtAddr(va))?;
+            let n = t.bytes_to_page_end().min((data.len() - done) as u64) as usize;
+            pieces.push((t.phys, done, done + n));
+            done += n;
+        }
+        for (phys, start, end) in pieces {
+            self.mem.write(phys, &data[start..end])?;
+        }
+        Ok(())
+    }
+}

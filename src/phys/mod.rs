@@ -1,0 +1,187 @@
+//! Physical memory sources.
+//!
+//! Everything dmastub reads ends here, at a physical address. A source says which physical
+//! ranges it holds ([`PhysMem::ram`]); a read that touches anything else is an error, never
+//! zeros, because a forensic tool that makes up bytes is worse than one that says "I can't".
+//!
+//! Sources: [`buffer::BufferMem`] (bytes in memory: tests and the synthetic demo), and the
+//! file-backed sources opened by [`open_file`]: raw images and live RAM files, ELF cores
+//! (QEMU `dump-guest-memory`, kdump) and LiME dumps, told apart by their first bytes.
+
+pub mod buffer;
+pub mod elf;
+pub mod file;
+pub mod lime;
+
+pub use elf::CoreNote;
+pub use file::{FileMem, FileRange, Format, OpenError, OpenOptions, WriteMode, open_file};
+
+use crate::addr::PhysAddr;
+use std::fmt;
+
+/// One range of physical memory a source holds: `[start, start + len)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamRange {
+    pub start: PhysAddr,
+    pub len: u64,
+}
+
+impl RamRange {
+    /// One past the last byte (saturating at 2^64, which no real range reaches).
+    pub fn end(&self) -> u64 {
+        self.start.0.saturating_add(self.len)
+    }
+
+    /// Whether `[addr, addr + len)` lies wholly inside this range.
+    pub fn contains(&self, addr: PhysAddr, len: u64) -> bool {
+        addr.0 >= self.start.0 && addr.0.checked_add(len).is_some_and(|e| e <= self.end())
+    }
+}
+
+impl fmt::Display for RamRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{:#x}, {:#x})", self.start.0, self.end())
+    }
+}
+
+/// What kind of thing a source reads from, for messages and `monitor` output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// Bytes held in this process (tests, the synthetic demo).
+    Buffer,
+    /// A raw image: file offset = physical address.
+    RawImage,
+    /// A live RAM file (e.g. QEMU `memory-backend-file,share=on`): changes while we read it.
+    LiveRam,
+    /// An ELF core: QEMU `dump-guest-memory` or a kdump vmcore.
+    ElfCore,
+    /// A LiME dump.
+    Lime,
+}
+
+impl fmt::Display for SourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SourceKind::Buffer => "in-memory buffer",
+            SourceKind::RawImage => "raw image",
+            SourceKind::LiveRam => "live RAM file",
+            SourceKind::ElfCore => "ELF core",
+            SourceKind::Lime => "LiME dump",
+        })
+    }
+}
+
+/// A failed read or write of physical memory. None of these end a gdb session: they become
+/// an error reply ("Cannot access memory at address …").
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum PhysError {
+    #[error("phys {addr} (+{len:#x} bytes) is not RAM in {source_name}")]
+    NotRam { addr: PhysAddr, len: u64, source_name: String },
+    #[error("{source_name} is read-only (start the server with --allow-write to change memory)")]
+    ReadOnly { source_name: String },
+    #[error("reading phys {addr} from {source_name} failed: {why}")]
+    Device { addr: PhysAddr, source_name: String, why: String },
+}
+
+/// A source of physical memory.
+///
+/// Reads take `&mut self` because a device source (NetTLP) keeps per-request state; file
+/// sources simply ignore it.
+pub trait PhysMem: Send {
+    /// A short name for messages, usually the file name.
+    fn name(&self) -> &str;
+
+    /// What kind of source this is.
+    fn kind(&self) -> SourceKind;
+
+    /// The physical ranges this source holds, sorted by address and never overlapping.
+    fn ram(&self) -> &[RamRange];
+
+    /// Whether the memory changes under us (a live machine): then nothing read may be kept
+    /// past a burst of requests.
+    fn is_volatile(&self) -> bool {
+        false
+    }
+
+    /// Fills `buf` with the bytes at `addr`. Fails, filling nothing reliable, when any byte of
+    /// the range is outside [`PhysMem::ram`].
+    fn read(&mut self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), PhysError>;
+
+    /// Writes `data` at `addr`. Sources are read-only unless opened for writing.
+    fn write(&mut self, addr: PhysAddr, data: &[u8]) -> Result<(), PhysError> {
+        let _ = data;
+        let _ = addr;
+        Err(PhysError::ReadOnly { source_name: self.name().to_string() })
+    }
+
+    /// The notes the source carries about the machine (an ELF core's PT_NOTE segments:
+    /// VMCOREINFO, per-CPU NT_PRSTATUS), so later layers can use the kernel's own description of
+    /// itself. Empty for sources that have none.
+    fn core_notes(&self) -> &[CoreNote] {
+        &[]
+    }
+
+    /// Total bytes of RAM the source holds.
+    fn ram_bytes(&self) -> u64 {
+        self.ram().iter().map(|r| r.len).sum()
+    }
+
+    /// One line for the startup banner: "ELF core, 256 MiB RAM in 2 ranges".
+    fn describe(&self) -> String {
+        let n = self.ram().len();
+        format!(
+            "{}, {} RAM in {} range{}",
+            self.kind(),
+            human_bytes(self.ram_bytes()),
+            n,
+            if n == 1 { "" } else { "s" }
+        )
+    }
+}
+
+/// `bytes` as "256 MiB", "1.5 GiB", "12 KiB" or "100 bytes".
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, size) in UNITS {
+        if bytes >= size {
+            return if bytes.is_multiple_of(size) {
+                format!("{} {unit}", bytes / size)
+            } else {
+                format!("{:.1} {unit}", bytes as f64 / size as f64)
+            };
+        }
+    }
+    format!("{bytes} bytes")
+}
+
+/// The range of `ram` that wholly holds `[addr, addr + len)`, if one does.
+pub fn find_range(ram: &[RamRange], addr: PhysAddr, len: u64) -> Option<&RamRange> {
+    let i = ram.partition_point(|r| r.end() <= addr.0);
+    ram.get(i).filter(|r| r.contains(addr, len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_bytes(256 << 20), "256 MiB");
+        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
+        assert_eq!(human_bytes(100), "100 bytes");
+    }
+
+    #[test]
+    fn ranges_are_found_only_when_whole() {
+        let ram = [
+            RamRange { start: PhysAddr(0x1000), len: 0x1000 },
+            RamRange { start: PhysAddr(0x10000), len: 0x2000 },
+        ];
+        assert_eq!(find_range(&ram, PhysAddr(0x1800), 0x800), Some(&ram[0]));
+        assert_eq!(find_range(&ram, PhysAddr(0x1800), 0x801), None);
+        assert_eq!(find_range(&ram, PhysAddr(0x0), 1), None);
+        assert_eq!(find_range(&ram, PhysAddr(0x11fff), 1), Some(&ram[1]));
+        assert_eq!(find_range(&ram, PhysAddr(0x12000), 1), None);
+        assert_eq!(find_range(&ram, PhysAddr(u64::MAX), 2), None);
+    }
+}

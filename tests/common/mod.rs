@@ -1,0 +1,209 @@
+//! Helpers for the integration tests: the real `dmastub` binary, real gdb in batch mode, and
+//! the real Linux images of `$DMASTUB_FIXTURES` (else `../shared/fixtures`).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_dmastub");
+
+/// The fixture folder `name` (e.g. `linux-6.1-kaslr`), or `None` with a message saying why the
+/// test is skipped.
+pub fn fixture_dir(name: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("DMASTUB_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
+    let dir = root.join(name);
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("SKIP: fixture folder {} not found (set DMASTUB_FIXTURES)", dir.display());
+        None
+    }
+}
+
+/// `dir/name`, unpacked with `zstd -d` into a cache under the temp dir when it ends in `.zst`.
+/// The cache is reused while it is newer than the packed file; concurrent tests unpack once.
+pub fn unpacked(dir: &Path, name: &str) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let src = dir.join(name);
+    let Some(stem) = name.strip_suffix(".zst") else { return src };
+    let cache = std::env::temp_dir().join("dmastub-fixtures").join(dir.file_name().unwrap_or_default());
+    std::fs::create_dir_all(&cache).expect("create the fixture cache folder");
+    let dst = cache.join(stem);
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let fresh = |d: &Path| -> bool {
+        match (
+            std::fs::metadata(d).and_then(|m| m.modified()),
+            std::fs::metadata(&src).and_then(|m| m.modified()),
+        ) {
+            (Ok(a), Ok(b)) => a >= b,
+            _ => false,
+        }
+    };
+    if !fresh(&dst) {
+        // Unpack beside the target and rename, so another test binary never sees half a file.
+        let tmp = cache.join(format!("{stem}.{}.part", std::process::id()));
+        let st = Command::new("zstd")
+            .args(["-d", "-q", "-f"])
+            .arg(&src)
+            .arg("-o")
+            .arg(&tmp)
+            .status()
+            .expect("run zstd (install the zstd package)");
+        assert!(st.success(), "zstd -d {} failed", src.display());
+        std::fs::rename(&tmp, &dst).expect("move the unpacked fixture into place");
+    }
+    dst
+}
+
+/// The ground truth of a snapshot, as JSON.
+pub fn truth(dir: &Path, snapshot: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join(format!("{snapshot}.truth.json"))).expect("read truth JSON");
+    serde_json::from_str(&text).expect("parse truth JSON")
+}
+
+/// A hex string from the truth JSON ("0x1a20000") as a number.
+pub fn hex(v: &serde_json::Value) -> u64 {
+    let s = v.as_str().unwrap_or_else(|| panic!("expected a hex string, got {v}"));
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).expect("hex number")
+}
+
+/// A running `dmastub serve`, stopped when dropped.
+pub struct Stub {
+    child: Child,
+    pub port: u16,
+    pub banner: String,
+}
+
+impl Stub {
+    /// Starts `dmastub serve ARGS --listen 127.0.0.1:0` and waits for its banner, which names
+    /// the port it got.
+    pub fn start(args: &[&str]) -> Stub {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start dmastub serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut banner = String::new();
+        let port = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    banner.push_str(&line);
+                    banner.push('\n');
+                    if let Some(p) = line.split(" on 127.0.0.1:").nth(1) {
+                        let digits: String = p.chars().take_while(|c| c.is_ascii_digit()).collect();
+                        break digits.parse().expect("port in banner");
+                    }
+                }
+                _ => {
+                    let _ = child.kill();
+                    panic!("dmastub serve {args:?} exited before listening; it printed:\n{banner}");
+                }
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Stub { child, port, banner }
+    }
+}
+
+impl Drop for Stub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs Debian's gdb in batch mode against `port` with `commands`; returns stdout + stderr.
+/// Panics if gdb does not finish within `timeout` (a hang is a failure, not a wait).
+pub fn gdb_with(port: u16, file: Option<&Path>, commands: &[&str], timeout: Duration) -> String {
+    let mut cmd = Command::new("gdb");
+    cmd.args(["-q", "-nx", "-batch"]);
+    if let Some(f) = file {
+        cmd.arg(f);
+    }
+    cmd.args(["-ex", "set pagination off", "-ex", "set confirm off"]);
+    cmd.args(["-ex", &format!("target remote 127.0.0.1:{port}")]);
+    for c in commands {
+        cmd.args(["-ex", c]);
+    }
+    // One pipe for both streams, so gdb's answers and its error lines stay in order.
+    let (mut reader, writer) = std::io::pipe().expect("create a pipe");
+    let mut child = cmd
+        .stdout(writer.try_clone().expect("clone the pipe"))
+        .stderr(writer)
+        .spawn()
+        .expect("run gdb (install the gdb package)");
+    drop(cmd);
+    let collector = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut reader, &mut text);
+        text
+    });
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait for gdb").is_some() {
+            break;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "gdb did not finish within {timeout:?} running {commands:?}; it printed:\n{}",
+                collector.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    collector.join().unwrap_or_default()
+}
+
+pub fn gdb(port: u16, commands: &[&str]) -> String {
+    gdb_with(port, None, commands, Duration::from_secs(120))
+}
+
+/// The value `x/gx ADDR` printed, if it did.
+pub fn x_gx(out: &str, addr: u64) -> Option<u64> {
+    let want = format!("{addr:#x}");
+    out.lines().find_map(|line| {
+        let (head, rest) = line.split_once(':')?;
+        let head = head.split_whitespace().next()?;
+        if head != want {
+            return None;
+        }
+        let v = rest.split_whitespace().next()?;
+        u64::from_str_radix(v.trim_start_matches("0x"), 16).ok()
+    })
+}
+
+/// `x/Nxb ADDR` output as bytes.
+pub fn x_bytes(out: &str, addr: u64, n: usize) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut started = false;
+    for line in out.lines() {
+        let Some((head, rest)) = line.split_once(':') else { continue };
+        let Some(first) = head.split_whitespace().next() else { continue };
+        let Ok(at) = u64::from_str_radix(first.trim_start_matches("0x"), 16) else { continue };
+        if at == addr {
+            started = true;
+        }
+        if started && at >= addr && at < addr + n as u64 {
+            for t in rest.split_whitespace() {
+                if let Ok(b) = u8::from_str_radix(t.trim_start_matches("0x"), 16) {
+                    bytes.push(b);
+                }
+            }
+        }
+    }
+    bytes.truncate(n);
+    bytes
+}
