@@ -158,6 +158,32 @@ impl PageTableBuilder {
         self.write_u64(at, phys.0 | flags | ps | bits::PRESENT)
     }
 
+    /// Maps `len` bytes from `virt` with 4 KiB pages onto the pages of `[phys, phys + len)` in
+    /// a scrambled order (an odd stride over the page count), so no two neighbouring virtual
+    /// pages are physical neighbours: the worst case for merging reads, used by tests and the
+    /// benchmark.
+    pub fn map_scattered(
+        &mut self,
+        virt: VirtAddr,
+        phys: PhysAddr,
+        len: u64,
+        flags: u64,
+    ) -> Result<(), BuildError> {
+        let pages = len.div_ceil(PAGE_SIZE);
+        // Any odd stride is coprime with a power-of-two page count; otherwise fall back to 1.
+        let stride = if pages.is_power_of_two() && pages > 2 { pages / 2 - 1 } else { 1 };
+        for i in 0..pages {
+            let p = (i * stride) % pages;
+            self.map(
+                VirtAddr(virt.0 + i * PAGE_SIZE),
+                PhysAddr(phys.0 + p * PAGE_SIZE),
+                PageSize::Size4K,
+                flags,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Maps `len` bytes (rounded up to whole pages of `size`) from `virt` to `phys`.
     pub fn map_range(
         &mut self,

@@ -444,14 +444,9 @@ fn wrap_and_canonical_hole_stop_the_read() {
 
 /// 64 MiB mapped by 4 KiB pages, each on a physical page far from its neighbours.
 fn scattered_64m() -> (PageTableBuilder, u64) {
-    let pages = 64 * MIB / 4096;
     let mut b = PageTableBuilder::new(Paging::Level4, (72 * MIB) as usize);
     let v = 0xffff_c900_0000_0000u64;
-    for i in 0..pages {
-        // Odd stride over the 16384 pages: a permutation with no two neighbours adjacent.
-        let p = (i * 8191) % pages;
-        b.map(VirtAddr(v + i * 4096), PhysAddr(p * 4096), PageSize::Size4K, W | NX).unwrap();
-    }
+    b.map_scattered(VirtAddr(v), PhysAddr(0), 64 * MIB, W | NX).unwrap();
     (b, v)
 }
 
@@ -642,49 +637,6 @@ fn translate_in_other_roots_and_paging_switch() {
     s.set_paging(Paging::Level5);
     assert_eq!(s.paging(), Paging::Level5);
     assert_eq!(s.stats().flushes, before + 1);
-}
-
-/// Prints what a 64 MiB virtual dump costs in gdb-sized requests. Run with
-/// `cargo test --release --lib mmu::tests::bench_64m_dump -- --ignored --nocapture`.
-#[test]
-#[ignore = "benchmark: prints numbers"]
-fn bench_64m_dump() {
-    let (b, v) = scattered_64m();
-    let mut s = space(b);
-    let mut buf = vec![0u8; 9 * 1024];
-    for pass in ["cold", "warm", "flushed"] {
-        if pass == "flushed" {
-            s.flush();
-        }
-        s.reset_stats();
-        let t = std::time::Instant::now();
-        let (mut a, mut requests) = (v, 0u64);
-        while a < v + 64 * MIB {
-            let want = buf.len().min((v + 64 * MIB - a) as usize);
-            a += s.read(a, &mut buf[..want]).unwrap() as u64;
-            requests += 1;
-        }
-        let el = t.elapsed();
-        let st = s.stats();
-        println!(
-            "64 MiB of scattered 4 KiB pages, 9 KiB requests, {pass}: {:.1} ms, {:.0} ns/request, \
-             {:.3} backend reads/page ({st})",
-            el.as_secs_f64() * 1e3,
-            el.as_nanos() as f64 / requests as f64,
-            st.backend_reads() as f64 / (64 * MIB / 4096) as f64,
-        );
-    }
-    let t = std::time::Instant::now();
-    let n = 1_000_000u64;
-    for i in 0..n {
-        s.translate(VirtAddr(v + (i % 8192) * 4096)).unwrap();
-    }
-    println!("translate (cached): {:.1} ns", t.elapsed().as_nanos() as f64 / n as f64);
-    let t = std::time::Instant::now();
-    for _ in 0..n {
-        s.flush();
-    }
-    println!("flush: {:.1} ns", t.elapsed().as_nanos() as f64 / n as f64);
 }
 
 #[test]
