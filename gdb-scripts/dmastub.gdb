@@ -50,7 +50,8 @@ define vtop
   end
 end
 document vtop
-Walk the page tables for a virtual address given as any gdb expression: vtop &some_symbol.
+Walk the page tables for a virtual address given as a gdb expression without spaces:
+vtop &some_symbol, vtop $rsp+0x100.
 end
 
 define set-cr3

@@ -51,7 +51,8 @@ enum CommandLine {
 
 /// Where the physical memory comes from.
 #[derive(Args)]
-#[group(required = true, multiple = false, id = "source")]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("source").required(true).multiple(false)))]
 struct SourceArgs {
     /// A memory dump: raw image (file offset = physical address), ELF core (QEMU
     /// dump-guest-memory, kdump vmcore) or LiME; the format is told from the first bytes.
