@@ -12,6 +12,10 @@ use dmastub::mmu::{AddressSpace, MmuConfig, Mode, Paging, bits};
 use dmastub::phys::{self, OpenOptions, PhysMem};
 use dmastub::{PhysAddr, VirtAddr};
 use std::path::{Path, PathBuf};
+
+// The integration tests' helpers: fixtures and their unpacking live in one place.
+#[path = "../tests/common/mod.rs"]
+mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -115,7 +119,7 @@ fn dump_case(title: &str, mem: Box<dyn PhysMem>, cr3: u64, virt: u64, phys: u64)
     let pfile = out_dir.join("phys.bin");
     let dump = |mode: &str, start: u64, file: &Path| -> (Duration, String) {
         let t = Instant::now();
-        let out = gdb(
+        let out = common::gdb(
             port,
             &[
                 &format!("monitor {mode}"),
@@ -126,7 +130,7 @@ fn dump_case(title: &str, mem: Box<dyn PhysMem>, cr3: u64, virt: u64, phys: u64)
         );
         (t.elapsed(), out)
     };
-    let connect_only = (0..3).map(|_| time(|| gdb(port, &[]))).min().unwrap_or_default();
+    let connect_only = (0..3).map(|_| time(|| common::gdb(port, &[]))).min().unwrap_or_default();
     // Warm-up: the first virtual dump fills the table cache (static sources keep it).
     let (cold_time, cold_out) = dump("virt", virt, &vfile);
     let (mut best_v, mut best_p) = (Duration::MAX, Duration::MAX);
@@ -176,24 +180,6 @@ fn reads_per_page(out: &str) -> Option<f64> {
     Some((table + data) as f64 / (DUMP / 4096) as f64)
 }
 
-fn gdb(port: u16, commands: &[&str]) -> String {
-    let mut cmd = Command::new("gdb");
-    cmd.args([
-        "-q",
-        "-nx",
-        "-batch",
-        "-ex",
-        "set pagination off",
-        "-ex",
-        &format!("target remote 127.0.0.1:{port}"),
-    ]);
-    for c in commands {
-        cmd.args(["-ex", c]);
-    }
-    let out = cmd.output().expect("run gdb");
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
 fn time<T>(f: impl FnOnce() -> T) -> Duration {
     let t = Instant::now();
     f();
@@ -202,31 +188,13 @@ fn time<T>(f: impl FnOnce() -> T) -> Duration {
 
 /// The post-panic raw image, the kernel CR3 and `page_offset_base` from its truth file.
 fn fixture_image() -> Option<(PathBuf, u64, u64)> {
-    let root = std::env::var_os("DMASTUB_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
-    let dir = root.join("linux-6.1-kaslr");
-    let truth: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("post-panic.truth.json")).ok()?).ok()?;
-    let hex = |v: &serde_json::Value| u64::from_str_radix(v.as_str()?.trim_start_matches("0x"), 16).ok();
-    let (cr3, pob) = (hex(&truth["paging"]["kernel_cr3"])?, hex(&truth["kaslr"]["page_offset_base"])?);
-    let cache = std::env::temp_dir().join("dmastub-fixtures").join("linux-6.1-kaslr");
-    std::fs::create_dir_all(&cache).ok()?;
-    let image = cache.join("post-panic.raw");
-    if !image.exists() {
-        let tmp = cache.join(format!("post-panic.raw.{}.part", std::process::id()));
-        let ok = Command::new("zstd")
-            .args(["-d", "-q", "-f"])
-            .arg(dir.join("post-panic.raw.zst"))
-            .arg("-o")
-            .arg(&tmp)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok || std::fs::rename(&tmp, &image).is_err() {
-            return None;
-        }
-    }
-    Some((image, cr3, pob))
+    let dir = common::fixture_dir("linux-6.1-kaslr")?;
+    let truth = common::truth(&dir, "post-panic");
+    Some((
+        common::unpacked(&dir, "post-panic.raw.zst"),
+        common::hex(&truth["paging"]["kernel_cr3"]),
+        common::hex(&truth["kaslr"]["page_offset_base"]),
+    ))
 }
 
 fn cpus() -> usize {

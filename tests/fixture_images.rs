@@ -245,3 +245,48 @@ fn writes_are_refused_unless_allowed_and_never_reach_a_dump_file_by_default() {
     }
     assert!(std::fs::read(&elf).unwrap() == before, "the dump file changed");
 }
+
+/// The QEMU ELF core of the 6.1 guest holds the same bytes as its raw image, in the two ranges
+/// QEMU dumps, with the kernel's VMCOREINFO note and the vCPUs' NT_PRSTATUS notes.
+#[test]
+fn the_elf_core_and_the_raw_image_hold_the_same_memory() {
+    use dmastub::PhysAddr;
+    use dmastub::phys::{OpenOptions, PhysError, RamRange, SourceKind, open_file};
+    let Some(dir) = fixture_dir(FIXTURE) else { return };
+    let mut elf = open_file(&unpacked(&dir, "post-panic.elf.zst"), &OpenOptions::default()).unwrap();
+    let mut raw = open_file(&unpacked(&dir, "post-panic.raw.zst"), &OpenOptions::default()).unwrap();
+    assert_eq!(elf.kind(), SourceKind::ElfCore);
+    assert_eq!(raw.kind(), SourceKind::RawImage);
+    assert_eq!(
+        elf.ram(),
+        &[
+            RamRange { start: PhysAddr(0), len: 0x1000_0000 },
+            RamRange { start: PhysAddr(0xfffc_0000), len: 0x4_0000 },
+        ]
+    );
+    assert_eq!(raw.ram(), &elf.ram()[..1]);
+    let vmcoreinfo = elf.core_notes().iter().find(|n| n.name == "VMCOREINFO").expect("VMCOREINFO note");
+    let text = String::from_utf8_lossy(&vmcoreinfo.desc);
+    assert!(text.contains("OSRELEASE=6.1.0-56-amd64"), "{text}");
+    assert!(elf.core_notes().iter().filter(|n| n.name == "CORE" && n.n_type == 1).count() >= 1);
+    let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let pages = 0x1000_0000 / 4096;
+    for i in 0..400u64 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        // The first and last pages, and the rest spread at random.
+        let page = match i {
+            0 => 0,
+            1 => pages - 1,
+            _ => seed % pages,
+        };
+        elf.read(PhysAddr(page * 4096), &mut a).unwrap();
+        raw.read(PhysAddr(page * 4096), &mut b).unwrap();
+        assert!(a == b, "page {:#x} differs between the ELF core and the raw image", page * 4096);
+    }
+    elf.read(PhysAddr(0xffff_f000), &mut a).unwrap();
+    assert!(matches!(raw.read(PhysAddr(0x1000_0000), &mut b), Err(PhysError::NotRam { .. })));
+    assert!(matches!(elf.read(PhysAddr(0x1000_0000), &mut b), Err(PhysError::NotRam { .. })));
+}

@@ -478,65 +478,6 @@ pub(crate) mod test_util {
     }
 }
 
-/// Unpacked copies of the real fixtures, for tests (the same helper fits `tests/common/`).
-#[cfg(test)]
-pub(crate) mod fixture {
-    use std::path::PathBuf;
-    use std::process::Command;
-
-    /// The fixtures folder: `$DMASTUB_FIXTURES`, else `../shared/fixtures` beside the crate.
-    pub fn root() -> PathBuf {
-        std::env::var_os("DMASTUB_FIXTURES")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"))
-    }
-
-    /// `set/name`, unpacked from `set/name.zst` into `temp_dir()/dmastub-fixtures/set/` once and
-    /// reused while it is at least as new as the `.zst` (zstd gives it the source's mtime). `None`,
-    /// after printing why, when the fixture or the `zstd` command is missing, so tests skip.
-    pub fn unpacked(set: &str, name: &str) -> Option<PathBuf> {
-        let src = root().join(set).join(format!("{name}.zst"));
-        let Ok(src_meta) = std::fs::metadata(&src) else {
-            eprintln!("skipping: fixture {} not found (set DMASTUB_FIXTURES)", src.display());
-            return None;
-        };
-        let dir = std::env::temp_dir().join("dmastub-fixtures").join(set);
-        let dst = dir.join(name);
-        let fresh = |m: std::fs::Metadata| match (m.modified(), src_meta.modified()) {
-            (Ok(d), Ok(s)) => m.len() > 0 && d >= s,
-            _ => false,
-        };
-        if std::fs::metadata(&dst).is_ok_and(fresh) {
-            return Some(dst);
-        }
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            eprintln!("skipping: cannot create {}: {e}", dir.display());
-            return None;
-        }
-        // Unpack to a private name, then rename: tests running at once never see half a file.
-        let tmp = dir.join(format!(".{name}.{}.{:?}", std::process::id(), std::thread::current().id()));
-        let status = Command::new("zstd").args(["-d", "-q", "-f"]).arg(&src).arg("-o").arg(&tmp).status();
-        match status {
-            Ok(s) if s.success() => {}
-            Ok(s) => {
-                let _ = std::fs::remove_file(&tmp);
-                eprintln!("skipping: `zstd -d {}` failed ({s})", src.display());
-                return None;
-            }
-            Err(e) => {
-                eprintln!("skipping: cannot run zstd to unpack {}: {e}", src.display());
-                return None;
-            }
-        }
-        if let Err(e) = std::fs::rename(&tmp, &dst) {
-            let _ = std::fs::remove_file(&tmp);
-            eprintln!("skipping: cannot move the unpacked fixture to {}: {e}", dst.display());
-            return None;
-        }
-        Some(dst)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::test_util::TempDir;
@@ -864,54 +805,6 @@ mod tests {
             assert!(msg.starts_with(&format!("{}: LiME: ", path.display())), "{msg}");
             assert!(msg.contains(want), "{name}: {msg}");
         }
-    }
-
-    /// The real fixtures: the QEMU ELF core of the 6.1 guest holds the same bytes as its raw
-    /// image, in the two ranges QEMU dumps, with the kernel's VMCOREINFO note.
-    #[test]
-    fn fixture_elf_core_matches_raw_image() {
-        let (Some(elf_path), Some(raw_path)) = (
-            fixture::unpacked("linux-6.1-kaslr", "post-panic.elf"),
-            fixture::unpacked("linux-6.1-kaslr", "post-panic.raw"),
-        ) else {
-            return;
-        };
-        let mut elf = open_file(&elf_path, &ro()).unwrap();
-        let mut raw = open_file(&raw_path, &ro()).unwrap();
-        assert_eq!(elf.kind(), SourceKind::ElfCore);
-        assert_eq!(raw.kind(), SourceKind::RawImage);
-        assert_eq!(
-            elf.ram(),
-            &[
-                RamRange { start: PhysAddr(0), len: 0x1000_0000 },
-                RamRange { start: PhysAddr(0xfffc_0000), len: 0x4_0000 },
-            ]
-        );
-        assert_eq!(raw.ram(), &elf.ram()[..1]);
-        let vmcoreinfo = elf.core_notes().iter().find(|n| n.name == "VMCOREINFO").expect("VMCOREINFO note");
-        let text = String::from_utf8_lossy(&vmcoreinfo.desc);
-        assert!(text.contains("OSRELEASE=6.1.0-56-amd64"), "{text}");
-        assert!(elf.core_notes().iter().filter(|n| n.name == "CORE" && n.n_type == 1).count() >= 1);
-        let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let pages = 0x1000_0000 / 4096;
-        for i in 0..400u64 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            // A few fixed pages (first, last) and the rest spread at random.
-            let page = match i {
-                0 => 0,
-                1 => pages - 1,
-                _ => seed % pages,
-            };
-            elf.read(PhysAddr(page * 4096), &mut a).unwrap();
-            raw.read(PhysAddr(page * 4096), &mut b).unwrap();
-            assert!(a == b, "page {:#x} differs between the ELF core and the raw image", page * 4096);
-        }
-        elf.read(PhysAddr(0xffff_f000), &mut a).unwrap();
-        assert!(matches!(raw.read(PhysAddr(0x1000_0000), &mut b), Err(PhysError::NotRam { .. })));
-        assert!(matches!(elf.read(PhysAddr(0x1000_0000), &mut b), Err(PhysError::NotRam { .. })));
     }
 
     fn r(phys_start: u64, len: u64) -> FileRange {
