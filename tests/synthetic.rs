@@ -241,3 +241,27 @@ fn the_gdb_script_helpers_work() {
     assert_eq!(x_gx(&out, f.counter_virt), Some(f.counter_value), "back in virt mode\n{out}");
     assert!(out.contains("(monitor set-cr3)"), "{out}");
 }
+
+#[test]
+fn a_second_gdb_while_one_is_attached_is_turned_away_not_left_hanging() {
+    let (bytes, f) = machine();
+    let dir = Scratch::new("busy");
+    let raw = dir.file("m.raw", &bytes);
+    let stub = Stub::start(&["--image", raw.to_str().unwrap(), "--cr3", &format!("{:#x}", f.cr3)]);
+    let port = stub.port;
+    let x = format!("x/gx {:#x}", f.counter_virt);
+    let first = {
+        let x = x.clone();
+        std::thread::spawn(move || gdb(port, &[&x, "shell sleep 3", &x]))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let start = std::time::Instant::now();
+    let second = gdb_with(port, None, &[&x], std::time::Duration::from_secs(30));
+    assert!(start.elapsed() < std::time::Duration::from_secs(10), "the second gdb waited\n{second}");
+    assert_eq!(x_gx(&second, f.counter_virt), None, "{second}");
+    assert!(second.contains("Remote connection closed") || second.contains("Connection reset"), "{second}");
+    let first = first.join().unwrap();
+    assert_eq!(x_gx(&first, f.counter_virt), Some(f.counter_value), "{first}");
+    let third = gdb(port, &[&x]);
+    assert_eq!(x_gx(&third, f.counter_virt), Some(f.counter_value), "{third}");
+}

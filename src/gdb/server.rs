@@ -10,7 +10,10 @@ use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
 use log::{info, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 /// The largest packet gdb may send or ask for. gdb sizes its `m` reads from it; bigger
 /// packets mean fewer round trips in a large `dump`.
@@ -45,21 +48,56 @@ impl Server {
     }
 
     /// Serves gdb sessions one after another, forever. A session that fails is logged; the
-    /// server goes on.
+    /// server goes on. A gdb that connects while another is attached is disconnected at once
+    /// (it prints "Remote connection closed") rather than left hanging.
     pub fn serve_forever(&self, target: &mut DmaTarget) -> io::Result<()> {
-        loop {
-            match self.serve_one(target) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Other => warn!("{e}"),
-                Err(e) => return Err(e),
+        let listener = self.listener.try_clone()?;
+        let busy = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::sync_channel::<(TcpStream, SocketAddr)>(1);
+        let acceptor_busy = busy.clone();
+        std::thread::spawn(move || {
+            loop {
+                let (stream, peer) = match listener.accept() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        warn!("accepting a gdb connection failed: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                };
+                // A session that just ended may not have noticed yet: give it a moment.
+                let deadline = Instant::now() + Duration::from_millis(500);
+                while acceptor_busy.load(Ordering::Acquire) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                if acceptor_busy.load(Ordering::Acquire) {
+                    warn!("refused gdb from {peer}: another gdb is attached (one session at a time)");
+                    let _ = stream.shutdown(Shutdown::Both);
+                    continue;
+                }
+                acceptor_busy.store(true, Ordering::Release);
+                if tx.send((stream, peer)).is_err() {
+                    return;
+                }
+            }
+        });
+        for (stream, peer) in rx {
+            let result = self.serve_stream(target, stream, peer);
+            busy.store(false, Ordering::Release);
+            if let Err(e) = result {
+                warn!("{e}");
             }
         }
+        Err(io::Error::other("the connection acceptor stopped"))
     }
 
-    /// Accepts one gdb and serves it until it detaches or disconnects. Errors of the session
-    /// itself come back as `ErrorKind::Other`; an error accepting is returned as it is.
+    /// Accepts one gdb and serves it until it detaches or disconnects.
     pub fn serve_one(&self, target: &mut DmaTarget) -> io::Result<()> {
         let (stream, peer) = self.listener.accept()?;
+        self.serve_stream(target, stream, peer)
+    }
+
+    fn serve_stream(&self, target: &mut DmaTarget, stream: TcpStream, peer: SocketAddr) -> io::Result<()> {
         info!("gdb connected from {peer}");
         let conn = BufferedTcp::new(stream)?;
         target.on_stop();
