@@ -91,12 +91,7 @@ impl Server {
         Err(io::Error::other("the connection acceptor stopped"))
     }
 
-    /// Accepts one gdb and serves it until it detaches or disconnects.
-    pub fn serve_one(&self, target: &mut DmaTarget) -> io::Result<()> {
-        let (stream, peer) = self.listener.accept()?;
-        self.serve_stream(target, stream, peer)
-    }
-
+    /// Serves one accepted gdb until it detaches or disconnects.
     fn serve_stream(&self, target: &mut DmaTarget, stream: TcpStream, peer: SocketAddr) -> io::Result<()> {
         info!("gdb connected from {peer}");
         let conn = BufferedTcp::new(stream)?;
