@@ -59,6 +59,7 @@ define set-cr3
     echo usage: set-cr3 EXPRESSION (a page-table root)\n
   else
     eval "monitor set-cr3 %#lx", (unsigned long)($arg0)
+    maint flush register-cache
   end
 end
 document set-cr3

@@ -232,10 +232,15 @@ fn the_gdb_script_helpers_work() {
             &format!("vtop {:#x}+0x100", f.greeting_virt),
             &format!("xphys {:#x}", f.counter_phys),
             &format!("x/gx {:#x}", f.counter_virt),
+            "p/x $cr3",
+            "set-cr3 0x1000",
+            "p/x $cr3",
             &format!("set-cr3 {:#x}", f.cr3),
             "monitor cr3",
         ],
     );
+    assert!(out.contains(&format!("$1 = {:#x}", f.cr3)), "{out}");
+    assert!(out.contains("$2 = 0x1000"), "set-cr3 refreshes gdb's $cr3\n{out}");
     assert!(out.contains(&format!("-> phys {:#x}", f.counter_phys)), "vtop helper\n{out}");
     assert_eq!(x_gx(&out, f.counter_phys), Some(f.counter_value), "xphys helper\n{out}");
     assert_eq!(x_gx(&out, f.counter_virt), Some(f.counter_value), "back in virt mode\n{out}");

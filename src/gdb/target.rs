@@ -111,7 +111,8 @@ impl DmaTarget {
                 if self.space.mode() == Mode::Phys {
                     s.push_str(" (memory packets still address physical memory: 'monitor virt' to use it)");
                 }
-                s.push('\n');
+                // gdb caches registers until the next stop; it cannot be told from here.
+                s.push_str("\n(gdb's $cr3 shows it after 'maint flush register-cache'; 'set $cr3 = ADDR' does both)\n");
                 s
             }
             Command::Cr3 => self.describe_cr3(),
