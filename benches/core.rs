@@ -108,7 +108,7 @@ fn dump_case(title: &str, mem: Box<dyn PhysMem>, cr3: u64, virt: u64, phys: u64)
     let mut space = AddressSpace::new(mem, MmuConfig::new(Paging::Level4));
     space.set_cr3(cr3);
     space.set_mode(Mode::Virt).expect("cr3 set");
-    let mut target = DmaTarget::new(space, false);
+    let mut target = DmaTarget::new(space, false, "the benchmark's machine");
     let server = Server::new(bind("127.0.0.1:0").expect("bind"));
     let port = server.local_addr().expect("port").port();
     std::thread::spawn(move || server.serve_forever(&mut target));

@@ -144,7 +144,7 @@ pub fn run(listen: &str, run_gdb: bool) -> io::Result<()> {
     let mut space = AddressSpace::new(Box::new(mem), MmuConfig::new(Paging::Level4));
     space.set_cr3(facts.cr3);
     space.set_mode(Mode::Virt).map_err(|e| io::Error::other(e.to_string()))?;
-    let mut target = DmaTarget::new(space, false);
+    let mut target = DmaTarget::new(space, false, "the synthetic machine's own");
     let listener =
         bind(listen).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
     let server = Server::new(listener);

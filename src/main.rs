@@ -224,10 +224,7 @@ fn serve(a: ServeArgs) -> CliResult {
     println!("dmastub: serving {name} ({description}) on {}, {access}", server.local_addr()?);
     println!("dmastub: memory packets address {mode}");
     std::io::stdout().flush()?;
-    let mut target = DmaTarget::new(space, a.allow_write);
-    if let Some(cr3) = a.cr3 {
-        target.set_cr3(cr3, "--cr3");
-    }
+    let mut target = DmaTarget::new(space, a.allow_write, "--cr3");
     server.serve_forever(&mut target)?;
     Ok(())
 }

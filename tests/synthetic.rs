@@ -39,6 +39,14 @@ fn machine() -> (Vec<u8>, SyntheticFacts) {
     synthetic_machine().expect("build the synthetic machine")
 }
 
+/// The synthetic machine as a raw image in `dir`, served through its CR3.
+fn serve_machine(dir: &Scratch) -> (Stub, SyntheticFacts) {
+    let (bytes, f) = machine();
+    let raw = dir.file("m.raw", &bytes);
+    let stub = Stub::start(&["--image", raw.to_str().unwrap(), "--cr3", &format!("{:#x}", f.cr3)]);
+    (stub, f)
+}
+
 fn run(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN).args(args).output().expect("run dmastub");
     (
@@ -220,10 +228,8 @@ fn the_demo_shows_a_session_against_the_synthetic_machine() {
 
 #[test]
 fn the_gdb_script_helpers_work() {
-    let (bytes, f) = machine();
     let dir = Scratch::new("script");
-    let raw = dir.file("m.raw", &bytes);
-    let stub = Stub::start(&["--image", raw.to_str().unwrap(), "--cr3", &format!("{:#x}", f.cr3)]);
+    let (stub, f) = serve_machine(&dir);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("gdb-scripts/dmastub.gdb");
     let out = gdb(
         stub.port,
@@ -249,10 +255,8 @@ fn the_gdb_script_helpers_work() {
 
 #[test]
 fn a_second_gdb_while_one_is_attached_is_turned_away_not_left_hanging() {
-    let (bytes, f) = machine();
     let dir = Scratch::new("busy");
-    let raw = dir.file("m.raw", &bytes);
-    let stub = Stub::start(&["--image", raw.to_str().unwrap(), "--cr3", &format!("{:#x}", f.cr3)]);
+    let (stub, f) = serve_machine(&dir);
     let port = stub.port;
     let x = format!("x/gx {:#x}", f.counter_virt);
     let first = {

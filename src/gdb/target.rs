@@ -41,10 +41,10 @@ pub struct DmaTarget {
 }
 
 impl DmaTarget {
-    /// A target over `space`. Memory writes are refused unless `allow_write`.
-    pub fn new(space: AddressSpace, allow_write: bool) -> Self {
-        let cr3_origin = if space.cr3().is_some() { "given at start".to_string() } else { String::new() };
-        Self { space, allow_write, cr3_origin, resume_requested: false }
+    /// A target over `space`. Memory writes are refused unless `allow_write`. `cr3_origin`
+    /// says where the CR3 already set in `space` came from (`monitor cr3` shows it).
+    pub fn new(space: AddressSpace, allow_write: bool, cr3_origin: &str) -> Self {
+        Self { space, allow_write, cr3_origin: cr3_origin.to_string(), resume_requested: false }
     }
 
     /// Makes `cr3` the active page-table root; `origin` says who set it (`monitor cr3` shows it).

@@ -159,9 +159,10 @@ impl PageTableBuilder {
     }
 
     /// Maps `len` bytes from `virt` with 4 KiB pages onto the pages of `[phys, phys + len)` in
-    /// a scrambled order (an odd stride over the page count), so no two neighbouring virtual
-    /// pages are physical neighbours: the worst case for merging reads, used by tests and the
-    /// benchmark.
+    /// a scrambled order: page `i` goes to page `i * stride mod n`, with the largest stride up
+    /// to `n / 2` that shares no factor with `n` (1 if none does). When that stride is not 1
+    /// (any `n` above 6, and 5), no two neighbouring virtual pages are physical neighbours: the
+    /// worst case for merging reads, used by tests and the benchmark.
     pub fn map_scattered(
         &mut self,
         virt: VirtAddr,
@@ -170,8 +171,18 @@ impl PageTableBuilder {
         flags: u64,
     ) -> Result<(), BuildError> {
         let pages = len.div_ceil(PAGE_SIZE);
-        // Any odd stride is coprime with a power-of-two page count; otherwise fall back to 1.
-        let stride = if pages.is_power_of_two() && pages > 2 { pages / 2 - 1 } else { 1 };
+        let outside = BuildError::OutsideMemory { addr: phys, len };
+        if virt.0.checked_add(pages * PAGE_SIZE).is_none() || phys.0.checked_add(pages * PAGE_SIZE).is_none()
+        {
+            return Err(outside);
+        }
+        let gcd = |mut a: u64, mut b: u64| {
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            a
+        };
+        let stride = (2..=pages / 2).rev().find(|&s| gcd(s, pages) == 1 && s + 1 != pages).unwrap_or(1);
         for i in 0..pages {
             let p = (i * stride) % pages;
             self.map(

@@ -676,3 +676,19 @@ fn garbage_tables_never_panic() {
         }
     }
 }
+
+#[test]
+fn scattered_mappings_keep_no_neighbours_together() {
+    for pages in [5u64, 7, 100, 16384] {
+        let mut b = PageTableBuilder::new(Paging::Level4, ((pages + 64) * 4096) as usize);
+        let v = 0x7f00_0000_0000u64;
+        b.map_scattered(VirtAddr(v), PhysAddr(0), pages * 4096, W).unwrap();
+        let mut s = space(b);
+        let phys: Vec<u64> =
+            (0..pages).map(|i| s.translate(VirtAddr(v + i * 4096)).unwrap().phys.0 / 4096).collect();
+        let mut sorted = phys.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..pages).collect::<Vec<_>>(), "{pages} pages: a permutation");
+        assert!(phys.windows(2).all(|w| w[0].abs_diff(w[1]) != 1), "{pages} pages: neighbours kept together");
+    }
+}

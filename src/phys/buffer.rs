@@ -1,6 +1,6 @@
 //! Physical memory held in this process: for tests, and for the synthetic demo machine.
 
-use super::{PhysError, PhysMem, RamRange, SourceKind, find_range};
+use super::{PhysError, PhysMem, RamRange, SourceKind};
 use crate::addr::PhysAddr;
 
 /// RAM made of byte vectors placed at physical addresses.
@@ -46,13 +46,11 @@ impl BufferMem {
     }
 
     fn locate(&self, addr: PhysAddr, len: usize) -> Result<(usize, usize), PhysError> {
-        let range = find_range(&self.ram, addr, len as u64).ok_or_else(|| PhysError::NotRam {
-            addr,
-            len: len as u64,
-            source_name: self.name.clone(),
-        })?;
-        let i = self.ram.iter().position(|r| r == range).unwrap_or_default();
-        Ok((i, (addr.0 - range.start.0) as usize))
+        let i = self.ram.partition_point(|r| r.end() <= addr.0);
+        match self.ram.get(i) {
+            Some(r) if r.contains(addr, len as u64) => Ok((i, (addr.0 - r.start.0) as usize)),
+            _ => Err(PhysError::NotRam { addr, len: len as u64, source_name: self.name.clone() }),
+        }
     }
 }
 
