@@ -1,0 +1,78 @@
+//! Linux awareness: finding the kernel in memory with no hints, its symbols, struct layouts
+//! (from BTF, VMCOREINFO or a `targets/` profile), the task list and the kernel log.
+//!
+//! Reads go through [`Memory`], a kernel-virtual view of an [`AddressSpace`](crate::mmu::AddressSpace);
+//! nothing here knows the remote protocol. Everything read is untrusted: every walk is bounded,
+//! and every failure names the address and what was being read.
+
+pub mod btf;
+pub mod layout;
+pub mod printk;
+
+pub use layout::{Member, TypeInfo, TypeMap};
+
+use crate::addr::VirtAddr;
+use crate::mmu::{AddressSpace, MemError};
+
+/// Kernel-virtual memory as the Linux layer reads it.
+pub trait Memory {
+    /// Reads all of `buf` at virtual `addr`, or fails.
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemError>;
+
+    fn read_u64(&mut self, addr: u64) -> Result<u64, MemError> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn read_u32(&mut self, addr: u64) -> Result<u32, MemError> {
+        let mut b = [0u8; 4];
+        self.read(addr, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn read_u16(&mut self, addr: u64) -> Result<u16, MemError> {
+        let mut b = [0u8; 2];
+        self.read(addr, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    /// An unsigned integer of `size` bytes (1, 2, 4 or 8), little-endian.
+    fn read_uint(&mut self, addr: u64, size: u64) -> Result<u64, MemError> {
+        let mut b = [0u8; 8];
+        let n = size.clamp(1, 8) as usize;
+        self.read(addr, &mut b[..n])?;
+        Ok(u64::from_le_bytes(b))
+    }
+}
+
+/// Kernel symbols by name (kallsyms from memory, System.map, vmlinux or a profile).
+pub trait Symbols {
+    /// The running kernel's address of `name` (KASLR applied).
+    fn address(&self, name: &str) -> Option<u64>;
+}
+
+/// An [`AddressSpace`] read under one CR3 (the kernel's, or a task's), counting the bytes read.
+pub struct View<'a> {
+    space: &'a mut AddressSpace,
+    cr3: u64,
+    bytes_read: u64,
+}
+
+impl<'a> View<'a> {
+    pub fn new(space: &'a mut AddressSpace, cr3: u64) -> Self {
+        Self { space, cr3, bytes_read: 0 }
+    }
+
+    /// Bytes this view asked for (page-table reads not included).
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+}
+
+impl Memory for View<'_> {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        self.bytes_read += buf.len() as u64;
+        self.space.read_virt_in(self.cr3, VirtAddr(addr), buf)
+    }
+}
