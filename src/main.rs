@@ -44,6 +44,8 @@ enum CommandLine {
     Read(ReadArgs),
     /// Show the page walk for a virtual address: each level's entry, the page size, the result.
     Vtop(VtopArgs),
+    /// Find the kernel in the memory (no hints needed) and print what was found.
+    Kernel(KernelArgs),
     /// Serve a small synthetic machine (built in memory, with real x86-64 page tables) and run a
     /// short gdb session against it; with no gdb installed, print how to attach.
     Demo(DemoArgs),
@@ -146,6 +148,14 @@ struct VtopArgs {
 }
 
 #[derive(Args)]
+struct KernelArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    #[command(flatten)]
+    mmu: MmuArgs,
+}
+
+#[derive(Args)]
 struct DemoArgs {
     /// Address to serve the synthetic machine on (port 0: any free port).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
@@ -164,6 +174,7 @@ fn main() -> ExitCode {
         CommandLine::Serve(a) => serve(a),
         CommandLine::Read(a) => read(a),
         CommandLine::Vtop(a) => vtop(a),
+        CommandLine::Kernel(a) => kernel(a),
         CommandLine::Demo(a) => demo::run(&a.listen, !a.no_gdb).map_err(Into::into),
     };
     match result {
@@ -305,5 +316,13 @@ fn vtop(a: VtopArgs) -> CliResult {
     if walk.result.is_err() {
         return Err(format!("virt {:#x} does not translate under CR3 {:#x}", a.addr, a.cr3).into());
     }
+    Ok(())
+}
+
+fn kernel(a: KernelArgs) -> CliResult {
+    let mem = open_source(&a.source, WriteMode::ReadOnly)?;
+    let mut space = AddressSpace::new(mem, mmu_config(&a.mmu));
+    let k = dmastub::linux::discover::discover(&mut space, Default::default())?;
+    print!("{}", k.report());
     Ok(())
 }

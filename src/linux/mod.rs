@@ -6,12 +6,16 @@
 //! and every failure names the address and what was being read.
 
 pub mod btf;
+pub mod discover;
+pub mod kallsyms;
 pub mod layout;
 pub mod printk;
+pub mod vmcoreinfo;
 
 pub use layout::{Member, TypeInfo, TypeMap};
 
 use crate::addr::VirtAddr;
+pub use crate::mmu::TranslateError;
 use crate::mmu::{AddressSpace, MemError};
 
 /// Kernel-virtual memory as the Linux layer reads it.
@@ -62,6 +66,15 @@ pub struct View<'a> {
 impl<'a> View<'a> {
     pub fn new(space: &'a mut AddressSpace, cr3: u64) -> Self {
         Self { space, cr3, bytes_read: 0 }
+    }
+
+    /// The physical address of `virt` under this view's CR3.
+    pub fn translate(&mut self, virt: u64) -> Result<u64, crate::mmu::TranslateError> {
+        Ok(self.space.translate_in(self.cr3, VirtAddr(virt))?.phys.0)
+    }
+
+    pub fn cr3(&self) -> u64 {
+        self.cr3
     }
 
     /// Bytes this view asked for (page-table reads not included).

@@ -1,0 +1,526 @@
+//! The kernel's own symbol table (`/proc/kallsyms`), read from its compressed tables in memory.
+//!
+//! `scripts/kallsyms` emits, in `.rodata`, an address table (`kallsyms_offsets`, or absolute
+//! `kallsyms_addresses` on old or unusual builds), `kallsyms_relative_base`, `kallsyms_num_syms`,
+//! the token-compressed `kallsyms_names`, `kallsyms_markers` (one name offset per 256 symbols),
+//! `kallsyms_token_table` and `kallsyms_token_index`. Before 6.4 they come in that order; from 6.4
+//! the address table moved after the token index. No symbol says where they are (VMCOREINFO names
+//! them only on recent kernels), so [`find`] samples the kernel's read-only data for the one shape
+//! no other data has — a long, sorted run of 32-bit offsets — and then checks every table against
+//! the others before believing any of it.
+
+use super::{Memory, Symbols};
+use crate::mmu::MemError;
+use std::collections::HashMap;
+
+/// Sampling stride through `.rodata`: smaller than any kernel's address table (≥ 20k symbols).
+pub const SAMPLE_STRIDE: u64 = 64 * 1024;
+/// Largest symbol count believed (a kernel with everything built in has about 250k).
+const MAX_SYMBOLS: u64 = 2_000_000;
+/// Largest `kallsyms_names` table believed.
+const MAX_NAMES_BYTES: u64 = 64 << 20;
+/// Widest gap between neighbouring symbols believed (the kernel image is smaller).
+const MAX_GAP: u64 = 256 << 20;
+/// Bytes read per step while following a table.
+const CHUNK: u64 = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KallsymsError {
+    #[error(
+        "no kallsyms address table in {start:#x}..{end:#x} ({sampled} pages sampled); give --system-map or --vmlinux"
+    )]
+    NotFound { start: u64, end: u64, sampled: u64 },
+    #[error("kallsyms tables near {at:#x} are inconsistent: {why}")]
+    Inconsistent { at: u64, why: String },
+    #[error("reading kallsyms at {at:#x}: {err}")]
+    Read { at: u64, err: MemError },
+}
+
+fn inconsistent(at: u64, why: impl Into<String>) -> KallsymsError {
+    KallsymsError::Inconsistent { at, why: why.into() }
+}
+
+/// How the address table encodes addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Encoding {
+    /// `kallsyms_offsets`: `relative_base + offset`.
+    Relative,
+    /// `kallsyms_offsets` with `CONFIG_KALLSYMS_ABSOLUTE_PERCPU` (x86-64 before 6.15): a
+    /// non-negative offset is an absolute per-CPU address, a negative one `relative_base - 1 - off`.
+    AbsolutePercpu,
+    /// `kallsyms_addresses`: 64-bit absolute addresses.
+    Absolute,
+}
+
+impl Encoding {
+    fn width(self) -> u64 {
+        if self == Encoding::Absolute { 8 } else { 4 }
+    }
+
+    /// A key that grows with the symbol's address, for checking that a run is sorted.
+    fn order_key(self, raw: u64) -> u64 {
+        match self {
+            Encoding::Relative | Encoding::Absolute => raw,
+            Encoding::AbsolutePercpu => {
+                let off = raw as u32 as i32;
+                if off >= 0 { off as u64 } else { (1 << 32) + (-1 - off as i64) as u64 }
+            }
+        }
+    }
+
+    /// Could `next` follow `prev` in the table? Sorted, and no gap wider than a kernel image,
+    /// except the one step from the per-CPU symbols (absolute) to the image (relative).
+    fn in_order(self, prev: u64, next: u64) -> bool {
+        self.in_order_keys(self.order_key(prev), self.order_key(next))
+    }
+
+    fn in_order_keys(self, a: u64, b: u64) -> bool {
+        b >= a && (b - a <= MAX_GAP || (self == Encoding::AbsolutePercpu && a < 1 << 32 && b >= 1 << 32))
+    }
+
+    fn address(self, raw: u64, base: u64) -> u64 {
+        match self {
+            Encoding::Relative => base.wrapping_add(raw as u32 as u64),
+            Encoding::Absolute => raw,
+            Encoding::AbsolutePercpu => {
+                let off = raw as u32 as i32;
+                if off >= 0 { off as u64 } else { base.wrapping_sub(1).wrapping_sub(off as i64 as u64) }
+            }
+        }
+    }
+}
+
+/// The kernel's symbols, with where they were found.
+#[derive(Clone, Debug, Default)]
+pub struct Kallsyms {
+    by_name: HashMap<String, u64>,
+    /// (address, name) sorted by address, for address → symbol lookups.
+    by_addr: Vec<(u64, String)>,
+    /// Address of the table that located the rest (`kallsyms_offsets` or `kallsyms_addresses`).
+    pub table_addr: u64,
+    /// Bytes of kernel memory read to find and decode the tables.
+    pub bytes_read: u64,
+}
+
+impl Kallsyms {
+    pub fn len(&self) -> usize {
+        self.by_addr.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_addr.is_empty()
+    }
+
+    /// The symbol at or below `addr`, and the offset into it.
+    pub fn lookup(&self, addr: u64) -> Option<(&str, u64)> {
+        let i = self.by_addr.partition_point(|(a, _)| *a <= addr);
+        let (a, name) = self.by_addr.get(i.checked_sub(1)?)?;
+        Some((name.as_str(), addr - a))
+    }
+
+    /// Builds a table from (name, address) pairs, e.g. from System.map or a vmlinux.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, u64)>) -> Self {
+        let mut by_addr: Vec<(u64, String)> = pairs.into_iter().map(|(n, a)| (a, n)).collect();
+        by_addr.sort();
+        let mut by_name = HashMap::with_capacity(by_addr.len());
+        for (a, n) in &by_addr {
+            // The first of duplicate names wins, as with kallsyms_lookup_name().
+            by_name.entry(n.clone()).or_insert(*a);
+        }
+        Self { by_name, by_addr, table_addr: 0, bytes_read: 0 }
+    }
+}
+
+impl Kallsyms {
+    /// The same symbols moved by a KASLR slide (for link addresses from a file). Absolute
+    /// symbols below the kernel map (per-CPU offsets) stay where they are.
+    pub fn slid(self, slide: u64) -> Self {
+        let pairs = self.by_addr.into_iter().map(|(a, n)| {
+            let moved = if a >= crate::linux::discover::START_KERNEL_MAP { a.wrapping_add(slide) } else { a };
+            (n, moved)
+        });
+        Self::from_pairs(pairs)
+    }
+}
+
+impl Symbols for Kallsyms {
+    fn address(&self, name: &str) -> Option<u64> {
+        self.by_name.get(name).copied()
+    }
+}
+
+/// Memory wrapper counting what the search reads.
+struct Counting<'a> {
+    mem: &'a mut dyn Memory,
+    bytes: u64,
+}
+
+impl Counting<'_> {
+    fn read(&mut self, addr: u64, len: u64) -> Result<Vec<u8>, KallsymsError> {
+        let mut buf = vec![0u8; len as usize];
+        self.bytes += len;
+        self.mem.read(addr, &mut buf).map_err(|err| KallsymsError::Read { at: addr, err })?;
+        Ok(buf)
+    }
+
+    fn try_read(&mut self, addr: u64, len: u64) -> Option<Vec<u8>> {
+        self.read(addr, len).ok()
+    }
+}
+
+fn u16_at(b: &[u8], i: usize) -> u16 {
+    u16::from_le_bytes([b[i], b[i + 1]])
+}
+
+fn u32_at(b: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes(b[i..i + 4].try_into().unwrap_or_default())
+}
+
+fn u64_at(b: &[u8], i: usize) -> u64 {
+    u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default())
+}
+
+fn entry(b: &[u8], i: usize, enc: Encoding) -> u64 {
+    if enc == Encoding::Absolute { u64_at(b, i * 8) } else { u32_at(b, i * 4) as u64 }
+}
+
+/// Does this page look like a run of a sorted address table in this encoding?
+fn page_is_table(page: &[u8], enc: Encoding) -> bool {
+    let n = page.len() / enc.width() as usize;
+    let mut distinct = 0;
+    let mut prev = enc.order_key(entry(page, 0, enc));
+    if enc == Encoding::Absolute && !(0xffff_0000_0000_0000..u64::MAX).contains(&entry(page, 0, enc)) {
+        return false;
+    }
+    for i in 1..n {
+        let k = enc.order_key(entry(page, i, enc));
+        if !enc.in_order_keys(prev, k) {
+            return false;
+        }
+        distinct += (k != prev) as usize;
+        prev = k;
+    }
+    // Text symbols are a few hundred bytes apart: a sorted run of mostly distinct values.
+    distinct * 2 > n
+}
+
+/// Finds and decodes the kallsyms tables. `samples` are the addresses of pages to probe for the
+/// address table (the kernel's read-only data, `SAMPLE_STRIDE` apart); `region` bounds every
+/// table (the kernel image).
+pub fn find(
+    mem: &mut dyn Memory,
+    samples: &[u64],
+    region: std::ops::Range<u64>,
+) -> Result<Kallsyms, KallsymsError> {
+    let mut c = Counting { mem, bytes: 0 };
+    let mut last_err = None;
+    for &page_addr in samples {
+        let Some(page) = c.try_read(page_addr, 4096) else { continue };
+        for enc in [Encoding::AbsolutePercpu, Encoding::Relative, Encoding::Absolute] {
+            if !page_is_table(&page, enc) {
+                continue;
+            }
+            match decode_around(&mut c, page_addr, enc, &region) {
+                Ok(mut k) => {
+                    k.bytes_read = c.bytes;
+                    return Ok(k);
+                }
+                Err(e) => {
+                    log::debug!("kallsyms candidate at {page_addr:#x} ({enc:?}): {e}");
+                    last_err = Some(e);
+                }
+            }
+        }
+    }
+    Err(last_err.unwrap_or(KallsymsError::NotFound {
+        start: region.start,
+        end: region.end,
+        sampled: samples.len() as u64,
+    }))
+}
+
+/// Extends a sorted run found in one page to the whole table: its first and one-past-last entry.
+fn table_bounds(
+    c: &mut Counting,
+    page_addr: u64,
+    enc: Encoding,
+    region: &std::ops::Range<u64>,
+) -> Result<(u64, u64), KallsymsError> {
+    let w = enc.width();
+    let sorted_with = |prev: u64, next: u64| enc.in_order(prev, next);
+    // Backwards, a chunk at a time, to the first entry that breaks the order.
+    let mut start = page_addr;
+    let mut first = entry(&c.read(page_addr, w)?, 0, enc);
+    'back: while start > region.start {
+        let from = start.saturating_sub(CHUNK).max(region.start);
+        let chunk = c.read(from, start - from)?;
+        let n = chunk.len() / w as usize;
+        for i in (0..n).rev() {
+            let v = entry(&chunk, i, enc);
+            if !sorted_with(v, first) || (enc == Encoding::Absolute && v < 0xffff_0000_0000_0000) {
+                break 'back;
+            }
+            first = v;
+            start = from + i as u64 * w;
+        }
+        if (page_addr - start) / w > MAX_SYMBOLS {
+            return Err(inconsistent(start, "address table longer than any kernel's"));
+        }
+    }
+    // Forwards likewise.
+    let mut end = page_addr + w;
+    let mut last = entry(&c.read(page_addr, w)?, 0, enc);
+    'fwd: while end < region.end {
+        let to = (end + CHUNK).min(region.end);
+        let chunk = c.read(end, to - end)?;
+        let n = chunk.len() / w as usize;
+        for i in 0..n {
+            let v = entry(&chunk, i, enc);
+            if !sorted_with(last, v) {
+                break 'fwd;
+            }
+            last = v;
+            end += w;
+        }
+        if (end - start) / w > MAX_SYMBOLS {
+            return Err(inconsistent(start, "address table longer than any kernel's"));
+        }
+    }
+    Ok((start, end))
+}
+
+fn align8(x: u64) -> u64 {
+    x.div_ceil(8) * 8
+}
+
+/// The token table and index: 256 NUL-terminated strings and their offsets.
+fn tokens_at(c: &mut Counting, table: u64, index: u64) -> Option<Vec<Vec<u8>>> {
+    let idx = c.try_read(index, 512)?;
+    if u16_at(&idx, 0) != 0 {
+        return None;
+    }
+    let offs: Vec<u16> = (0..256).map(|i| u16_at(&idx, i * 2)).collect();
+    if offs.windows(2).any(|w| w[1] <= w[0]) {
+        return None;
+    }
+    let len = offs[255] as u64 + 256;
+    let text = c.try_read(table, len.min(index.saturating_sub(table)))?;
+    let mut tokens = Vec::with_capacity(256);
+    for (i, &o) in offs.iter().enumerate() {
+        let s = text.get(o as usize..)?;
+        let nul = s.iter().position(|&b| b == 0)?;
+        if i < 255 && o as usize + nul + 1 != offs[i + 1] as usize {
+            return None;
+        }
+        tokens.push(s[..nul].to_vec());
+    }
+    Some(tokens)
+}
+
+/// Looks for the token table that ends at `index` (aligned to 8) and whose index follows.
+fn tokens_ending_at(c: &mut Counting, index: u64) -> Option<(u64, Vec<Vec<u8>>)> {
+    let idx = c.try_read(index, 512)?;
+    let last = u16_at(&idx, 510) as u64;
+    // The last token is at most a few dozen bytes; the table starts where every offset fits.
+    for total in last + 2..last + 256 {
+        let table = index.checked_sub(total)?;
+        if align8(table + total) != index && table + total != index {
+            continue;
+        }
+        if let Some(t) = tokens_at(c, table, index) {
+            return Some((table, t));
+        }
+    }
+    None
+}
+
+/// Decodes `num` names from the raw `kallsyms_names` bytes (already walked by [`walk_names`]).
+fn decode_names(raw: &[u8], at: u64, num: u64, tokens: &[Vec<u8>]) -> Result<Vec<String>, KallsymsError> {
+    let mut out = Vec::with_capacity(num as usize);
+    let mut pos = 0usize;
+    let mut name = Vec::with_capacity(64);
+    for i in 0..num {
+        let b0 = raw[pos] as usize;
+        let (len, hdr) =
+            if b0 & 0x80 != 0 { ((b0 & 0x7f) | ((raw[pos + 1] as usize) << 7), 2) } else { (b0, 1) };
+        name.clear();
+        for &t in &raw[pos + hdr..pos + hdr + len] {
+            name.extend_from_slice(&tokens[t as usize]);
+        }
+        // The first character is the symbol type; the rest is the name.
+        if name.len() < 2 || !name[0].is_ascii_alphabetic() {
+            return Err(inconsistent(at + pos as u64, format!("name {i} does not start with a symbol type")));
+        }
+        out.push(String::from_utf8_lossy(&name[1..]).into_owned());
+        pos += hdr + len;
+    }
+    Ok(out)
+}
+
+/// Checks the decoded name offsets against `kallsyms_markers` at `at` (4- or 8-byte entries).
+fn markers_match(c: &mut Counting, at: u64, markers: &[u64]) -> Option<u64> {
+    for width in [4u64, 8] {
+        let Some(raw) = c.try_read(at, markers.len() as u64 * width) else { continue };
+        let ok = markers.iter().enumerate().all(|(i, &m)| {
+            let v = if width == 4 { u32_at(&raw, i * 4) as u64 } else { u64_at(&raw, i * 8) };
+            v == m
+        });
+        if ok {
+            return Some(width);
+        }
+    }
+    None
+}
+
+fn decode_around(
+    c: &mut Counting,
+    page_addr: u64,
+    enc: Encoding,
+    region: &std::ops::Range<u64>,
+) -> Result<Kallsyms, KallsymsError> {
+    let (start, end) = table_bounds(c, page_addr, enc, region)?;
+    let w = enc.width();
+    let num = (end - start) / w;
+    if num < 1000 {
+        return Err(inconsistent(start, format!("only {num} sorted entries")));
+    }
+    let after = align8(end);
+    let tail = c.read(after, 16)?;
+    let base = if enc == Encoding::Absolute { 0 } else { u64_at(&tail, 0) };
+    if enc != Encoding::Absolute && base < 0xffff_0000_0000_0000 {
+        return Err(inconsistent(after, format!("relative base {base:#x} is not a kernel address")));
+    }
+    let num_at = if enc == Encoding::Absolute { after } else { after + 8 };
+    let (raw_names, tokens) = if u32_at(&c.read(num_at, 4)?, 0) as u64 == num {
+        // Before 6.4: num_syms, names, markers, [seqs_of_names], token_table, token_index follow.
+        tokens_after(c, align8(num_at + 4), num, region)?
+    } else {
+        // From 6.4: the token index ends where the address table starts.
+        let index = start - 512;
+        let (table, tokens) = tokens_ending_at(c, index)
+            .ok_or_else(|| inconsistent(index, "no token index before the address table"))?;
+        (names_before(c, table, num, region)?, tokens)
+    };
+    let names = decode_names(&raw_names, start, num, &tokens)?;
+    let raw = c.read(start, end - start)?;
+    let pairs = names.into_iter().enumerate().map(|(i, n)| (n, enc.address(entry(&raw, i, enc), base)));
+    let mut k = Kallsyms::from_pairs(pairs);
+    k.table_addr = start;
+    Ok(k)
+}
+
+/// Before 6.4 the names, markers, `seqs_of_names` (6.2–6.3) and token tables follow
+/// `num_syms`. Walking the names gives their end; the markers there must agree with the walk.
+fn tokens_after(
+    c: &mut Counting,
+    names: u64,
+    num: u64,
+    region: &std::ops::Range<u64>,
+) -> Result<(Vec<u8>, Vec<Vec<u8>>), KallsymsError> {
+    let (raw, markers) = walk_names(c, names, num, region.end)?;
+    let mut at = align8(names + raw.len() as u64);
+    let width = markers_match(c, at, &markers)
+        .ok_or_else(|| inconsistent(at, "kallsyms_markers disagree with the names"))?;
+    at = align8(at + markers.len() as u64 * width);
+    for skip in [0, align8(num * 3), align8(num * 4)] {
+        let table = at + skip;
+        if table >= region.end {
+            break;
+        }
+        // The index follows the 256th NUL of the table.
+        let blob = c.read(table, (16 * 1024).min(region.end - table))?;
+        if blob.first() == Some(&0) {
+            continue;
+        }
+        if let Some(i) = blob.iter().enumerate().filter(|(_, b)| **b == 0).nth(255).map(|(i, _)| i)
+            && let Some(tokens) = tokens_at(c, table, align8(table + i as u64 + 1))
+        {
+            return Ok((raw, tokens));
+        }
+    }
+    Err(inconsistent(at, "no token table after kallsyms_markers"))
+}
+
+/// Walks `num` name entries by their lengths, reading no further than `limit`: the raw table
+/// (exactly its bytes) and the offset of every 256th name, as `kallsyms_markers` should hold.
+fn walk_names(
+    c: &mut Counting,
+    names: u64,
+    num: u64,
+    limit: u64,
+) -> Result<(Vec<u8>, Vec<u64>), KallsymsError> {
+    let mut markers = Vec::with_capacity(num.div_ceil(256) as usize);
+    let mut raw: Vec<u8> = Vec::new();
+    let mut pos = 0usize;
+    for i in 0..num {
+        if i % 256 == 0 {
+            markers.push(pos as u64);
+        }
+        // Keep one maximal entry (2-byte length + 0x7fff tokens) ahead of the cursor.
+        while pos + 2 > raw.len() || {
+            let b0 = raw[pos] as usize;
+            let need =
+                if b0 & 0x80 != 0 { 2 + ((b0 & 0x7f) | ((raw[pos + 1] as usize) << 7)) } else { 1 + b0 };
+            pos + need > raw.len()
+        } {
+            let from = names + raw.len() as u64;
+            let to = (from + CHUNK * 4).min(limit);
+            if to <= from || raw.len() as u64 > MAX_NAMES_BYTES {
+                return Err(inconsistent(names + pos as u64, format!("name {i} runs past the names table")));
+            }
+            raw.extend(c.read(from, to - from)?);
+        }
+        let b0 = raw[pos] as usize;
+        let len = if b0 & 0x80 != 0 { 2 + ((b0 & 0x7f) | ((raw[pos + 1] as usize) << 7)) } else { 1 + b0 };
+        if b0 == 0 {
+            return Err(inconsistent(names + pos as u64, format!("name {i} is empty")));
+        }
+        pos += len;
+    }
+    raw.truncate(pos);
+    Ok((raw, markers))
+}
+
+/// From 6.4: `num_syms` and the names come first, then the markers, which end just before the
+/// token table. The start of the names is where `num_syms` sits, found by searching back.
+fn names_before(
+    c: &mut Counting,
+    token_table: u64,
+    num: u64,
+    region: &std::ops::Range<u64>,
+) -> Result<Vec<u8>, KallsymsError> {
+    let count = num.div_ceil(256);
+    let markers_len = count * 4;
+    for pad in 0..8 {
+        let Some(markers) = token_table.checked_sub(pad + markers_len) else { break };
+        if markers % 4 != 0 {
+            continue;
+        }
+        let Some(raw) = c.try_read(markers, markers_len) else { continue };
+        if u32_at(&raw, 0) != 0 {
+            continue;
+        }
+        let want: Vec<u64> = (0..count as usize).map(|i| u32_at(&raw, i * 4) as u64).collect();
+        let last = want[want.len() - 1];
+        // The last marker is the offset of a name at most 255 names before the end.
+        let hi = markers.saturating_sub(last);
+        let lo = hi.saturating_sub(256 * 600).max(region.start);
+        let mut at = align8(lo);
+        let window = c.read(at, hi.saturating_sub(at))?;
+        for off in (0..window.len().saturating_sub(7)).step_by(8) {
+            if u32_at(&window, off) as u64 != num {
+                continue;
+            }
+            let names = at + off as u64 + 8;
+            if let Ok((names_raw, m)) = walk_names(c, names, num, markers + 8)
+                && align8(names + names_raw.len() as u64) == markers - markers % 8
+                && m == want
+            {
+                return Ok(names_raw);
+            }
+        }
+        at += window.len() as u64;
+        let _ = at;
+    }
+    Err(inconsistent(token_table, "no kallsyms_num_syms and names before the markers"))
+}
