@@ -6,10 +6,13 @@
 //! and every failure names the address and what was being read.
 
 pub mod btf;
+pub mod commands;
 pub mod discover;
 pub mod kallsyms;
 pub mod layout;
 pub mod printk;
+pub mod symfile;
+pub mod tasks;
 pub mod vmcoreinfo;
 
 pub use layout::{Member, TypeInfo, TypeMap};

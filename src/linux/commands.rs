@@ -1,0 +1,81 @@
+//! The Linux commands (`ps`, `switch`, `kernel`, `dmesg`) over a discovered kernel, shared by
+//! `monitor` and the one-shot command line.
+
+use super::discover::Kernel;
+use super::tasks::{self, LayoutError, TaskLayout};
+use super::{View, printk};
+use crate::mmu::AddressSpace;
+
+/// A kernel found in memory, ready to answer commands.
+pub struct Linux {
+    pub kernel: Kernel,
+    /// The task layout, or why there is none (which hint to give).
+    pub layout: Result<TaskLayout, LayoutError>,
+}
+
+/// What `switch` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switch {
+    pub cr3: u64,
+    pub pid: i32,
+    pub comm: String,
+}
+
+impl Linux {
+    pub fn new(kernel: Kernel) -> Self {
+        let layout = match &kernel.types {
+            Some(t) => TaskLayout::from_types(t.as_ref()),
+            None => {
+                Err(LayoutError::Missing { what: "struct layout at all".into(), origin: "nothing".into() })
+            }
+        };
+        Self { kernel, layout }
+    }
+
+    fn init_task(&self) -> Result<u64, String> {
+        self.kernel.init_task.as_ref().map(|f| f.value).ok_or_else(|| {
+            "no init_task symbol: the kernel's symbols were not found; give --system-map FILE or --vmlinux FILE"
+                .to_string()
+        })
+    }
+
+    /// The task list, rendered; `threads` adds every thread of multi-threaded processes.
+    pub fn ps(&self, space: &mut AddressSpace, threads: bool) -> Result<String, String> {
+        let layout = self.layout.as_ref().map_err(|e| e.to_string())?;
+        let init = self.init_task()?;
+        let mut view = View::new(space, self.kernel.cr3.value);
+        Ok(tasks::render(&tasks::list(&mut view, layout, init, threads)))
+    }
+
+    /// The CR3 of task `pid` (a process or a thread).
+    pub fn task_cr3(&self, space: &mut AddressSpace, pid: i32) -> Result<Switch, String> {
+        let layout = self.layout.as_ref().map_err(|e| e.to_string())?;
+        let init = self.init_task()?;
+        let mut view = View::new(space, self.kernel.cr3.value);
+        let list = tasks::list(&mut view, layout, init, true);
+        let Some(t) = list.tasks.iter().find(|t| t.pid == pid) else {
+            let why = list.problems.first().map(|p| format!(" ({p})")).unwrap_or_default();
+            return Err(format!(
+                "no task with pid {pid} in the task list of {} tasks{why}",
+                list.tasks.len()
+            ));
+        };
+        match t.cr3 {
+            Some(cr3) => Ok(Switch { cr3, pid, comm: t.comm.clone() }),
+            None if t.is_kernel_thread() => Err(format!(
+                "pid {pid} ({}) is a kernel thread: it has no address space of its own; 'switch kernel' shows the kernel's",
+                t.comm
+            )),
+            None => Err(format!("pid {pid} ({}): its mm->pgd could not be read or translated", t.comm)),
+        }
+    }
+
+    /// The kernel log, last `lines` lines (all with `None`).
+    pub fn dmesg(&self, space: &mut AddressSpace, lines: Option<usize>) -> Result<String, String> {
+        let types =
+            self.kernel.types.as_deref().ok_or("no struct layout: give --btf FILE or --profile NAME")?;
+        let mut view = View::new(space, self.kernel.cr3.value);
+        let log = printk::read_log(&mut view, &self.kernel.symbols, types).map_err(|e| e.to_string())?;
+        Ok(log.render(lines))
+    }
+}

@@ -1,0 +1,304 @@
+//! The task list: every `task_struct` reachable from `init_task.tasks`, and their threads.
+//!
+//! Memory after a crash can hold anything: a list that loops, a pointer into nowhere, a name
+//! full of garbage. Walks are bounded by a count and by a set of visited addresses, and a walk
+//! that stops keeps what it read and says where and why it stopped.
+
+use super::{Memory, TypeInfo, View};
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+/// Most tasks walked (Linux's PID_MAX_LIMIT is 4 Mi; a real machine has far fewer).
+pub const MAX_TASKS: usize = 1 << 22;
+/// Most threads walked in one thread group.
+const MAX_THREADS: usize = 1 << 16;
+pub const COMM_LEN: usize = 16;
+
+/// Where the fields the commands need sit in `task_struct` (and `mm_struct.pgd`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskLayout {
+    pub tasks: u64,
+    pub pid: u64,
+    pub tgid: Option<u64>,
+    pub comm: u64,
+    pub real_parent: Option<u64>,
+    /// `__state` (5.14+) or `state`, and its size (4, or 8 for the old `long`).
+    pub state: Option<(u64, u64)>,
+    pub exit_state: Option<u64>,
+    pub flags: Option<u64>,
+    pub mm: Option<u64>,
+    pub active_mm: Option<u64>,
+    pub mm_pgd: Option<u64>,
+    /// Threads of a group: `thread_group` (before 6.7), or `signal` → `thread_head` with
+    /// each task's `thread_node`.
+    pub thread_group: Option<u64>,
+    pub signal: Option<u64>,
+    pub signal_thread_head: Option<u64>,
+    pub thread_node: Option<u64>,
+    /// `thread.sp`: the saved kernel stack pointer of a task that is not running.
+    pub thread_sp: Option<u64>,
+    pub stack: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error(
+        "the struct layout ({origin}) has no {what}; give --btf FILE (a copy of /sys/kernel/btf/vmlinux) or --profile NAME"
+    )]
+    Missing { what: String, origin: String },
+}
+
+impl TaskLayout {
+    pub fn from_types(t: &dyn TypeInfo) -> Result<Self, LayoutError> {
+        let off = |ty: &str, f: &str| t.member(ty, f).map(|m| m.offset);
+        let need = |ty: &str, f: &str| {
+            off(ty, f).ok_or_else(|| LayoutError::Missing { what: format!("{ty}.{f}"), origin: t.source() })
+        };
+        let state = t.member("task_struct", "__state").or_else(|| t.member("task_struct", "state"));
+        Ok(Self {
+            tasks: need("task_struct", "tasks")?,
+            pid: need("task_struct", "pid")?,
+            tgid: off("task_struct", "tgid"),
+            comm: need("task_struct", "comm")?,
+            real_parent: off("task_struct", "real_parent"),
+            state: state.map(|m| (m.offset, if m.size == 0 { 8 } else { m.size })),
+            exit_state: off("task_struct", "exit_state"),
+            flags: off("task_struct", "flags"),
+            mm: off("task_struct", "mm"),
+            active_mm: off("task_struct", "active_mm"),
+            mm_pgd: off("mm_struct", "pgd"),
+            thread_group: off("task_struct", "thread_group"),
+            signal: off("task_struct", "signal"),
+            signal_thread_head: off("signal_struct", "thread_head"),
+            thread_node: off("task_struct", "thread_node"),
+            thread_sp: off("task_struct", "thread.sp")
+                .or_else(|| Some(off("task_struct", "thread")? + off("thread_struct", "sp")?)),
+            stack: off("task_struct", "stack"),
+        })
+    }
+}
+
+/// One task as read from memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Task {
+    pub addr: u64,
+    pub pid: i32,
+    pub tgid: i32,
+    pub ppid: Option<i32>,
+    pub comm: String,
+    pub state: char,
+    pub flags: Option<u32>,
+    /// `mm` (0 for kernel threads).
+    pub mm: Option<u64>,
+    /// The physical address of `mm->pgd`: the task's CR3.
+    pub cr3: Option<u64>,
+}
+
+impl Task {
+    pub fn is_kernel_thread(&self) -> bool {
+        self.mm == Some(0) || self.flags.is_some_and(|f| f & PF_KTHREAD != 0)
+    }
+}
+
+/// `PF_KTHREAD` in `task_struct.flags`.
+pub const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// The result of a walk: what was read, and why it stopped early, if it did.
+#[derive(Clone, Debug, Default)]
+pub struct TaskList {
+    pub tasks: Vec<Task>,
+    pub problems: Vec<String>,
+}
+
+/// The state letter `ps` shows, from `__state | exit_state` as `task_state_index()` computes it.
+pub fn state_letter(state: u64, exit_state: u64) -> char {
+    const TASK_REPORT: u64 = 0x7f;
+    const TASK_IDLE: u64 = 0x402; // TASK_UNINTERRUPTIBLE | TASK_NOLOAD
+    if state & !0x100 == TASK_IDLE {
+        return 'I';
+    }
+    let bits = (state | exit_state) & TASK_REPORT;
+    let index = 64 - bits.leading_zeros() as usize;
+    b"RSDTtXZP".get(index).map(|&b| b as char).unwrap_or('?')
+}
+
+fn clean_comm(raw: &[u8]) -> String {
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    raw[..end].iter().map(|&b| if (0x21..0x7f).contains(&b) || b == b' ' { b as char } else { '?' }).collect()
+}
+
+/// Reads one task. The kernel CR3 view is used for `task_struct` and `mm`.
+pub fn read_task(mem: &mut View, l: &TaskLayout, addr: u64) -> Result<Task, String> {
+    let what = |f: &str, e: crate::mmu::MemError| format!("task {addr:#x}: reading {f}: {e}");
+    let pid = mem.read_u32(addr + l.pid).map_err(|e| what("pid", e))? as i32;
+    let tgid = match l.tgid {
+        Some(o) => mem.read_u32(addr + o).map_err(|e| what("tgid", e))? as i32,
+        None => pid,
+    };
+    let mut comm = [0u8; COMM_LEN];
+    mem.read(addr + l.comm, &mut comm).map_err(|e| what("comm", e))?;
+    let state = match l.state {
+        Some((o, size)) => {
+            let s = mem.read_uint(addr + o, size).unwrap_or(u64::MAX);
+            let x = l.exit_state.and_then(|o| mem.read_u32(addr + o).ok()).unwrap_or(0) as u64;
+            if s == u64::MAX { '?' } else { state_letter(s, x) }
+        }
+        None => '?',
+    };
+    let flags = l.flags.and_then(|o| mem.read_u32(addr + o).ok());
+    let ppid = l.real_parent.and_then(|o| {
+        let parent = mem.read_u64(addr + o).ok()?;
+        let at = parent.checked_add(l.tgid.unwrap_or(l.pid))?;
+        mem.read_u32(at).ok().map(|v| v as i32)
+    });
+    let mm = match l.mm {
+        Some(o) => Some(mem.read_u64(addr + o).map_err(|e| what("mm", e))?),
+        None => None,
+    };
+    let cr3 = match (mm, l.mm_pgd) {
+        (Some(mm), Some(pgd_off)) if mm != 0 => {
+            let pgd = mm.checked_add(pgd_off).and_then(|a| mem.read_u64(a).ok());
+            pgd.and_then(|p| mem.translate(p).ok())
+        }
+        _ => None,
+    };
+    Ok(Task { addr, pid, tgid, ppid, comm: clean_comm(&comm), state, flags, mm, cr3 })
+}
+
+/// Follows a `list_head` ring from `head` (the address of the list_head inside the first
+/// element, or of a standalone head), returning the element addresses (`entry - field`).
+/// `head_is_element` says whether the head itself is an element (init_task.tasks) or a bare
+/// list head (signal->thread_head).
+fn walk_list(
+    mem: &mut View,
+    head: u64,
+    field: u64,
+    head_is_element: bool,
+    max: usize,
+    what: &str,
+    problems: &mut Vec<String>,
+) -> Vec<u64> {
+    let mut out = Vec::new();
+    if head_is_element {
+        out.push(head - field);
+    }
+    let mut seen = HashSet::new();
+    seen.insert(head);
+    let mut at = head;
+    loop {
+        let next = match mem.read_u64(at) {
+            Ok(n) => n,
+            Err(e) => {
+                problems.push(format!(
+                    "{what}: stopped after {} entries: reading the next pointer at {at:#x}: {e}",
+                    out.len()
+                ));
+                break;
+            }
+        };
+        if next == head {
+            break;
+        }
+        if next < field || !seen.insert(next) {
+            problems.push(format!(
+                "{what}: stopped after {} entries: the list loops back to {next:#x} instead of its head {head:#x}",
+                out.len()
+            ));
+            break;
+        }
+        if out.len() >= max {
+            problems.push(format!("{what}: stopped after {max} entries (the most believed)"));
+            break;
+        }
+        out.push(next - field);
+        at = next;
+    }
+    out
+}
+
+/// Every process (thread-group leader) from `init_task`, and with `threads` every thread.
+pub fn list(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -> TaskList {
+    let mut problems = Vec::new();
+    let leaders = walk_list(mem, init_task + l.tasks, l.tasks, true, MAX_TASKS, "task list", &mut problems);
+    let mut tasks = Vec::with_capacity(leaders.len());
+    for addr in leaders {
+        match read_task(mem, l, addr) {
+            Ok(t) => {
+                let leader = t.clone();
+                tasks.push(t);
+                if threads && leader.pid != 0 {
+                    for th in thread_addrs(mem, l, &leader, &mut problems) {
+                        match read_task(mem, l, th) {
+                            Ok(t) => tasks.push(t),
+                            Err(e) => problems.push(e),
+                        }
+                    }
+                }
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    TaskList { tasks, problems }
+}
+
+/// The other threads of `leader`'s group.
+fn thread_addrs(mem: &mut View, l: &TaskLayout, leader: &Task, problems: &mut Vec<String>) -> Vec<u64> {
+    let what = format!("threads of pid {}", leader.pid);
+    if let Some(tg) = l.thread_group {
+        let mut v = walk_list(mem, leader.addr + tg, tg, true, MAX_THREADS, &what, problems);
+        v.retain(|&a| a != leader.addr);
+        return v;
+    }
+    if let (Some(sig), Some(head), Some(node)) = (l.signal, l.signal_thread_head, l.thread_node) {
+        let Ok(signal) = mem.read_u64(leader.addr + sig) else {
+            problems.push(format!("{what}: cannot read signal at {:#x}", leader.addr + sig));
+            return Vec::new();
+        };
+        let mut v = walk_list(mem, signal + head, node, false, MAX_THREADS, &what, problems);
+        v.retain(|&a| a != leader.addr);
+        return v;
+    }
+    Vec::new()
+}
+
+/// The table `monitor ps` and `dmastub ps` print: aligned, one task a line, then one line per
+/// problem.
+pub fn render(list: &TaskList) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{:>7} {:>7}  ST  {:<16} {:<18}  CR3", "PID", "PPID", "COMM", "TASK");
+    for t in &list.tasks {
+        let ppid = t.ppid.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
+        let cr3 = t.cr3.map(|c| format!("{c:#x}")).unwrap_or_else(|| "-".into());
+        let comm = if t.comm.is_empty() { "?" } else { &t.comm };
+        let _ = writeln!(s, "{:>7} {:>7}  {}   {:<16} {:#018x}  {}", t.pid, ppid, t.state, comm, t.addr, cr3);
+    }
+    for p in &list.problems {
+        let _ = writeln!(s, "ps: {p}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_letters_match_ps() {
+        assert_eq!(state_letter(0, 0), 'R');
+        assert_eq!(state_letter(1, 0), 'S');
+        assert_eq!(state_letter(2, 0), 'D');
+        assert_eq!(state_letter(4, 0), 'T');
+        assert_eq!(state_letter(8, 0), 't');
+        assert_eq!(state_letter(0, 16), 'X');
+        assert_eq!(state_letter(0, 32), 'Z');
+        assert_eq!(state_letter(64, 0), 'P');
+        assert_eq!(state_letter(0x402, 0), 'I');
+        assert_eq!(state_letter(0x80, 0), 'R'); // TASK_DEAD alone reports as running, as in the kernel
+    }
+
+    #[test]
+    fn comm_is_cleaned() {
+        assert_eq!(clean_comm(b"init\0garbage"), "init");
+        assert_eq!(clean_comm(b"a\x01b\xffc"), "a?b?c");
+    }
+}
