@@ -3,6 +3,10 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dmastub::gdb::monitor::parse_number;
 use dmastub::gdb::{DmaTarget, Server, bind};
+use dmastub::linux::btf::Btf;
+use dmastub::linux::commands::Linux;
+use dmastub::linux::discover::{Hints, discover};
+use dmastub::linux::{profile, symfile};
 use dmastub::mmu::{AddressSpace, MmuConfig, Mode, Paging};
 use dmastub::phys::{self, Format, OpenOptions, PhysMem, WriteMode};
 use dmastub::{VirtAddr, demo};
@@ -45,7 +49,11 @@ enum CommandLine {
     /// Show the page walk for a virtual address: each level's entry, the page size, the result.
     Vtop(VtopArgs),
     /// Find the kernel in the memory (no hints needed) and print what was found.
-    Kernel(KernelArgs),
+    Kernel(LinuxCmdArgs),
+    /// List the tasks of the kernel in the memory (as `monitor ps`).
+    Ps(PsArgs),
+    /// Print the kernel log from the memory (as `monitor dmesg`).
+    Dmesg(DmesgArgs),
     /// Serve a small synthetic machine (built in memory, with real x86-64 page tables) and run a
     /// short gdb session against it; with no gdb installed, print how to attach.
     Demo(DemoArgs),
@@ -100,6 +108,8 @@ struct ServeArgs {
     listen: String,
     #[command(flatten)]
     mmu: MmuArgs,
+    #[command(flatten)]
+    linux: LinuxArgs,
     /// Let gdb write memory. A live RAM file is then written for real; a dump file is still
     /// opened read-only (writes stay in this process) unless --write-image is also given.
     #[arg(long)]
@@ -147,12 +157,59 @@ struct VtopArgs {
     addr: u64,
 }
 
+/// Hints for finding the kernel; each replaces what would be found in memory.
+#[derive(Args, Default)]
+struct LinuxArgs {
+    /// The KASLR slide (KERNELOFFSET), e.g. from the panic's "Kernel Offset" line.
+    #[arg(long, value_name = "SLIDE", value_parser = parse_number)]
+    kaslr: Option<u64>,
+    /// Kernel symbols from this System.map instead of the kallsyms tables in memory.
+    #[arg(long, value_name = "FILE", conflicts_with = "vmlinux")]
+    system_map: Option<PathBuf>,
+    /// Kernel symbols from this vmlinux's symbol table.
+    #[arg(long, value_name = "FILE")]
+    vmlinux: Option<PathBuf>,
+    /// Struct layouts from this BTF file (a copy of /sys/kernel/btf/vmlinux) instead of memory.
+    #[arg(long, value_name = "FILE", conflicts_with = "profile")]
+    btf: Option<PathBuf>,
+    /// Struct layouts (and symbols it pins) from a target profile: a name from targets/ or a
+    /// TOML file. `dmastub profile` writes one.
+    #[arg(long, value_name = "NAME|FILE")]
+    profile: Option<String>,
+    /// Do not look for a Linux kernel: serve plain memory.
+    #[arg(long, conflicts_with_all = ["kaslr", "system_map", "vmlinux", "btf", "profile"])]
+    no_linux: bool,
+}
+
 #[derive(Args)]
-struct KernelArgs {
+struct LinuxCmdArgs {
     #[command(flatten)]
     source: SourceArgs,
     #[command(flatten)]
     mmu: MmuArgs,
+    /// The kernel's page-table root, if discovery cannot find it.
+    #[arg(long, value_name = "ADDR", value_parser = parse_number)]
+    cr3: Option<u64>,
+    #[command(flatten)]
+    linux: LinuxArgs,
+}
+
+#[derive(Args)]
+struct PsArgs {
+    #[command(flatten)]
+    common: LinuxCmdArgs,
+    /// Also list the threads of multi-threaded processes.
+    #[arg(short = 't', long)]
+    threads: bool,
+}
+
+#[derive(Args)]
+struct DmesgArgs {
+    #[command(flatten)]
+    common: LinuxCmdArgs,
+    /// Only the last N lines.
+    #[arg(short = 'n', long, value_name = "N")]
+    lines: Option<usize>,
 }
 
 #[derive(Args)]
@@ -175,6 +232,8 @@ fn main() -> ExitCode {
         CommandLine::Read(a) => read(a),
         CommandLine::Vtop(a) => vtop(a),
         CommandLine::Kernel(a) => kernel(a),
+        CommandLine::Ps(a) => ps(a),
+        CommandLine::Dmesg(a) => dmesg(a),
         CommandLine::Demo(a) => demo::run(&a.listen, !a.no_gdb).map_err(Into::into),
     };
     match result {
@@ -219,6 +278,17 @@ fn serve(a: ServeArgs) -> CliResult {
         space.set_cr3(cr3);
         space.set_mode(Mode::Virt)?;
     }
+    let linux = if a.linux.no_linux {
+        None
+    } else {
+        match find_linux(&mut space, a.cr3, &a.linux) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                println!("dmastub: no Linux kernel found ({e}); serving plain memory");
+                None
+            }
+        }
+    };
     let listener = bind(&a.listen).map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
     let server = Server::new(listener);
     let access = match write {
@@ -228,7 +298,10 @@ fn serve(a: ServeArgs) -> CliResult {
         }
         WriteMode::Shared => format!("WRITABLE: gdb's writes change {name}"),
     };
-    let mode = match a.cr3 {
+    if let Some(l) = &linux {
+        println!("dmastub: {}", l.kernel.summary());
+    }
+    let mode = match linux.as_ref().map(|l| l.kernel.cr3.value).or(a.cr3) {
         Some(cr3) => format!("virtual addresses through CR3 {cr3:#x}"),
         None => "physical addresses (no CR3 given: 'monitor set-cr3 ADDR' then 'monitor virt')".to_string(),
     };
@@ -236,6 +309,9 @@ fn serve(a: ServeArgs) -> CliResult {
     println!("dmastub: memory packets address {mode}");
     std::io::stdout().flush()?;
     let mut target = DmaTarget::new(space, a.allow_write, "--cr3");
+    if let Some(l) = linux {
+        target = target.with_linux(l);
+    }
     server.serve_forever(&mut target)?;
     Ok(())
 }
@@ -319,10 +395,57 @@ fn vtop(a: VtopArgs) -> CliResult {
     Ok(())
 }
 
-fn kernel(a: KernelArgs) -> CliResult {
+/// Finds the kernel with the user's hints.
+fn find_linux(
+    space: &mut AddressSpace,
+    cr3: Option<u64>,
+    a: &LinuxArgs,
+) -> Result<Linux, Box<dyn std::error::Error>> {
+    let mut hints = Hints { cr3, kaslr: a.kaslr, ..Default::default() };
+    if let Some(p) = &a.system_map {
+        hints.link_symbols = Some((symfile::load_system_map(p)?, format!("System.map {}", p.display())));
+    }
+    if let Some(p) = &a.vmlinux {
+        hints.link_symbols = Some((symfile::load_vmlinux(p)?, format!("vmlinux {}", p.display())));
+    }
+    if let Some(p) = &a.btf {
+        let data = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        let btf = Btf::parse(&data, format!("BTF file {}", p.display()))
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        hints.types = Some(Box::new(btf));
+    }
+    if let Some(name) = &a.profile {
+        let prof = profile::Profile::load(name)?;
+        if hints.link_symbols.is_none() {
+            hints.link_symbols = prof.link_symbols();
+        }
+        hints.types = Some(Box::new(prof.types()));
+    }
+    let kernel = discover(space, hints)?;
+    Ok(Linux::new(kernel))
+}
+
+fn open_linux(a: &LinuxCmdArgs) -> Result<(AddressSpace, Linux), Box<dyn std::error::Error>> {
     let mem = open_source(&a.source, WriteMode::ReadOnly)?;
     let mut space = AddressSpace::new(mem, mmu_config(&a.mmu));
-    let k = dmastub::linux::discover::discover(&mut space, Default::default())?;
-    print!("{}", k.report());
+    let linux = find_linux(&mut space, a.cr3, &a.linux)?;
+    Ok((space, linux))
+}
+
+fn kernel(a: LinuxCmdArgs) -> CliResult {
+    let (_, linux) = open_linux(&a)?;
+    print!("{}", linux.kernel.report());
+    Ok(())
+}
+
+fn ps(a: PsArgs) -> CliResult {
+    let (mut space, linux) = open_linux(&a.common)?;
+    print!("{}", linux.ps(&mut space, a.threads)?);
+    Ok(())
+}
+
+fn dmesg(a: DmesgArgs) -> CliResult {
+    let (mut space, linux) = open_linux(&a.common)?;
+    print!("{}", linux.dmesg(&mut space, a.lines)?);
     Ok(())
 }

@@ -23,7 +23,18 @@ pub enum Command {
     Cr3,
     Flush,
     Vtop(u64),
-    Stats { reset: bool },
+    Stats {
+        reset: bool,
+    },
+    /// `ps [-t]`: the task list, with threads.
+    Ps {
+        threads: bool,
+    },
+    /// `switch PID` (Some) or `switch kernel` (None).
+    Switch(Option<u64>),
+    Kernel,
+    /// `dmesg [N]`: the last N lines.
+    Dmesg(Option<u64>),
 }
 
 /// Every command: its usage and one line of what it does. `monitor help` prints this table.
@@ -36,6 +47,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("vtop ADDR", "walk the page tables for virtual ADDR: each level's entry, the page size, the result"),
     ("flush", "drop cached page-table pages and translations (re-read the tables)"),
     ("stats [reset]", "backend reads and cache hits since the last reset"),
+    ("ps [-t]", "every task: PID, PPID, state, command, task_struct, CR3; -t adds threads"),
+    ("switch PID|kernel", "make that task's page tables (or the kernel's) the active CR3"),
+    ("kernel", "what was found: release, KASLR slide, CR3, layout source, bytes read; vmlinux command"),
+    ("dmesg [N]", "the kernel log from memory, last N lines"),
 ];
 
 /// A number as the monitor and the command line take it: `0x` hex or decimal.
@@ -95,6 +110,21 @@ pub fn parse(line: &str) -> Result<Command, String> {
                 Err(_) => Err(format!("'stats' takes nothing or 'reset' (got '{}')", rest.trim())),
             }
         }
+        "kernel" => no_args(&lower, rest, Command::Kernel),
+        "ps" => match rest.trim() {
+            "" => Ok(Command::Ps { threads: false }),
+            "-t" => Ok(Command::Ps { threads: true }),
+            other => Err(format!("'ps' takes nothing or '-t' (got '{other}')")),
+        },
+        "switch" => match rest.trim() {
+            "" => Err("'switch' needs a PID or 'kernel', e.g. 'monitor switch 57'".to_string()),
+            k if k.eq_ignore_ascii_case("kernel") => Ok(Command::Switch(None)),
+            pid => parse_number(pid).map(|p| Command::Switch(Some(p))).map_err(|e| format!("switch: {e}")),
+        },
+        "dmesg" => match rest.trim() {
+            "" => Ok(Command::Dmesg(None)),
+            n => parse_number(n).map(|n| Command::Dmesg(Some(n))).map_err(|e| format!("dmesg: {e}")),
+        },
         _ => Err(format!("unknown command '{word}'; 'monitor help' lists the commands")),
     }
 }
@@ -132,6 +162,13 @@ mod tests {
         assert_eq!(parse("vtop 4993264"), Ok(Command::Vtop(4993264)));
         assert_eq!(parse("stats"), Ok(Command::Stats { reset: false }));
         assert_eq!(parse("stats reset"), Ok(Command::Stats { reset: true }));
+        assert_eq!(parse("ps"), Ok(Command::Ps { threads: false }));
+        assert_eq!(parse("ps -t"), Ok(Command::Ps { threads: true }));
+        assert_eq!(parse("switch 57"), Ok(Command::Switch(Some(57))));
+        assert_eq!(parse("switch KERNEL"), Ok(Command::Switch(None)));
+        assert_eq!(parse("kernel"), Ok(Command::Kernel));
+        assert_eq!(parse("dmesg"), Ok(Command::Dmesg(None)));
+        assert_eq!(parse("dmesg 0x14"), Ok(Command::Dmesg(Some(20))));
     }
 
     #[test]
@@ -143,6 +180,10 @@ mod tests {
             ("vtop zz", "'zz' is not a number"),
             ("phys now", "takes no arguments"),
             ("stats everything", "'stats' takes nothing or 'reset'"),
+            ("ps -x", "'ps' takes nothing or '-t'"),
+            ("switch", "needs a PID or 'kernel'"),
+            ("switch init", "'init' is not a number"),
+            ("dmesg lots", "'lots' is not a number"),
         ] {
             let err = parse(line).unwrap_err();
             assert!(err.contains(want), "{line:?} gave {err:?}");

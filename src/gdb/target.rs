@@ -7,6 +7,7 @@
 use super::arch::{DmaRegId, DmaRegs, X86_64System, reg_name, regnum};
 use super::monitor::{self, Command};
 use crate::addr::VirtAddr;
+use crate::linux::commands::Linux;
 use crate::mmu::{AddressSpace, Mode};
 use gdbstub::common::Signal;
 use gdbstub::target::ext::base::BaseOps;
@@ -17,6 +18,7 @@ use gdbstub::target::ext::base::singlethread::{
 };
 use gdbstub::target::ext::breakpoints::{Breakpoints, BreakpointsOps, SwBreakpoint, SwBreakpointOps};
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps, outputln};
+use gdbstub::target::ext::section_offsets::{Offsets, SectionOffsets, SectionOffsetsOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
 use log::{debug, info, warn};
 
@@ -35,6 +37,8 @@ pub const CANNOT_RESUME: &str = "dmastub: this target's CPUs cannot be continued
 /// dmastub knows.
 pub struct DmaTarget {
     space: AddressSpace,
+    /// The kernel found in memory, when there is one.
+    linux: Option<Linux>,
     allow_write: bool,
     cr3_origin: String,
     resume_requested: bool,
@@ -44,7 +48,21 @@ impl DmaTarget {
     /// A target over `space`. Memory writes are refused unless `allow_write`. `cr3_origin`
     /// says where the CR3 already set in `space` came from (`monitor cr3` shows it).
     pub fn new(space: AddressSpace, allow_write: bool, cr3_origin: &str) -> Self {
-        Self { space, allow_write, cr3_origin: cr3_origin.to_string(), resume_requested: false }
+        Self { space, linux: None, allow_write, cr3_origin: cr3_origin.to_string(), resume_requested: false }
+    }
+
+    /// Makes the target Linux-aware: the `ps`/`switch`/`kernel`/`dmesg` commands, `qOffsets`
+    /// with the KASLR slide, and the kernel's CR3 as the active one (virtual mode).
+    pub fn with_linux(mut self, linux: Linux) -> Self {
+        self.set_cr3(linux.kernel.cr3.value, "kernel page tables (init_top_pgt)");
+        // Cannot fail: a CR3 is set.
+        let _ = self.space.set_mode(Mode::Virt);
+        self.linux = Some(linux);
+        self
+    }
+
+    pub fn linux(&self) -> Option<&Linux> {
+        self.linux.as_ref()
     }
 
     /// Makes `cr3` the active page-table root; `origin` says who set it (`monitor cr3` shows it).
@@ -127,6 +145,9 @@ impl DmaTarget {
                 }
                 format!("{}\n", self.space.vtop(VirtAddr(virt)))
             }
+            Command::Ps { .. } | Command::Switch(_) | Command::Kernel | Command::Dmesg(_) => {
+                self.run_linux_command(cmd)
+            }
             Command::Stats { reset } => {
                 let s = format!("{}\n", self.space.stats());
                 if reset {
@@ -134,6 +155,40 @@ impl DmaTarget {
                 }
                 s
             }
+        }
+    }
+
+    fn run_linux_command(&mut self, cmd: Command) -> String {
+        let Some(linux) = &self.linux else {
+            return "no Linux kernel was found in this memory (see the server's log); this command needs one\n"
+                .to_string();
+        };
+        let result = match cmd {
+            Command::Ps { threads } => linux.ps(&mut self.space, threads),
+            Command::Kernel => Ok(linux.kernel.report()),
+            Command::Dmesg(n) => linux.dmesg(&mut self.space, n.map(|n| n as usize)),
+            Command::Switch(None) => {
+                let cr3 = linux.kernel.cr3.value;
+                self.set_cr3(cr3, "monitor switch kernel");
+                let _ = self.space.set_mode(Mode::Virt);
+                Ok(format!("active CR3 = {cr3:#x} (the kernel's page tables)\n"))
+            }
+            Command::Switch(Some(pid)) => match i32::try_from(pid) {
+                Err(_) => Err(format!("{pid} is not a PID")),
+                Ok(pid) => linux.task_cr3(&mut self.space, pid).map(|sw| {
+                    self.set_cr3(sw.cr3, &format!("monitor switch {} ({})", sw.pid, sw.comm));
+                    let _ = self.space.set_mode(Mode::Virt);
+                    format!(
+                        "active CR3 = {:#x}: the address space of pid {} ({}); kernel addresses still map\n",
+                        sw.cr3, sw.pid, sw.comm
+                    )
+                }),
+            },
+            _ => Ok(String::new()),
+        };
+        match result {
+            Ok(s) => s,
+            Err(e) => format!("{e}\n"),
         }
     }
 
@@ -165,6 +220,11 @@ impl Target for DmaTarget {
 
     fn support_monitor_cmd(&mut self) -> Option<MonitorCmdOps<'_, Self>> {
         Some(self)
+    }
+
+    fn support_section_offsets(&mut self) -> Option<SectionOffsetsOps<'_, Self>> {
+        // Without a kernel gdb keeps the file's own addresses.
+        if self.linux.is_some() { Some(self) } else { None }
     }
 
     fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
@@ -292,6 +352,18 @@ impl SwBreakpoint for DmaTarget {
 
     fn remove_sw_breakpoint(&mut self, _addr: u64, _kind: usize) -> TargetResult<bool, Self> {
         Ok(false)
+    }
+}
+
+impl SectionOffsets for DmaTarget {
+    /// vmlinux's first segment (text and rodata) and second (data) moved by the slide. gdb 13
+    /// relocates by segments when given `TextSeg`/`DataSeg`, so rodata lands right too; it
+    /// applies the data offset to every later segment, the per-CPU one included, which KASLR does
+    /// not move — `monitor kernel` prints the command that gets that one right as well.
+    fn get_section_offsets(&mut self) -> Result<Offsets<u64>, FatalError> {
+        let Some(linux) = &self.linux else { return Ok(Offsets::Sections { text: 0, data: 0, bss: None }) };
+        let (text, data) = linux.kernel.segment_bases();
+        Ok(Offsets::Segments { text_seg: text, data_seg: Some(data) })
     }
 }
 

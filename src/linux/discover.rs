@@ -455,6 +455,31 @@ fn image_layout(space: &mut AddressSpace, cr3: u64, text: u64) -> ImageLayout {
 }
 
 impl Kernel {
+    /// Where vmlinux's first two load segments are in the running kernel: text (`_text`) and
+    /// data (`_sdata`), for gdb's `qOffsets`.
+    pub fn segment_bases(&self) -> (u64, u64) {
+        let text = self.text.value;
+        let data = self.symbols.address("_sdata").unwrap_or(text);
+        (text, data)
+    }
+
+    /// One line for the server's banner.
+    pub fn summary(&self) -> String {
+        let release = self.release.as_ref().map_or("unknown release", |r| r.value.as_str());
+        let layout =
+            self.types.as_ref().map_or("no struct layout (give --btf or --profile)".to_string(), |t| {
+                format!("layout from {}", t.source())
+            });
+        format!(
+            "Linux {release}, KASLR slide {:#x}, {} paging, kernel CR3 {:#x}, {} symbols, {layout}; discovery read {} KiB",
+            self.slide.value,
+            self.paging.value,
+            self.cr3.value,
+            self.symbols.len(),
+            self.bytes_read.div_ceil(1024)
+        )
+    }
+
     /// `symbol-file` arguments that put every section of vmlinux where this kernel has it.
     pub fn symbol_file_command(&self, vmlinux: &str) -> String {
         format!("symbol-file {vmlinux} -o {:#x}", self.slide.value)
@@ -497,7 +522,11 @@ impl Kernel {
             s.push_str(&format!("note: {n}\n"));
         }
         s.push_str(&format!(
-            "load vmlinux with every section in place:\n  {}\n",
+            "gdb: `target remote` relocates vmlinux by its segments (qOffsets), all but the per-CPU section.\n\
+             every section in place, per-CPU at its link address as KASLR leaves it:\n  \
+             symbol-file\n  add-symbol-file VMLINUX -o {:#x} -s .data..percpu 0\n\
+             (or `dmastub-symbols VMLINUX` from gdb-scripts/dmastub.gdb; `{}` moves per-CPU too)\n",
+            self.slide.value,
             self.symbol_file_command("VMLINUX")
         ));
         s

@@ -11,6 +11,7 @@ pub mod discover;
 pub mod kallsyms;
 pub mod layout;
 pub mod printk;
+pub mod profile;
 pub mod symfile;
 pub mod tasks;
 pub mod vmcoreinfo;
