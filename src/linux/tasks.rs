@@ -17,7 +17,10 @@ pub const COMM_LEN: usize = 16;
 /// Where the fields the commands need sit in `task_struct` (and `mm_struct.pgd`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TaskLayout {
-    pub tasks: u64,
+    /// `tasks`: the list of every process. Profiles without it walk `children`/`sibling`.
+    pub tasks: Option<u64>,
+    pub children: Option<u64>,
+    pub sibling: Option<u64>,
     pub pid: u64,
     pub tgid: Option<u64>,
     pub comm: u64,
@@ -54,9 +57,16 @@ impl TaskLayout {
         let need = |ty: &str, f: &str| {
             off(ty, f).ok_or_else(|| LayoutError::Missing { what: format!("{ty}.{f}"), origin: t.source() })
         };
+        let tasks = off("task_struct", "tasks");
+        let (children, sibling) = (off("task_struct", "children"), off("task_struct", "sibling"));
+        if tasks.is_none() && (children.is_none() || sibling.is_none()) {
+            need("task_struct", "tasks")?;
+        }
         let state = t.member("task_struct", "__state").or_else(|| t.member("task_struct", "state"));
         Ok(Self {
-            tasks: need("task_struct", "tasks")?,
+            tasks,
+            children,
+            sibling,
             pid: need("task_struct", "pid")?,
             tgid: off("task_struct", "tgid"),
             comm: need("task_struct", "comm")?,
@@ -219,7 +229,11 @@ fn walk_list(
 /// Every process (thread-group leader) from `init_task`, and with `threads` every thread.
 pub fn list(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -> TaskList {
     let mut problems = Vec::new();
-    let leaders = walk_list(mem, init_task + l.tasks, l.tasks, true, MAX_TASKS, "task list", &mut problems);
+    let Some(tasks_off) = l.tasks else {
+        return list_by_tree(mem, l, init_task, threads);
+    };
+    let leaders =
+        walk_list(mem, init_task + tasks_off, tasks_off, true, MAX_TASKS, "task list", &mut problems);
     let mut tasks = Vec::with_capacity(leaders.len());
     for addr in leaders {
         match read_task(mem, l, addr) {
@@ -238,6 +252,49 @@ pub fn list(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -> Ta
             Err(e) => problems.push(e),
         }
     }
+    TaskList { tasks, problems }
+}
+
+/// Without `tasks`: the process tree, depth first from `init_task` through each task's
+/// `children` list (whose entries are linked by their `sibling` field). Threads are children
+/// too; without `threads` those whose tgid differs from their pid are left out.
+fn list_by_tree(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -> TaskList {
+    let (Some(children), Some(sibling)) = (l.children, l.sibling) else {
+        return TaskList {
+            tasks: Vec::new(),
+            problems: vec!["the layout has neither tasks nor children/sibling".into()],
+        };
+    };
+    let mut problems = Vec::new();
+    let mut tasks = Vec::new();
+    let mut seen = HashSet::new();
+    let mut stack = vec![init_task];
+    while let Some(addr) = stack.pop() {
+        if !seen.insert(addr) {
+            problems.push(format!("process tree: task {addr:#x} is reached twice; not followed again"));
+            continue;
+        }
+        if seen.len() > MAX_TASKS {
+            problems.push(format!("process tree: stopped after {MAX_TASKS} tasks (the most believed)"));
+            break;
+        }
+        match read_task(mem, l, addr) {
+            Ok(t) => {
+                if threads || t.pid == t.tgid {
+                    tasks.push(t);
+                }
+            }
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        }
+        let what = format!("children of task {addr:#x}");
+        let kids = walk_list(mem, addr + children, sibling, false, MAX_TASKS, &what, &mut problems);
+        // Reversed so that the first child is listed first.
+        stack.extend(kids.into_iter().rev());
+    }
+    tasks.sort_by_key(|t| t.pid);
     TaskList { tasks, problems }
 }
 
@@ -281,6 +338,151 @@ pub fn render(list: &TaskList) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::VirtAddr;
+    use crate::linux::profile::Profile;
+    use crate::mmu::builder::PageTableBuilder;
+    use crate::mmu::{AddressSpace, MmuConfig, PageSize, Paging, bits};
+
+    /// A direct map at this base over all of the synthetic machine's memory.
+    const DIRECT: u64 = 0xffff_8880_0000_0000;
+    const MEM: usize = 8 << 20;
+
+    /// A machine whose memory is all mapped at `DIRECT` (2 MiB pages), with task_structs laid
+    /// out by `layout` at physical `1 MiB + i * size`. `tasks` are (pid, parent index, comm,
+    /// state); task 0 is init_task. Returns the builder (to corrupt further) and the addresses.
+    fn machine(
+        paging: Paging,
+        l: &TaskLayout,
+        size: u64,
+        tasks: &[(i32, usize, &str, u64)],
+    ) -> (PageTableBuilder, Vec<u64>) {
+        let mut b = PageTableBuilder::new(paging, MEM);
+        b.set_table_area((6u64 << 20).into(), (MEM as u64).into()).unwrap();
+        let base = if paging == Paging::Level5 { 0xff11_0000_0000_0000 } else { DIRECT };
+        for off in (0..(6u64 << 20)).step_by(2 << 20) {
+            b.map(VirtAddr(base + off), off.into(), PageSize::Size2M, bits::WRITABLE).unwrap();
+        }
+        let phys = |i: usize| (1u64 << 20) + i as u64 * size;
+        let virt: Vec<u64> = (0..tasks.len()).map(|i| base + phys(i)).collect();
+        for (i, &(pid, parent, comm, state)) in tasks.iter().enumerate() {
+            let p = phys(i);
+            b.write_bytes((p + l.pid).into(), &pid.to_le_bytes()).unwrap();
+            if let Some(o) = l.tgid {
+                b.write_bytes((p + o).into(), &pid.to_le_bytes()).unwrap();
+            }
+            let mut c = [0u8; 16];
+            c[..comm.len()].copy_from_slice(comm.as_bytes());
+            b.write_bytes((p + l.comm).into(), &c).unwrap();
+            b.write_u64((p + l.state.unwrap().0).into(), state).unwrap();
+            b.write_u64((p + l.real_parent.unwrap()).into(), virt[parent]).unwrap();
+        }
+        // children lists: each parent's list of its children, linked through `sibling`.
+        if let (Some(ch), Some(sib)) = (l.children, l.sibling) {
+            for (pi, _) in tasks.iter().enumerate() {
+                let head = virt[pi] + ch;
+                let kids: Vec<u64> =
+                    (1..tasks.len()).filter(|&k| tasks[k].1 == pi).map(|k| virt[k] + sib).collect();
+                let ring: Vec<u64> = std::iter::once(head).chain(kids).collect();
+                for (j, &node) in ring.iter().enumerate() {
+                    let next = ring[(j + 1) % ring.len()];
+                    b.write_u64((node - base).into(), next).unwrap();
+                }
+            }
+        }
+        (b, virt)
+    }
+
+    fn seed_layout() -> TaskLayout {
+        TaskLayout::from_types(&Profile::load("ubuntu-18.04-4.15.0-74-generic").unwrap().types()).unwrap()
+    }
+
+    fn run(b: PageTableBuilder, paging: Paging, l: &TaskLayout, init: u64, threads: bool) -> TaskList {
+        let cr3 = b.root();
+        let mut space = AddressSpace::new(Box::new(b.into_mem("synthetic")), MmuConfig::new(paging));
+        let mut view = View::new(&mut space, cr3);
+        list(&mut view, l, init, threads)
+    }
+
+    const SEED_TASKS: &[(i32, usize, &str, u64)] = &[
+        (0, 0, "swapper/0", 0),
+        (1, 0, "systemd", 1),
+        (2, 0, "kthreadd", 1),
+        (57, 1, "timekeeper", 1),
+        (60, 2, "kworker/0:1", 0x402),
+        (61, 1, "zombie", 0),
+    ];
+
+    #[test]
+    fn seed_profile_walks_the_process_tree() {
+        let l = seed_layout();
+        assert_eq!(l.tasks, None);
+        for paging in [Paging::Level4, Paging::Level5] {
+            let (b, virt) = machine(paging, &l, 9088, SEED_TASKS);
+            let got = run(b, paging, &l, virt[0], false);
+            assert!(got.problems.is_empty(), "{:?}", got.problems);
+            let rows: Vec<(i32, Option<i32>, &str, char)> =
+                got.tasks.iter().map(|t| (t.pid, t.ppid, t.comm.as_str(), t.state)).collect();
+            assert_eq!(
+                rows,
+                vec![
+                    (0, Some(0), "swapper/0", 'R'),
+                    (1, Some(0), "systemd", 'S'),
+                    (2, Some(0), "kthreadd", 'S'),
+                    (57, Some(1), "timekeeper", 'S'),
+                    (60, Some(2), "kworker/0:1", 'I'),
+                    (61, Some(1), "zombie", 'R'),
+                ]
+            );
+            // The profile pins no mm: CR3 is unavailable, shown as a dash.
+            assert!(got.tasks.iter().all(|t| t.cr3.is_none()));
+            assert!(render(&got).contains("     57       1  S   timekeeper"));
+        }
+    }
+
+    #[test]
+    fn a_looping_child_list_is_cut() {
+        let l = seed_layout();
+        let (mut b, virt) = machine(Paging::Level4, &l, 9088, SEED_TASKS);
+        // timekeeper's sibling.next points back at systemd's sibling (not the list head).
+        let sib = l.sibling.unwrap();
+        b.write_u64((virt[3] + sib - DIRECT).into(), virt[1] + sib).unwrap();
+        let got = run(b, Paging::Level4, &l, virt[0], false);
+        assert!(got.tasks.len() <= SEED_TASKS.len() + 1);
+        assert!(
+            got.problems.iter().any(|p| p.contains("loops") || p.contains("twice")),
+            "{:?}",
+            got.problems
+        );
+    }
+
+    #[test]
+    fn pointers_into_nowhere_stop_with_where_and_why() {
+        let l = seed_layout();
+        let (mut b, virt) = machine(Paging::Level4, &l, 9088, SEED_TASKS);
+        // kthreadd's children list points outside the direct map; systemd's comm is garbage.
+        b.write_u64((virt[2] + l.children.unwrap() - DIRECT).into(), 0xffff_8880_4000_0000).unwrap();
+        b.write_bytes((virt[1] + l.comm - DIRECT).into(), &[0xff, 0x01, b'x', 0, 0]).unwrap();
+        let got = run(b, Paging::Level4, &l, virt[0], false);
+        assert!(got.tasks.iter().any(|t| t.comm == "??x"));
+        let p = got.problems.join("\n");
+        assert!(p.contains("children of task") && p.contains("0xffff888040000000"), "{p}");
+        assert!(render(&got).lines().last().unwrap().starts_with("ps: "));
+    }
+
+    #[test]
+    fn a_tasks_list_that_loops_is_bounded() {
+        // A BTF-like layout with `tasks`: the ring of three tasks loops into its middle.
+        let mut l = seed_layout();
+        l.tasks = Some(1000);
+        let (mut b, virt) = machine(Paging::Level4, &l, 9088, &SEED_TASKS[..3]);
+        for i in 0..3 {
+            let next = if i == 2 { virt[1] + 1000 } else { virt[i + 1] + 1000 };
+            b.write_u64((virt[i] + 1000 - DIRECT).into(), next).unwrap();
+        }
+        let got = run(b, Paging::Level4, &l, virt[0], false);
+        assert_eq!(got.tasks.len(), 3);
+        assert!(got.problems[0].contains("loops back"), "{:?}", got.problems);
+    }
 
     #[test]
     fn state_letters_match_ps() {
