@@ -54,6 +54,10 @@ enum CommandLine {
     Ps(PsArgs),
     /// Print the kernel log from the memory (as `monitor dmesg`).
     Dmesg(DmesgArgs),
+    /// Write a target profile (TOML: the struct offsets dmastub uses) from BTF, for a machine
+    /// whose memory may one day have to be read without it: a copy of /sys/kernel/btf/vmlinux,
+    /// or the BTF in a memory image.
+    Profile(ProfileArgs),
     /// Serve a small synthetic machine (built in memory, with real x86-64 page tables) and run a
     /// short gdb session against it; with no gdb installed, print how to attach.
     Demo(DemoArgs),
@@ -195,6 +199,26 @@ struct LinuxCmdArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("from").required(true).args(["btf", "image"])))]
+struct ProfileArgs {
+    /// A BTF file: `cp /sys/kernel/btf/vmlinux FILE` on the machine.
+    #[arg(long, value_name = "FILE")]
+    btf: Option<PathBuf>,
+    /// A memory image whose kernel has BTF.
+    #[arg(long, value_name = "FILE")]
+    image: Option<PathBuf>,
+    /// The profile's name (what --profile NAME finds once it is in targets/).
+    #[arg(long)]
+    name: String,
+    /// The kernel release (`uname -r`); found in the image when one is given.
+    #[arg(long)]
+    release: Option<String>,
+    /// Where to write it (default: standard output).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args)]
 struct PsArgs {
     #[command(flatten)]
     common: LinuxCmdArgs,
@@ -234,6 +258,7 @@ fn main() -> ExitCode {
         CommandLine::Kernel(a) => kernel(a),
         CommandLine::Ps(a) => ps(a),
         CommandLine::Dmesg(a) => dmesg(a),
+        CommandLine::Profile(a) => write_profile(a),
         CommandLine::Demo(a) => demo::run(&a.listen, !a.no_gdb).map_err(Into::into),
     };
     match result {
@@ -447,5 +472,32 @@ fn ps(a: PsArgs) -> CliResult {
 fn dmesg(a: DmesgArgs) -> CliResult {
     let (mut space, linux) = open_linux(&a.common)?;
     print!("{}", linux.dmesg(&mut space, a.lines)?);
+    Ok(())
+}
+
+fn write_profile(a: ProfileArgs) -> CliResult {
+    let prof = match (&a.btf, &a.image) {
+        (Some(p), _) => {
+            let data = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            let btf = Btf::parse(&data, format!("BTF file {}", p.display()))
+                .map_err(|e| format!("{}: {e}", p.display()))?;
+            profile::Profile::from_types(&a.name, a.release.as_deref(), &btf)
+        }
+        (None, Some(image)) => {
+            let mem = phys::open_file(image, &OpenOptions::default())?;
+            let mut space = AddressSpace::new(mem, MmuConfig::new(Paging::Level4));
+            let kernel = discover(&mut space, Hints::default())?;
+            let types =
+                kernel.types.as_deref().ok_or("the image's kernel has no BTF to write a profile from")?;
+            let release = a.release.clone().or(kernel.release.as_ref().map(|r| r.value.clone()));
+            profile::Profile::from_types(&a.name, release.as_deref(), types)
+        }
+        (None, None) => return Err("give --btf FILE or --image FILE".into()),
+    };
+    match &a.output {
+        Some(path) => std::fs::write(path, prof.to_toml())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+        None => print!("{}", prof.to_toml()),
+    }
     Ok(())
 }

@@ -174,8 +174,8 @@ pub fn discover(space: &mut AddressSpace, hints: Hints) -> Result<Kernel, Discov
     let entry_hint = note_vmci
         .as_ref()
         .and_then(|v| v.symbol("_stext"))
-        .or(hints.kaslr.map(|k| DEFAULT_TEXT_LINK + k))
-        .or(trampoline.map(|t| t.entry));
+        .or(trampoline.map(|t| t.entry))
+        .or(hints.kaslr.map(|k| DEFAULT_TEXT_LINK.wrapping_add(k)));
     let text = find_text(space, root.value, entry_hint)
         .map_err(|why| DiscoverError::NoImage { cr3: root.value, why })?;
     let layout = image_layout(space, root.value, text);

@@ -183,11 +183,40 @@ impl Profile {
         p
     }
 
-    /// The profile as TOML, with a header that says what it is.
+    /// The profile as TOML: one `[offsets.TYPE]` table per struct, one line per member.
     pub fn to_toml(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "# dmastub target profile (format: targets/README.md)");
-        s.push_str(&toml::to_string_pretty(self).unwrap_or_default());
+        let q = |v: &str| toml::Value::String(v.to_string()).to_string();
+        let mut s = String::from("# dmastub target profile (format: targets/README.md)\n");
+        let _ = writeln!(s, "name = {}", q(&self.name));
+        if let Some(r) = &self.release {
+            let _ = writeln!(s, "release = {}", q(r));
+        }
+        if let Some(d) = &self.description {
+            let _ = writeln!(s, "description = {}", q(d));
+        }
+        if !self.symbols.is_empty() {
+            s.push_str("\n[symbols]\n");
+            for (n, a) in &self.symbols {
+                let _ = writeln!(s, "{n} = {}", q(a));
+            }
+        }
+        if !self.sizes.is_empty() {
+            s.push_str("\n[sizes]\n");
+            for (n, v) in &self.sizes {
+                let _ = writeln!(s, "{n} = {v}");
+            }
+        }
+        for (ty, fields) in &self.offsets {
+            let _ = write!(s, "\n[offsets.{ty}]\n");
+            for (m, f) in fields {
+                let _ = match f {
+                    Field::Offset(o) => writeln!(s, "{m} = {o}"),
+                    Field::Full { offset, size } => {
+                        writeln!(s, "{m} = {{ offset = {offset}, size = {size} }}")
+                    }
+                };
+            }
+        }
         s
     }
 }
