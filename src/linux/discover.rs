@@ -289,7 +289,8 @@ pub fn discover(space: &mut AddressSpace, hints: Hints) -> Result<Kernel, Discov
             }
         },
     };
-    drop(view);
+    // Bytes lent in place by the source were not counted by the address space.
+    let lent = view.lent_bytes();
     space.set_config(MmuConfig { paging: paging.value, ..space.config() });
 
     Ok(Kernel {
@@ -309,7 +310,7 @@ pub fn discover(space: &mut AddressSpace, hints: Hints) -> Result<Kernel, Discov
         vmcoreinfo,
         types,
         trampoline,
-        bytes_read: bytes_so_far(space) - before,
+        bytes_read: bytes_so_far(space) - before + lent,
         notes,
     })
 }
@@ -336,18 +337,21 @@ fn read_vmcoreinfo(mem: &mut dyn Memory, syms: &dyn Symbols) -> Option<(VmcoreIn
 }
 
 /// The kernel's `.BTF` section, between `__start_BTF` and `__stop_BTF`.
-fn read_btf(mem: &mut dyn Memory, syms: &dyn Symbols) -> Result<Option<Btf>, String> {
+fn read_btf(mem: &mut View, syms: &dyn Symbols) -> Result<Option<Btf>, String> {
     let (Some(start), Some(stop)) = (syms.address("__start_BTF"), syms.address("__stop_BTF")) else {
         return Ok(None);
     };
     if stop <= start || stop - start > MAX_BTF {
         return Err(format!("__start_BTF {start:#x} .. __stop_BTF {stop:#x} is not a plausible section"));
     }
+    let origin = format!("in-memory BTF ({} KiB at {start:#x})", (stop - start) / 1024);
+    // A dump lends the blob in place (saving a 4+ MiB copy); other sources are read.
+    if let Some(blob) = mem.borrow(start, stop - start) {
+        return Btf::parse(blob, origin).map(Some).map_err(|e| format!("at {start:#x}: {e}"));
+    }
     let mut blob = vec![0u8; (stop - start) as usize];
     mem.read(start, &mut blob).map_err(|e| format!("reading {start:#x}..{stop:#x}: {e}"))?;
-    Btf::parse(&blob, format!("in-memory BTF ({} KiB at {start:#x})", blob.len() / 1024))
-        .map(Some)
-        .map_err(|e| format!("at {start:#x}: {e}"))
+    Btf::parse(&blob, origin).map(Some).map_err(|e| format!("at {start:#x}: {e}"))
 }
 
 /// Scans the first MiB for `struct real_mode_header` and checks what it points at.
@@ -366,7 +370,12 @@ pub fn find_trampoline(space: &mut AddressSpace) -> Result<Trampoline, String> {
         let f: Vec<u64> = h.chunks(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64).collect();
         let near = |v: u64| v > page && v < page + 0x1_0000;
         // text_start, ro_end, trampoline_start: in order, within the blob.
-        if !(near(f[0]) && f[0] % 4096 == 0 && near(f[1]) && f[1] > f[0] && (f[0]..f[1]).contains(&f[2])) {
+        if !(near(f[0])
+            && f[0].is_multiple_of(4096)
+            && near(f[1])
+            && f[1] > f[0]
+            && (f[0]..f[1]).contains(&f[2]))
+        {
             continue;
         }
         for &th in f[3..12].iter().filter(|v| near(**v)) {
@@ -387,7 +396,7 @@ pub fn find_trampoline(space: &mut AddressSpace) -> Result<Trampoline, String> {
                 paging: if la57 { Paging::Level5 } else { Paging::Level4 },
                 ..saved
             });
-            for &pgd in f[3..12].iter().filter(|v| near(**v) && **v % 4096 == 0 && **v != f[0]) {
+            for &pgd in f[3..12].iter().filter(|v| near(**v) && v.is_multiple_of(4096) && **v != f[0]) {
                 if space.translate_in(pgd, VirtAddr(entry)).is_ok() {
                     space.set_config(saved);
                     return Ok(Trampoline { header: page, root: pgd, entry, la57 });

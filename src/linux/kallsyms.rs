@@ -11,7 +11,6 @@
 
 use super::{Memory, Symbols};
 use crate::mmu::MemError;
-use std::collections::HashMap;
 
 /// Sampling stride through `.rodata`: smaller than any kernel's address table (≥ 20k symbols).
 pub const SAMPLE_STRIDE: u64 = 64 * 1024;
@@ -91,11 +90,18 @@ impl Encoding {
 }
 
 /// The kernel's symbols, with where they were found.
+///
+/// Names live in one string, entries are sorted by address, and an open-addressing table of
+/// entry indices answers lookups by name: a kernel has 100k+ symbols, and a map of owned strings
+/// (or sorting them by name) cost more time than finding and decoding the tables.
 #[derive(Clone, Debug, Default)]
 pub struct Kallsyms {
-    by_name: HashMap<String, u64>,
-    /// (address, name) sorted by address, for address → symbol lookups.
-    by_addr: Vec<(u64, String)>,
+    arena: String,
+    /// (address, name start, name length), sorted by address.
+    entries: Vec<(u64, u32, u32)>,
+    /// Hash table of indices into `entries` (`u32::MAX`: empty); a name's first entry by
+    /// address wins, as with `kallsyms_lookup_name()`.
+    by_name: Vec<u32>,
     /// Address of the table that located the rest (`kallsyms_offsets` or `kallsyms_addresses`).
     pub table_addr: u64,
     /// Bytes of kernel memory read to find and decode the tables.
@@ -104,48 +110,101 @@ pub struct Kallsyms {
 
 impl Kallsyms {
     pub fn len(&self) -> usize {
-        self.by_addr.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_addr.is_empty()
+        self.entries.is_empty()
+    }
+
+    fn name(&self, i: usize) -> &str {
+        let (_, start, len) = self.entries[i];
+        &self.arena[start as usize..(start + len) as usize]
     }
 
     /// The symbol at or below `addr`, and the offset into it.
     pub fn lookup(&self, addr: u64) -> Option<(&str, u64)> {
-        let i = self.by_addr.partition_point(|(a, _)| *a <= addr);
-        let (a, name) = self.by_addr.get(i.checked_sub(1)?)?;
-        Some((name.as_str(), addr - a))
+        let i = self.entries.partition_point(|e| e.0 <= addr).checked_sub(1)?;
+        Some((self.name(i), addr - self.entries[i].0))
+    }
+
+    /// Every (name, address), in address order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        (0..self.entries.len()).map(|i| (self.name(i), self.entries[i].0))
+    }
+
+    /// Builds a table from names already in `arena` and their spans.
+    fn from_arena(arena: String, mut entries: Vec<(u64, u32, u32)>) -> Self {
+        entries.sort_by_key(|e| e.0);
+        let mut k = Self { arena, entries, by_name: Vec::new(), table_addr: 0, bytes_read: 0 };
+        let slots = (k.entries.len() * 2).next_power_of_two().max(16);
+        let mut table = vec![u32::MAX; slots];
+        for i in 0..k.entries.len() {
+            let name = k.name(i);
+            let mut at = name_hash(name) as usize & (slots - 1);
+            loop {
+                let slot = table[at];
+                if slot == u32::MAX {
+                    table[at] = i as u32;
+                    break;
+                }
+                if k.name(slot as usize) == name {
+                    break;
+                }
+                at = (at + 1) & (slots - 1);
+            }
+        }
+        k.by_name = table;
+        k
     }
 
     /// Builds a table from (name, address) pairs, e.g. from System.map or a vmlinux.
     pub fn from_pairs(pairs: impl IntoIterator<Item = (String, u64)>) -> Self {
-        let mut by_addr: Vec<(u64, String)> = pairs.into_iter().map(|(n, a)| (a, n)).collect();
-        by_addr.sort();
-        let mut by_name = HashMap::with_capacity(by_addr.len());
-        for (a, n) in &by_addr {
-            // The first of duplicate names wins, as with kallsyms_lookup_name().
-            by_name.entry(n.clone()).or_insert(*a);
+        let mut arena = String::new();
+        let mut entries = Vec::new();
+        for (n, a) in pairs {
+            entries.push((a, arena.len() as u32, n.len() as u32));
+            arena.push_str(&n);
         }
-        Self { by_name, by_addr, table_addr: 0, bytes_read: 0 }
+        Self::from_arena(arena, entries)
+    }
+
+    /// The same symbols moved by a KASLR slide (for link addresses from a file). Absolute
+    /// symbols below the kernel map (per-CPU offsets) stay where they are.
+    pub fn slid(mut self, slide: u64) -> Self {
+        for e in &mut self.entries {
+            if e.0 >= crate::linux::discover::START_KERNEL_MAP {
+                e.0 = e.0.wrapping_add(slide);
+            }
+        }
+        let (arena, entries) = (std::mem::take(&mut self.arena), std::mem::take(&mut self.entries));
+        Self::from_arena(arena, entries)
     }
 }
 
-impl Kallsyms {
-    /// The same symbols moved by a KASLR slide (for link addresses from a file). Absolute
-    /// symbols below the kernel map (per-CPU offsets) stay where they are.
-    pub fn slid(self, slide: u64) -> Self {
-        let pairs = self.by_addr.into_iter().map(|(a, n)| {
-            let moved = if a >= crate::linux::discover::START_KERNEL_MAP { a.wrapping_add(slide) } else { a };
-            (n, moved)
-        });
-        Self::from_pairs(pairs)
-    }
+/// FNV-1a: symbol names are short and not adversarial to a table that only this process sees.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
 }
 
 impl Symbols for Kallsyms {
     fn address(&self, name: &str) -> Option<u64> {
-        self.by_name.get(name).copied()
+        let slots = self.by_name.len();
+        if slots == 0 {
+            return None;
+        }
+        let mut at = name_hash(name) as usize & (slots - 1);
+        // The table is at most half full, so an empty slot ends every probe.
+        loop {
+            let slot = self.by_name[at];
+            if slot == u32::MAX {
+                return None;
+            }
+            if self.name(slot as usize) == name {
+                return Some(self.entries[slot as usize].0);
+            }
+            at = (at + 1) & (slots - 1);
+        }
     }
 }
 
@@ -334,9 +393,16 @@ fn tokens_ending_at(c: &mut Counting, index: u64) -> Option<(u64, Vec<Vec<u8>>)>
     None
 }
 
-/// Decodes `num` names from the raw `kallsyms_names` bytes (already walked by [`walk_names`]).
-fn decode_names(raw: &[u8], at: u64, num: u64, tokens: &[Vec<u8>]) -> Result<Vec<String>, KallsymsError> {
-    let mut out = Vec::with_capacity(num as usize);
+/// Decodes `num` names from the raw `kallsyms_names` bytes (already walked by [`walk_names`])
+/// into one string, returning it and each name's (start, length).
+fn decode_names(
+    raw: &[u8],
+    at: u64,
+    num: u64,
+    tokens: &[Vec<u8>],
+) -> Result<(String, Vec<(u32, u32)>), KallsymsError> {
+    let mut arena = Vec::with_capacity(raw.len() * 2);
+    let mut spans = Vec::with_capacity(num as usize);
     let mut pos = 0usize;
     let mut name = Vec::with_capacity(64);
     for i in 0..num {
@@ -351,10 +417,19 @@ fn decode_names(raw: &[u8], at: u64, num: u64, tokens: &[Vec<u8>]) -> Result<Vec
         if name.len() < 2 || !name[0].is_ascii_alphabetic() {
             return Err(inconsistent(at + pos as u64, format!("name {i} does not start with a symbol type")));
         }
-        out.push(String::from_utf8_lossy(&name[1..]).into_owned());
+        let body = &name[1..];
+        let start = arena.len() as u32;
+        if body.is_ascii() {
+            arena.extend_from_slice(body);
+        } else {
+            arena.extend_from_slice(String::from_utf8_lossy(body).as_bytes());
+        }
+        spans.push((start, arena.len() as u32 - start));
         pos += hdr + len;
     }
-    Ok(out)
+    // Only ASCII or from_utf8_lossy output went in.
+    let arena = String::from_utf8(arena).map_err(|_| inconsistent(at, "names are not text"))?;
+    Ok((arena, spans))
 }
 
 /// Checks the decoded name offsets against `kallsyms_markers` at `at` (4- or 8-byte entries).
@@ -401,10 +476,14 @@ fn decode_around(
             .ok_or_else(|| inconsistent(index, "no token index before the address table"))?;
         (names_before(c, table, num, region)?, tokens)
     };
-    let names = decode_names(&raw_names, start, num, &tokens)?;
+    let (arena, spans) = decode_names(&raw_names, start, num, &tokens)?;
     let raw = c.read(start, end - start)?;
-    let pairs = names.into_iter().enumerate().map(|(i, n)| (n, enc.address(entry(&raw, i, enc), base)));
-    let mut k = Kallsyms::from_pairs(pairs);
+    let entries = spans
+        .into_iter()
+        .enumerate()
+        .map(|(i, (s, l))| (enc.address(entry(&raw, i, enc), base), s, l))
+        .collect();
+    let mut k = Kallsyms::from_arena(arena, entries);
     k.table_addr = start;
     Ok(k)
 }
@@ -505,7 +584,7 @@ fn names_before(
         // The last marker is the offset of a name at most 255 names before the end.
         let hi = markers.saturating_sub(last);
         let lo = hi.saturating_sub(256 * 600).max(region.start);
-        let mut at = align8(lo);
+        let at = align8(lo);
         let window = c.read(at, hi.saturating_sub(at))?;
         for off in (0..window.len().saturating_sub(7)).step_by(8) {
             if u32_at(&window, off) as u64 != num {
@@ -519,8 +598,6 @@ fn names_before(
                 return Ok(names_raw);
             }
         }
-        at += window.len() as u64;
-        let _ = at;
     }
     Err(inconsistent(token_table, "no kallsyms_num_syms and names before the markers"))
 }

@@ -65,11 +65,13 @@ pub struct View<'a> {
     space: &'a mut AddressSpace,
     cr3: u64,
     bytes_read: u64,
+    /// Bytes lent in place by the source ([`View::borrow`]): read, but not through the space.
+    lent: u64,
 }
 
 impl<'a> View<'a> {
     pub fn new(space: &'a mut AddressSpace, cr3: u64) -> Self {
-        Self { space, cr3, bytes_read: 0 }
+        Self { space, cr3, bytes_read: 0, lent: 0 }
     }
 
     /// The physical address of `virt` under this view's CR3.
@@ -77,8 +79,31 @@ impl<'a> View<'a> {
         Ok(self.space.translate_in(self.cr3, VirtAddr(virt))?.phys.0)
     }
 
+    /// `len` bytes at `virt` in place, without a copy, when they are physically contiguous and
+    /// the source can lend them (a dump file). Counted as read.
+    pub fn borrow(&mut self, virt: u64, len: u64) -> Option<&[u8]> {
+        let first = self.translate(virt).ok()?;
+        // Every page must follow the first one physically (the kernel image does).
+        let mut page = virt & !0xfff;
+        while page < virt.checked_add(len)? {
+            let p = if page < virt { first } else { self.translate(page).ok()? };
+            if p.wrapping_sub(first) != page.max(virt) - virt {
+                return None;
+            }
+            page += 0x1000;
+        }
+        self.bytes_read += len;
+        self.lent += len;
+        self.space.mem().bytes_at(crate::addr::PhysAddr(first), len)
+    }
+
     pub fn cr3(&self) -> u64 {
         self.cr3
+    }
+
+    /// Bytes lent in place rather than read through the address space.
+    pub fn lent_bytes(&self) -> u64 {
+        self.lent
     }
 
     /// Bytes this view asked for (page-table reads not included).

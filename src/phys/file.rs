@@ -159,6 +159,16 @@ enum Map {
 }
 
 impl Map {
+    fn advise_random(&self) {
+        let r = match self {
+            Map::ReadOnly(m) => m.advise(memmap2::Advice::Random),
+            Map::Writable(m) => m.advise(memmap2::Advice::Random),
+        };
+        if let Err(e) = r {
+            log::debug!("madvise(MADV_RANDOM) failed: {e}");
+        }
+    }
+
     fn bytes(&self) -> &[u8] {
         match self {
             Map::ReadOnly(m) => m,
@@ -213,8 +223,9 @@ impl FileMem {
         };
         let mut map_opts = MmapOptions::new();
         map_opts.len(len);
-        // SAFETY: the map is only ever read by copying bytes out, so a file that changes under
-        // us (the point of a live RAM file) yields changing bytes, not broken invariants. A file
+        // SAFETY: a live RAM file's map is only ever read by copying bytes out, so a file that
+        // changes under us yields changing bytes, not broken invariants; a dump's bytes may be
+        // lent in place (`bytes_at`) because dumps do not change. A file
         // truncated under us would fault (SIGBUS); nothing here can prevent that.
         let map = unsafe {
             match opts.write {
@@ -224,6 +235,9 @@ impl FileMem {
             }
         }
         .map_err(io("map into memory"))?;
+        // Reads hop between page tables and structures: without this hint every fault also
+        // maps its neighbours, which costs memory and brings nothing.
+        map.advise_random();
         let data = map.bytes();
 
         let format = match (opts.live, opts.format) {
@@ -326,6 +340,21 @@ impl PhysMem for FileMem {
 
     fn core_notes(&self) -> &[CoreNote] {
         &self.notes
+    }
+
+    fn bytes_at(&self, addr: PhysAddr, len: u64) -> Option<&[u8]> {
+        if self.is_volatile() {
+            return None;
+        }
+        let i = self.locate(addr, usize::try_from(len).ok()?).ok()?;
+        let r = &self.ranges[i];
+        let off = addr.0 - r.phys_start;
+        // Only within one range's file bytes (no zero-filled tail).
+        if off.checked_add(len)? > r.file_len {
+            return None;
+        }
+        let f = usize::try_from(r.file_offset + off).ok()?;
+        self.map.bytes().get(f..f + len as usize)
     }
 
     fn read(&mut self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), PhysError> {

@@ -121,6 +121,13 @@ pub trait PhysMem: Send {
         &[]
     }
 
+    /// The bytes at `addr` in place, when the source holds them contiguously and they cannot
+    /// change (a dump file): large structures are then parsed without a copy. `None` otherwise;
+    /// callers fall back to [`PhysMem::read`].
+    fn bytes_at(&self, _addr: PhysAddr, _len: u64) -> Option<&[u8]> {
+        None
+    }
+
     /// Total bytes of RAM the source holds.
     fn ram_bytes(&self) -> u64 {
         self.ram().iter().map(|r| r.len).sum()
