@@ -133,7 +133,7 @@ fn monitor_commands_steer_the_session() {
     let kernel_cr3 = hex(&t["paging"]["kernel_cr3"]);
     let want = tk["global_value_in_memory"].as_u64();
     // Started without a CR3: physical mode until one is set.
-    let stub = Stub::start(&["--image", raw.to_str().unwrap()]);
+    let stub = Stub::start(&["--image", raw.to_str().unwrap(), "--no-linux"]);
     assert!(stub.banner.contains("raw image, 256 MiB RAM in 1 range"), "{}", stub.banner);
     assert!(stub.banner.contains("read-only"), "{}", stub.banner);
     let out = gdb(

@@ -54,7 +54,11 @@ impl DmaTarget {
     /// Makes the target Linux-aware: the `ps`/`switch`/`kernel`/`dmesg` commands, `qOffsets`
     /// with the KASLR slide, and the kernel's CR3 as the active one (virtual mode).
     pub fn with_linux(mut self, linux: Linux) -> Self {
-        self.set_cr3(linux.kernel.cr3.value, "kernel page tables (init_top_pgt)");
+        let origin = match linux.kernel.cr3.source.as_str() {
+            "--cr3" => "--cr3".to_string(),
+            found => format!("the kernel's page tables, from {found}"),
+        };
+        self.set_cr3(linux.kernel.cr3.value, &origin);
         // Cannot fail: a CR3 is set.
         let _ = self.space.set_mode(Mode::Virt);
         self.linux = Some(linux);

@@ -124,9 +124,9 @@ enum Kind {
     Restrict { ty: u32 },
     TypeTag { ty: u32 },
     Func { proto: u32, linkage: u16 },
-    FuncProto { ret: u32, first: u32, len: u16 },
+    FuncProto { ret: u32, params: u16 },
     Var { ty: u32, linkage: u32 },
-    Datasec { size: u32, first: u32, len: u16 },
+    Datasec { size: u32, vars: u16 },
     Float { size: u32 },
     DeclTag { ty: u32, component: i32 },
 }
@@ -174,21 +174,6 @@ struct Enumerator {
     value: i64,
 }
 
-#[derive(Clone, Copy, Debug)]
-#[allow(dead_code)] // Kept for completeness of the decoded model.
-struct Param {
-    name: u32,
-    ty: u32,
-}
-
-#[derive(Clone, Copy, Debug)]
-#[allow(dead_code)] // Kept for completeness of the decoded model.
-struct SecInfo {
-    ty: u32,
-    offset: u32,
-    size: u32,
-}
-
 /// A parsed BTF blob: the types, their names, and an index from name to the best type of that
 /// name, built once so that lookups are hash probes.
 pub struct Btf {
@@ -197,8 +182,10 @@ pub struct Btf {
     types: Vec<Type>,
     members: Vec<RawMember>,
     enumerators: Vec<Enumerator>,
-    params: Vec<Param>,
-    secinfos: Vec<SecInfo>,
+    /// The highest type id a function parameter or section variable refers to, and the
+    /// referring type's id and offset: those records are checked, not kept (no lookup needs
+    /// them, and a kernel has 60k+ of them).
+    max_unkept_ref: (u32, u32, usize),
     /// The string section, checked to be UTF-8 and to end in NUL, so that any in-range offset
     /// on a character boundary names a string.
     strings: String,
@@ -363,8 +350,7 @@ impl Btf {
             types: Vec::new(),
             members: Vec::new(),
             enumerators: Vec::new(),
-            params: Vec::new(),
-            secinfos: Vec::new(),
+            max_unkept_ref: (0, 0, 0),
             strings,
             by_name: HashMap::new(),
             enums: Vec::new(),
@@ -472,23 +458,21 @@ impl Btf {
             KIND_FUNC => Kind::Func { proto: size_or_type, linkage: vlen },
             KIND_FUNC_PROTO => {
                 p.check_count(id, start, "parameters", vlen.into(), 8)?;
-                let first = self.params.len() as u32;
                 for _ in 0..vlen {
                     let (name, ty) = p.take(id, start, "parameter", tuple((nom_u32(e), nom_u32(e))))?;
                     self.check_name(id, start, name)?;
-                    self.params.push(Param { name, ty });
+                    self.note_unkept_ref(ty, id, start);
                 }
-                Kind::FuncProto { ret: size_or_type, first, len: vlen }
+                Kind::FuncProto { ret: size_or_type, params: vlen }
             }
             KIND_VAR => Kind::Var { ty: size_or_type, linkage: p.u32(id, start, "VAR linkage")? },
             KIND_DATASEC => {
                 p.check_count(id, start, "section variables", vlen.into(), 12)?;
-                let first = self.secinfos.len() as u32;
                 for _ in 0..vlen {
-                    let (ty, offset, size) = p.three(id, start, "section variable")?;
-                    self.secinfos.push(SecInfo { ty, offset, size });
+                    let (ty, _offset, _size) = p.three(id, start, "section variable")?;
+                    self.note_unkept_ref(ty, id, start);
                 }
-                Kind::Datasec { size: size_or_type, first, len: vlen }
+                Kind::Datasec { size: size_or_type, vars: vlen }
             }
             KIND_FLOAT => Kind::Float { size: size_or_type },
             KIND_DECL_TAG => Kind::DeclTag {
@@ -547,20 +531,21 @@ impl Btf {
                         check(m.ty)?;
                     }
                 }
-                Kind::FuncProto { ret, first, len } => {
-                    check(ret)?;
-                    for a in self.range(&self.params, first, len) {
-                        check(a.ty)?;
-                    }
-                }
-                Kind::Datasec { first, len, .. } => {
-                    for v in self.range(&self.secinfos, first, len) {
-                        check(v.ty)?;
-                    }
-                }
+                Kind::FuncProto { ret, .. } => check(ret)?,
+                Kind::Datasec { .. } => {}
             }
         }
+        let (target, id, offset) = self.max_unkept_ref;
+        if target as usize >= count {
+            return Err(BtfError::BadTypeRef { id, offset, target, count: count - 1 });
+        }
         Ok(())
+    }
+
+    fn note_unkept_ref(&mut self, ty: u32, id: u32, offset: usize) {
+        if ty > self.max_unkept_ref.0 {
+            self.max_unkept_ref = (ty, id, offset);
+        }
     }
 
     fn build_index(&mut self) {

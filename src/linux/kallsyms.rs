@@ -137,11 +137,12 @@ impl Kallsyms {
     fn from_arena(arena: String, mut entries: Vec<(u64, u32, u32)>) -> Self {
         entries.sort_by_key(|e| e.0);
         let mut k = Self { arena, entries, by_name: Vec::new(), table_addr: 0, bytes_read: 0 };
-        let slots = (k.entries.len() * 2).next_power_of_two().max(16);
+        // At most two thirds full, so probes stay short and always end at an empty slot.
+        let slots = (k.entries.len() * 3 / 2 + 16).max(16);
         let mut table = vec![u32::MAX; slots];
         for i in 0..k.entries.len() {
             let name = k.name(i);
-            let mut at = name_hash(name) as usize & (slots - 1);
+            let mut at = (name_hash(name) % slots as u64) as usize;
             loop {
                 let slot = table[at];
                 if slot == u32::MAX {
@@ -151,7 +152,7 @@ impl Kallsyms {
                 if k.name(slot as usize) == name {
                     break;
                 }
-                at = (at + 1) & (slots - 1);
+                at = (at + 1) % slots;
             }
         }
         k.by_name = table;
@@ -193,8 +194,8 @@ impl Symbols for Kallsyms {
         if slots == 0 {
             return None;
         }
-        let mut at = name_hash(name) as usize & (slots - 1);
-        // The table is at most half full, so an empty slot ends every probe.
+        let mut at = (name_hash(name) % slots as u64) as usize;
+        // The table is at most two thirds full, so an empty slot ends every probe.
         loop {
             let slot = self.by_name[at];
             if slot == u32::MAX {
@@ -203,7 +204,7 @@ impl Symbols for Kallsyms {
             if self.name(slot as usize) == name {
                 return Some(self.entries[slot as usize].0);
             }
-            at = (at + 1) & (slots - 1);
+            at = (at + 1) % slots;
         }
     }
 }
@@ -376,16 +377,21 @@ fn tokens_at(c: &mut Counting, table: u64, index: u64) -> Option<Vec<Vec<u8>>> {
     Some(tokens)
 }
 
-/// Looks for the token table that ends at `index` (aligned to 8) and whose index follows.
+/// The token table that ends just before `index` (up to 7 bytes of alignment between them):
+/// its last string ends at a NUL, and starts `token_index[255]` bytes after the table.
 fn tokens_ending_at(c: &mut Counting, index: u64) -> Option<(u64, Vec<Vec<u8>>)> {
     let idx = c.try_read(index, 512)?;
     let last = u16_at(&idx, 510) as u64;
-    // The last token is at most a few dozen bytes; the table starts where every offset fits.
-    for total in last + 2..last + 256 {
-        let table = index.checked_sub(total)?;
-        if align8(table + total) != index && table + total != index {
+    let before = 512u64.min(index);
+    let tail = c.try_read(index - before, before)?;
+    for pad in 1..=8u64 {
+        let nul = (before - pad) as usize;
+        if tail[nul] != 0 {
             continue;
         }
+        // The last token is the string before this NUL.
+        let start = tail[..nul].iter().rposition(|&b| b == 0).map_or(0, |p| p + 1);
+        let table = (index - before + start as u64).checked_sub(last)?;
         if let Some(t) = tokens_at(c, table, index) {
             return Some((table, t));
         }
@@ -401,7 +407,7 @@ fn decode_names(
     num: u64,
     tokens: &[Vec<u8>],
 ) -> Result<(String, Vec<(u32, u32)>), KallsymsError> {
-    let mut arena = Vec::with_capacity(raw.len() * 2);
+    let mut arena = Vec::with_capacity(raw.len() * 7 / 4);
     let mut spans = Vec::with_capacity(num as usize);
     let mut pos = 0usize;
     let mut name = Vec::with_capacity(64);
@@ -453,7 +459,34 @@ fn decode_around(
     enc: Encoding,
     region: &std::ops::Range<u64>,
 ) -> Result<Kallsyms, KallsymsError> {
-    let (start, end) = table_bounds(c, page_addr, enc, region)?;
+    let (run_start, end) = table_bounds(c, page_addr, enc, region)?;
+    let w = enc.width();
+    // Alignment zeros before the table look like leading per-CPU offsets of 0: the table
+    // proper starts where its length agrees with `kallsyms_num_syms` or the token index ends.
+    // The error for the run as found is the one to report if no trimmed start works either.
+    let mut first_err = None;
+    for skip in 0..=2u64 {
+        let start = run_start + skip * w;
+        if skip > 0 && entry(&c.read(run_start, skip * w)?, skip as usize - 1, enc) != 0 {
+            break;
+        }
+        match decode_table(c, start, end, enc, region) {
+            Ok(k) => return Ok(k),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_err.unwrap_or_else(|| inconsistent(run_start, "no table next to the sorted run")))
+}
+
+fn decode_table(
+    c: &mut Counting,
+    start: u64,
+    end: u64,
+    enc: Encoding,
+    region: &std::ops::Range<u64>,
+) -> Result<Kallsyms, KallsymsError> {
     let w = enc.width();
     let num = (end - start) / w;
     if num < 1000 {
@@ -471,7 +504,7 @@ fn decode_around(
         tokens_after(c, align8(num_at + 4), num, region)?
     } else {
         // From 6.4: the token index ends where the address table starts.
-        let index = start - 512;
+        let index = start.checked_sub(512).ok_or_else(|| inconsistent(start, "no room for a token index"))?;
         let (table, tokens) = tokens_ending_at(c, index)
             .ok_or_else(|| inconsistent(index, "no token index before the address table"))?;
         (names_before(c, table, num, region)?, tokens)
@@ -600,4 +633,199 @@ fn names_before(
         }
     }
     Err(inconsistent(token_table, "no kallsyms_num_syms and names before the markers"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: u64 = 0xffff_ffff_8200_0000;
+    const TEXT: u64 = 0xffff_ffff_8100_0000;
+
+    /// Kernel memory as one buffer at `BASE`.
+    struct Buf(Vec<u8>);
+
+    impl Memory for Buf {
+        fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+            let off = addr.checked_sub(BASE).map(|o| o as usize);
+            match off.and_then(|o| self.0.get(o..o + buf.len())) {
+                Some(src) => {
+                    buf.copy_from_slice(src);
+                    Ok(())
+                }
+                None => Err(MemError::Phys(crate::phys::PhysError::NotRam {
+                    addr: crate::PhysAddr(addr),
+                    len: buf.len() as u64,
+                    source_name: "test".into(),
+                })),
+            }
+        }
+    }
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Order {
+        /// Before 6.4: offsets, relative_base, num_syms, names, markers, [seqs], tokens.
+        Old { seqs: bool },
+        /// From 6.4: num_syms, names, markers, tokens, offsets, relative_base, seqs.
+        New,
+    }
+
+    fn align(v: &mut Vec<u8>) {
+        while !v.len().is_multiple_of(8) {
+            v.push(0);
+        }
+    }
+
+    /// The symbols: a few per-CPU (absolute, small) then many text symbols, as x86-64 has.
+    fn symbols(n: usize) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> =
+            (0..4).map(|i| (format!("Dpercpu_var_{i}"), 0x1000 * i as u64)).collect();
+        v.extend((0..n).map(|i| (format!("Tfunction_number_{i}"), TEXT + 0x40 * i as u64)));
+        v.push(("Dinit_task".into(), TEXT + 0x40 * n as u64 + 0x1000));
+        v
+    }
+
+    /// Tables as scripts/kallsyms writes them (absolute per-CPU encoding), after `pad` bytes of
+    /// unrelated data.
+    fn tables(syms: &[(String, u64)], order: Order, pad: usize) -> Vec<u8> {
+        // Tokens: each printable byte stands for itself; codes that never occur in names stand
+        // for longer strings, as the kernel's compression makes them ("function_" here).
+        let token = |i: usize| -> Vec<u8> {
+            match i {
+                0xf0.. => b"function_".to_vec(),
+                0..0x20 => format!("_{i}").into_bytes(),
+                _ => vec![i as u8],
+            }
+        };
+        let mut names = Vec::new();
+        let mut markers = Vec::new();
+        for (i, (n, _)) in syms.iter().enumerate() {
+            if i % 256 == 0 {
+                markers.push(names.len() as u32);
+            }
+            let enc: Vec<u8> = n.replace("function_", "\u{f0}").chars().map(|c| c as u32 as u8).collect();
+            names.push(enc.len() as u8);
+            names.extend(enc);
+        }
+        let mut tt = Vec::new();
+        let mut ti = Vec::new();
+        for i in 0..256 {
+            ti.push(tt.len() as u16);
+            tt.extend(token(i));
+            tt.push(0);
+        }
+        let offsets: Vec<u8> = syms
+            .iter()
+            .flat_map(|(_, a)| {
+                let off = if *a < 0x1_0000_0000 { *a as i32 } else { (TEXT as i64 - 1 - *a as i64) as i32 };
+                off.to_le_bytes()
+            })
+            .collect();
+        let num = syms.len() as u32;
+        let mut m = vec![0x90u8; pad];
+        align(&mut m);
+        let push_tokens = |m: &mut Vec<u8>| {
+            m.extend(&tt);
+            align(m);
+            m.extend(ti.iter().flat_map(|v| v.to_le_bytes()));
+            align(m);
+        };
+        let push_names = |m: &mut Vec<u8>| {
+            m.extend(num.to_le_bytes());
+            align(m);
+            m.extend(&names);
+            align(m);
+            m.extend(markers.iter().flat_map(|v| v.to_le_bytes()));
+            align(m);
+        };
+        match order {
+            Order::Old { seqs } => {
+                m.extend(&offsets);
+                align(&mut m);
+                m.extend(TEXT.to_le_bytes());
+                push_names(&mut m);
+                if seqs {
+                    m.extend(vec![0x11u8; syms.len() * 3]);
+                    align(&mut m);
+                }
+                push_tokens(&mut m);
+            }
+            Order::New => {
+                push_names(&mut m);
+                push_tokens(&mut m);
+                m.extend(&offsets);
+                align(&mut m);
+                m.extend(TEXT.to_le_bytes());
+                m.extend(vec![0x11u8; syms.len() * 3]);
+            }
+        }
+        m.extend(vec![0u8; 4096]);
+        m
+    }
+
+    fn samples(len: usize) -> Vec<u64> {
+        (0..len as u64).step_by(SAMPLE_STRIDE as usize).map(|o| BASE + o).collect()
+    }
+
+    #[test]
+    fn decodes_every_layout() {
+        let syms = symbols(40_000);
+        for order in [Order::Old { seqs: false }, Order::Old { seqs: true }, Order::New] {
+            for pad in [0, 12_345] {
+                let m = tables(&syms, order, pad);
+                let len = m.len();
+                let k = find(&mut Buf(m), &samples(len), BASE..BASE + len as u64).expect("kallsyms");
+                assert_eq!(k.len(), syms.len());
+                assert_eq!(k.address("init_task"), Some(TEXT + 0x40 * 40_000 + 0x1000));
+                assert_eq!(k.address("function_number_39999"), Some(TEXT + 0x40 * 39_999));
+                assert_eq!(k.address("percpu_var_3"), Some(0x3000));
+                assert_eq!(k.address("function_number_40000"), None);
+                assert_eq!(k.lookup(TEXT + 0x40 * 7 + 3), Some(("function_number_7", 3)));
+                assert!(k.bytes_read < 4 * len as u64, "read {} of {len}", k.bytes_read);
+            }
+        }
+    }
+
+    #[test]
+    fn corrupt_tables_are_refused_with_where() {
+        let syms = symbols(20_000);
+        let m = tables(&syms, Order::Old { seqs: false }, 0);
+        let len = m.len();
+        let probe = find(&mut Buf(m.clone()), &samples(len), BASE..BASE + len as u64).unwrap();
+        assert_eq!(probe.table_addr, BASE);
+        let mut broken = m.clone();
+        // The names start after offsets (4 per symbol), the relative base and num_syms.
+        let names = (syms.len() * 4).div_ceil(8) * 8 + 16;
+        broken[names] = 0; // an empty name
+        let e =
+            find(&mut Buf(broken), &samples(len), BASE..BASE + len as u64).expect_err("refused").to_string();
+        assert!(e.contains("inconsistent") && e.contains("0x"), "{e}");
+        // Nothing but code: not found, and the message says which hint to give.
+        let code = vec![0x90u8; 256 * 1024];
+        let e = find(&mut Buf(code), &samples(256 * 1024), BASE..BASE + 256 * 1024)
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("--system-map"), "{e}");
+        // Cut short: the names run past the region.
+        let cut = names + 1000;
+        let e = find(&mut Buf(m[..cut].to_vec()), &samples(cut), BASE..BASE + cut as u64)
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("past") || e.contains("reading"), "{e}");
+    }
+
+    #[test]
+    fn lookups_on_file_symbols() {
+        let k = Kallsyms::from_pairs([
+            ("b".to_string(), 0xffff_ffff_8100_0010),
+            ("a".into(), 0x20),
+            ("b".into(), 0xffff_ffff_8100_0000),
+        ]);
+        // Duplicate names: the lowest address wins, as kallsyms_lookup_name() does.
+        assert_eq!(k.address("b"), Some(0xffff_ffff_8100_0000));
+        let slid = k.slid(0x100_0000);
+        assert_eq!(slid.address("b"), Some(0xffff_ffff_8200_0000));
+        assert_eq!(slid.address("a"), Some(0x20), "per-CPU offsets do not move");
+        assert_eq!(Kallsyms::default().address("a"), None);
+    }
 }
