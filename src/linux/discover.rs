@@ -16,6 +16,7 @@
 //! replaces what would be found. Every fact keeps where it came from, for `monitor kernel`.
 
 use super::kallsyms::{self, Kallsyms, SAMPLE_STRIDE};
+use super::profile::Profile;
 use super::vmcoreinfo::VmcoreInfo;
 use super::{Memory, Symbols, TypeInfo, View, btf::Btf};
 use crate::addr::{PhysAddr, VirtAddr};
@@ -174,8 +175,11 @@ pub fn discover(space: &mut AddressSpace, hints: Hints) -> Result<Kernel, Discov
     let entry_hint = note_vmci
         .as_ref()
         .and_then(|v| v.symbol("_stext"))
-        .or(trampoline.map(|t| t.entry))
-        .or(hints.kaslr.map(|k| DEFAULT_TEXT_LINK.wrapping_add(k)));
+        .map(|a| (a, "VMCOREINFO _stext"))
+        .or(trampoline.map(|t| (t.entry, "the trampoline's entry point, start of its mapping")))
+        .or(hints.kaslr.map(|k| (DEFAULT_TEXT_LINK.wrapping_add(k), "--kaslr")));
+    let text_source = entry_hint.map_or("first mapping of the top 2 GiB", |(_, s)| s);
+    let entry_hint = entry_hint.map(|(a, _)| a);
     let text = find_text(space, root.value, entry_hint)
         .map_err(|why| DiscoverError::NoImage { cr3: root.value, why })?;
     let layout = image_layout(space, root.value, text);
@@ -276,16 +280,26 @@ pub fn discover(space: &mut AddressSpace, hints: Hints) -> Result<Kernel, Discov
         .or_else(|| {
             vmci.and_then(|v| v.release()).map(|r| Found::new(r.to_string(), "VMCOREINFO OSRELEASE"))
         });
-    let init_task = sym("init_task").map(|a| Found::new(a, symbols_source.clone()));
+    let init_task = sym("init_task").map(|a| Found::new(a, "symbol init_task"));
 
+    // The user's layout, else the kernel's BTF, else a built-in profile for this release, else
+    // what VMCOREINFO tells (enough for dmesg, not for ps).
+    let fallback = |notes: &mut Vec<String>| -> Option<Box<dyn TypeInfo + Send>> {
+        let release = release.as_ref().map(|r| r.value.as_str());
+        if let Some(p) = release.and_then(Profile::built_in_for) {
+            notes.push(format!("no BTF in memory: using the built-in profile {}", p.name));
+            return Some(Box::new(p.types()));
+        }
+        vmci.map(|v| Box::new(v.types()) as Box<dyn TypeInfo + Send>)
+    };
     let types: Option<Box<dyn TypeInfo + Send>> = match hints.types {
         Some(t) => Some(t),
         None => match read_btf(&mut view, &symbols) {
             Ok(Some(btf)) => Some(Box::new(btf)),
-            Ok(None) => vmci.map(|v| Box::new(v.types()) as Box<dyn TypeInfo + Send>),
+            Ok(None) => fallback(&mut notes),
             Err(e) => {
                 notes.push(format!("in-memory BTF: {e}"));
-                vmci.map(|v| Box::new(v.types()) as Box<dyn TypeInfo + Send>)
+                fallback(&mut notes)
             }
         },
     };
@@ -295,10 +309,7 @@ pub fn discover(space: &mut AddressSpace, hints: Hints) -> Result<Kernel, Discov
 
     Ok(Kernel {
         release,
-        text: Found::new(
-            text,
-            if entry_hint.is_some() { "entry point, start of its mapping" } else { "scan" },
-        ),
+        text: Found::new(text, text_source),
         slide,
         phys_base,
         cr3,
@@ -516,13 +527,14 @@ impl Kernel {
             &self.page_offset_base.source,
         );
         match &self.init_task {
-            Some(t) => line("init_task", format!("{:#x}", t.value), "symbol"),
+            Some(t) => line("init_task", format!("{:#x}", t.value), &t.source),
             None => line("init_task", "unknown".into(), "no symbol: give --system-map or --vmlinux"),
         }
         line("symbols", format!("{}", self.symbols.len()), &self.symbols_source);
-        let types =
-            self.types.as_ref().map(|t| t.source()).unwrap_or_else(|| "none: give --btf or --profile".into());
-        line("struct layout", String::new(), &types);
+        match &self.types {
+            Some(t) => line("struct layout", "found".into(), &t.source()),
+            None => line("struct layout", "none".into(), "give --btf FILE or --profile NAME"),
+        }
         if let Some(v) = &self.vmcoreinfo {
             line("vmcoreinfo", format!("{} entries", v.value.entries.len()), &v.source);
         }
@@ -534,7 +546,7 @@ impl Kernel {
             "gdb: `target remote` relocates vmlinux by its segments (qOffsets), all but the per-CPU section.\n\
              every section in place, per-CPU at its link address as KASLR leaves it:\n  \
              symbol-file\n  add-symbol-file VMLINUX -o {:#x} -s .data..percpu 0\n\
-             (or `dmastub-symbols VMLINUX` from gdb-scripts/dmastub.gdb; `{}` moves per-CPU too)\n",
+             (or `dmastub-symbols VMLINUX` from gdb-scripts/dmastub.py; `{}` moves per-CPU too)\n",
             self.slide.value,
             self.symbol_file_command("VMLINUX")
         ));
