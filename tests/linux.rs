@@ -323,3 +323,18 @@ fn profile_written_from_btf_reads_the_fixture() {
     assert!(report.contains("profile debian-6.1.0-56-amd64"), "{report}");
     let _ = std::fs::remove_file(out);
 }
+
+#[test]
+fn live_ram_file_is_read_the_same_way() {
+    let Some(dir) = fixture_dir(FIXTURE) else { return };
+    let t = truth(&dir, "pre-panic");
+    let image = unpacked(&dir, "pre-panic.raw.zst");
+    // A live source lends nothing in place (it may change): everything goes through copies.
+    let (ok, ps, err) = run(&["ps", "--live", image.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let probs = ps_differences(&parse_ps(&ps), &t);
+    assert!(probs.is_empty(), "{probs:?}");
+    let (ok, report, err) = run(&["kernel", "--live", image.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    check_discovery(&report, &t, "pre-panic.raw as --live");
+}

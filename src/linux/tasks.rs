@@ -504,3 +504,128 @@ mod tests {
         assert_eq!(clean_comm(b"a\x01b\xffc"), "a?b?c");
     }
 }
+
+#[cfg(test)]
+mod thread_tests {
+    use super::*;
+    use crate::VirtAddr;
+    use crate::mmu::builder::PageTableBuilder;
+    use crate::mmu::{AddressSpace, MmuConfig, PageSize, Paging, bits};
+
+    const DIRECT: u64 = 0xffff_8880_0000_0000;
+
+    /// A 6.x-like layout: `tasks`, `tgid`, and threads through `signal->thread_head` or
+    /// `thread_group`.
+    fn layout(via_signal: bool) -> TaskLayout {
+        TaskLayout {
+            tasks: Some(0x100),
+            pid: 0x200,
+            tgid: Some(0x204),
+            comm: 0x300,
+            real_parent: Some(0x210),
+            state: Some((0x10, 4)),
+            mm: Some(0x220),
+            mm_pgd: Some(0x48),
+            thread_group: (!via_signal).then_some(0x240),
+            signal: via_signal.then_some(0x250),
+            signal_thread_head: via_signal.then_some(0x10),
+            thread_node: via_signal.then_some(0x260),
+            ..Default::default()
+        }
+    }
+
+    /// Tasks at DIRECT + 1 MiB + i * 4 KiB: init_task (0), a process (1) with two threads (2, 3)
+    /// and a single-threaded process (4). Returns the task list.
+    fn run(via_signal: bool, threads: bool) -> TaskList {
+        let l = layout(via_signal);
+        let mut b = PageTableBuilder::new(Paging::Level4, 8 << 20);
+        b.set_table_area((6u64 << 20).into(), (8u64 << 20).into()).unwrap();
+        for off in (0..(6u64 << 20)).step_by(2 << 20) {
+            b.map(VirtAddr(DIRECT + off), off.into(), PageSize::Size2M, bits::WRITABLE).unwrap();
+        }
+        let phys = |i: u64| (1u64 << 20) + i * 4096;
+        let virt = |i: u64| DIRECT + phys(i);
+        let tasks: [(i32, i32, &str, bool); 5] = [
+            (0, 0, "swapper/0", false),
+            (10, 10, "server", true),
+            (11, 10, "worker", true),
+            (12, 10, "worker", true),
+            (20, 20, "single", true),
+        ];
+        let mm = |i: u64| phys(50 + i);
+        for (i, &(pid, tgid, comm, user)) in tasks.iter().enumerate() {
+            let p = phys(i as u64);
+            b.write_bytes((p + l.pid).into(), &pid.to_le_bytes()).unwrap();
+            b.write_bytes((p + l.tgid.unwrap()).into(), &tgid.to_le_bytes()).unwrap();
+            let mut c = [0u8; 16];
+            c[..comm.len()].copy_from_slice(comm.as_bytes());
+            b.write_bytes((p + l.comm).into(), &c).unwrap();
+            b.write_u64((p + l.real_parent.unwrap()).into(), virt(0)).unwrap();
+            // Each process's mm points at a page table root of its own (a made-up address).
+            let group = if tgid == 10 { 1 } else { i as u64 };
+            if user {
+                b.write_u64((p + l.mm.unwrap()).into(), DIRECT + mm(group)).unwrap();
+                b.write_u64((mm(group) + 0x48).into(), DIRECT + 0x40_0000 + group * 4096).unwrap();
+            }
+        }
+        // The process list: init_task → 1 → 4 (threads are not on it).
+        let ring = [0u64, 1, 4];
+        for (j, &t) in ring.iter().enumerate() {
+            let next = ring[(j + 1) % ring.len()];
+            b.write_u64((phys(t) + 0x100).into(), virt(next) + 0x100).unwrap();
+        }
+        // The thread groups: {1, 2, 3} and {4}.
+        for group in [vec![1u64, 2, 3], vec![4]] {
+            if via_signal {
+                let signal = phys(60 + group[0]);
+                let head = DIRECT + signal + 0x10;
+                let nodes: Vec<u64> =
+                    std::iter::once(head).chain(group.iter().map(|&t| virt(t) + 0x260)).collect();
+                for (j, &n) in nodes.iter().enumerate() {
+                    b.write_u64((n - DIRECT).into(), nodes[(j + 1) % nodes.len()]).unwrap();
+                }
+                for &t in &group {
+                    b.write_u64((phys(t) + 0x250).into(), DIRECT + signal).unwrap();
+                }
+            } else {
+                for (j, &t) in group.iter().enumerate() {
+                    let next = group[(j + 1) % group.len()];
+                    b.write_u64((phys(t) + 0x240).into(), virt(next) + 0x240).unwrap();
+                }
+            }
+        }
+        let cr3 = b.root();
+        let mut space = AddressSpace::new(Box::new(b.into_mem("threads")), MmuConfig::new(Paging::Level4));
+        let mut view = View::new(&mut space, cr3);
+        list(&mut view, &l, virt(0), threads)
+    }
+
+    #[test]
+    fn ps_t_adds_the_threads_of_each_process() {
+        for via_signal in [true, false] {
+            let procs = run(via_signal, false);
+            assert!(procs.problems.is_empty(), "{:?}", procs.problems);
+            let pids: Vec<i32> = procs.tasks.iter().map(|t| t.pid).collect();
+            assert_eq!(pids, [0, 10, 20]);
+            let all = run(via_signal, true);
+            assert!(all.problems.is_empty(), "{:?}", all.problems);
+            let rows: Vec<(i32, i32, &str)> =
+                all.tasks.iter().map(|t| (t.pid, t.tgid, t.comm.as_str())).collect();
+            assert_eq!(
+                rows,
+                [
+                    (0, 0, "swapper/0"),
+                    (10, 10, "server"),
+                    (11, 10, "worker"),
+                    (12, 10, "worker"),
+                    (20, 20, "single")
+                ]
+            );
+            // Threads share their process's address space.
+            assert_eq!(all.tasks[2].cr3, all.tasks[1].cr3);
+            assert_eq!(all.tasks[1].cr3, Some(0x40_1000));
+            assert_ne!(all.tasks[4].cr3, all.tasks[1].cr3);
+            assert_eq!(all.tasks[0].cr3, None);
+        }
+    }
+}
