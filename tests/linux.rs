@@ -92,27 +92,16 @@ fn check_discovery(report: &str, t: &serde_json::Value, image: &str) {
     assert!(report.contains("in-memory BTF"), "{report}");
 }
 
-/// Everything the issue asks of one image, with no hints.
-fn check_image(fixture: &str, snapshot: &str, kind: &str) {
-    let Some(dir) = fixture_dir(fixture) else { return };
-    let t = truth(&dir, snapshot);
-    let image = unpacked(&dir, &format!("{snapshot}.{kind}.zst"));
-    let img = image.to_str().unwrap();
-    let tag = format!("{fixture}/{snapshot}.{kind}");
-    let percpu_var = std::fs::read_to_string(dir.join("System.map"))
-        .expect("System.map")
-        .lines()
-        .find(|l| l.ends_with(" runqueues"))
-        .map(|l| format!("{:#x}", u64::from_str_radix(l.split(' ').next().unwrap(), 16).unwrap()))
-        .expect("runqueues in System.map");
-
+/// Discovery, `ps`, `switch` and `dmesg` on one image, one-shot and through gdb.
+/// Returns the server, still serving, for more checks.
+fn check_memory(img: &str, t: &serde_json::Value, tag: &str, snapshot: &str) -> Stub {
     let (ok, report, err) = run(&["kernel", "--image", img]);
     assert!(ok, "{tag}: dmastub kernel failed: {err}");
-    check_discovery(&report, &t, &tag);
+    check_discovery(&report, t, tag);
 
     let (ok, ps, err) = run(&["ps", "--image", img]);
     assert!(ok, "{tag}: dmastub ps failed: {err}");
-    let probs = ps_differences(&parse_ps(&ps), &t);
+    let probs = ps_differences(&parse_ps(&ps), t);
     assert!(probs.is_empty(), "{tag}: dmastub ps: {probs:?}\n{ps}");
     assert!(!ps.contains("ps: "), "{tag}: problems in a healthy list:\n{ps}");
 
@@ -138,19 +127,37 @@ fn check_image(fixture: &str, snapshot: &str, kind: &str) {
             "monitor switch 99999",
         ],
     );
-    let probs = ps_differences(&parse_ps(&out), &t);
+    let probs = ps_differences(&parse_ps(&out), t);
     assert!(probs.is_empty(), "{tag}: monitor ps: {probs:?}\n{out}");
     assert_eq!(x_gx(&out, global), tk["global_value_in_memory"].as_u64(), "{tag}:\n{out}");
     assert!(out.contains(&format!("active CR3 = {:#x}", hex(&tk["cr3"]))), "{out}");
     assert!(out.contains("Cannot access memory"), "{tag}: the kernel's tables map the user global?\n{out}");
     assert!(out.contains("is a kernel thread"), "{out}");
     assert!(out.contains("no task with pid 99999"), "{out}");
-    check_discovery(&out, &t, &tag);
+    check_discovery(&out, t, tag);
     let dmesg_lines = out.lines().filter(|l| l.starts_with('[')).count();
     assert!(dmesg_lines >= 30, "{tag}: monitor dmesg 30 printed {dmesg_lines} lines\n{out}");
     if snapshot == "post-panic" {
         assert!(out.contains("Kernel panic - not syncing: sysrq triggered crash"), "{tag}:\n{out}");
     }
+    stub
+}
+
+/// Everything the issue asks of one image, with no hints.
+fn check_image(fixture: &str, snapshot: &str, kind: &str) {
+    let Some(dir) = fixture_dir(fixture) else { return };
+    let t = truth(&dir, snapshot);
+    let image = unpacked(&dir, &format!("{snapshot}.{kind}.zst"));
+    let img = image.to_str().unwrap();
+    let tag = format!("{fixture}/{snapshot}.{kind}");
+    let percpu_var = std::fs::read_to_string(dir.join("System.map"))
+        .expect("System.map")
+        .lines()
+        .find(|l| l.ends_with(" runqueues"))
+        .map(|l| format!("{:#x}", u64::from_str_radix(l.split(' ').next().unwrap(), 16).unwrap()))
+        .expect("runqueues in System.map");
+
+    let stub = check_memory(img, &t, &tag, snapshot);
 
     // vmlinux symbols: the stock path (qOffsets) and the fully right one.
     let vmlinux = unpacked(&dir, "vmlinux-symbols.zst");
@@ -337,4 +344,25 @@ fn live_ram_file_is_read_the_same_way() {
     let (ok, report, err) = run(&["kernel", "--live", image.to_str().unwrap()]);
     assert!(ok, "{err}");
     check_discovery(&report, &t, "pre-panic.raw as --live");
+}
+
+/// The images in tests/fixtures: real memory trimmed to the pages dmastub reads (made by
+/// `examples/trim_fixture.rs` from images built with ../shared/fixtures/tools), so that CI
+/// checks 5-level paging and the 6.4+ kallsyms layout on real kernels.
+#[test]
+fn trimmed_real_images_in_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&root).expect("tests/fixtures") {
+        let dir = entry.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let t = truth(&dir, "post-panic");
+        let image = unpacked(&dir, "post-panic.lime.zst");
+        let tag = format!("{}/post-panic.lime", dir.file_name().unwrap().to_string_lossy());
+        check_memory(image.to_str().unwrap(), &t, &tag, "post-panic");
+        seen += 1;
+    }
+    assert!(seen >= 2, "tests/fixtures holds {seen} trimmed images");
 }
