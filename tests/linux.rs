@@ -366,3 +366,26 @@ fn trimmed_real_images_in_the_repository() {
     }
     assert!(seen >= 2, "tests/fixtures holds {seen} trimmed images");
 }
+
+#[test]
+fn random_memory_is_refused_without_panic() {
+    // 8 MiB of pseudo-random bytes (xorshift): page tables, headers and tables all garbage.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let bytes: Vec<u8> = (0..8 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let path = std::env::temp_dir().join(format!("dmastub-random-{}.raw", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    for cmd in ["kernel", "ps", "dmesg"] {
+        let out = Command::new(BIN).args([cmd, "--image", path.to_str().unwrap()]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("dmastub: error:"), "{cmd}: {err}");
+        assert!(!err.contains("panicked"), "{cmd}: {err}");
+    }
+    let _ = std::fs::remove_file(path);
+}

@@ -255,7 +255,7 @@ pub fn discover(space: &mut AddressSpace, hints: Hints) -> Result<Kernel, Discov
         Some(Found::new(p, "phys_base variable"))
     } else {
         view_translate(&mut view, text)
-            .map(|tp| Found::new(tp.wrapping_sub(text - START_KERNEL_MAP), "_text's page"))
+            .map(|tp| Found::new(tp.wrapping_sub(text.wrapping_sub(START_KERNEL_MAP)), "_text's page"))
     };
 
     if let Some(a) = sym("__pgtable_l5_enabled").or(sym("pgtable_l5_enabled"))
@@ -430,10 +430,10 @@ fn find_text(space: &mut AddressSpace, cr3: u64, hint: Option<u64>) -> Result<u6
                 return Err(format!("the entry point {h:#x} is not mapped"));
             }
             for _ in 0..64 {
-                if slot - IMAGE_ALIGN < START_KERNEL_MAP || !mapped(space, slot - IMAGE_ALIGN) {
-                    return Ok(slot);
+                match slot.checked_sub(IMAGE_ALIGN) {
+                    Some(below) if below >= START_KERNEL_MAP && mapped(space, below) => slot = below,
+                    _ => return Ok(slot),
                 }
-                slot -= IMAGE_ALIGN;
             }
             Err(format!("more than 128 MiB mapped below the entry point {h:#x}"))
         }
@@ -456,20 +456,21 @@ struct ImageLayout {
 fn image_layout(space: &mut AddressSpace, cr3: u64, text: u64) -> ImageLayout {
     let mut out = ImageLayout { end: text, ..Default::default() };
     let mut a = text;
-    while a < text + MAX_IMAGE {
+    while a < text.saturating_add(MAX_IMAGE) {
         match space.translate_in(cr3, VirtAddr(a)) {
             Ok(t) => {
                 // Read-only data (and, after it, `__ro_after_init` data): where kallsyms is.
                 if t.nx && !t.writable {
                     out.rodata_samples.push(a);
                 }
-                out.end = a + SAMPLE_STRIDE;
+                out.end = a.saturating_add(SAMPLE_STRIDE);
             }
             // The image is contiguous; bss may have holes only at page granularity.
-            Err(_) if a >= out.end + IMAGE_ALIGN => break,
+            Err(_) if a >= out.end.saturating_add(IMAGE_ALIGN) => break,
             Err(_) => {}
         }
-        a += SAMPLE_STRIDE;
+        let Some(next) = a.checked_add(SAMPLE_STRIDE) else { break };
+        a = next;
     }
     out
 }

@@ -140,29 +140,29 @@ fn clean_comm(raw: &[u8]) -> String {
 /// Reads one task. The kernel CR3 view is used for `task_struct` and `mm`.
 pub fn read_task(mem: &mut View, l: &TaskLayout, addr: u64) -> Result<Task, String> {
     let what = |f: &str, e: crate::mmu::MemError| format!("task {addr:#x}: reading {f}: {e}");
-    let pid = mem.read_u32(addr + l.pid).map_err(|e| what("pid", e))? as i32;
+    let pid = mem.read_u32(addr.wrapping_add(l.pid)).map_err(|e| what("pid", e))? as i32;
     let tgid = match l.tgid {
-        Some(o) => mem.read_u32(addr + o).map_err(|e| what("tgid", e))? as i32,
+        Some(o) => mem.read_u32(addr.wrapping_add(o)).map_err(|e| what("tgid", e))? as i32,
         None => pid,
     };
     let mut comm = [0u8; COMM_LEN];
-    mem.read(addr + l.comm, &mut comm).map_err(|e| what("comm", e))?;
+    mem.read(addr.wrapping_add(l.comm), &mut comm).map_err(|e| what("comm", e))?;
     let state = match l.state {
         Some((o, size)) => {
-            let s = mem.read_uint(addr + o, size).unwrap_or(u64::MAX);
-            let x = l.exit_state.and_then(|o| mem.read_u32(addr + o).ok()).unwrap_or(0) as u64;
+            let s = mem.read_uint(addr.wrapping_add(o), size).unwrap_or(u64::MAX);
+            let x = l.exit_state.and_then(|o| mem.read_u32(addr.wrapping_add(o)).ok()).unwrap_or(0) as u64;
             if s == u64::MAX { '?' } else { state_letter(s, x) }
         }
         None => '?',
     };
-    let flags = l.flags.and_then(|o| mem.read_u32(addr + o).ok());
+    let flags = l.flags.and_then(|o| mem.read_u32(addr.wrapping_add(o)).ok());
     let ppid = l.real_parent.and_then(|o| {
-        let parent = mem.read_u64(addr + o).ok()?;
+        let parent = mem.read_u64(addr.wrapping_add(o)).ok()?;
         let at = parent.checked_add(l.tgid.unwrap_or(l.pid))?;
         mem.read_u32(at).ok().map(|v| v as i32)
     });
     let mm = match l.mm {
-        Some(o) => Some(mem.read_u64(addr + o).map_err(|e| what("mm", e))?),
+        Some(o) => Some(mem.read_u64(addr.wrapping_add(o)).map_err(|e| what("mm", e))?),
         None => None,
     };
     let cr3 = match (mm, l.mm_pgd) {
@@ -190,7 +190,7 @@ fn walk_list(
 ) -> Vec<u64> {
     let mut out = Vec::new();
     if head_is_element {
-        out.push(head - field);
+        out.push(head.wrapping_sub(field));
     }
     let mut seen = HashSet::new();
     seen.insert(head);
@@ -232,8 +232,15 @@ pub fn list(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -> Ta
     let Some(tasks_off) = l.tasks else {
         return list_by_tree(mem, l, init_task, threads);
     };
-    let leaders =
-        walk_list(mem, init_task + tasks_off, tasks_off, true, MAX_TASKS, "task list", &mut problems);
+    let leaders = walk_list(
+        mem,
+        init_task.wrapping_add(tasks_off),
+        tasks_off,
+        true,
+        MAX_TASKS,
+        "task list",
+        &mut problems,
+    );
     let mut tasks = Vec::with_capacity(leaders.len());
     for addr in leaders {
         match read_task(mem, l, addr) {
@@ -290,7 +297,8 @@ fn list_by_tree(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -
             }
         }
         let what = format!("children of task {addr:#x}");
-        let kids = walk_list(mem, addr + children, sibling, false, MAX_TASKS, &what, &mut problems);
+        let kids =
+            walk_list(mem, addr.wrapping_add(children), sibling, false, MAX_TASKS, &what, &mut problems);
         // Reversed so that the first child is listed first.
         stack.extend(kids.into_iter().rev());
     }
@@ -302,16 +310,16 @@ fn list_by_tree(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -
 fn thread_addrs(mem: &mut View, l: &TaskLayout, leader: &Task, problems: &mut Vec<String>) -> Vec<u64> {
     let what = format!("threads of pid {}", leader.pid);
     if let Some(tg) = l.thread_group {
-        let mut v = walk_list(mem, leader.addr + tg, tg, true, MAX_THREADS, &what, problems);
+        let mut v = walk_list(mem, leader.addr.wrapping_add(tg), tg, true, MAX_THREADS, &what, problems);
         v.retain(|&a| a != leader.addr);
         return v;
     }
     if let (Some(sig), Some(head), Some(node)) = (l.signal, l.signal_thread_head, l.thread_node) {
-        let Ok(signal) = mem.read_u64(leader.addr + sig) else {
-            problems.push(format!("{what}: cannot read signal at {:#x}", leader.addr + sig));
+        let Ok(signal) = mem.read_u64(leader.addr.wrapping_add(sig)) else {
+            problems.push(format!("{what}: cannot read signal at {:#x}", leader.addr.wrapping_add(sig)));
             return Vec::new();
         };
-        let mut v = walk_list(mem, signal + head, node, false, MAX_THREADS, &what, problems);
+        let mut v = walk_list(mem, signal.wrapping_add(head), node, false, MAX_THREADS, &what, problems);
         v.retain(|&a| a != leader.addr);
         return v;
     }
