@@ -350,7 +350,7 @@ fn table_bounds(
 }
 
 fn align8(x: u64) -> u64 {
-    x.checked_next_multiple_of(8).unwrap_or(u64::MAX & !7)
+    x.checked_next_multiple_of(8).unwrap_or(!7)
 }
 
 /// The token table and index: 256 NUL-terminated strings and their offsets.
