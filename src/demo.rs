@@ -191,7 +191,9 @@ pub fn run(listen: &str, run_gdb: bool) -> io::Result<()> {
     // gdb writes to the terminal itself, so its answers and the monitor's stay in order.
     Command::new("gdb").args(&args).status()?;
     println!("\nThat was a synthetic machine. Point dmastub at a real one:");
-    println!("  dmastub serve --image vmcore.elf     (or --live /dev/shm/guest-ram): it finds the kernel itself");
+    println!(
+        "  dmastub serve --image vmcore.elf     (or --live /dev/shm/guest-ram): it finds the kernel itself"
+    );
     println!("  gdb -q vmlinux -ex 'target remote 127.0.0.1:1234' -ex 'monitor ps' -ex 'monitor dmesg 20'");
     Ok(())
 }

@@ -380,8 +380,52 @@ impl Btf {
             offsets.push(start as u32);
         }
         btf.check_refs(&offsets)?;
+        drop(offsets);
+        btf.keep_used_strings();
         btf.build_index();
         Ok(btf)
+    }
+
+    /// Keeps only the strings lookups use (names of named types, members and enumerators):
+    /// function, variable and section names are half of a kernel's string section and no
+    /// lookup asks for them. Their types' names become empty.
+    fn keep_used_strings(&mut self) {
+        let mut kept = String::with_capacity(self.strings.len() / 2);
+        kept.push('\0');
+        let mut moved: HashMap<u32, u32> = HashMap::new();
+        let strings = std::mem::take(&mut self.strings);
+        let mut keep = |off: u32| -> u32 {
+            if off == 0 {
+                return 0;
+            }
+            *moved.entry(off).or_insert_with(|| {
+                let s = strings.get(off as usize..).unwrap_or("");
+                let s = s.split('\0').next().unwrap_or("");
+                let at = kept.len() as u32;
+                kept.push_str(s);
+                kept.push('\0');
+                at
+            })
+        };
+        for t in &mut self.types {
+            t.name = match t.kind {
+                Kind::Struct { .. }
+                | Kind::Enum { .. }
+                | Kind::Fwd { .. }
+                | Kind::Typedef { .. }
+                | Kind::Int { .. }
+                | Kind::Float { .. } => keep(t.name),
+                _ => 0,
+            };
+        }
+        for m in &mut self.members {
+            m.name = keep(m.name);
+        }
+        for e in &mut self.enumerators {
+            e.name = keep(e.name);
+        }
+        kept.shrink_to_fit();
+        self.strings = kept;
     }
 
     /// Number of types in the blob, not counting the implicit `void` (id 0).

@@ -52,6 +52,24 @@ pub enum LayoutError {
 }
 
 impl TaskLayout {
+    /// The byte range of `task_struct` that holds every field `read_task` reads.
+    fn span(&self) -> (u64, u64) {
+        let fields = [
+            Some((self.pid, 4)),
+            self.tgid.map(|o| (o, 4)),
+            Some((self.comm, COMM_LEN as u64)),
+            self.state,
+            self.exit_state.map(|o| (o, 4)),
+            self.flags.map(|o| (o, 4)),
+            self.real_parent.map(|o| (o, 8)),
+            self.mm.map(|o| (o, 8)),
+        ];
+        let lo = fields.iter().flatten().map(|f| f.0).min().unwrap_or(0);
+        let hi = fields.iter().flatten().map(|f| f.0.saturating_add(f.1)).max().unwrap_or(0);
+        // A layout from a profile could put fields far apart; do not read more than a page or two.
+        if hi - lo > 16 * 1024 { (lo, lo) } else { (lo, hi) }
+    }
+
     pub fn from_types(t: &dyn TypeInfo) -> Result<Self, LayoutError> {
         let off = |ty: &str, f: &str| t.member(ty, f).map(|m| m.offset);
         let need = |ty: &str, f: &str| {
@@ -138,7 +156,14 @@ fn clean_comm(raw: &[u8]) -> String {
 }
 
 /// Reads one task. The kernel CR3 view is used for `task_struct` and `mm`.
-pub fn read_task(mem: &mut View, l: &TaskLayout, addr: u64) -> Result<Task, String> {
+pub fn read_task(view: &mut View, l: &TaskLayout, addr: u64) -> Result<Task, String> {
+    // One read for all the fields (a DMA round trip each would cost more than the bytes).
+    let (lo, hi) = l.span();
+    let mut bytes = vec![0u8; (hi - lo) as usize];
+    if view.read(addr.wrapping_add(lo), &mut bytes).is_err() {
+        bytes.clear(); // Read field by field, to say which one fails.
+    }
+    let mem = &mut Prefetched { view, base: addr.wrapping_add(lo), bytes };
     let what = |f: &str, e: crate::mmu::MemError| format!("task {addr:#x}: reading {f}: {e}");
     let pid = mem.read_u32(addr.wrapping_add(l.pid)).map_err(|e| what("pid", e))? as i32;
     let tgid = match l.tgid {
@@ -168,11 +193,31 @@ pub fn read_task(mem: &mut View, l: &TaskLayout, addr: u64) -> Result<Task, Stri
     let cr3 = match (mm, l.mm_pgd) {
         (Some(mm), Some(pgd_off)) if mm != 0 => {
             let pgd = mm.checked_add(pgd_off).and_then(|a| mem.read_u64(a).ok());
-            pgd.and_then(|p| mem.translate(p).ok())
+            pgd.and_then(|p| mem.view.translate(p).ok())
         }
         _ => None,
     };
     Ok(Task { addr, pid, tgid, ppid, comm: clean_comm(&comm), state, flags, mm, cr3 })
+}
+
+/// A task's bytes read at once, and the view for everything else.
+struct Prefetched<'a, 'b> {
+    view: &'a mut View<'b>,
+    base: u64,
+    bytes: Vec<u8>,
+}
+
+impl Memory for Prefetched<'_, '_> {
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), crate::mmu::MemError> {
+        let off = addr.wrapping_sub(self.base) as usize;
+        match self.bytes.get(off..off.saturating_add(buf.len())) {
+            Some(src) if addr >= self.base => {
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            _ => self.view.read(addr, buf),
+        }
+    }
 }
 
 /// Follows a `list_head` ring from `head` (the address of the list_head inside the first
