@@ -158,6 +158,25 @@ impl Kind {
     }
 }
 
+/// Hashes string offsets (u32 keys this process made) with one multiplication: the default
+/// SipHash costs more than the compaction it serves.
+#[derive(Default)]
+struct OffsetHasher(u64);
+
+impl std::hash::Hasher for OffsetHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// A struct or union member as recorded. `bits` is the width for kind_flag bitfields; for the
 /// older encoding it is 0 and the width comes from the member's INT type.
 #[derive(Clone, Copy, Debug)]
@@ -392,7 +411,8 @@ impl Btf {
     fn keep_used_strings(&mut self) {
         let mut kept = String::with_capacity(self.strings.len() / 2);
         kept.push('\0');
-        let mut moved: HashMap<u32, u32> = HashMap::new();
+        let mut moved: HashMap<u32, u32, std::hash::BuildHasherDefault<OffsetHasher>> =
+            HashMap::with_capacity_and_hasher(self.members.len() + self.types.len() / 2, Default::default());
         let strings = std::mem::take(&mut self.strings);
         let mut keep = |off: u32| -> u32 {
             if off == 0 {
