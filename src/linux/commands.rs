@@ -44,7 +44,9 @@ impl Linux {
         let layout = self.layout.as_ref().map_err(|e| e.to_string())?;
         let init = self.init_task()?;
         let mut view = View::new(space, self.kernel.cr3.value);
-        Ok(tasks::render(&tasks::list(&mut view, layout, init, threads)))
+        let mut list = tasks::list(&mut view, layout, init, threads);
+        list.problems.extend(layout.unavailable());
+        Ok(tasks::render(&list))
     }
 
     /// The CR3 of task `pid` (a process or a thread).

@@ -136,9 +136,10 @@ pub fn discover(space: &mut AddressSpace, hints: Hints) -> Result<Kernel, Discov
         .map(|n| VmcoreInfo::parse(&n.desc))
         .filter(|v| !v.is_empty());
 
-    // Paging depth and a root that maps the kernel image.
+    // Paging depth and a root that maps the kernel image. The trampoline is read even with a
+    // --cr3 given: its CR4 says whether that root is 4- or 5-level.
     let mut trampoline = None;
-    if hints.cr3.is_none() && note_vmci.is_none() {
+    if note_vmci.is_none() {
         match find_trampoline(space) {
             Ok(t) => trampoline = Some(t),
             Err(why) => notes.push(format!("real-mode trampoline: {why}")),
@@ -254,7 +255,8 @@ pub fn discover(space: &mut AddressSpace, hints: Hints) -> Result<Kernel, Discov
     } else if let Some(p) = read_u64(&mut view, "phys_base") {
         Some(Found::new(p, "phys_base variable"))
     } else {
-        view_translate(&mut view, text)
+        view.translate(text)
+            .ok()
             .map(|tp| Found::new(tp.wrapping_sub(text.wrapping_sub(START_KERNEL_MAP)), "_text's page"))
     };
 
@@ -324,10 +326,6 @@ pub fn discover(space: &mut AddressSpace, hints: Hints) -> Result<Kernel, Discov
         bytes_read: bytes_so_far(space) - before + lent,
         notes,
     })
-}
-
-fn view_translate(view: &mut View, virt: u64) -> Option<u64> {
-    view.translate(virt).ok()
 }
 
 fn read_cstr(mem: &mut dyn Memory, addr: u64, max: usize) -> Option<String> {

@@ -70,6 +70,24 @@ impl TaskLayout {
         if hi - lo > 16 * 1024 { (lo, lo) } else { (lo, hi) }
     }
 
+    /// What `ps` cannot show with this layout, one line each (empty when it shows everything).
+    pub fn unavailable(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.real_parent.is_none() {
+            v.push("PPID unavailable: the layout has no task_struct.real_parent".to_string());
+        }
+        if self.state.is_none() {
+            v.push("state unavailable: the layout has no task_struct.__state or state".to_string());
+        }
+        if self.mm.is_none() || self.mm_pgd.is_none() {
+            v.push("CR3 unavailable: the layout has no task_struct.mm or mm_struct.pgd".to_string());
+        }
+        if self.tgid.is_none() {
+            v.push("threads cannot be told from processes: the layout has no task_struct.tgid".to_string());
+        }
+        v
+    }
+
     pub fn from_types(t: &dyn TypeInfo) -> Result<Self, LayoutError> {
         let off = |ty: &str, f: &str| t.member(ty, f).map(|m| m.offset);
         let need = |ty: &str, f: &str| {
@@ -486,8 +504,11 @@ mod tests {
                     (61, Some(1), "zombie", 'R'),
                 ]
             );
-            // The profile pins no mm: CR3 is unavailable, shown as a dash.
+            // The profile pins no mm: CR3 is unavailable, shown as a dash, and ps says why.
             assert!(got.tasks.iter().all(|t| t.cr3.is_none()));
+            let missing = l.unavailable();
+            assert!(missing.iter().any(|m| m.contains("CR3 unavailable")), "{missing:?}");
+            assert!(!missing.iter().any(|m| m.contains("PPID")), "{missing:?}");
             assert!(render(&got).contains("     57       1  S   timekeeper"));
         }
     }
