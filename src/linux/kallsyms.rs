@@ -665,7 +665,8 @@ mod tests {
     #[derive(Clone, Copy, PartialEq)]
     enum Order {
         /// Before 6.4: offsets, relative_base, num_syms, names, markers, [seqs], tokens.
-        Old { seqs: bool },
+        /// `wide`: 4.x kernels, whose `num_syms` and markers are `unsigned long` (8 bytes).
+        Old { seqs: bool, wide: bool },
         /// From 6.4: num_syms, names, markers, tokens, offsets, relative_base, seqs.
         New,
     }
@@ -730,16 +731,25 @@ mod tests {
             m.extend(ti.iter().flat_map(|v| v.to_le_bytes()));
             align(m);
         };
+        let wide = matches!(order, Order::Old { wide: true, .. });
         let push_names = |m: &mut Vec<u8>| {
-            m.extend(num.to_le_bytes());
+            if wide {
+                m.extend((num as u64).to_le_bytes());
+            } else {
+                m.extend(num.to_le_bytes());
+            }
             align(m);
             m.extend(&names);
             align(m);
-            m.extend(markers.iter().flat_map(|v| v.to_le_bytes()));
+            if wide {
+                m.extend(markers.iter().flat_map(|&v| (v as u64).to_le_bytes()));
+            } else {
+                m.extend(markers.iter().flat_map(|v| v.to_le_bytes()));
+            }
             align(m);
         };
         match order {
-            Order::Old { seqs } => {
+            Order::Old { seqs, .. } => {
                 m.extend(&offsets);
                 align(&mut m);
                 m.extend(TEXT.to_le_bytes());
@@ -770,7 +780,12 @@ mod tests {
     #[test]
     fn decodes_every_layout() {
         let syms = symbols(40_000);
-        for order in [Order::Old { seqs: false }, Order::Old { seqs: true }, Order::New] {
+        for order in [
+            Order::Old { seqs: false, wide: true },
+            Order::Old { seqs: false, wide: false },
+            Order::Old { seqs: true, wide: false },
+            Order::New,
+        ] {
             for pad in [0, 12_345] {
                 let m = tables(&syms, order, pad);
                 let len = m.len();
@@ -789,7 +804,7 @@ mod tests {
     #[test]
     fn corrupt_tables_are_refused_with_where() {
         let syms = symbols(20_000);
-        let m = tables(&syms, Order::Old { seqs: false }, 0);
+        let m = tables(&syms, Order::Old { seqs: false, wide: false }, 0);
         let len = m.len();
         let probe = find(&mut Buf(m.clone()), &samples(len), BASE..BASE + len as u64).unwrap();
         assert_eq!(probe.table_addr, BASE);
