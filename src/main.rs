@@ -436,10 +436,7 @@ fn find_linux(
         hints.link_symbols = Some((symfile::load_vmlinux(p)?, format!("vmlinux {}", p.display())));
     }
     if let Some(p) = &a.btf {
-        let data = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-        let btf = Btf::parse(&data, format!("BTF file {}", p.display()))
-            .map_err(|e| format!("{}: {e}", p.display()))?;
-        hints.types = Some(Box::new(btf));
+        hints.types = Some(Box::new(Btf::load(p)?));
     }
     if let Some(name) = &a.profile {
         let prof = profile::Profile::load(name)?;
@@ -479,12 +476,7 @@ fn dmesg(a: DmesgArgs) -> CliResult {
 
 fn write_profile(a: ProfileArgs) -> CliResult {
     let prof = match (&a.btf, &a.image) {
-        (Some(p), _) => {
-            let data = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-            let btf = Btf::parse(&data, format!("BTF file {}", p.display()))
-                .map_err(|e| format!("{}: {e}", p.display()))?;
-            profile::Profile::from_types(&a.name, a.release.as_deref(), &btf)
-        }
+        (Some(p), _) => profile::Profile::from_types(&a.name, a.release.as_deref(), &Btf::load(p)?),
         (None, Some(image)) => {
             let mem = phys::open_file(image, &OpenOptions::default())?;
             let mut space = AddressSpace::new(mem, MmuConfig::new(Paging::Level4));

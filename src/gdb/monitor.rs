@@ -26,6 +26,12 @@ pub enum Command {
     Stats {
         reset: bool,
     },
+    /// The commands that need a Linux kernel found in memory.
+    Linux(LinuxCommand),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinuxCommand {
     /// `ps [-t]`: the task list, with threads.
     Ps {
         threads: bool,
@@ -110,20 +116,24 @@ pub fn parse(line: &str) -> Result<Command, String> {
                 Err(_) => Err(format!("'stats' takes nothing or 'reset' (got '{}')", rest.trim())),
             }
         }
-        "kernel" => no_args(&lower, rest, Command::Kernel),
+        "kernel" => no_args(&lower, rest, Command::Linux(LinuxCommand::Kernel)),
         "ps" => match rest.trim() {
-            "" => Ok(Command::Ps { threads: false }),
-            "-t" => Ok(Command::Ps { threads: true }),
+            "" => Ok(Command::Linux(LinuxCommand::Ps { threads: false })),
+            "-t" => Ok(Command::Linux(LinuxCommand::Ps { threads: true })),
             other => Err(format!("'ps' takes nothing or '-t' (got '{other}')")),
         },
         "switch" => match rest.trim() {
             "" => Err("'switch' needs a PID or 'kernel', e.g. 'monitor switch 57'".to_string()),
-            k if k.eq_ignore_ascii_case("kernel") => Ok(Command::Switch(None)),
-            pid => parse_number(pid).map(|p| Command::Switch(Some(p))).map_err(|e| format!("switch: {e}")),
+            k if k.eq_ignore_ascii_case("kernel") => Ok(Command::Linux(LinuxCommand::Switch(None))),
+            pid => parse_number(pid)
+                .map(|p| Command::Linux(LinuxCommand::Switch(Some(p))))
+                .map_err(|e| format!("switch: {e}")),
         },
         "dmesg" => match rest.trim() {
-            "" => Ok(Command::Dmesg(None)),
-            n => parse_number(n).map(|n| Command::Dmesg(Some(n))).map_err(|e| format!("dmesg: {e}")),
+            "" => Ok(Command::Linux(LinuxCommand::Dmesg(None))),
+            n => parse_number(n)
+                .map(|n| Command::Linux(LinuxCommand::Dmesg(Some(n))))
+                .map_err(|e| format!("dmesg: {e}")),
         },
         _ => Err(format!("unknown command '{word}'; 'monitor help' lists the commands")),
     }
@@ -162,13 +172,14 @@ mod tests {
         assert_eq!(parse("vtop 4993264"), Ok(Command::Vtop(4993264)));
         assert_eq!(parse("stats"), Ok(Command::Stats { reset: false }));
         assert_eq!(parse("stats reset"), Ok(Command::Stats { reset: true }));
-        assert_eq!(parse("ps"), Ok(Command::Ps { threads: false }));
-        assert_eq!(parse("ps -t"), Ok(Command::Ps { threads: true }));
-        assert_eq!(parse("switch 57"), Ok(Command::Switch(Some(57))));
-        assert_eq!(parse("switch KERNEL"), Ok(Command::Switch(None)));
-        assert_eq!(parse("kernel"), Ok(Command::Kernel));
-        assert_eq!(parse("dmesg"), Ok(Command::Dmesg(None)));
-        assert_eq!(parse("dmesg 0x14"), Ok(Command::Dmesg(Some(20))));
+        use LinuxCommand::*;
+        assert_eq!(parse("ps"), Ok(Command::Linux(Ps { threads: false })));
+        assert_eq!(parse("ps -t"), Ok(Command::Linux(Ps { threads: true })));
+        assert_eq!(parse("switch 57"), Ok(Command::Linux(Switch(Some(57)))));
+        assert_eq!(parse("switch KERNEL"), Ok(Command::Linux(Switch(None))));
+        assert_eq!(parse("kernel"), Ok(Command::Linux(Kernel)));
+        assert_eq!(parse("dmesg"), Ok(Command::Linux(Dmesg(None))));
+        assert_eq!(parse("dmesg 0x14"), Ok(Command::Linux(Dmesg(Some(20)))));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! ends it.
 
 use super::arch::{DmaRegId, DmaRegs, X86_64System, reg_name, regnum};
-use super::monitor::{self, Command};
+use super::monitor::{self, Command, LinuxCommand};
 use crate::addr::VirtAddr;
 use crate::linux::commands::Linux;
 use crate::mmu::{AddressSpace, Mode};
@@ -58,9 +58,7 @@ impl DmaTarget {
             "--cr3" => "--cr3".to_string(),
             found => format!("the kernel's page tables, from {found}"),
         };
-        self.set_cr3(linux.kernel.cr3.value, &origin);
-        // Cannot fail: a CR3 is set.
-        let _ = self.space.set_mode(Mode::Virt);
+        self.activate(linux.kernel.cr3.value, &origin);
         self.linux = Some(linux);
         self
     }
@@ -149,9 +147,10 @@ impl DmaTarget {
                 }
                 format!("{}\n", self.space.vtop(VirtAddr(virt)))
             }
-            Command::Ps { .. } | Command::Switch(_) | Command::Kernel | Command::Dmesg(_) => {
-                self.run_linux_command(cmd)
-            }
+            Command::Linux(cmd) => match self.run_linux_command(cmd) {
+                Ok(s) => s,
+                Err(e) => format!("{e}\n"),
+            },
             Command::Stats { reset } => {
                 let s = format!("{}\n", self.space.stats());
                 if reset {
@@ -162,38 +161,39 @@ impl DmaTarget {
         }
     }
 
-    fn run_linux_command(&mut self, cmd: Command) -> String {
+    fn run_linux_command(&mut self, cmd: LinuxCommand) -> Result<String, String> {
         let Some(linux) = &self.linux else {
-            return "no Linux kernel was found in this memory (see the server's log); this command needs one\n"
-                .to_string();
+            return Err(
+                "no Linux kernel was found in this memory (see the server's log); this command needs one"
+                    .to_string(),
+            );
         };
-        let result = match cmd {
-            Command::Ps { threads } => linux.ps(&mut self.space, threads),
-            Command::Kernel => Ok(linux.kernel.report()),
-            Command::Dmesg(n) => linux.dmesg(&mut self.space, n.map(|n| n as usize)),
-            Command::Switch(None) => {
+        match cmd {
+            LinuxCommand::Ps { threads } => linux.ps(&mut self.space, threads),
+            LinuxCommand::Kernel => Ok(linux.kernel.report()),
+            LinuxCommand::Dmesg(n) => linux.dmesg(&mut self.space, n.map(|n| n as usize)),
+            LinuxCommand::Switch(None) => {
                 let cr3 = linux.kernel.cr3.value;
-                self.set_cr3(cr3, "monitor switch kernel");
-                let _ = self.space.set_mode(Mode::Virt);
+                self.activate(cr3, "monitor switch kernel");
                 Ok(format!("active CR3 = {cr3:#x} (the kernel's page tables)\n"))
             }
-            Command::Switch(Some(pid)) => match i32::try_from(pid) {
-                Err(_) => Err(format!("{pid} is not a PID")),
-                Ok(pid) => linux.task_cr3(&mut self.space, pid).map(|sw| {
-                    self.set_cr3(sw.cr3, &format!("monitor switch {} ({})", sw.pid, sw.comm));
-                    let _ = self.space.set_mode(Mode::Virt);
-                    format!(
-                        "active CR3 = {:#x}: the address space of pid {} ({}); kernel addresses still map\n",
-                        sw.cr3, sw.pid, sw.comm
-                    )
-                }),
-            },
-            _ => Ok(String::new()),
-        };
-        match result {
-            Ok(s) => s,
-            Err(e) => format!("{e}\n"),
+            LinuxCommand::Switch(Some(pid)) => {
+                let pid = i32::try_from(pid).map_err(|_| format!("{pid} is not a PID"))?;
+                let sw = linux.task_cr3(&mut self.space, pid)?;
+                self.activate(sw.cr3, &format!("monitor switch {} ({})", sw.pid, sw.comm));
+                Ok(format!(
+                    "active CR3 = {:#x}: the address space of pid {} ({}); kernel addresses still map\n",
+                    sw.cr3, sw.pid, sw.comm
+                ))
+            }
         }
+    }
+
+    /// Makes `cr3` the active root and memory packets virtual.
+    fn activate(&mut self, cr3: u64, origin: &str) {
+        self.set_cr3(cr3, origin);
+        // Cannot fail: a CR3 is set.
+        let _ = self.space.set_mode(Mode::Virt);
     }
 
     fn describe_cr3(&self) -> String {

@@ -356,6 +356,17 @@ impl Btf {
 
     /// Parses and checks a whole blob. Bytes after the length its header gives are ignored.
     /// `origin` is what [`TypeInfo::source`] reports.
+    /// A BTF file (a copy of `/sys/kernel/btf/vmlinux`); the error names the file.
+    pub fn load(path: &std::path::Path) -> Result<Btf, String> {
+        let what = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+        let len = std::fs::metadata(path).map_err(|e| what(&e))?.len();
+        if len > MAX_BLOB_LEN as u64 {
+            return Err(what(&format!("{len} bytes is larger than any BTF ({MAX_BLOB_LEN} at most)")));
+        }
+        let data = std::fs::read(path).map_err(|e| what(&e))?;
+        Btf::parse(&data, format!("BTF file {}", path.display())).map_err(|e| what(&e))
+    }
+
     pub fn parse(data: &[u8], origin: impl Into<String>) -> Result<Btf, BtfError> {
         let h = header(data)?;
         if data.len() < h.total {
@@ -411,8 +422,9 @@ impl Btf {
     fn keep_used_strings(&mut self) {
         let mut kept = String::with_capacity(self.strings.len() / 2);
         kept.push('\0');
-        let mut moved: HashMap<u32, u32, std::hash::BuildHasherDefault<OffsetHasher>> =
-            HashMap::with_capacity_and_hasher(self.members.len() + self.types.len() / 2, Default::default());
+        // Grown as needed: names repeat (half as many distinct as uses), and an oversized table
+        // costs more memory than the rehashing saves.
+        let mut moved: HashMap<u32, u32, std::hash::BuildHasherDefault<OffsetHasher>> = HashMap::default();
         let strings = std::mem::take(&mut self.strings);
         let mut keep = |off: u32| -> u32 {
             if off == 0 {

@@ -25,9 +25,7 @@ impl Linux {
     pub fn new(kernel: Kernel) -> Self {
         let layout = match &kernel.types {
             Some(t) => TaskLayout::from_types(t.as_ref()),
-            None => {
-                Err(LayoutError::Missing { what: "struct layout at all".into(), origin: "nothing".into() })
-            }
+            None => Err(LayoutError::NoLayout),
         };
         Self { kernel, layout }
     }

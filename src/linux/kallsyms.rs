@@ -274,13 +274,15 @@ pub fn find(
 ) -> Result<Kallsyms, KallsymsError> {
     let mut c = Counting { mem, bytes: 0 };
     let mut last_err = None;
+    let mut rejected: Vec<(Encoding, std::ops::Range<u64>)> = Vec::new();
     for &page_addr in samples {
         let Some(page) = c.try_read(page_addr, 4096) else { continue };
         for enc in [Encoding::AbsolutePercpu, Encoding::Relative, Encoding::Absolute] {
-            if !page_is_table(&page, enc) {
+            if rejected.iter().any(|(e, r)| *e == enc && r.contains(&page_addr)) || !page_is_table(&page, enc)
+            {
                 continue;
             }
-            match decode_around(&mut c, page_addr, enc, &region) {
+            match decode_around(&mut c, page_addr, enc, &region, &mut rejected) {
                 Ok(mut k) => {
                     k.bytes_read = c.bytes;
                     return Ok(k);
@@ -299,54 +301,71 @@ pub fn find(
     }))
 }
 
-/// Extends a sorted run found in one page to the whole table: its first and one-past-last entry.
+/// Extends a sorted run found in one page to the whole table: its first entry's address and
+/// its bytes, read once (the addresses are decoded from them later).
 fn table_bounds(
     c: &mut Counting,
     page_addr: u64,
     enc: Encoding,
     region: &std::ops::Range<u64>,
-) -> Result<(u64, u64), KallsymsError> {
+) -> Result<(u64, Vec<u8>), KallsymsError> {
     let w = enc.width();
-    let sorted_with = |prev: u64, next: u64| enc.in_order(prev, next);
+    let wu = w as usize;
+    let here = c.read(page_addr, w)?;
     // Backwards, a chunk at a time, to the first entry that breaks the order.
+    let mut back: Vec<Vec<u8>> = Vec::new();
     let mut start = page_addr;
-    let mut first = entry(&c.read(page_addr, w)?, 0, enc);
-    'back: while start > region.start {
+    let mut first = entry(&here, 0, enc);
+    while start > region.start {
         let from = start.saturating_sub(CHUNK).max(region.start);
         let chunk = c.read(from, start - from)?;
-        let n = chunk.len() / w as usize;
+        let n = chunk.len() / wu;
+        let mut taken = n;
         for i in (0..n).rev() {
             let v = entry(&chunk, i, enc);
-            if !sorted_with(v, first) || (enc == Encoding::Absolute && v < 0xffff_0000_0000_0000) {
-                break 'back;
+            if !enc.in_order(v, first) || (enc == Encoding::Absolute && v < 0xffff_0000_0000_0000) {
+                break;
             }
             first = v;
-            start = from + i as u64 * w;
+            taken = i;
+        }
+        start = from + (taken * wu) as u64;
+        back.push(chunk[taken * wu..n * wu].to_vec());
+        if taken > 0 || n == 0 {
+            break;
         }
         if (page_addr - start) / w > MAX_SYMBOLS {
             return Err(inconsistent(start, "address table longer than any kernel's"));
         }
     }
+    let mut bytes: Vec<u8> = back.iter().rev().flatten().copied().collect();
+    bytes.extend_from_slice(&here);
     // Forwards likewise.
     let mut end = page_addr + w;
-    let mut last = entry(&c.read(page_addr, w)?, 0, enc);
-    'fwd: while end < region.end {
+    let mut last = entry(&here, 0, enc);
+    while end < region.end {
         let to = (end + CHUNK).min(region.end);
         let chunk = c.read(end, to - end)?;
-        let n = chunk.len() / w as usize;
+        let n = chunk.len() / wu;
+        let mut taken = 0;
         for i in 0..n {
             let v = entry(&chunk, i, enc);
-            if !sorted_with(last, v) {
-                break 'fwd;
+            if !enc.in_order(last, v) {
+                break;
             }
             last = v;
-            end += w;
+            taken = i + 1;
+        }
+        bytes.extend_from_slice(&chunk[..taken * wu]);
+        end += (taken * wu) as u64;
+        if taken < n || n == 0 {
+            break;
         }
         if (end - start) / w > MAX_SYMBOLS {
             return Err(inconsistent(start, "address table longer than any kernel's"));
         }
     }
-    Ok((start, end))
+    Ok((start, bytes))
 }
 
 fn align8(x: u64) -> u64 {
@@ -385,7 +404,7 @@ fn tokens_ending_at(c: &mut Counting, index: u64) -> Option<(u64, Vec<Vec<u8>>)>
     let before = 512u64.min(index);
     let tail = c.try_read(index - before, before)?;
     for pad in 1..=8u64 {
-        let nul = (before - pad) as usize;
+        let Some(nul) = before.checked_sub(pad).map(|n| n as usize) else { break };
         if tail[nul] != 0 {
             continue;
         }
@@ -453,24 +472,28 @@ fn markers_match(c: &mut Counting, at: u64, markers: &[u64]) -> Option<u64> {
     None
 }
 
+/// Decodes the tables around the sorted run that holds `page_addr`. The run's range goes into
+/// `rejected` first, so that a failure is not tried again from the run's other pages.
 fn decode_around(
     c: &mut Counting,
     page_addr: u64,
     enc: Encoding,
     region: &std::ops::Range<u64>,
+    rejected: &mut Vec<(Encoding, std::ops::Range<u64>)>,
 ) -> Result<Kallsyms, KallsymsError> {
-    let (run_start, end) = table_bounds(c, page_addr, enc, region)?;
+    let (run_start, run) = table_bounds(c, page_addr, enc, region)?;
     let w = enc.width();
+    rejected.push((enc, run_start..run_start + run.len() as u64));
     // Alignment zeros before the table look like leading per-CPU offsets of 0: the table
     // proper starts where its length agrees with `kallsyms_num_syms` or the token index ends.
     // The error for the run as found is the one to report if no trimmed start works either.
     let mut first_err = None;
     for skip in 0..=2u64 {
-        let start = run_start + skip * w;
-        if skip > 0 && entry(&c.read(run_start, skip * w)?, skip as usize - 1, enc) != 0 {
+        if skip > 0 && (run.len() as u64 <= skip * w || entry(&run, skip as usize - 1, enc) != 0) {
             break;
         }
-        match decode_table(c, start, end, enc, region) {
+        let table = &run[(skip * w) as usize..];
+        match decode_table(c, run_start + skip * w, table, enc, region) {
             Ok(k) => return Ok(k),
             Err(e) => {
                 first_err.get_or_insert(e);
@@ -480,15 +503,17 @@ fn decode_around(
     Err(first_err.unwrap_or_else(|| inconsistent(run_start, "no table next to the sorted run")))
 }
 
+/// `raw` is the address table, which starts at `start`.
 fn decode_table(
     c: &mut Counting,
     start: u64,
-    end: u64,
+    raw: &[u8],
     enc: Encoding,
     region: &std::ops::Range<u64>,
 ) -> Result<Kallsyms, KallsymsError> {
     let w = enc.width();
-    let num = (end - start) / w;
+    let num = raw.len() as u64 / w;
+    let end = start + num * w;
     if num < 1000 {
         return Err(inconsistent(start, format!("only {num} sorted entries")));
     }
@@ -510,11 +535,10 @@ fn decode_table(
         (names_before(c, table, num, region)?, tokens)
     };
     let (arena, spans) = decode_names(&raw_names, start, num, &tokens)?;
-    let raw = c.read(start, end - start)?;
     let entries = spans
         .into_iter()
         .enumerate()
-        .map(|(i, (s, l))| (enc.address(entry(&raw, i, enc), base), s, l))
+        .map(|(i, (s, l))| (enc.address(entry(raw, i, enc), base), s, l))
         .collect();
     let mut k = Kallsyms::from_arena(arena, entries);
     k.table_addr = start;

@@ -49,6 +49,10 @@ pub enum LayoutError {
         "the struct layout ({origin}) has no {what}; give --btf FILE (a copy of /sys/kernel/btf/vmlinux) or --profile NAME"
     )]
     Missing { what: String, origin: String },
+    #[error(
+        "no struct layout: the kernel has no BTF in memory and no built-in profile matches it; give --btf FILE (a copy of /sys/kernel/btf/vmlinux) or --profile NAME|FILE"
+    )]
+    NoLayout,
 }
 
 impl TaskLayout {
@@ -337,17 +341,12 @@ fn list_by_tree(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -
     };
     let mut problems = Vec::new();
     let mut tasks = Vec::new();
-    let mut seen = HashSet::new();
+    // Every task queued once, and no more than MAX_TASKS in all: a corrupt tree can neither
+    // loop nor grow the queue without bound.
+    let mut queued = HashSet::from([init_task]);
     let mut stack = vec![init_task];
+    let mut twice = 0usize;
     while let Some(addr) = stack.pop() {
-        if !seen.insert(addr) {
-            problems.push(format!("process tree: task {addr:#x} is reached twice; not followed again"));
-            continue;
-        }
-        if seen.len() > MAX_TASKS {
-            problems.push(format!("process tree: stopped after {MAX_TASKS} tasks (the most believed)"));
-            break;
-        }
         match read_task(mem, l, addr) {
             Ok(t) => {
                 if threads || t.pid == t.tgid {
@@ -360,10 +359,19 @@ fn list_by_tree(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -
             }
         }
         let what = format!("children of task {addr:#x}");
-        let kids =
-            walk_list(mem, addr.wrapping_add(children), sibling, false, MAX_TASKS, &what, &mut problems);
+        let budget = MAX_TASKS.saturating_sub(queued.len());
+        let kids = walk_list(mem, addr.wrapping_add(children), sibling, false, budget, &what, &mut problems);
         // Reversed so that the first child is listed first.
-        stack.extend(kids.into_iter().rev());
+        for kid in kids.into_iter().rev() {
+            if queued.insert(kid) {
+                stack.push(kid);
+            } else {
+                twice += 1;
+            }
+        }
+    }
+    if twice > 0 {
+        problems.push(format!("process tree: {twice} tasks reached a second time were not followed again"));
     }
     tasks.sort_by_key(|t| t.pid);
     TaskList { tasks, problems }
