@@ -12,6 +12,7 @@ pub mod buffer;
 pub mod elf;
 pub mod file;
 pub mod lime;
+pub mod nettlp;
 
 pub use elf::CoreNote;
 pub use file::{FileMem, FileRange, Format, OpenError, OpenOptions, WriteMode, open_file};
@@ -57,6 +58,8 @@ pub enum SourceKind {
     ElfCore,
     /// A LiME dump.
     Lime,
+    /// A machine read by DMA through a NetTLP adapter: live, and slow per request.
+    NetTlp,
 }
 
 impl fmt::Display for SourceKind {
@@ -67,6 +70,7 @@ impl fmt::Display for SourceKind {
             SourceKind::LiveRam => "live RAM file",
             SourceKind::ElfCore => "ELF core",
             SourceKind::Lime => "LiME dump",
+            SourceKind::NetTlp => "NetTLP adapter",
         })
     }
 }
