@@ -8,11 +8,15 @@ use dmastub::linux::commands::Linux;
 use dmastub::linux::discover::{Hints, discover};
 use dmastub::linux::{profile, symfile};
 use dmastub::mmu::{AddressSpace, MmuConfig, Mode, Paging};
+use dmastub::phys::nettlp::wire::RequesterId;
+use dmastub::phys::nettlp::{NetTlpConfig, NetTlpMem};
 use dmastub::phys::{self, Format, OpenOptions, PhysMem, WriteMode};
 use dmastub::{VirtAddr, demo};
 use std::io::Write;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 const ABOUT: &str = "A GDB stub for x86-64 machines that cannot help themselves: serves a machine's \
 physical memory (a live VM's RAM file, an ELF core or a raw or LiME dump; later a DMA adapter) to stock gdb, \
@@ -81,6 +85,36 @@ struct SourceArgs {
     /// Read --image as this format instead of detecting it.
     #[arg(long, value_enum)]
     format: Option<FormatArg>,
+    /// A machine read by DMA through the NetTLP adapter at this IPv4 address (PCIe reads in
+    /// UDP; ports 0x3000 + tag).
+    #[arg(long, value_name = "ADAPTER_IP", group = "source")]
+    nettlp: Option<Ipv4Addr>,
+    #[command(flatten)]
+    nettlp_options: NetTlpArgs,
+}
+
+/// How to talk to a NetTLP adapter.
+#[derive(Args)]
+#[group(skip)]
+struct NetTlpArgs {
+    /// Our IPv4 address on the link to the adapter (where it sends completions).
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1", requires = "nettlp")]
+    nettlp_local: Ipv4Addr,
+    /// The PCIe requester ID the adapter has on the target, bus:devfn in hex.
+    #[arg(long, value_name = "BB:DD", default_value = "1b:00", value_parser = RequesterId::parse, requires = "nettlp")]
+    requester: RequesterId,
+    /// Reads in flight at once (one PCIe tag, and one UDP port, each).
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=16), requires = "nettlp")]
+    tags: u8,
+    /// Max read request size in bytes (a power of two, 128 to 4096).
+    #[arg(long, value_name = "BYTES", default_value_t = 512, requires = "nettlp")]
+    mrrs: u32,
+    /// Milliseconds a request waits for its completions before it is sent again.
+    #[arg(long, value_name = "MS", default_value_t = 500, requires = "nettlp")]
+    timeout: u64,
+    /// Times a request is sent again before the read fails.
+    #[arg(long, value_name = "N", default_value_t = 2, requires = "nettlp")]
+    retries: u32,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -273,10 +307,26 @@ fn main() -> ExitCode {
 }
 
 fn open_source(src: &SourceArgs, write: WriteMode) -> Result<Box<dyn PhysMem>, Box<dyn std::error::Error>> {
+    if let Some(adapter) = src.nettlp {
+        let n = &src.nettlp_options;
+        let config = NetTlpConfig {
+            adapter,
+            local: n.nettlp_local,
+            requester: n.requester,
+            tags: n.tags,
+            mrrs: n.mrrs,
+            timeout: Duration::from_millis(n.timeout),
+            retries: n.retries,
+            allow_write: write != WriteMode::ReadOnly,
+        };
+        return Ok(Box::new(NetTlpMem::connect(config)?));
+    }
     let (path, live) = match (&src.image, &src.live) {
         (Some(p), _) => (p, false),
         (None, Some(p)) => (p, true),
-        (None, None) => return Err("give a memory source: --image FILE or --live FILE".into()),
+        (None, None) => {
+            return Err("give a memory source: --image FILE, --live FILE or --nettlp ADAPTER_IP".into());
+        }
     };
     let format = src.format.map(|f| match f {
         FormatArg::Raw => Format::Raw,
@@ -292,7 +342,9 @@ fn mmu_config(m: &MmuArgs) -> MmuConfig {
 }
 
 fn serve(a: ServeArgs) -> CliResult {
-    let write = match (a.allow_write, a.write_image, a.source.live.is_some()) {
+    // A live machine is written for real: no copy to keep changes in.
+    let live = a.source.live.is_some() || a.source.nettlp.is_some();
+    let write = match (a.allow_write, a.write_image, live) {
         (false, _, _) => WriteMode::ReadOnly,
         (true, _, true) | (true, true, _) => WriteMode::Shared,
         (true, false, false) => WriteMode::CopyOnWrite,

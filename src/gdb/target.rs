@@ -152,9 +152,14 @@ impl DmaTarget {
                 Err(e) => format!("{e}\n"),
             },
             Command::Stats { reset } => {
-                let s = format!("{}\n", self.space.stats());
+                let mut s = format!("{}\n", self.space.stats());
+                if let Some(t) = self.space.mem().traffic() {
+                    s.push_str(&t);
+                    s.push('\n');
+                }
                 if reset {
                     self.space.reset_stats();
+                    self.space.mem_mut().reset_traffic();
                 }
                 s
             }

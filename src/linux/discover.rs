@@ -21,7 +21,7 @@ use super::vmcoreinfo::VmcoreInfo;
 use super::{Memory, Symbols, TypeInfo, View, btf::Btf};
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::mmu::{AddressSpace, MmuConfig, Paging};
-use crate::phys::find_range;
+use crate::phys::{Segment, find_range};
 use std::fmt;
 
 /// `__START_KERNEL_map`: where the kernel image is mapped, before the slide.
@@ -366,16 +366,31 @@ fn read_btf(mem: &mut View, syms: &dyn Symbols) -> Result<Option<Btf>, String> {
 /// Scans the first MiB for `struct real_mode_header` and checks what it points at.
 pub fn find_trampoline(space: &mut AddressSpace) -> Result<Trampoline, String> {
     let ram = space.mem().ram().to_vec();
-    let mut checked = 0;
-    for page in (0x1000..0x10_0000u64).step_by(4096) {
-        if find_range(&ram, PhysAddr(page), 64).is_none() {
-            continue;
+    let pages: Vec<u64> = (0x1000..0x10_0000u64)
+        .step_by(4096)
+        .filter(|&p| find_range(&ram, PhysAddr(p), 64).is_some())
+        .collect();
+    // The first 64 bytes of every page, asked for together (one batch over DMA); a page that
+    // fails is skipped and the rest asked for again.
+    let mut heads = vec![[0u8; 64]; pages.len()];
+    let mut readable = vec![true; pages.len()];
+    let mut from = 0;
+    while from < pages.len() {
+        let mut segments: Vec<Segment> = pages[from..]
+            .iter()
+            .zip(&mut heads[from..])
+            .map(|(&p, h)| Segment { addr: PhysAddr(p), buf: h })
+            .collect();
+        match space.read_phys_segments(&mut segments) {
+            Ok(()) => break,
+            Err(e) => {
+                readable[from + e.index] = false;
+                from += e.index + 1;
+            }
         }
-        checked += 1;
-        let mut h = [0u8; 64];
-        if space.read_phys(PhysAddr(page), &mut h).is_err() {
-            continue;
-        }
+    }
+    let checked = pages.len();
+    for ((&page, h), _) in pages.iter().zip(&heads).zip(&readable).filter(|(_, ok)| **ok) {
         let f: Vec<u64> = h.chunks(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64).collect();
         let near = |v: u64| v > page && v < page + 0x1_0000;
         // text_start, ro_end, trampoline_start: in order, within the blob.

@@ -4,7 +4,7 @@ use super::cache::{TABLE_BYTES, TableCache, TranslationCache};
 use super::walk::{DirectReader, TableReader, Translation, WalkTrace, walk, walk_trace};
 use super::{MmuConfig, Paging, TranslateError};
 use crate::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
-use crate::phys::{PhysError, PhysMem, find_range};
+use crate::phys::{PhysError, PhysMem, Segment, SegmentError, find_range};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -361,40 +361,71 @@ impl AddressSpace {
 
     /// Reads physical memory up to the first failure, one backend read per RAM range touched.
     fn read_phys_partial(&mut self, addr: PhysAddr, buf: &mut [u8]) -> (usize, Option<PhysError>) {
-        let mut done = 0usize;
-        while done < buf.len() {
-            let rest = (buf.len() - done) as u64;
-            let Some(a) = addr.0.checked_add(done as u64) else {
-                let e = PhysError::NotRam {
-                    addr: PhysAddr(addr.0.wrapping_add(done as u64)),
-                    len: rest,
-                    source_name: self.mem.name().to_string(),
-                };
-                return (done, Some(e));
-            };
-            // Clip at the end of the RAM range holding `a`: a read that runs off RAM then
-            // returns the bytes inside it. Outside every range, ask the source anyway up to
-            // the next range (it says why it cannot).
-            let ram = self.mem.ram();
-            let i = ram.partition_point(|r| r.end() <= a);
-            let limit = match ram.get(i) {
-                Some(r) if r.start.0 <= a => r.end(),
-                Some(r) => r.start.0,
-                None => u64::MAX,
-            };
-            let n = rest.min(limit.saturating_sub(a)).max(1) as usize;
-            self.stats.data_reads += 1;
-            if let Err(e) = self.mem.read(PhysAddr(a), &mut buf[done..done + n]) {
-                return (done, Some(e));
-            }
-            self.stats.data_bytes += n as u64;
-            done += n;
-        }
-        (done, None)
+        let len = buf.len();
+        self.read_runs(&[(addr, len)], buf)
     }
 
-    /// Reads virtual memory up to the first failure: split at page boundaries, physically
-    /// contiguous pages merged into one backend read.
+    /// Reads `buf` as consecutive runs of physical memory (`(address, length)`, lengths adding up
+    /// to at most `buf.len()`), up to the first failure. Runs are cut where RAM ranges end, and
+    /// all pieces go to the source in one [`PhysMem::read_segments`], so a device source has
+    /// them in flight together.
+    fn read_runs(&mut self, runs: &[(PhysAddr, usize)], buf: &mut [u8]) -> (usize, Option<PhysError>) {
+        let mut pieces: Vec<(PhysAddr, usize)> = Vec::with_capacity(runs.len());
+        let mut wrap: Option<PhysError> = None;
+        'runs: for &(addr, len) in runs {
+            let mut done = 0usize;
+            while done < len {
+                let rest = (len - done) as u64;
+                let Some(a) = addr.0.checked_add(done as u64) else {
+                    wrap = Some(PhysError::NotRam {
+                        addr: PhysAddr(addr.0.wrapping_add(done as u64)),
+                        len: rest,
+                        source_name: self.mem.name().to_string(),
+                    });
+                    break 'runs;
+                };
+                // Clip at the end of the RAM range holding `a`: a read that runs off RAM then
+                // returns the bytes inside it. Outside every range, ask the source anyway up to
+                // the next range (it says why it cannot).
+                let ram = self.mem.ram();
+                let i = ram.partition_point(|r| r.end() <= a);
+                let limit = match ram.get(i) {
+                    Some(r) if r.start.0 <= a => r.end(),
+                    Some(r) => r.start.0,
+                    None => u64::MAX,
+                };
+                let n = rest.min(limit.saturating_sub(a)).max(1) as usize;
+                pieces.push((PhysAddr(a), n));
+                done += n;
+            }
+        }
+        let total: usize = pieces.iter().map(|p| p.1).sum();
+        let mut segments = Vec::with_capacity(pieces.len());
+        let buf_len = buf.len();
+        let mut rest = &mut buf[..total.min(buf_len)];
+        for &(addr, n) in &pieces {
+            let r = std::mem::take(&mut rest);
+            let (head, tail) = r.split_at_mut(n.min(r.len()));
+            segments.push(Segment { addr, buf: head });
+            rest = tail;
+        }
+        self.stats.data_reads += segments.len() as u64;
+        match self.mem.read_segments(&mut segments) {
+            Ok(()) => {
+                self.stats.data_bytes += total as u64;
+                (total, wrap)
+            }
+            Err(e) => {
+                let done: usize = pieces[..e.index].iter().map(|p| p.1).sum();
+                self.stats.data_bytes += done as u64;
+                (done, Some(e.error))
+            }
+        }
+    }
+
+    /// Reads virtual memory up to the first failure: the whole range is translated first
+    /// (through the caches), physically contiguous pages are merged, and the data is then read
+    /// in one go.
     fn read_virt_partial(
         &mut self,
         root: PhysAddr,
@@ -402,45 +433,45 @@ impl AddressSpace {
         buf: &mut [u8],
     ) -> (usize, Option<MemError>) {
         let len = buf.len();
+        let mut runs: Vec<(PhysAddr, usize)> = Vec::new();
         let mut done = 0usize;
-        // A translation looked up while extending the previous run, not yet used.
-        let mut pending: Option<Result<Translation, TranslateError>> = None;
+        let mut stop: Option<MemError> = None;
         while done < len {
             let Some(va) = virt.0.checked_add(done as u64) else {
-                return (done, Some(TranslateError::Wraps { virt }.into()));
+                stop = Some(TranslateError::Wraps { virt }.into());
+                break;
             };
-            let first = match pending.take() {
-                Some(r) => r,
-                None => self.translate_at(root, VirtAddr(va)),
-            };
-            let t = match first {
+            let t = match self.translate_at(root, VirtAddr(va)) {
                 Ok(t) => t,
-                Err(e) => return (done, Some(e.into())),
-            };
-            let mut run = t.bytes_to_page_end().min((len - done) as u64);
-            while done as u64 + run < len as u64 {
-                let Some(next_va) = va.checked_add(run) else {
+                Err(e) => {
+                    stop = Some(e.into());
                     break;
-                };
-                let next = self.translate_at(root, VirtAddr(next_va));
-                match next {
-                    Ok(n) if Some(n.phys.0) == t.phys.0.checked_add(run) => {
-                        run += n.bytes_to_page_end().min(len as u64 - done as u64 - run);
-                    }
-                    other => {
-                        pending = Some(other);
-                        break;
-                    }
                 }
+            };
+            let n = t.bytes_to_page_end().min((len - done) as u64) as usize;
+            match runs.last_mut() {
+                Some((phys, run)) if phys.0.checked_add(*run as u64) == Some(t.phys.0) => *run += n,
+                _ => runs.push((t.phys, n)),
             }
-            let end = done + run as usize;
-            let (n, err) = self.read_phys_partial(t.phys, &mut buf[done..end]);
             done += n;
-            if let Some(e) = err {
-                return (done, Some(e.into()));
-            }
         }
-        (done, None)
+        let (n, err) = self.read_runs(&runs, buf);
+        match err {
+            Some(e) => (n, Some(e.into())),
+            None => (n, stop),
+        }
+    }
+
+    /// Reads scattered physical ranges together (one batch for a device source). On failure,
+    /// says which segment failed first; the ones before it are filled.
+    pub fn read_phys_segments(&mut self, segments: &mut [Segment<'_>]) -> Result<(), SegmentError> {
+        self.begin();
+        self.stats.data_reads += segments.len() as u64;
+        let r = self.mem.read_segments(segments);
+        let filled = r.as_ref().err().map_or(segments.len(), |e| e.index);
+        self.stats.data_bytes += segments[..filled].iter().map(|s| s.buf.len() as u64).sum::<u64>();
+        self.end();
+        r
     }
 
     /// Writes `data` at `addr` in the active mode through the source (which refuses when

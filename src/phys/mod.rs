@@ -87,6 +87,21 @@ pub enum PhysError {
     Device { addr: PhysAddr, source_name: String, why: String },
 }
 
+/// One piece of a scattered read: fill `buf` from `addr`.
+#[derive(Debug)]
+pub struct Segment<'a> {
+    pub addr: PhysAddr,
+    pub buf: &'a mut [u8],
+}
+
+/// A scattered read that stopped: segment `index` failed, and every segment before it was
+/// filled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentError {
+    pub index: usize,
+    pub error: PhysError,
+}
+
 /// A source of physical memory.
 ///
 /// Reads take `&mut self` because a device source (NetTLP) keeps per-request state; file
@@ -110,6 +125,25 @@ pub trait PhysMem: Send {
     /// Fills `buf` with the bytes at `addr`. Fails, filling nothing reliable, when any byte of
     /// the range is outside [`PhysMem::ram`].
     fn read(&mut self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), PhysError>;
+
+    /// Fills every segment. A device source puts all of them on the wire at once, so callers
+    /// that know several ranges they need (a page table's pages, a run of scattered pages)
+    /// should ask for them together; file sources just read them in turn.
+    fn read_segments(&mut self, segments: &mut [Segment<'_>]) -> Result<(), SegmentError> {
+        for (index, s) in segments.iter_mut().enumerate() {
+            self.read(s.addr, s.buf).map_err(|error| SegmentError { index, error })?;
+        }
+        Ok(())
+    }
+
+    /// One line about the traffic a device source has carried (requests, round trips,
+    /// retries), for `monitor stats` and benchmarks. `None` for sources without any.
+    fn traffic(&self) -> Option<String> {
+        None
+    }
+
+    /// Starts the [`PhysMem::traffic`] counters again.
+    fn reset_traffic(&mut self) {}
 
     /// Writes `data` at `addr`. Sources are read-only unless opened for writing.
     fn write(&mut self, addr: PhysAddr, data: &[u8]) -> Result<(), PhysError> {

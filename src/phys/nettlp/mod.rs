@@ -4,4 +4,7 @@
 //! [`crate::phys::PhysMem`] that keeps every tag busy; [`emulator`] plays the adapter and the
 //! target's root complex over any other memory source, for tests and demos.
 
+pub mod client;
 pub mod wire;
+
+pub use client::{NetTlpConfig, NetTlpMem, NetTlpStats};
