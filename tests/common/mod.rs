@@ -123,6 +123,50 @@ impl Drop for Stub {
     }
 }
 
+/// A running `dmastub nettlp-emulator`, stopped when dropped.
+pub struct Emulator {
+    child: Child,
+}
+
+impl Emulator {
+    /// Starts the emulator serving `image` at `listen` and waits until it says it is serving.
+    pub fn start(image: &str, listen: &str) -> Emulator {
+        Emulator::start_with(image, listen, &[])
+    }
+
+    pub fn start_with(image: &str, listen: &str, extra: &[&str]) -> Emulator {
+        let mut child = Command::new(BIN)
+            .args(["nettlp-emulator", "--image", image, "--listen", listen])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start dmastub nettlp-emulator");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        match lines.next() {
+            Some(Ok(line)) if line.starts_with("nettlp-emulator:") => {}
+            other => {
+                let _ = child.kill();
+                panic!("nettlp-emulator did not start: {other:?}");
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Emulator { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Runs Debian's gdb in batch mode against `port` with `commands`; returns stdout + stderr.
 /// Panics if gdb does not finish within `timeout` (a hang is a failure, not a wait).
 pub fn gdb_with(port: u16, file: Option<&Path>, commands: &[&str], timeout: Duration) -> String {

@@ -295,12 +295,12 @@ impl NetTlpMem {
                 .map(|f| f.deadline.saturating_duration_since(now))
                 .min()
                 .unwrap_or_default();
-            if let Err(e) = self.poll.poll(&mut self.events, Some(wait)) {
-                if e.kind() != ErrorKind::Interrupted {
-                    let c = chunks[next.saturating_sub(1)];
-                    fail(&mut failed, c.segment, self.device_error(c.addr, format!("epoll: {e}")));
-                    break;
-                }
+            if let Err(e) = self.poll.poll(&mut self.events, Some(wait))
+                && e.kind() != ErrorKind::Interrupted
+            {
+                let c = chunks[next.saturating_sub(1)];
+                fail(&mut failed, c.segment, self.device_error(c.addr, format!("epoll: {e}")));
+                break;
             }
             let mut ready = std::mem::take(&mut self.ready);
             ready.clear();
@@ -311,6 +311,8 @@ impl NetTlpMem {
             self.ready = ready;
             in_flight -= self.expire(&chunks, &mut failed, &mut retired);
         }
+        // Requests still out after a failure are abandoned; their late answers are drained.
+        self.slots.iter_mut().for_each(|s| *s = None);
         match failed {
             Some(e) => Err(e),
             None => Ok(()),
@@ -506,7 +508,9 @@ impl NetTlpMem {
             }
             let tries = f.tries;
             self.slots[tag] = None;
-            retired[tag] = true;
+            if let Some(r) = retired.get_mut(tag) {
+                *r = true;
+            }
             ended += 1;
             self.stats.timeouts += 1;
             let why = format!(

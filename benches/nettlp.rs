@@ -1,0 +1,209 @@
+//! NetTLP on loopback, in one run against one `dmastub nettlp-emulator`:
+//!
+//! 1. reads per second and MB/s at 8 B, 256 B, 2 KiB and 4 KiB with 1 and 16 tags, the
+//!    emulator's CPU use beside each figure;
+//! 2. libtlp's own `tlpperf` (single thread, one read at a time) against the same emulator, when
+//!    LIBTLP_TLPPERF names it (built from a fetched libtlp, outside this repository), and the
+//!    ratio at 2 KiB;
+//! 3. DMA round trips per operation through real gdb: a cold `x/gx` of a kernel address,
+//!    `monitor ps` per task, and a 64 MiB `dump binary memory` (needs the 6.1 fixture).
+//!
+//! `cargo bench --bench nettlp`. Loopback is not a 10 GbE link to an FPGA: the figures compare
+//! the two clients' designs on the same path, not what a real adapter gives.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::*;
+use dmastub::PhysAddr;
+use dmastub::phys::nettlp::{NetTlpConfig, NetTlpMem};
+use dmastub::phys::{PhysMem, Segment};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const ADAPTER: Ipv4Addr = Ipv4Addr::new(127, 0, 77, 2);
+const LOCAL: Ipv4Addr = Ipv4Addr::new(127, 0, 77, 1);
+/// Region the throughput runs read, inside the 6.1 image's RAM (and inside the trimmed one's
+/// largest range when that is all there is).
+const REGION: u64 = 32 << 20;
+const RUN: Duration = Duration::from_millis(1500);
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+struct Rate {
+    reads_per_s: f64,
+    mb_per_s: f64,
+    emulator_cpu: f64,
+}
+
+/// Reads of `size` bytes, sequential through the region, in batches of 64 (so 16 tags have
+/// work), for RUN.
+fn measure(start: u64, size: usize, tags: u8, emulator_pid: u32) -> Rate {
+    let config = NetTlpConfig { adapter: ADAPTER, local: LOCAL, tags, ..NetTlpConfig::default() };
+    let mut mem = NetTlpMem::connect(config).expect("client sockets");
+    let mut bufs = vec![vec![0u8; size]; 64];
+    let mut at = 0u64;
+    let mut reads = 0u64;
+    let cpu0 = cpu_seconds(emulator_pid);
+    let t0 = Instant::now();
+    while t0.elapsed() < RUN {
+        let mut segments: Vec<Segment> = bufs
+            .iter_mut()
+            .map(|b| {
+                let s = Segment { addr: PhysAddr(start + at), buf: b };
+                at = (at + size as u64) % (REGION - size as u64);
+                s
+            })
+            .collect();
+        mem.read_segments(&mut segments).expect("read over NetTLP");
+        reads += segments.len() as u64;
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    Rate {
+        reads_per_s: reads as f64 / wall,
+        mb_per_s: (reads * size as u64) as f64 / wall / 1e6,
+        emulator_cpu: (cpu_seconds(emulator_pid) - cpu0) / wall,
+    }
+}
+
+/// tlpperf's transactions per second (mean of its per-second lines after the first) and the
+/// emulator's CPU use meanwhile.
+fn tlpperf(path: &str, start: u64, size: usize, emulator_pid: u32) -> Option<Rate> {
+    let cpu0 = cpu_seconds(emulator_pid);
+    let t0 = Instant::now();
+    let out = Command::new(path)
+        .args(["-r", &ADAPTER.to_string(), "-l", &LOCAL.to_string(), "-b", "1b:00", "-d", "read"])
+        .args(["-a", &format!("{start:#x}"), "-s", &REGION.to_string(), "-L", &size.to_string()])
+        .args(["-N", "1", "-P", "seq", "-t", "4"])
+        .output()
+        .ok()?;
+    let wall = t0.elapsed().as_secs_f64();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tps: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.strip_suffix(" tps"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    if tps.len() < 2 {
+        eprintln!("tlpperf printed no rates: {}", text.lines().last().unwrap_or(""));
+        return None;
+    }
+    let mean = tps[1..].iter().sum::<f64>() / (tps.len() - 1) as f64;
+    // tlpperf counts one transaction per 2 KiB request; a read of `size` is size/2048 of them.
+    let per_read = size.div_ceil(2048) as f64;
+    Some(Rate {
+        reads_per_s: mean / per_read,
+        mb_per_s: mean / per_read * size as f64 / 1e6,
+        emulator_cpu: (cpu_seconds(emulator_pid) - cpu0) / wall,
+    })
+}
+
+/// The "N reads in R round trips" of `monitor stats` (after the given command).
+fn round_trips(out: &str) -> Option<u64> {
+    let line = out.lines().rev().find(|l| l.contains("NetTLP:"))?;
+    let r = line.split(" round trips").next()?.rsplit(' ').next()?;
+    r.parse().ok()
+}
+
+fn table_reads(out: &str) -> Option<u64> {
+    let line = out.lines().rev().find(|l| l.contains("backend reads:"))?;
+    line.split("backend reads: ").nth(1)?.split(' ').next()?.parse().ok()
+}
+
+fn main() {
+    let (image, full) = match fixture_dir("linux-6.1-kaslr") {
+        Some(d) => (unpacked(&d, "post-panic.raw.zst"), Some(d)),
+        None => {
+            let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/linux-6.1-la57-trimmed");
+            (unpacked(&d, "post-panic.lime.zst"), None)
+        }
+    };
+    let start = if full.is_some() { 0x100_0000 } else { 0x10_0000 };
+    let img = image.to_str().expect("utf-8 path");
+    let emulator = Emulator::start(img, &ADAPTER.to_string());
+    let pid = emulator.pid();
+    println!("NetTLP on loopback ({ADAPTER} <- {LOCAL}), emulator serving {img}");
+    println!("MRRS 512 (dmastub) / 2048 (tlpperf), emulator MPS 256, RCB 64; {RUN:?} per figure\n");
+    println!("{:>8} {:>26} {:>26} {:>26}", "read", "dmastub, 1 tag", "dmastub, 16 tags", "libtlp tlpperf -N 1");
+    let tlpperf_path = std::env::var("LIBTLP_TLPPERF").ok().filter(|p| std::path::Path::new(p).exists());
+    let mut at_2k = None;
+    for size in [8usize, 256, 2048, 4096] {
+        let one = measure(start, size, 1, pid);
+        let sixteen = measure(start, size, 16, pid);
+        let theirs = tlpperf_path.as_deref().and_then(|p| tlpperf(p, start, size, pid));
+        let cell = |r: &Rate| {
+            format!("{:>9.0}/s {:>6.1} MB/s {:>3.0}%", r.reads_per_s, r.mb_per_s, r.emulator_cpu * 100.0)
+        };
+        println!(
+            "{:>7}B {:>26} {:>26} {:>26}",
+            size,
+            cell(&one),
+            cell(&sixteen),
+            theirs.as_ref().map(cell).unwrap_or_else(|| "(LIBTLP_TLPPERF unset)".into())
+        );
+        if size == 2048 {
+            at_2k = Some((sixteen.reads_per_s, theirs.map(|t| t.reads_per_s), one.reads_per_s));
+        }
+    }
+    println!("(each cell: reads/s, MB/s, the emulator's CPU use meanwhile)");
+    if let Some((ours, theirs, one)) = at_2k {
+        println!("\n2 KiB reads: 16 tags / 1 tag = {:.1}x", ours / one);
+        match theirs {
+            Some(t) => println!("2 KiB reads: dmastub 16 tags / libtlp tlpperf = {:.1}x (target: 4x)", ours / t),
+            None => println!("2 KiB reads: set LIBTLP_TLPPERF to compare with libtlp's tlpperf"),
+        }
+    }
+
+    let Some(dir) = full else {
+        println!("\nSKIP round trips per operation: needs the linux-6.1-kaslr fixture");
+        return;
+    };
+    let truth = truth(&dir, "post-panic");
+    let stub = Stub::start(&["--nettlp", &ADAPTER.to_string(), "--nettlp-local", &LOCAL.to_string()]);
+    let init_task = truth["init_task"]["virt"].as_str().expect("init_task");
+    let cold = gdb(stub.port, &["monitor flush", "monitor stats reset", &format!("x/gx {init_task}"), "monitor stats"]);
+    let ps = gdb(stub.port, &["monitor flush", "monitor stats reset", "monitor ps", "monitor stats"]);
+    let tasks = ps
+        .lines()
+        .filter(|l| l.split_whitespace().next().is_some_and(|w| w.parse::<u32>().is_ok()))
+        .count()
+        .max(1);
+    let base = hex(&truth["kaslr"]["page_offset_base"]) + 0x100_0000;
+    let dump = std::env::temp_dir().join(format!("dmastub-bench-dump-{}", std::process::id()));
+    let dump_cmd = format!("dump binary memory {} {base:#x} {:#x}", dump.display(), base + (64 << 20));
+    let t0 = Instant::now();
+    let dumped = gdb_with(
+        stub.port,
+        None,
+        &["monitor flush", &dump_cmd, "monitor stats reset", &dump_cmd, "monitor stats"],
+        Duration::from_secs(600),
+    );
+    let took = t0.elapsed();
+    let _ = std::fs::remove_file(&dump);
+    println!("\nDMA round trips per operation (gdb 13.1 over `serve --nettlp`, 6.1 image):");
+    let show = |what: &str, v: Option<u64>, per: f64, target: &str| match v {
+        Some(r) => println!("  {what:<44} {:>8.2}   (target: {target})", r as f64 / per),
+        None => println!("  {what:<44} (no figure; gdb said: {})", "see RUST_LOG=debug"),
+    };
+    show("cold x/gx of init_task (after monitor flush)", round_trips(&cold), 1.0, "at most 5");
+    show(&format!("monitor ps, per task ({tasks} tasks)"), round_trips(&ps), tasks as f64, "at most 3");
+    show("dump binary memory 64 MiB, per 4 KiB page (warm)", round_trips(&dumped), 16384.0, "about 1");
+    println!(
+        "  page-table reads in the warm dump: {}   (target: 0); both dumps took {:.1} s",
+        table_reads(&dumped).map_or("?".into(), |v| v.to_string()),
+        took.as_secs_f64()
+    );
+    drop(stub);
+    drop(emulator);
+}

@@ -1,0 +1,334 @@
+//! The NetTLP client against the adapter emulator, on loopback: every byte equal to the image,
+//! split and reordered completions, lost, late and doubled packets, Unsupported Requests, and
+//! completions that must not be trusted; then real gdb over `serve --nettlp`.
+//!
+//! Each test uses its own pair of loopback addresses (127.0.N.1 for the client, 127.0.N.2 for
+//! the adapter), so tests run in parallel without sharing ports.
+
+mod common;
+
+use common::*;
+use dmastub::PhysAddr;
+use dmastub::phys::nettlp::emulator::{EmulatorConfig, spawn};
+use dmastub::phys::nettlp::wire::{self, Completion, CplStatus, RequesterId, Tlp};
+use dmastub::phys::nettlp::{NetTlpConfig, NetTlpMem};
+use dmastub::phys::{self, OpenOptions, PhysError, PhysMem, RamRange, Segment, WriteMode};
+use std::net::{Ipv4Addr, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const GIB4: u64 = 1 << 32;
+
+fn addrs(n: u8) -> (Ipv4Addr, Ipv4Addr) {
+    (Ipv4Addr::new(127, 0, n, 2), Ipv4Addr::new(127, 0, n, 1))
+}
+
+fn client(n: u8, f: impl FnOnce(&mut NetTlpConfig)) -> NetTlpMem {
+    let (adapter, local) = addrs(n);
+    let mut config = NetTlpConfig { adapter, local, ..NetTlpConfig::default() };
+    f(&mut config);
+    NetTlpMem::connect(config).expect("open the client's sockets")
+}
+
+/// A real memory image: the full 6.1 raw dump when the fixtures are here, else the trimmed
+/// 5-level image the repository carries.
+fn image() -> PathBuf {
+    if let Some(dir) = fixture_dir("linux-6.1-kaslr") {
+        return unpacked(&dir, "post-panic.raw.zst");
+    }
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/linux-6.1-la57-trimmed");
+    unpacked(&dir, "post-panic.lime.zst")
+}
+
+fn open(path: &PathBuf) -> Box<dyn PhysMem> {
+    phys::open_file(path, &OpenOptions::default()).expect("open the image")
+}
+
+/// A deterministic spread of numbers for picking places.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+/// Reads of every size from 1 to 4100 bytes and a spread of sizes up to 64 KiB, at page-aligned,
+/// DW-unaligned and page-end starts, compared byte for byte with the image.
+fn check_every_size(mem: &mut NetTlpMem, image: &mut dyn PhysMem, base: u64, ranges: &[RamRange]) -> usize {
+    let mut sizes: Vec<usize> = (1..=4100).collect();
+    sizes.extend((4101..=65536).step_by(61));
+    sizes.extend([8191, 8192, 8193, 65535, 65536]);
+    let starts = [0u64, 1, 2, 3, 0x41, 0xffd, 0xfff, 0x7fe];
+    let mut rng = Lcg(7);
+    let mut checked = 0;
+    for (i, &size) in sizes.iter().enumerate() {
+        let fits: Vec<&RamRange> = ranges.iter().filter(|r| r.len >= size as u64 + 0x3000).collect();
+        if fits.is_empty() {
+            continue;
+        }
+        let r = fits[rng.next() as usize % fits.len()];
+        let page = r.start.0 + (rng.next() % ((r.len - size as u64 - 0x2000) / 4096)) * 4096;
+        let at = page + starts[i % starts.len()];
+        let mut want = vec![0u8; size];
+        image.read(PhysAddr(at), &mut want).expect("read the image");
+        let mut got = vec![0xa5u8; size];
+        mem.read(PhysAddr(at + base), &mut got)
+            .unwrap_or_else(|e| panic!("NetTLP read of {size} bytes at {:#x}: {e}", at + base));
+        assert!(got == want, "{size} bytes at {:#x} differ from the image", at + base);
+        checked += 1;
+    }
+    checked
+}
+
+#[test]
+fn every_size_and_start_below_and_above_4g() {
+    let path = image();
+    let mut file = open(&path);
+    let ranges = file.ram().to_vec();
+    let top = ranges.last().map(|r| r.end()).unwrap_or(0);
+    // Below 4 GiB as the image is; then moved so that it straddles the 4 GiB line (3- and
+    // 4-DW requests, and reads across the line).
+    for (n, base) in [(10u8, 0u64), (11, (GIB4 - top / 2) & !0xfff)] {
+        let (listen, _) = addrs(n);
+        let emu = spawn(open(&path), EmulatorConfig { listen, base, ..EmulatorConfig::default() })
+            .expect("start the emulator");
+        let mut mem = client(n, |_| {});
+        let checked = check_every_size(&mut mem, file.as_mut(), base, &ranges);
+        assert!(checked > 4000, "only {checked} reads fit the image's RAM ranges");
+        if base > 0 {
+            let mut above = 0;
+            for r in &ranges {
+                if r.start.0 + base >= GIB4 && r.len >= 8192 {
+                    let mut want = vec![0u8; 8192];
+                    file.read(r.start, &mut want).unwrap();
+                    let mut got = vec![0u8; 8192];
+                    mem.read(PhysAddr(r.start.0 + base + 0), &mut got).unwrap();
+                    assert_eq!(got, want);
+                    above += 1;
+                }
+            }
+            assert!(above > 0, "no RAM range above 4 GiB with base {base:#x}");
+        }
+        let s = mem.stats();
+        assert_eq!((s.retransmits, s.timeouts, s.ignored), (0, 0, 0), "{s:?}");
+        drop(emu);
+    }
+}
+
+#[test]
+fn split_reordered_duplicated_and_late_completions() {
+    let path = image();
+    let mut file = open(&path);
+    let ranges = file.ram().to_vec();
+    let (listen, _) = addrs(12);
+    let config = EmulatorConfig {
+        listen,
+        mps: 128,
+        rcb: 64,
+        reorder: true,
+        duplicate_rate: 0.3,
+        delay: Duration::from_micros(300),
+        ..EmulatorConfig::default()
+    };
+    let _emu = spawn(open(&path), config).expect("start the emulator");
+    let mut mem = client(12, |c| c.mrrs = 4096);
+    let big = ranges.iter().find(|r| r.len >= 1 << 20).or(ranges.iter().max_by_key(|r| r.len)).unwrap();
+    let len = big.len.min(1 << 20) as usize;
+    let mut want = vec![0u8; len - 3];
+    file.read(PhysAddr(big.start.0 + 3), &mut want).unwrap();
+    let mut got = vec![0u8; len - 3];
+    mem.read(PhysAddr(big.start.0 + 3), &mut got).expect("read through a reordering link");
+    assert!(got == want, "bytes differ after reordering");
+    let s = mem.stats();
+    assert!(s.duplicates > 0, "the emulator doubled packets but none was seen: {s:?}");
+    assert_eq!(s.timeouts, 0, "{s:?}");
+}
+
+#[test]
+fn lost_packets_are_asked_for_again() {
+    let path = image();
+    let mut file = open(&path);
+    let ranges = file.ram().to_vec();
+    let (listen, _) = addrs(13);
+    let config = EmulatorConfig { listen, drop_rate: 0.1, seed: 3, ..EmulatorConfig::default() };
+    let _emu = spawn(open(&path), config).expect("start the emulator");
+    let mut mem = client(13, |c| {
+        c.timeout = Duration::from_millis(20);
+        c.retries = 8;
+    });
+    let r = ranges.iter().max_by_key(|r| r.len).unwrap();
+    let len = r.len.min(256 << 10) as usize;
+    let mut want = vec![0u8; len];
+    file.read(r.start, &mut want).unwrap();
+    let mut got = vec![0u8; len];
+    mem.read(r.start, &mut got).expect("read through a lossy link");
+    assert!(got == want);
+    let s = mem.stats();
+    assert!(s.retransmits > 0, "10% loss but nothing was sent again: {s:?}");
+}
+
+#[test]
+fn a_dead_link_fails_within_the_timeout_budget_naming_address_and_tag() {
+    let path = image();
+    let (listen, _) = addrs(14);
+    let config = EmulatorConfig { listen, drop_rate: 1.0, ..EmulatorConfig::default() };
+    let _emu = spawn(open(&path), config).expect("start the emulator");
+    let mut mem = client(14, |c| {
+        c.timeout = Duration::from_millis(50);
+        c.retries = 2;
+    });
+    let t0 = Instant::now();
+    let mut buf = [0u8; 64];
+    let err = mem.read(PhysAddr(0x1000), &mut buf).expect_err("nothing answers");
+    let took = t0.elapsed();
+    let text = err.to_string();
+    assert!(text.contains("0x1000") && text.contains("tag 0") && text.contains("3 tries"), "{text}");
+    // 3 tries of 50 ms, with slack for a loaded machine; never a hang.
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // The next read starts clean.
+    let err2 = mem.read(PhysAddr(0x2000), &mut buf).expect_err("still nothing answers");
+    assert!(err2.to_string().contains("0x2000"), "{err2}");
+}
+
+#[test]
+fn no_listener_is_reported_at_once() {
+    let mut mem = client(15, |c| c.timeout = Duration::from_secs(30));
+    let t0 = Instant::now();
+    let mut buf = [0u8; 8];
+    let err = mem.read(PhysAddr(0x1000), &mut buf).expect_err("no adapter");
+    assert!(err.to_string().contains("port unreachable"), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn unsupported_request_is_no_memory_not_a_retry() {
+    let path = image();
+    let file = open(&path);
+    let top = file.ram().last().unwrap().end();
+    let (listen, _) = addrs(16);
+    let _emu = spawn(open(&path), EmulatorConfig { listen, ..EmulatorConfig::default() }).unwrap();
+    let mut mem = client(16, |_| {});
+    let mut buf = vec![0u8; 8192];
+    let err = mem.read(PhysAddr(top + 0x10_0000), &mut buf).expect_err("beyond RAM");
+    assert!(matches!(err, PhysError::NotRam { .. }), "{err:?}");
+    assert!(err.to_string().contains("Unsupported Request"), "{err}");
+    let s = mem.stats();
+    assert_eq!(s.retransmits, 0, "{s:?}");
+    assert!(s.unsupported > 0);
+    // Scattered reads say which segment failed first, and fill the ones before it.
+    let good = file.ram()[0].start.0 + 0x1000;
+    let (mut a, mut b, mut c) = ([0u8; 16], [0u8; 16], [0u8; 16]);
+    let mut segs = [
+        Segment { addr: PhysAddr(good), buf: &mut a },
+        Segment { addr: PhysAddr(top + 0x5000), buf: &mut b },
+        Segment { addr: PhysAddr(good + 64), buf: &mut c },
+    ];
+    let e = mem.read_segments(&mut segs).expect_err("the middle one is a hole");
+    assert_eq!(e.index, 1);
+}
+
+/// A fake adapter on the tag-0 port that answers a read with junk first: a datagram that is
+/// no TLP, a completion for another requester, one for another tag, one whose lower address
+/// does not fit, a request instead of a completion; then the right completion.
+#[test]
+fn completions_that_fit_no_request_are_ignored() {
+    let (adapter, local) = addrs(17);
+    let sock = UdpSocket::bind((adapter, wire::port_for_tag(0))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let fake = std::thread::spawn(move || {
+        let mut buf = [0u8; 9000];
+        let (n, from) = sock.recv_from(&mut buf).unwrap();
+        let Ok(Tlp::MemRead(req)) = wire::parse(&buf[..n]) else { panic!("not a read") };
+        assert_eq!((req.addr, req.len, req.tag), (0x2004, 8, 0));
+        let payload = [1u8, 2, 3, 4, 5, 6, 7, 8];
+        let good = Completion {
+            completer: RequesterId(0),
+            status: CplStatus::Success,
+            byte_count: 8,
+            requester: req.requester,
+            tag: 0,
+            lower_addr: 0x04,
+            payload: &payload,
+        };
+        let mut out = Vec::new();
+        let mut send = |c: &Completion| {
+            out.clear();
+            wire::encode_completion(c, &mut out);
+            sock.send_to(&out, from).unwrap();
+        };
+        sock.send_to(b"not a TLP", from).unwrap();
+        send(&Completion { requester: RequesterId(0x0100), payload: &[9; 8], ..good });
+        send(&Completion { tag: 5, payload: &[9; 8], ..good });
+        send(&Completion { lower_addr: 0x08, payload: &[9; 8], ..good });
+        send(&Completion { byte_count: 12, payload: &[9; 12], ..good });
+        let mut req_bytes = Vec::new();
+        wire::encode_read(&req, &mut req_bytes);
+        sock.send_to(&req_bytes, from).unwrap();
+        send(&good);
+        send(&good); // and a duplicate after it
+    });
+    let mut mem = client(17, |c| c.tags = 1);
+    let mut got = [0u8; 8];
+    mem.read(PhysAddr(0x2004), &mut got).expect("the right completion comes last");
+    assert_eq!(got, [1, 2, 3, 4, 5, 6, 7, 8]);
+    fake.join().unwrap();
+    assert!(mem.stats().ignored >= 5, "{:?}", mem.stats());
+}
+
+/// Writes go out as posted Memory Writes only with --allow-write, and land in the emulator's
+/// copy of the image.
+#[test]
+fn writes_need_allow_write() {
+    let path = image();
+    let file = open(&path);
+    let at = file.ram()[0].start.0 + 0x3001;
+    let (listen, _) = addrs(18);
+    let writable = phys::open_file(&path, &OpenOptions { write: WriteMode::CopyOnWrite, ..OpenOptions::default() })
+        .expect("open the image copy-on-write");
+    let _emu = spawn(writable, EmulatorConfig { listen, allow_write: true, ..EmulatorConfig::default() }).unwrap();
+    let mut ro = client(18, |_| {});
+    assert!(matches!(ro.write(PhysAddr(at), b"x"), Err(PhysError::ReadOnly { .. })));
+    drop(ro);
+    let mut rw = client(18, |c| c.allow_write = true);
+    let data: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+    rw.write(PhysAddr(at), &data).expect("posted writes");
+    let mut back = vec![0u8; 300];
+    rw.read(PhysAddr(at), &mut back).unwrap();
+    assert_eq!(back, data);
+}
+
+/// Real gdb on `serve --nettlp`, the emulator serving the 6.1 image: the same `monitor ps` as
+/// the file, and an Unsupported Request becomes gdb's "Cannot access memory".
+#[test]
+fn gdb_over_nettlp_sees_what_the_file_shows() {
+    let (dir, img) = match fixture_dir("linux-6.1-kaslr") {
+        Some(d) => {
+            let img = unpacked(&d, "post-panic.raw.zst");
+            (Some(d), img)
+        }
+        None => (None, image()),
+    };
+    let img_s = img.to_str().unwrap();
+    let emulator = Emulator::start(img_s, "127.0.19.2");
+    let direct = Stub::start(&["--image", img_s]);
+    let want = gdb(direct.port, &["monitor ps"]);
+    drop(direct);
+    let over = Stub::start(&["--nettlp", "127.0.19.2", "--nettlp-local", "127.0.19.1", "--requester", "1b:00"]);
+    let out = gdb(over.port, &["monitor ps", "monitor phys", "x/gx 0x7fff00000000", "monitor stats"]);
+    let rows = |t: &str| -> Vec<String> {
+        t.lines().filter(|l| l.split_whitespace().next().is_some_and(|w| w.parse::<u32>().is_ok())).map(String::from).collect()
+    };
+    let (a, b) = (rows(&want), rows(&out));
+    assert!(a.len() > 10, "file-backed ps: {want}");
+    assert_eq!(a, b, "monitor ps over NetTLP differs from the file");
+    assert!(out.contains("Cannot access memory at address 0x7fff00000000"), "{out}");
+    assert!(out.contains("NetTLP:") && out.contains("Unsupported Request"), "{out}");
+    if let Some(dir) = dir {
+        let t = truth(&dir, "post-panic");
+        let tk = &t["timekeeper"];
+        let out = gdb(over.port, &[&format!("monitor switch {}", tk["pid"]), &format!("x/gx {}", tk["global_virt"].as_str().unwrap())]);
+        assert_eq!(x_gx(&out, hex(&tk["global_virt"])), Some(hex(&tk["global_value_in_memory"])), "{out}");
+    }
+    drop(emulator);
+}
