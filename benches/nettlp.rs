@@ -135,7 +135,10 @@ fn main() {
     let pid = emulator.pid();
     println!("NetTLP on loopback ({ADAPTER} <- {LOCAL}), emulator serving {img}");
     println!("MRRS 512 (dmastub) / 2048 (tlpperf), emulator MPS 256, RCB 64; {RUN:?} per figure\n");
-    println!("{:>8} {:>26} {:>26} {:>26}", "read", "dmastub, 1 tag", "dmastub, 16 tags", "libtlp tlpperf -N 1");
+    println!(
+        "{:>8} {:>26} {:>26} {:>26}",
+        "read", "dmastub, 1 tag", "dmastub, 16 tags", "libtlp tlpperf -N 1"
+    );
     let tlpperf_path = std::env::var("LIBTLP_TLPPERF").ok().filter(|p| std::path::Path::new(p).exists());
     let mut at_2k = None;
     for size in [8usize, 256, 2048, 4096] {
@@ -160,7 +163,9 @@ fn main() {
     if let Some((ours, theirs, one)) = at_2k {
         println!("\n2 KiB reads: 16 tags / 1 tag = {:.1}x", ours / one);
         match theirs {
-            Some(t) => println!("2 KiB reads: dmastub 16 tags / libtlp tlpperf = {:.1}x (target: 4x)", ours / t),
+            Some(t) => {
+                println!("2 KiB reads: dmastub 16 tags / libtlp tlpperf = {:.1}x (target: 4x)", ours / t)
+            }
             None => println!("2 KiB reads: set LIBTLP_TLPPERF to compare with libtlp's tlpperf"),
         }
     }
@@ -172,7 +177,10 @@ fn main() {
     let truth = truth(&dir, "post-panic");
     let stub = Stub::start(&["--nettlp", &ADAPTER.to_string(), "--nettlp-local", &LOCAL.to_string()]);
     let init_task = truth["init_task"]["virt"].as_str().expect("init_task");
-    let cold = gdb(stub.port, &["monitor flush", "monitor stats reset", &format!("x/gx {init_task}"), "monitor stats"]);
+    let cold = gdb(
+        stub.port,
+        &["monitor flush", "monitor stats reset", &format!("x/gx {init_task}"), "monitor stats"],
+    );
     let ps = gdb(stub.port, &["monitor flush", "monitor stats reset", "monitor ps", "monitor stats"]);
     let tasks = ps
         .lines()

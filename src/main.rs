@@ -8,6 +8,7 @@ use dmastub::linux::commands::Linux;
 use dmastub::linux::discover::{Hints, discover};
 use dmastub::linux::{profile, symfile};
 use dmastub::mmu::{AddressSpace, MmuConfig, Mode, Paging};
+use dmastub::phys::nettlp::emulator::{Emulator, EmulatorConfig};
 use dmastub::phys::nettlp::wire::RequesterId;
 use dmastub::phys::nettlp::{NetTlpConfig, NetTlpMem};
 use dmastub::phys::{self, Format, OpenOptions, PhysMem, WriteMode};
@@ -67,6 +68,10 @@ enum CommandLine {
     /// Serve a small synthetic machine (built in memory, with real x86-64 page tables) and run a
     /// short gdb session against it; with no gdb installed, print how to attach.
     Demo(DemoArgs),
+    /// Play a NetTLP adapter and the root complex behind it over a memory image: answer the DMA
+    /// reads libtlp or `serve --nettlp` send (UDP ports 0x3000-0x300f) from the image, for tests
+    /// and demos without the hardware. Faults can be injected to exercise a client.
+    NettlpEmulator(NettlpEmulatorArgs),
 }
 
 /// Where the physical memory comes from.
@@ -296,6 +301,7 @@ fn main() -> ExitCode {
         CommandLine::Dmesg(a) => dmesg(a),
         CommandLine::Profile(a) => write_profile(a),
         CommandLine::Demo(a) => demo::run(&a.listen, !a.no_gdb).map_err(Into::into),
+        CommandLine::NettlpEmulator(a) => nettlp_emulator(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -545,5 +551,69 @@ fn write_profile(a: ProfileArgs) -> CliResult {
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
         None => print!("{}", prof.to_toml()),
     }
+    Ok(())
+}
+
+#[derive(Args)]
+struct NettlpEmulatorArgs {
+    #[command(flatten)]
+    source: SourceArgs,
+    /// The adapter's IP address: its 16 UDP ports are bound there.
+    #[arg(long, value_name = "IP", default_value = "127.0.0.2")]
+    listen: Ipv4Addr,
+    /// Place the image's RAM at physical address + ADDR (e.g. 0x100000000 to test above 4 GiB).
+    #[arg(long, value_name = "ADDR", value_parser = parse_number, default_value = "0")]
+    base: u64,
+    /// Max payload size: the most bytes one completion carries (128 to 4096, a power of two).
+    #[arg(long, value_name = "BYTES", default_value_t = 256)]
+    mps: u32,
+    /// Read completion boundary: completions split at multiples of it (64 or 128).
+    #[arg(long, value_name = "BYTES", default_value_t = 64)]
+    rcb: u32,
+    /// The completer ID written into completions (bus:devfn in hex).
+    #[arg(long, value_name = "BB:DD", value_parser = RequesterId::parse, default_value = "00:00")]
+    completer: RequesterId,
+    /// Fault injection: drop each completion with probability P.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    drop_rate: f64,
+    /// Fault injection: send each completion N microseconds late (requests are still served
+    /// as they come).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    delay_us: u64,
+    /// Fault injection: shuffle the completions of a request, and of requests that arrive
+    /// together.
+    #[arg(long)]
+    reorder: bool,
+    /// Fault injection: send each completion twice with probability P.
+    #[arg(long, value_name = "P", default_value_t = 0.0)]
+    duplicate: f64,
+    /// Seed of the fault injection's random numbers (the same seed, the same faults).
+    #[arg(long, value_name = "N", value_parser = parse_number, default_value = "1")]
+    seed: u64,
+    /// Apply DMA writes. They change what later reads see, never the file.
+    #[arg(long)]
+    allow_write: bool,
+}
+
+fn nettlp_emulator(a: NettlpEmulatorArgs) -> CliResult {
+    let config = EmulatorConfig {
+        listen: a.listen,
+        base: a.base,
+        mps: a.mps,
+        rcb: a.rcb,
+        completer: a.completer,
+        drop_rate: a.drop_rate,
+        delay: Duration::from_micros(a.delay_us),
+        reorder: a.reorder,
+        duplicate_rate: a.duplicate,
+        seed: a.seed,
+        allow_write: a.allow_write,
+    };
+    config.validate()?;
+    let write = if a.allow_write { WriteMode::CopyOnWrite } else { WriteMode::ReadOnly };
+    let mut emulator = Emulator::bind(open_source(&a.source, write)?, config)?;
+    println!("nettlp-emulator: {}", emulator.banner());
+    std::io::stdout().flush()?;
+    emulator.run_until(&std::sync::atomic::AtomicBool::new(false))?;
     Ok(())
 }

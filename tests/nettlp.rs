@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use dmastub::PhysAddr;
-use dmastub::phys::nettlp::emulator::{EmulatorConfig, spawn};
+use dmastub::phys::nettlp::emulator::{EmulatorConfig, EmulatorHandle};
 use dmastub::phys::nettlp::wire::{self, Completion, CplStatus, RequesterId, Tlp};
 use dmastub::phys::nettlp::{NetTlpConfig, NetTlpMem};
 use dmastub::phys::{self, OpenOptions, PhysError, PhysMem, RamRange, Segment, WriteMode};
@@ -91,24 +91,28 @@ fn every_size_and_start_below_and_above_4g() {
     // 4-DW requests, and reads across the line).
     for (n, base) in [(10u8, 0u64), (11, (GIB4 - top / 2) & !0xfff)] {
         let (listen, _) = addrs(n);
-        let emu = spawn(open(&path), EmulatorConfig { listen, base, ..EmulatorConfig::default() })
-            .expect("start the emulator");
+        let emu =
+            EmulatorHandle::spawn(open(&path), EmulatorConfig { listen, base, ..EmulatorConfig::default() })
+                .expect("start the emulator");
         let mut mem = client(n, |_| {});
         let checked = check_every_size(&mut mem, file.as_mut(), base, &ranges);
         assert!(checked > 4000, "only {checked} reads fit the image's RAM ranges");
         if base > 0 {
-            let mut above = 0;
-            for r in &ranges {
-                if r.start.0 + base >= GIB4 && r.len >= 8192 {
-                    let mut want = vec![0u8; 8192];
-                    file.read(r.start, &mut want).unwrap();
-                    let mut got = vec![0u8; 8192];
-                    mem.read(PhysAddr(r.start.0 + base + 0), &mut got).unwrap();
-                    assert_eq!(got, want);
-                    above += 1;
+            // Across the 4 GiB line and wholly above it.
+            let mut seen = 0;
+            for phys in [GIB4 - 0x1003, GIB4 - 1, GIB4, GIB4 + 0x1_0001] {
+                let at = phys - base;
+                if phys::find_range(&ranges, PhysAddr(at), 0x3000).is_none() {
+                    continue;
                 }
+                let mut want = vec![0u8; 0x3000];
+                file.read(PhysAddr(at), &mut want).unwrap();
+                let mut got = vec![0u8; 0x3000];
+                mem.read(PhysAddr(phys), &mut got).unwrap_or_else(|e| panic!("at {phys:#x}: {e}"));
+                assert!(got == want, "12 KiB at {phys:#x} differ from the image");
+                seen += 1;
             }
-            assert!(above > 0, "no RAM range above 4 GiB with base {base:#x}");
+            assert_eq!(seen, 4, "the image's RAM does not cover the 4 GiB line with base {base:#x}");
         }
         let s = mem.stats();
         assert_eq!((s.retransmits, s.timeouts, s.ignored), (0, 0, 0), "{s:?}");
@@ -131,7 +135,7 @@ fn split_reordered_duplicated_and_late_completions() {
         delay: Duration::from_micros(300),
         ..EmulatorConfig::default()
     };
-    let _emu = spawn(open(&path), config).expect("start the emulator");
+    let _emu = EmulatorHandle::spawn(open(&path), config).expect("start the emulator");
     let mut mem = client(12, |c| c.mrrs = 4096);
     let big = ranges.iter().find(|r| r.len >= 1 << 20).or(ranges.iter().max_by_key(|r| r.len)).unwrap();
     let len = big.len.min(1 << 20) as usize;
@@ -152,7 +156,7 @@ fn lost_packets_are_asked_for_again() {
     let ranges = file.ram().to_vec();
     let (listen, _) = addrs(13);
     let config = EmulatorConfig { listen, drop_rate: 0.1, seed: 3, ..EmulatorConfig::default() };
-    let _emu = spawn(open(&path), config).expect("start the emulator");
+    let _emu = EmulatorHandle::spawn(open(&path), config).expect("start the emulator");
     let mut mem = client(13, |c| {
         c.timeout = Duration::from_millis(20);
         c.retries = 8;
@@ -173,7 +177,7 @@ fn a_dead_link_fails_within_the_timeout_budget_naming_address_and_tag() {
     let path = image();
     let (listen, _) = addrs(14);
     let config = EmulatorConfig { listen, drop_rate: 1.0, ..EmulatorConfig::default() };
-    let _emu = spawn(open(&path), config).expect("start the emulator");
+    let _emu = EmulatorHandle::spawn(open(&path), config).expect("start the emulator");
     let mut mem = client(14, |c| {
         c.timeout = Duration::from_millis(50);
         c.retries = 2;
@@ -207,7 +211,8 @@ fn unsupported_request_is_no_memory_not_a_retry() {
     let file = open(&path);
     let top = file.ram().last().unwrap().end();
     let (listen, _) = addrs(16);
-    let _emu = spawn(open(&path), EmulatorConfig { listen, ..EmulatorConfig::default() }).unwrap();
+    let _emu =
+        EmulatorHandle::spawn(open(&path), EmulatorConfig { listen, ..EmulatorConfig::default() }).unwrap();
     let mut mem = client(16, |_| {});
     let mut buf = vec![0u8; 8192];
     let err = mem.read(PhysAddr(top + 0x10_0000), &mut buf).expect_err("beyond RAM");
@@ -284,9 +289,14 @@ fn writes_need_allow_write() {
     let file = open(&path);
     let at = file.ram()[0].start.0 + 0x3001;
     let (listen, _) = addrs(18);
-    let writable = phys::open_file(&path, &OpenOptions { write: WriteMode::CopyOnWrite, ..OpenOptions::default() })
-        .expect("open the image copy-on-write");
-    let _emu = spawn(writable, EmulatorConfig { listen, allow_write: true, ..EmulatorConfig::default() }).unwrap();
+    let writable =
+        phys::open_file(&path, &OpenOptions { write: WriteMode::CopyOnWrite, ..OpenOptions::default() })
+            .expect("open the image copy-on-write");
+    let _emu = EmulatorHandle::spawn(
+        writable,
+        EmulatorConfig { listen, allow_write: true, ..EmulatorConfig::default() },
+    )
+    .unwrap();
     let mut ro = client(18, |_| {});
     assert!(matches!(ro.write(PhysAddr(at), b"x"), Err(PhysError::ReadOnly { .. })));
     drop(ro);
@@ -314,10 +324,14 @@ fn gdb_over_nettlp_sees_what_the_file_shows() {
     let direct = Stub::start(&["--image", img_s]);
     let want = gdb(direct.port, &["monitor ps"]);
     drop(direct);
-    let over = Stub::start(&["--nettlp", "127.0.19.2", "--nettlp-local", "127.0.19.1", "--requester", "1b:00"]);
+    let over =
+        Stub::start(&["--nettlp", "127.0.19.2", "--nettlp-local", "127.0.19.1", "--requester", "1b:00"]);
     let out = gdb(over.port, &["monitor ps", "monitor phys", "x/gx 0x7fff00000000", "monitor stats"]);
     let rows = |t: &str| -> Vec<String> {
-        t.lines().filter(|l| l.split_whitespace().next().is_some_and(|w| w.parse::<u32>().is_ok())).map(String::from).collect()
+        t.lines()
+            .filter(|l| l.split_whitespace().next().is_some_and(|w| w.parse::<u32>().is_ok()))
+            .map(String::from)
+            .collect()
     };
     let (a, b) = (rows(&want), rows(&out));
     assert!(a.len() > 10, "file-backed ps: {want}");
@@ -327,8 +341,14 @@ fn gdb_over_nettlp_sees_what_the_file_shows() {
     if let Some(dir) = dir {
         let t = truth(&dir, "post-panic");
         let tk = &t["timekeeper"];
-        let out = gdb(over.port, &[&format!("monitor switch {}", tk["pid"]), &format!("x/gx {}", tk["global_virt"].as_str().unwrap())]);
-        assert_eq!(x_gx(&out, hex(&tk["global_virt"])), Some(hex(&tk["global_value_in_memory"])), "{out}");
+        let out = gdb(
+            over.port,
+            &[
+                &format!("monitor switch {}", tk["pid"]),
+                &format!("x/gx {}", tk["global_virt"].as_str().unwrap()),
+            ],
+        );
+        assert_eq!(x_gx(&out, hex(&tk["global_virt"])), tk["global_value_in_memory"].as_u64(), "{out}");
     }
     drop(emulator);
 }

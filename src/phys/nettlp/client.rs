@@ -5,7 +5,14 @@
 //! [`PhysMem::read_segments`]) is cut into requests that fit the max read request size and
 //! never cross 4 KiB, and all of them are put on the wire as fast as tags free up, from one
 //! thread: one UDP socket per tag (the port is the tag, as the adapter wants), non-blocking,
-//! waited on with epoll. Completions are placed by their Byte Count and Lower Address, so
+//! waited on with epoll.
+//!
+//! The adapter routes completions by the low 4 bits of the tag, so the high 4 bits are free:
+//! each new request on a slot carries the next of 16 generations there. A completion that
+//! arrives after its request is done (a duplicate, or the answer to a try that was given up
+//! on) then does not match the slot's next request, whose bytes it would otherwise overwrite
+//! whenever the two addresses share their low 7 bits. PCIe completers must echo 8-bit tags
+//! whatever the requester's Extended Tag setting. Completions are placed by their Byte Count and Lower Address, so
 //! they may arrive split, duplicated or in any order; a completion that does not match a
 //! request in flight (another requester, an idle tag, an address that does not fit) is counted
 //! and dropped, never trusted.
@@ -127,6 +134,9 @@ struct Chunk {
 /// A tag's request on the wire, and which of its bytes have come back.
 struct InFlight {
     chunk: usize,
+    /// The full 8-bit tag: the slot in the low nibble (the adapter routes by it), a
+    /// generation in the high one.
+    tag: u8,
     deadline: Instant,
     tries: u32,
     received: u32,
@@ -165,6 +175,8 @@ pub struct NetTlpMem {
     rx: Vec<u8>,
     /// Tags with events from the last poll (kept to reuse its allocation).
     ready: Vec<usize>,
+    /// Per slot, the generation its next request carries in the tag's high nibble.
+    generations: Vec<u8>,
     stats: NetTlpStats,
 }
 
@@ -205,6 +217,7 @@ impl NetTlpMem {
             tx: Vec::with_capacity(MAX_DATAGRAM),
             rx: vec![0; MAX_DATAGRAM + 64],
             ready: Vec::with_capacity(64),
+            generations: vec![0; usize::from(config.tags)],
             stats: NetTlpStats::default(),
             config,
         })
@@ -262,8 +275,12 @@ impl NetTlpMem {
                     break;
                 };
                 let c = chunks[next];
+                let generation = self.generations[tag];
+                self.generations[tag] = (generation + 1) & 0xf;
+                let full_tag = generation << 4 | tag as u8;
                 self.slots[tag] = Some(InFlight {
                     chunk: next,
+                    tag: full_tag,
                     deadline: Instant::now() + self.config.timeout,
                     tries: 1,
                     received: 0,
@@ -272,7 +289,7 @@ impl NetTlpMem {
                 self.stats.requests += 1;
                 in_flight += 1;
                 next += 1;
-                if let Err(e) = self.send_read(tag, &c) {
+                if let Err(e) = self.send_read(tag, full_tag, &c) {
                     self.slots[tag] = None;
                     in_flight -= 1;
                     fail(&mut failed, c.segment, e);
@@ -319,10 +336,10 @@ impl NetTlpMem {
         }
     }
 
-    /// Sends (or sends again) the read for `chunk` on `tag`.
-    fn send_read(&mut self, tag: usize, c: &Chunk) -> Result<(), PhysError> {
+    /// Sends (or sends again) the read for `chunk` on slot `tag`'s socket, as `full_tag`.
+    fn send_read(&mut self, tag: usize, full_tag: u8, c: &Chunk) -> Result<(), PhysError> {
         self.tx.clear();
-        let req = MemRequest { requester: self.config.requester, tag: tag as u8, addr: c.addr, len: c.len };
+        let req = MemRequest { requester: self.config.requester, tag: full_tag, addr: c.addr, len: c.len };
         wire::encode_read(&req, &mut self.tx);
         match self.sockets[tag].send(&self.tx) {
             Ok(_) => Ok(()),
@@ -427,7 +444,7 @@ impl NetTlpMem {
         let chunk = chunks[flight.chunk];
         // Our completion: our requester ID, this tag, and a place inside the request.
         let fits = c.requester == self.config.requester
-            && usize::from(c.tag) == tag
+            && c.tag == flight.tag
             && u32::from(c.byte_count) <= chunk.len
             && u64::from(c.lower_addr)
                 == (chunk.addr + u64::from(chunk.len - u32::from(c.byte_count))) & 0x7f;
@@ -499,7 +516,9 @@ impl NetTlpMem {
                 f.tries += 1;
                 f.deadline = now + self.config.timeout;
                 self.stats.retransmits += 1;
-                if let Err(e) = self.send_read(tag, &c) {
+                // The same tag: a late answer to the first try is as good as one to this.
+                let full_tag = f.tag;
+                if let Err(e) = self.send_read(tag, full_tag, &c) {
                     self.slots[tag] = None;
                     ended += 1;
                     fail(failed, c.segment, e);
@@ -651,7 +670,8 @@ mod tests {
 
     #[test]
     fn marking_counts_only_new_bytes() {
-        let mut f = InFlight { chunk: 0, deadline: Instant::now(), tries: 1, received: 0, have: [0; 64] };
+        let mut f =
+            InFlight { chunk: 0, tag: 0, deadline: Instant::now(), tries: 1, received: 0, have: [0; 64] };
         assert_eq!(f.mark(0, 4096), 4096);
         assert_eq!(f.mark(0, 4096), 0);
         let mut g = InFlight { have: [0; 64], ..f };

@@ -175,6 +175,8 @@ pub enum WireError {
     ByteEnables { first: u8, last: u8, len_dw: usize, why: &'static str },
     #[error("memory request at {addr:#x} (+{len:#x}) crosses a 4 KiB boundary")]
     Crosses4K { addr: u64, len: u32 },
+    #[error("memory request at {addr:#x} (+{len:#x}) runs past the top of the 64-bit address space")]
+    PastTop { addr: u64, len: u32 },
     #[error("4-DW header for address {0:#x} below 4 GiB")]
     FourDwBelow4G(u64),
     #[error("completion byte count 0 with data, or data without the with-data format")]
@@ -183,16 +185,16 @@ pub enum WireError {
 
 /// Length in DW and the byte enables for `len` bytes at `addr`.
 fn dw_span(addr: u64, len: u32) -> (usize, u8, u8) {
-    let start = addr & !3;
-    let end = addr + u64::from(len);
-    let len_dw = end.saturating_sub(start).div_ceil(4) as usize;
+    // Wrapping: a request may end at 2^64 (the parser refuses it, but encoding must not panic).
+    let end = addr.wrapping_add(u64::from(len));
     let head = (addr & 3) as u32;
+    let len_dw = (u64::from(head) + u64::from(len)).div_ceil(4) as usize;
     let first_bytes = if len_dw == 1 { len } else { 4 - head };
     let first = ((1u32 << first_bytes) - 1) << head;
     let last = if len_dw == 1 {
         0
     } else {
-        let tail = ((end - 1) & 3) + 1;
+        let tail = (end.wrapping_sub(1) & 3) + 1;
         (1u8 << tail) - 1
     };
     (len_dw, first as u8 & 0xf, last)
@@ -360,7 +362,8 @@ fn enabled_range(dw_addr: u64, len_dw: usize, first: u8, last: u8) -> Result<(u6
         let len = (len_dw as u32 - 2) * 4 + first.count_ones() + last.count_ones();
         (len, dw_addr + u64::from(head))
     };
-    let end = addr + u64::from(len);
+    // The last DW of the 64-bit space ends at 2^64: refused rather than wrapped.
+    let end = addr.checked_add(u64::from(len)).ok_or(WireError::PastTop { addr, len })?;
     if addr / REQUEST_BOUNDARY != (end - 1) / REQUEST_BOUNDARY {
         return Err(WireError::Crosses4K { addr, len });
     }
@@ -469,6 +472,9 @@ mod tests {
         bad = good.clone();
         bad[13] = 0xf5; // holes in the first enables
         assert!(parse(&bad).is_err());
+        let mut top = Vec::new();
+        encode_read(&req(u64::MAX - 3, 4), &mut top);
+        assert!(matches!(parse(&top), Err(WireError::PastTop { .. })), "{:?}", parse(&top));
         bad = good.clone();
         bad[6] = 0x04; // configuration read
         assert!(matches!(parse(&bad), Err(WireError::UnknownType(4))));
