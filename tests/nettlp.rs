@@ -14,7 +14,7 @@ use dmastub::phys::nettlp::wire::{self, Completion, CplStatus, RequesterId, Tlp}
 use dmastub::phys::nettlp::{NetTlpConfig, NetTlpMem};
 use dmastub::phys::{self, OpenOptions, PhysError, PhysMem, RamRange, Segment, WriteMode};
 use std::net::{Ipv4Addr, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const GIB4: u64 = 1 << 32;
@@ -40,7 +40,7 @@ fn image() -> PathBuf {
     unpacked(&dir, "post-panic.lime.zst")
 }
 
-fn open(path: &PathBuf) -> Box<dyn PhysMem> {
+fn open(path: &Path) -> Box<dyn PhysMem> {
     phys::open_file(path, &OpenOptions::default()).expect("open the image")
 }
 
@@ -238,7 +238,7 @@ fn unsupported_request_is_no_memory_not_a_retry() {
 /// does not fit, a request instead of a completion; then the right completion.
 #[test]
 fn completions_that_fit_no_request_are_ignored() {
-    let (adapter, local) = addrs(17);
+    let (adapter, _) = addrs(17);
     let sock = UdpSocket::bind((adapter, wire::port_for_tag(0))).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let fake = std::thread::spawn(move || {
