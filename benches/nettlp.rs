@@ -45,6 +45,8 @@ struct Rate {
     reads_per_s: f64,
     mb_per_s: f64,
     emulator_cpu: f64,
+    /// CPU use of the client (this process) meanwhile; unknown for tlpperf.
+    client_cpu: Option<f64>,
 }
 
 /// Reads of `size` bytes, sequential through the region, in batches of 64 (so 16 tags have
@@ -56,6 +58,7 @@ fn measure(start: u64, size: usize, tags: u8, emulator_pid: u32) -> Rate {
     let mut at = 0u64;
     let mut reads = 0u64;
     let cpu0 = cpu_seconds(emulator_pid);
+    let own0 = cpu_seconds(std::process::id());
     let t0 = Instant::now();
     while t0.elapsed() < RUN {
         let mut segments: Vec<Segment> = bufs
@@ -74,6 +77,7 @@ fn measure(start: u64, size: usize, tags: u8, emulator_pid: u32) -> Rate {
         reads_per_s: reads as f64 / wall,
         mb_per_s: (reads * size as u64) as f64 / wall / 1e6,
         emulator_cpu: (cpu_seconds(emulator_pid) - cpu0) / wall,
+        client_cpu: Some((cpu_seconds(std::process::id()) - own0) / wall),
     }
 }
 
@@ -106,6 +110,7 @@ fn tlpperf(path: &str, start: u64, size: usize, emulator_pid: u32) -> Option<Rat
         reads_per_s: mean / per_read,
         mb_per_s: mean / per_read * size as f64 / 1e6,
         emulator_cpu: (cpu_seconds(emulator_pid) - cpu0) / wall,
+        client_cpu: None,
     })
 }
 
@@ -146,10 +151,16 @@ fn main() {
         let sixteen = measure(start, size, 16, pid);
         let theirs = tlpperf_path.as_deref().and_then(|p| tlpperf(p, start, size, pid));
         let cell = |r: &Rate| {
-            format!("{:>9.0}/s {:>6.1} MB/s {:>3.0}%", r.reads_per_s, r.mb_per_s, r.emulator_cpu * 100.0)
+            let client = r.client_cpu.map_or("  ?".to_string(), |c| format!("{:>3.0}", c * 100.0));
+            format!(
+                "{:>8.0}/s {:>5.1} MB/s {:>3.0}% {client}%",
+                r.reads_per_s,
+                r.mb_per_s,
+                r.emulator_cpu * 100.0
+            )
         };
         println!(
-            "{:>7}B {:>26} {:>26} {:>26}",
+            "{:>7}B {:>32} {:>32} {:>32}",
             size,
             cell(&one),
             cell(&sixteen),
@@ -159,7 +170,7 @@ fn main() {
             at_2k = Some((sixteen.reads_per_s, theirs.map(|t| t.reads_per_s), one.reads_per_s));
         }
     }
-    println!("(each cell: reads/s, MB/s, the emulator's CPU use meanwhile)");
+    println!("(each cell: reads/s, MB/s, then the CPU use of the emulator and of the client meanwhile)");
     if let Some((ours, theirs, one)) = at_2k {
         println!("\n2 KiB reads: 16 tags / 1 tag = {:.1}x", ours / one);
         match theirs {
@@ -202,7 +213,7 @@ fn main() {
     println!("\nDMA round trips per operation (gdb 13.1 over `serve --nettlp`, 6.1 image):");
     let show = |what: &str, v: Option<u64>, per: f64, target: &str| match v {
         Some(r) => println!("  {what:<44} {:>8.2}   (target: {target})", r as f64 / per),
-        None => println!("  {what:<44} (no figure; gdb said: {})", "see RUST_LOG=debug"),
+        None => println!("  {what:<44} (no NetTLP line in monitor stats)"),
     };
     show("cold x/gx of init_task (after monitor flush)", round_trips(&cold), 1.0, "at most 5");
     show(&format!("monitor ps, per task ({tasks} tasks)"), round_trips(&ps), tasks as f64, "at most 3");

@@ -21,6 +21,7 @@ pub use layout::{Member, TypeInfo, TypeMap};
 use crate::addr::VirtAddr;
 pub use crate::mmu::TranslateError;
 use crate::mmu::{AddressSpace, MemError};
+use crate::phys::Segment;
 
 /// Kernel-virtual memory as the Linux layer reads it.
 pub trait Memory {
@@ -95,6 +96,38 @@ impl<'a> View<'a> {
         self.bytes_read += len;
         self.lent += len;
         self.space.mem().bytes_at(crate::addr::PhysAddr(first), len)
+    }
+
+    /// Reads several small objects at once: one batch for a DMA source, where reading them in
+    /// turn would cost a round trip each. Each result is that object's, as [`Memory::read`]
+    /// would give it.
+    pub fn read_together(&mut self, reads: &mut [(u64, &mut [u8])]) -> Vec<Result<(), MemError>> {
+        let mut results: Vec<Result<(), MemError>> = Vec::with_capacity(reads.len());
+        let mut batch = Vec::new();
+        for (i, (virt, buf)) in reads.iter_mut().enumerate() {
+            self.bytes_read += buf.len() as u64;
+            // Only objects inside one page go in the batch; others take the ordinary path.
+            let within_page = (*virt & 0xfff) + buf.len() as u64 <= 0x1000;
+            match self.space.translate_in(self.cr3, VirtAddr(*virt)) {
+                Ok(t) if within_page => {
+                    results.push(Ok(()));
+                    batch.push((i, Segment { addr: t.phys, buf: &mut buf[..] }));
+                }
+                _ => results.push(self.space.read_virt_in(self.cr3, VirtAddr(*virt), buf)),
+            }
+        }
+        let (index, mut segments): (Vec<usize>, Vec<Segment>) = batch.into_iter().unzip();
+        let mut from = 0;
+        while from < segments.len() {
+            match self.space.read_phys_segments(&mut segments[from..]) {
+                Ok(()) => break,
+                Err(e) => {
+                    results[index[from + e.index]] = Err(e.error.into());
+                    from += e.index + 1;
+                }
+            }
+        }
+        results
     }
 
     pub fn cr3(&self) -> u64 {

@@ -203,22 +203,30 @@ pub fn read_task(view: &mut View, l: &TaskLayout, addr: u64) -> Result<Task, Str
         None => '?',
     };
     let flags = l.flags.and_then(|o| mem.read_u32(addr.wrapping_add(o)).ok());
-    let ppid = l.real_parent.and_then(|o| {
-        let parent = mem.read_u64(addr.wrapping_add(o)).ok()?;
-        let at = parent.checked_add(l.tgid.unwrap_or(l.pid))?;
-        mem.read_u32(at).ok().map(|v| v as i32)
-    });
+    let parent = l.real_parent.and_then(|o| mem.read_u64(addr.wrapping_add(o)).ok());
     let mm = match l.mm {
         Some(o) => Some(mem.read_u64(addr.wrapping_add(o)).map_err(|e| what("mm", e))?),
         None => None,
     };
-    let cr3 = match (mm, l.mm_pgd) {
-        (Some(mm), Some(pgd_off)) if mm != 0 => {
-            let pgd = mm.checked_add(pgd_off).and_then(|a| mem.read_u64(a).ok());
-            pgd.and_then(|p| mem.view.translate(p).ok())
-        }
+    // The parent's tgid and the mm's pgd are both known now: asked for together.
+    let parent_tgid_at = parent.and_then(|p| p.checked_add(l.tgid.unwrap_or(l.pid)));
+    let pgd_at = match (mm, l.mm_pgd) {
+        (Some(mm), Some(off)) if mm != 0 => mm.checked_add(off),
         _ => None,
     };
+    let (mut tgid_buf, mut pgd_buf) = ([0u8; 4], [0u8; 8]);
+    let mut reads: Vec<(u64, &mut [u8])> = Vec::with_capacity(2);
+    if let Some(a) = parent_tgid_at {
+        reads.push((a, &mut tgid_buf));
+    }
+    if let Some(a) = pgd_at {
+        reads.push((a, &mut pgd_buf));
+    }
+    let results = mem.view.read_together(&mut reads);
+    let mut ok = results.iter().map(|r| r.is_ok());
+    let ppid = parent_tgid_at.and_then(|_| ok.next()).filter(|&k| k).map(|_| i32::from_le_bytes(tgid_buf));
+    let pgd_ok = pgd_at.and_then(|_| ok.next()).unwrap_or(false);
+    let cr3 = if pgd_ok { mem.view.translate(u64::from_le_bytes(pgd_buf)).ok() } else { None };
     Ok(Task { addr, pid, tgid, ppid, comm: clean_comm(&comm), state, flags, mm, cr3 })
 }
 

@@ -17,6 +17,7 @@
 //! request in flight (another requester, an idle tag, an address that does not fit) is counted
 //! and dropped, never trusted.
 
+use super::mmsg::{MAX_BATCH, RecvBatch};
 use super::wire::{self, CplStatus, MAX_DATAGRAM, MAX_TAGS, MemRequest, RequesterId, Tlp};
 use crate::addr::PhysAddr;
 use crate::phys::{PhysError, PhysMem, RamRange, Segment, SegmentError, SourceKind};
@@ -173,6 +174,8 @@ pub struct NetTlpMem {
     slots: Vec<Option<InFlight>>,
     tx: Vec<u8>,
     rx: Vec<u8>,
+    /// Room for the datagrams one `recvmmsg` takes.
+    batch: RecvBatch,
     /// Tags with events from the last poll (kept to reuse its allocation).
     ready: Vec<usize>,
     /// Per slot, the generation its next request carries in the tag's high nibble.
@@ -217,6 +220,7 @@ impl NetTlpMem {
             tx: Vec::with_capacity(MAX_DATAGRAM),
             rx: vec![0; MAX_DATAGRAM + 64],
             ready: Vec::with_capacity(64),
+            batch: RecvBatch::new(MAX_BATCH, MAX_DATAGRAM + 64),
             generations: vec![0; usize::from(config.tags)],
             stats: NetTlpStats::default(),
             config,
@@ -392,10 +396,14 @@ impl NetTlpMem {
         }
         // Bounded: a flood cannot keep us here; the rest waits for the next poll round,
         // which epoll reports again because the socket is re-armed below.
-        for _ in 0..1024 {
-            let n = match self.sockets[tag].recv(&mut self.rx) {
+        let mut batch = std::mem::take(&mut self.batch);
+        for _ in 0..64 {
+            let n = match batch.recv(&self.sockets[tag]) {
+                Ok(0) => {
+                    self.batch = batch;
+                    return ended;
+                }
                 Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return ended,
                 Err(e) => {
                     if let Some(f) = self.slots[tag].take() {
                         let c = chunks[f.chunk];
@@ -406,19 +414,26 @@ impl NetTlpMem {
                     continue;
                 }
             };
-            match self.complete(tag, n, chunks, segments) {
-                Ok(false) => {}
-                Ok(true) => {
-                    self.slots[tag] = None;
-                    ended += 1;
-                }
-                Err((segment, e)) => {
-                    self.slots[tag] = None;
-                    ended += 1;
-                    fail(failed, segment, e);
+            for i in 0..n {
+                match self.complete(tag, batch.get(i), chunks, segments) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        self.slots[tag] = None;
+                        ended += 1;
+                    }
+                    Err((segment, e)) => {
+                        self.slots[tag] = None;
+                        ended += 1;
+                        fail(failed, segment, e);
+                    }
                 }
             }
+            if n < batch.capacity() {
+                self.batch = batch;
+                return ended;
+            }
         }
+        self.batch = batch;
         // Still readable: ask epoll to report it again.
         let _ = self.poll.registry().reregister(&mut self.sockets[tag], Token(tag), Interest::READABLE);
         ended
@@ -428,11 +443,11 @@ impl NetTlpMem {
     fn complete(
         &mut self,
         tag: usize,
-        n: usize,
+        datagram: &[u8],
         chunks: &[Chunk],
         segments: &mut [Segment<'_>],
     ) -> Result<bool, (usize, PhysError)> {
-        let Ok(Tlp::Completion(c)) = wire::parse(&self.rx[..n]) else {
+        let Ok(Tlp::Completion(c)) = wire::parse(datagram) else {
             self.stats.ignored += 1;
             log::debug!("NetTLP tag {tag}: dropped a datagram that is not a completion");
             return Ok(false);

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod emulator;
+mod mmsg;
 pub mod wire;
 
 pub use client::{NetTlpConfig, NetTlpMem, NetTlpStats};
