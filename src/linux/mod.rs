@@ -18,7 +18,7 @@ pub mod vmcoreinfo;
 
 pub use layout::{Member, TypeInfo, TypeMap};
 
-use crate::addr::VirtAddr;
+use crate::addr::{PhysAddr, VirtAddr};
 pub use crate::mmu::TranslateError;
 use crate::mmu::{AddressSpace, MemError};
 use crate::phys::Segment;
@@ -98,31 +98,56 @@ impl<'a> View<'a> {
         self.space.mem().bytes_at(crate::addr::PhysAddr(first), len)
     }
 
-    /// Reads several small objects at once: one batch for a DMA source, where reading them in
-    /// turn would cost a round trip each. Each result is that object's, as [`Memory::read`]
-    /// would give it.
+    /// Reads several objects at once: one batch for a DMA source, where reading them in turn
+    /// would cost a round trip each. Each result is that object's, as [`Memory::read`] would
+    /// give it (an object's pages are translated first; a hole fails only that object).
     pub fn read_together(&mut self, reads: &mut [(u64, &mut [u8])]) -> Vec<Result<(), MemError>> {
         let mut results: Vec<Result<(), MemError>> = Vec::with_capacity(reads.len());
-        let mut batch = Vec::new();
+        let mut owners = Vec::new();
+        let mut segments = Vec::new();
         for (i, (virt, buf)) in reads.iter_mut().enumerate() {
             self.bytes_read += buf.len() as u64;
-            // Only objects inside one page go in the batch; others take the ordinary path.
-            let within_page = (*virt & 0xfff) + buf.len() as u64 <= 0x1000;
-            match self.space.translate_in(self.cr3, VirtAddr(*virt)) {
-                Ok(t) if within_page => {
-                    results.push(Ok(()));
-                    batch.push((i, Segment { addr: t.phys, buf: &mut buf[..] }));
+            // Each page's place, physically contiguous pages merged.
+            let mut runs: Vec<(u64, usize)> = Vec::new();
+            let mut failed = None;
+            let mut done = 0usize;
+            while done < buf.len() {
+                let va = virt.wrapping_add(done as u64);
+                match self.space.translate_in(self.cr3, VirtAddr(va)) {
+                    Ok(t) => {
+                        let n = (0x1000 - (va & 0xfff) as usize).min(buf.len() - done);
+                        match runs.last_mut() {
+                            Some((p, len)) if p.wrapping_add(*len as u64) == t.phys.0 => *len += n,
+                            _ => runs.push((t.phys.0, n)),
+                        }
+                        done += n;
+                    }
+                    Err(e) => {
+                        failed = Some(e.into());
+                        break;
+                    }
                 }
-                _ => results.push(self.space.read_virt_in(self.cr3, VirtAddr(*virt), buf)),
+            }
+            if let Some(e) = failed {
+                results.push(Err(e));
+                continue;
+            }
+            results.push(Ok(()));
+            let mut rest = &mut buf[..];
+            for (phys, n) in runs {
+                let r = std::mem::take(&mut rest);
+                let (head, tail) = r.split_at_mut(n.min(r.len()));
+                owners.push(i);
+                segments.push(Segment { addr: PhysAddr(phys), buf: head });
+                rest = tail;
             }
         }
-        let (index, mut segments): (Vec<usize>, Vec<Segment>) = batch.into_iter().unzip();
         let mut from = 0;
         while from < segments.len() {
             match self.space.read_phys_segments(&mut segments[from..]) {
                 Ok(()) => break,
                 Err(e) => {
-                    results[index[from + e.index]] = Err(e.error.into());
+                    results[owners[from + e.index]] = Err(e.error.into());
                     from += e.index + 1;
                 }
             }

@@ -179,13 +179,84 @@ fn clean_comm(raw: &[u8]) -> String {
 
 /// Reads one task. The kernel CR3 view is used for `task_struct` and `mm`.
 pub fn read_task(view: &mut View, l: &TaskLayout, addr: u64) -> Result<Task, String> {
-    // One read for all the fields (a DMA round trip each would cost more than the bytes).
+    read_tasks(view, l, &[addr]).pop().unwrap_or_else(|| Err(format!("task {addr:#x}: not read")))
+}
+
+/// Reads tasks in three batches, however many there are: every task's fields, then every
+/// parent's tgid and mm's pgd, then (cached) translations. Over DMA that is a few round trips
+/// in all instead of a few per task.
+pub fn read_tasks(view: &mut View, l: &TaskLayout, addrs: &[u64]) -> Vec<Result<Task, String>> {
+    // Batches of a bounded size: a long list must not hold every task's bytes at once.
+    addrs.chunks(256).flat_map(|batch| read_batch(view, l, batch)).collect()
+}
+
+fn read_batch(view: &mut View, l: &TaskLayout, addrs: &[u64]) -> Vec<Result<Task, String>> {
+    // One read per task for all its fields (a DMA round trip each would cost more than the
+    // bytes), all of them asked for together.
     let (lo, hi) = l.span();
-    let mut bytes = vec![0u8; (hi - lo) as usize];
-    if view.read(addr.wrapping_add(lo), &mut bytes).is_err() {
-        bytes.clear(); // Read field by field, to say which one fails.
+    let mut spans: Vec<Vec<u8>> = addrs.iter().map(|_| vec![0u8; (hi - lo) as usize]).collect();
+    let mut reads: Vec<(u64, &mut [u8])> =
+        addrs.iter().zip(spans.iter_mut()).map(|(a, b)| (a.wrapping_add(lo), &mut b[..])).collect();
+    let ok: Vec<bool> = view.read_together(&mut reads).iter().map(|r| r.is_ok()).collect();
+    let mut pending: Vec<Result<Pending, String>> = Vec::with_capacity(addrs.len());
+    for ((&addr, mut bytes), ok) in addrs.iter().zip(spans).zip(ok) {
+        if !ok {
+            bytes.clear(); // Read field by field, to say which one fails.
+        }
+        pending.push(read_fields(&mut Prefetched { view, base: addr.wrapping_add(lo), bytes }, l, addr));
     }
-    let mem = &mut Prefetched { view, base: addr.wrapping_add(lo), bytes };
+    // The parents' tgids and the mms' pgds, all known now: one more batch.
+    let mut words = vec![[0u8; 8]; pending.len() * 2];
+    let mut reads: Vec<(u64, &mut [u8])> = Vec::new();
+    let mut slots: Vec<(usize, bool)> = Vec::new();
+    for (i, (p, w)) in pending.iter().zip(words.chunks_exact_mut(2)).enumerate() {
+        let Ok(p) = p else { continue };
+        let (tgid_word, pgd_word) = w.split_at_mut(1);
+        if let Some(at) = p.parent_tgid_at {
+            reads.push((at, &mut tgid_word[0][..4]));
+            slots.push((i, false));
+        }
+        if let Some(at) = p.pgd_at {
+            reads.push((at, &mut pgd_word[0][..]));
+            slots.push((i, true));
+        }
+    }
+    let results = view.read_together(&mut reads);
+    let mut got = vec![(false, false); pending.len()];
+    for (&(i, is_pgd), r) in slots.iter().zip(&results) {
+        if r.is_ok() {
+            if is_pgd {
+                got[i].1 = true;
+            } else {
+                got[i].0 = true;
+            }
+        }
+    }
+    pending
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut t = p?.task;
+            let (w_tgid, w_pgd) = (words[2 * i], words[2 * i + 1]);
+            if got[i].0 {
+                t.ppid = Some(i32::from_le_bytes([w_tgid[0], w_tgid[1], w_tgid[2], w_tgid[3]]));
+            }
+            if got[i].1 {
+                t.cr3 = view.translate(u64::from_le_bytes(w_pgd)).ok();
+            }
+            Ok(t)
+        })
+        .collect()
+}
+
+/// A task read from its own bytes, with where its parent's tgid and its pgd are.
+struct Pending {
+    task: Task,
+    parent_tgid_at: Option<u64>,
+    pgd_at: Option<u64>,
+}
+
+fn read_fields(mem: &mut Prefetched, l: &TaskLayout, addr: u64) -> Result<Pending, String> {
     let what = |f: &str, e: crate::mmu::MemError| format!("task {addr:#x}: reading {f}: {e}");
     let pid = mem.read_u32(addr.wrapping_add(l.pid)).map_err(|e| what("pid", e))? as i32;
     let tgid = match l.tgid {
@@ -208,26 +279,13 @@ pub fn read_task(view: &mut View, l: &TaskLayout, addr: u64) -> Result<Task, Str
         Some(o) => Some(mem.read_u64(addr.wrapping_add(o)).map_err(|e| what("mm", e))?),
         None => None,
     };
-    // The parent's tgid and the mm's pgd are both known now: asked for together.
     let parent_tgid_at = parent.and_then(|p| p.checked_add(l.tgid.unwrap_or(l.pid)));
     let pgd_at = match (mm, l.mm_pgd) {
         (Some(mm), Some(off)) if mm != 0 => mm.checked_add(off),
         _ => None,
     };
-    let (mut tgid_buf, mut pgd_buf) = ([0u8; 4], [0u8; 8]);
-    let mut reads: Vec<(u64, &mut [u8])> = Vec::with_capacity(2);
-    if let Some(a) = parent_tgid_at {
-        reads.push((a, &mut tgid_buf));
-    }
-    if let Some(a) = pgd_at {
-        reads.push((a, &mut pgd_buf));
-    }
-    let results = mem.view.read_together(&mut reads);
-    let mut ok = results.iter().map(|r| r.is_ok());
-    let ppid = parent_tgid_at.and_then(|_| ok.next()).filter(|&k| k).map(|_| i32::from_le_bytes(tgid_buf));
-    let pgd_ok = pgd_at.and_then(|_| ok.next()).unwrap_or(false);
-    let cr3 = if pgd_ok { mem.view.translate(u64::from_le_bytes(pgd_buf)).ok() } else { None };
-    Ok(Task { addr, pid, tgid, ppid, comm: clean_comm(&comm), state, flags, mm, cr3 })
+    let task = Task { addr, pid, tgid, ppid: None, comm: clean_comm(&comm), state, flags, mm, cr3: None };
+    Ok(Pending { task, parent_tgid_at, pgd_at })
 }
 
 /// A task's bytes read at once, and the view for everything else.
@@ -317,14 +375,15 @@ pub fn list(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -> Ta
         &mut problems,
     );
     let mut tasks = Vec::with_capacity(leaders.len());
-    for addr in leaders {
-        match read_task(mem, l, addr) {
+    for r in read_tasks(mem, l, &leaders) {
+        match r {
             Ok(t) => {
                 let leader = t.clone();
                 tasks.push(t);
                 if threads && leader.pid != 0 {
-                    for th in thread_addrs(mem, l, &leader, &mut problems) {
-                        match read_task(mem, l, th) {
+                    let members = thread_addrs(mem, l, &leader, &mut problems);
+                    for r in read_tasks(mem, l, &members) {
+                        match r {
                             Ok(t) => tasks.push(t),
                             Err(e) => problems.push(e),
                         }
