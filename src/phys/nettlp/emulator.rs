@@ -47,6 +47,16 @@ const REPORT_EVERY: Duration = Duration::from_secs(5);
 /// A receive buffer that holds any UDP datagram, so an oversized one is seen whole and refused
 /// rather than silently truncated into something that parses.
 const RX_BUFFER: usize = 64 * 1024;
+/// Bytes before a CplD's payload: the NetTLP header and the 3-DW completion header.
+const CPLD_HEADER: usize = wire::NETTLP_HEADER_LEN + 12;
+/// Most completions the direct path sends for one read: 4096 bytes at the smallest MPS (128)
+/// make 33 at most; a read that needs more takes the queued path.
+const MAX_PIECES: usize = 48;
+/// Most datagrams the kernel cuts one UDP GSO message into (`UDP_MAX_SEGMENTS` before Linux
+/// 6.9; later kernels take 128).
+const MAX_SEGMENTS: usize = 64;
+/// The zero padding after unaligned data.
+const ZEROS: [u8; 4] = [0; 4];
 
 /// How the emulated adapter and root complex behave. [`Default`] gives the CLI's defaults.
 #[derive(Clone, Debug, PartialEq)]
@@ -319,6 +329,9 @@ struct Tx {
     /// Completions to send as soon as the sockets take them, in order.
     ready: VecDeque<Outgoing>,
     pool: Vec<Vec<u8>>,
+    /// Let the kernel cut a read's equal-sized completions out of one send (UDP GSO); cleared
+    /// for good when the kernel or the route refuses it.
+    gso: bool,
     send_warnings: RateLimit,
     overflow_warnings: RateLimit,
 }
@@ -396,6 +409,9 @@ impl Tx {
         sock: usize,
         to: SocketAddrV4,
     ) {
+        if self.direct(cfg) && self.complete_direct(cfg, req, end, data, sock, to) {
+            return;
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut off = 0usize;
         for (pos, n) in split(req.addr, end, cfg.mps, cfg.rcb) {
@@ -426,6 +442,126 @@ impl Tx {
             off += n;
         }
         self.scratch = scratch;
+    }
+
+    /// Whether completions can go straight out: no fault to inject and nothing queued that
+    /// they would overtake.
+    fn direct(&self, cfg: &EmulatorConfig) -> bool {
+        cfg.drop_rate <= 0.0
+            && cfg.duplicate_rate <= 0.0
+            && !cfg.reorder
+            && cfg.delay.is_zero()
+            && self.ready.is_empty()
+    }
+
+    /// [`Tx::complete`] without a copy: each completion is gathered by the kernel from its
+    /// header and the requested bytes in place, and all of a read's go out in one
+    /// `sendmmsg(2)`, its equal-sized ones as one UDP GSO message the kernel cuts up (one trip
+    /// through the stack instead of one per datagram). What the socket cannot take now is
+    /// queued, in order. Returns false, having sent nothing, when the read needs more than
+    /// [`MAX_PIECES`] completions.
+    fn complete_direct(
+        &mut self,
+        cfg: &EmulatorConfig,
+        req: &MemRequest,
+        end: u64,
+        data: &[u8],
+        sock: usize,
+        to: SocketAddrV4,
+    ) -> bool {
+        // Header (with the zeros before unaligned data), data, zeros after it.
+        let mut heads = [[0u8; CPLD_HEADER + 3]; MAX_PIECES];
+        let mut layout = [(0usize, 0usize, 0usize, 0usize); MAX_PIECES];
+        let mut count = 0;
+        let mut off = 0usize;
+        for (pos, n) in split(req.addr, end, cfg.mps, cfg.rcb) {
+            let n = n as usize;
+            if data.get(off..off + n).is_none() {
+                break;
+            }
+            let Some(head) = heads.get_mut(count) else { return false };
+            let lead = (pos & 3) as usize;
+            let padded = (lead + n).next_multiple_of(4);
+            // At most 4096: the request's length.
+            let byte_count = (data.len() - off) as u16;
+            head[..CPLD_HEADER].copy_from_slice(&cpld_header(cfg, req, byte_count, pos, padded));
+            layout[count] = (CPLD_HEADER + lead, off, n, padded - lead - n);
+            off += n;
+            count += 1;
+        }
+        let mut parts: [&[u8]; 3 * MAX_PIECES] = [&[]; 3 * MAX_PIECES];
+        let mut sizes = [0usize; MAX_PIECES];
+        for (i, (&(head_len, off, n, tail), head)) in layout.iter().zip(&heads).take(count).enumerate() {
+            parts[3 * i] = &head[..head_len];
+            parts[3 * i + 1] = &data[off..off + n];
+            parts[3 * i + 2] = &ZEROS[..tail];
+            sizes[i] = head_len + n + tail;
+        }
+        let (parts, sizes) = (&parts[..3 * count], &sizes[..count]);
+        let Some(socket) = self.sockets.get(sock) else {
+            bump(&self.counters.send_errors, count as u64);
+            return true;
+        };
+        let mut next = 0;
+        while next < count {
+            // The messages of one call: runs of equal sizes (and a shorter last) with GSO.
+            let mut groups = [(0usize, 0usize); udp::MAX_MESSAGES];
+            let mut msgs: [udp::Message<'_>; udp::MAX_MESSAGES] =
+                std::array::from_fn(|_| udp::Message { parts: &[], segment: None });
+            let mut n_msgs = 0;
+            let mut at = next;
+            while at < count && n_msgs < udp::MAX_MESSAGES {
+                let seg = sizes[at];
+                let mut stop = at + 1;
+                if self.gso {
+                    while stop < count && sizes[stop] == seg && stop - at < MAX_SEGMENTS {
+                        stop += 1;
+                    }
+                    if stop < count && sizes[stop] < seg && stop - at < MAX_SEGMENTS {
+                        stop += 1;
+                    }
+                }
+                groups[n_msgs] = (at, stop);
+                msgs[n_msgs] = udp::Message {
+                    parts: &parts[3 * at..3 * stop],
+                    segment: if stop - at > 1 { Some(seg as u16) } else { None },
+                };
+                n_msgs += 1;
+                at = stop;
+            }
+            match udp::send(socket, to, &msgs[..n_msgs]) {
+                Ok(k) => {
+                    let k = k.clamp(1, n_msgs);
+                    next = groups[k - 1].1;
+                    bump(&self.counters.completions, (groups[k - 1].1 - groups[0].0) as u64);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if msgs[0].segment.is_some() => {
+                    // Not the datagrams' fault: send them one by one from now on.
+                    debug!("nettlp-emulator: UDP GSO refused ({e}): sending each completion on its own");
+                    self.gso = false;
+                }
+                Err(e) => {
+                    bump(&self.counters.send_errors, 1);
+                    if let Some(more) = self.send_warnings.note() {
+                        warn!(
+                            "nettlp-emulator: sending a completion from port {:#x} to {to} failed: {e}{more}",
+                            PORT_BASE as usize + sock
+                        );
+                    }
+                    next += 1;
+                }
+            }
+        }
+        // The socket buffer is full: the rest wait their turn in the queue.
+        for i in next..count {
+            let Some(mut bytes) = self.spare_buffer(to) else { continue };
+            for part in &parts[3 * i..3 * i + 3] {
+                bytes.extend_from_slice(part);
+            }
+            self.ready.push_back(Outgoing { bytes, sock, to });
+        }
+        true
     }
 
     /// Answers a read with one completion without data: Unsupported Request.
@@ -491,6 +627,142 @@ impl Tx {
                 if left < Duration::from_millis(1) { Duration::ZERO } else { left.min(TICK) }
             }
             None => TICK,
+        }
+    }
+}
+
+/// The header of a successful completion with data (what [`wire::encode_completion`] puts
+/// before the payload) for the piece at `pos` of `req`, whose payload is `payload_len` bytes.
+fn cpld_header(
+    cfg: &EmulatorConfig,
+    req: &MemRequest,
+    byte_count: u16,
+    pos: u64,
+    payload_len: usize,
+) -> [u8; CPLD_HEADER] {
+    let mut h = [0u8; CPLD_HEADER];
+    let t = &mut h[wire::NETTLP_HEADER_LEN..];
+    t[0] = 0x4a; // CplD: 3 DW with data
+    t[2..4].copy_from_slice(&(((payload_len / 4) & 0x3ff) as u16).to_be_bytes());
+    t[4..6].copy_from_slice(&cfg.completer.0.to_be_bytes());
+    // Status Successful Completion (0); 4096 is sent as 0.
+    t[6..8].copy_from_slice(&(byte_count & 0xfff).to_be_bytes());
+    t[8..10].copy_from_slice(&req.requester.0.to_be_bytes());
+    t[10] = req.tag;
+    t[11] = (pos & 0x7f) as u8;
+    h
+}
+
+/// `sendmmsg(2)` with UDP GSO, the emulator's one use of unsafe code: everything it hands the
+/// kernel lives on its stack or is borrowed for the call, and the kernel only reads it.
+mod udp {
+    use std::io;
+    use std::net::SocketAddrV4;
+    use std::os::fd::AsRawFd;
+
+    /// Most messages one call hands the kernel.
+    pub const MAX_MESSAGES: usize = 16;
+    /// Most non-empty slices all the messages of one call are gathered from.
+    const MAX_PARTS: usize = 160;
+
+    /// One message: the concatenation of `parts`, sent as one datagram, or with `segment` cut by
+    /// the kernel into datagrams of `segment` bytes, the last one possibly shorter (UDP GSO).
+    pub struct Message<'a> {
+        pub parts: &'a [&'a [u8]],
+        pub segment: Option<u16>,
+    }
+
+    /// A control message holding `UDP_SEGMENT`, laid out as `CMSG_SPACE(2)`.
+    #[repr(C)]
+    struct SegmentCmsg {
+        hdr: libc::cmsghdr,
+        segment: u16,
+    }
+
+    // CMSG_DATA is the header rounded up to the alignment of `cmsghdr` (its `size_t` length).
+    const _: () = assert!(
+        std::mem::offset_of!(SegmentCmsg, segment)
+            == std::mem::size_of::<libc::cmsghdr>().next_multiple_of(std::mem::align_of::<libc::cmsghdr>())
+    );
+
+    /// Sends the first messages of `msgs` (as many as one call holds) from `socket` to `to`
+    /// with one `sendmmsg(2)`: how many the kernel took (at least one), or the error the first
+    /// one met.
+    pub fn send(socket: &impl AsRawFd, to: SocketAddrV4, msgs: &[Message<'_>]) -> io::Result<usize> {
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: to.port().to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from(*to.ip()).to_be() },
+            sin_zero: [0; 8],
+        };
+        let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_PARTS];
+        // SAFETY: cmsghdr is a C struct of integers (and, on some targets, private padding):
+        // all zeros is a valid value.
+        let mut control: [SegmentCmsg; MAX_MESSAGES] = unsafe { std::mem::zeroed() };
+        // Which iovecs each message takes.
+        let mut spans = [(0usize, 0usize); MAX_MESSAGES];
+        let mut n_iov = 0;
+        let mut n = 0;
+        for (m, span) in msgs.iter().zip(&mut spans) {
+            let parts = m.parts.iter().filter(|p| !p.is_empty());
+            if n_iov + parts.clone().count() > MAX_PARTS {
+                break;
+            }
+            let first = n_iov;
+            for p in parts {
+                // The kernel only reads through iov_base (the type is shared with readv).
+                iov[n_iov] = libc::iovec { iov_base: p.as_ptr().cast_mut().cast(), iov_len: p.len() };
+                n_iov += 1;
+            }
+            *span = (first, n_iov - first);
+            n += 1;
+        }
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a message of too many parts"));
+        }
+        // SAFETY: mmsghdr is a C struct of integers and pointers: all zeros is a valid value
+        // (null pointers, zero lengths, no flags).
+        let mut hdrs: [libc::mmsghdr; MAX_MESSAGES] = unsafe { std::mem::zeroed() };
+        // Pointers are taken only now that the arrays they point into are no longer written.
+        let iov_base = iov.as_mut_ptr();
+        for (i, (hdr, &(first, len))) in hdrs.iter_mut().zip(&spans).take(n).enumerate() {
+            let h = &mut hdr.msg_hdr;
+            h.msg_name = (&raw const addr).cast_mut().cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            h.msg_iov = iov_base.wrapping_add(first);
+            h.msg_iovlen = len as _;
+            if let Some(segment) = msgs[i].segment {
+                let c = &mut control[i];
+                c.hdr.cmsg_level = libc::IPPROTO_UDP; // SOL_UDP
+                c.hdr.cmsg_type = libc::UDP_SEGMENT;
+                c.hdr.cmsg_len = (std::mem::offset_of!(SegmentCmsg, segment) + 2) as _; // CMSG_LEN(2)
+                c.segment = segment;
+            }
+        }
+        let control_base = control.as_mut_ptr();
+        for (i, hdr) in hdrs.iter_mut().enumerate().take(n) {
+            if msgs[i].segment.is_some() {
+                hdr.msg_hdr.msg_control = control_base.wrapping_add(i).cast();
+                hdr.msg_hdr.msg_controllen = std::mem::size_of::<SegmentCmsg>() as _; // CMSG_SPACE(2)
+            }
+        }
+        loop {
+            // SAFETY: hdrs[..n] are initialised and point only at `addr`, `iov` and `control`,
+            // which live on this frame past the call, and through `iov` at slices `msgs`
+            // borrows for the call; the kernel reads all of these and writes only the
+            // `msg_len` fields of hdrs[..n].
+            let sent = unsafe { libc::sendmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr(), n as _, 0) };
+            if sent > 0 {
+                return Ok(sent as usize);
+            }
+            if sent == 0 {
+                // Not for a non-empty vector; if it were, the caller retries later.
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
         }
     }
 }
@@ -677,6 +949,7 @@ impl Emulator {
             delayed: VecDeque::new(),
             ready: VecDeque::new(),
             pool: Vec::new(),
+            gso: true,
             send_warnings: RateLimit::default(),
             overflow_warnings: RateLimit::default(),
         };
@@ -1021,6 +1294,31 @@ mod tests {
                     assert_eq!(pos, end);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_direct_path_header_is_the_encoders() {
+        let cfg = EmulatorConfig { completer: RequesterId(0x0123), ..Default::default() };
+        for (addr, byte_count, payload_len) in
+            [(0x1000u64, 4096u16, 256usize), (0x10ff, 1, 4), (0x7f, 3000, 128)]
+        {
+            let req = MemRequest { requester: REQUESTER, tag: 0x1a, addr, len: u32::from(byte_count) };
+            let payload = vec![0u8; payload_len];
+            let mut want = Vec::new();
+            wire::encode_completion(
+                &Completion {
+                    completer: cfg.completer,
+                    status: CplStatus::Success,
+                    byte_count,
+                    requester: REQUESTER,
+                    tag: 0x1a,
+                    lower_addr: (addr & 0x7f) as u8,
+                    payload: &payload,
+                },
+                &mut want,
+            );
+            assert_eq!(cpld_header(&cfg, &req, byte_count, addr, payload_len), want[..CPLD_HEADER]);
         }
     }
 
