@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 const PHYS_LIMIT: u64 = 1 << 52;
 /// Posted writes are cut at this size: every PCIe link takes 128-byte payloads.
 const WRITE_CHUNK: u64 = 128;
+/// How long a read polls for completions before it sleeps.
+const SPIN: Duration = Duration::from_micros(50);
 /// Socket buffers large enough for every tag's completions of a 4 KiB request many times over.
 const SOCKET_BUFFER: usize = 4 << 20;
 
@@ -316,7 +318,7 @@ impl NetTlpMem {
                 .map(|f| f.deadline.saturating_duration_since(now))
                 .min()
                 .unwrap_or_default();
-            if let Err(e) = self.poll.poll(&mut self.events, Some(wait))
+            if let Err(e) = self.wait_for_completions(wait)
                 && e.kind() != ErrorKind::Interrupted
             {
                 let c = chunks[next.saturating_sub(1)];
@@ -338,6 +340,26 @@ impl NetTlpMem {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Waits up to `limit` for any tag's socket to have something. Answers come back within
+    /// tens of microseconds, so the first [`SPIN`] is spent asking epoll without sleeping: a
+    /// process asleep in epoll must be woken for every datagram, which costs the sender (the
+    /// adapter's path) more than the datagram itself.
+    fn wait_for_completions(&mut self, limit: Duration) -> io::Result<()> {
+        let start = Instant::now();
+        let spin = SPIN.min(limit);
+        loop {
+            self.poll.poll(&mut self.events, Some(Duration::ZERO))?;
+            if !self.events.is_empty() || start.elapsed() >= spin {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        if self.events.is_empty() {
+            self.poll.poll(&mut self.events, Some(limit.saturating_sub(start.elapsed())))?;
+        }
+        Ok(())
     }
 
     /// Sends (or sends again) the read for `chunk` on slot `tag`'s socket, as `full_tag`.

@@ -11,6 +11,7 @@
 //! from the socket of that port. One thread runs everything (edge-triggered `mio` polling), so
 //! there is no locking and requests on all 16 tags are served as they come.
 
+use super::mmsg;
 use super::wire::{
     self, Completion, CplStatus, MAX_DATAGRAM, MAX_TAGS, MemRequest, PORT_BASE, RequesterId, Tlp,
     port_for_tag,
@@ -505,12 +506,12 @@ impl Tx {
         let mut next = 0;
         while next < count {
             // The messages of one call: runs of equal sizes (and a shorter last) with GSO.
-            let mut groups = [(0usize, 0usize); udp::MAX_MESSAGES];
-            let mut msgs: [udp::Message<'_>; udp::MAX_MESSAGES] =
-                std::array::from_fn(|_| udp::Message { parts: &[], segment: None });
+            let mut groups = [(0usize, 0usize); mmsg::MAX_MESSAGES];
+            let mut msgs: [mmsg::Message<'_>; mmsg::MAX_MESSAGES] =
+                std::array::from_fn(|_| mmsg::Message { parts: &[], segment: None });
             let mut n_msgs = 0;
             let mut at = next;
-            while at < count && n_msgs < udp::MAX_MESSAGES {
+            while at < count && n_msgs < mmsg::MAX_MESSAGES {
                 let seg = sizes[at];
                 let mut stop = at + 1;
                 if self.gso {
@@ -522,14 +523,14 @@ impl Tx {
                     }
                 }
                 groups[n_msgs] = (at, stop);
-                msgs[n_msgs] = udp::Message {
+                msgs[n_msgs] = mmsg::Message {
                     parts: &parts[3 * at..3 * stop],
                     segment: if stop - at > 1 { Some(seg as u16) } else { None },
                 };
                 n_msgs += 1;
                 at = stop;
             }
-            match udp::send(socket, to, &msgs[..n_msgs]) {
+            match mmsg::send(socket, to, &msgs[..n_msgs]) {
                 Ok(k) => {
                     let k = k.clamp(1, n_msgs);
                     next = groups[k - 1].1;
@@ -651,120 +652,6 @@ fn cpld_header(
     t[10] = req.tag;
     t[11] = (pos & 0x7f) as u8;
     h
-}
-
-/// `sendmmsg(2)` with UDP GSO, the emulator's one use of unsafe code: everything it hands the
-/// kernel lives on its stack or is borrowed for the call, and the kernel only reads it.
-mod udp {
-    use std::io;
-    use std::net::SocketAddrV4;
-    use std::os::fd::AsRawFd;
-
-    /// Most messages one call hands the kernel.
-    pub const MAX_MESSAGES: usize = 16;
-    /// Most non-empty slices all the messages of one call are gathered from.
-    const MAX_PARTS: usize = 160;
-
-    /// One message: the concatenation of `parts`, sent as one datagram, or with `segment` cut by
-    /// the kernel into datagrams of `segment` bytes, the last one possibly shorter (UDP GSO).
-    pub struct Message<'a> {
-        pub parts: &'a [&'a [u8]],
-        pub segment: Option<u16>,
-    }
-
-    /// A control message holding `UDP_SEGMENT`, laid out as `CMSG_SPACE(2)`.
-    #[repr(C)]
-    struct SegmentCmsg {
-        hdr: libc::cmsghdr,
-        segment: u16,
-    }
-
-    // CMSG_DATA is the header rounded up to the alignment of `cmsghdr` (its `size_t` length).
-    const _: () = assert!(
-        std::mem::offset_of!(SegmentCmsg, segment)
-            == std::mem::size_of::<libc::cmsghdr>().next_multiple_of(std::mem::align_of::<libc::cmsghdr>())
-    );
-
-    /// Sends the first messages of `msgs` (as many as one call holds) from `socket` to `to`
-    /// with one `sendmmsg(2)`: how many the kernel took (at least one), or the error the first
-    /// one met.
-    pub fn send(socket: &impl AsRawFd, to: SocketAddrV4, msgs: &[Message<'_>]) -> io::Result<usize> {
-        let addr = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: to.port().to_be(),
-            sin_addr: libc::in_addr { s_addr: u32::from(*to.ip()).to_be() },
-            sin_zero: [0; 8],
-        };
-        let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_PARTS];
-        // SAFETY: cmsghdr is a C struct of integers (and, on some targets, private padding):
-        // all zeros is a valid value.
-        let mut control: [SegmentCmsg; MAX_MESSAGES] = unsafe { std::mem::zeroed() };
-        // Which iovecs each message takes.
-        let mut spans = [(0usize, 0usize); MAX_MESSAGES];
-        let mut n_iov = 0;
-        let mut n = 0;
-        for (m, span) in msgs.iter().zip(&mut spans) {
-            let parts = m.parts.iter().filter(|p| !p.is_empty());
-            if n_iov + parts.clone().count() > MAX_PARTS {
-                break;
-            }
-            let first = n_iov;
-            for p in parts {
-                // The kernel only reads through iov_base (the type is shared with readv).
-                iov[n_iov] = libc::iovec { iov_base: p.as_ptr().cast_mut().cast(), iov_len: p.len() };
-                n_iov += 1;
-            }
-            *span = (first, n_iov - first);
-            n += 1;
-        }
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a message of too many parts"));
-        }
-        // SAFETY: mmsghdr is a C struct of integers and pointers: all zeros is a valid value
-        // (null pointers, zero lengths, no flags).
-        let mut hdrs: [libc::mmsghdr; MAX_MESSAGES] = unsafe { std::mem::zeroed() };
-        // Pointers are taken only now that the arrays they point into are no longer written.
-        let iov_base = iov.as_mut_ptr();
-        for (i, (hdr, &(first, len))) in hdrs.iter_mut().zip(&spans).take(n).enumerate() {
-            let h = &mut hdr.msg_hdr;
-            h.msg_name = (&raw const addr).cast_mut().cast();
-            h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_iov = iov_base.wrapping_add(first);
-            h.msg_iovlen = len as _;
-            if let Some(segment) = msgs[i].segment {
-                let c = &mut control[i];
-                c.hdr.cmsg_level = libc::IPPROTO_UDP; // SOL_UDP
-                c.hdr.cmsg_type = libc::UDP_SEGMENT;
-                c.hdr.cmsg_len = (std::mem::offset_of!(SegmentCmsg, segment) + 2) as _; // CMSG_LEN(2)
-                c.segment = segment;
-            }
-        }
-        let control_base = control.as_mut_ptr();
-        for (i, hdr) in hdrs.iter_mut().enumerate().take(n) {
-            if msgs[i].segment.is_some() {
-                hdr.msg_hdr.msg_control = control_base.wrapping_add(i).cast();
-                hdr.msg_hdr.msg_controllen = std::mem::size_of::<SegmentCmsg>() as _; // CMSG_SPACE(2)
-            }
-        }
-        loop {
-            // SAFETY: hdrs[..n] are initialised and point only at `addr`, `iov` and `control`,
-            // which live on this frame past the call, and through `iov` at slices `msgs`
-            // borrows for the call; the kernel reads all of these and writes only the
-            // `msg_len` fields of hdrs[..n].
-            let sent = unsafe { libc::sendmmsg(socket.as_raw_fd(), hdrs.as_mut_ptr(), n as _, 0) };
-            if sent > 0 {
-                return Ok(sent as usize);
-            }
-            if sent == 0 {
-                // Not for a non-empty vector; if it were, the caller retries later.
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-    }
 }
 
 /// Sends one datagram from socket `sock`.
