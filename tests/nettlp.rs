@@ -86,10 +86,11 @@ fn every_size_and_start_below_and_above_4g() {
     let path = image();
     let mut file = open(&path);
     let ranges = file.ram().to_vec();
-    let top = ranges.last().map(|r| r.end()).unwrap_or(0);
-    // Below 4 GiB as the image is; then moved so that it straddles the 4 GiB line (3- and
-    // 4-DW requests, and reads across the line).
-    for (n, base) in [(10u8, 0u64), (11, (GIB4 - top / 2) & !0xfff)] {
+    // Below 4 GiB as the image is; then moved so that its largest RAM range straddles the
+    // 4 GiB line (3- and 4-DW requests, and reads across the line).
+    let largest = ranges.iter().max_by_key(|r| r.len).expect("the image has RAM");
+    let straddle = (GIB4 - (largest.start.0 + largest.len / 2)) & !0xfff;
+    for (n, base) in [(10u8, 0u64), (11, straddle)] {
         let (listen, _) = addrs(n);
         let emu =
             EmulatorHandle::spawn(open(&path), EmulatorConfig { listen, base, ..EmulatorConfig::default() })
