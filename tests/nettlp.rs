@@ -353,3 +353,26 @@ fn gdb_over_nettlp_sees_what_the_file_shows() {
     }
     drop(emulator);
 }
+
+/// With no adapter, or one that never answers, a one-shot command says so at once instead of
+/// searching memory it cannot read (every page would wait out the same timeout).
+#[test]
+fn a_missing_or_silent_adapter_is_reported_not_searched() {
+    let ps = |n: u8| {
+        let t0 = Instant::now();
+        let out = std::process::Command::new(BIN)
+            .args(["ps", "--nettlp", &format!("127.0.{n}.2"), "--nettlp-local", &format!("127.0.{n}.1")])
+            .args(["--timeout", "50", "--retries", "1"])
+            .output()
+            .expect("run dmastub ps");
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned(), t0.elapsed())
+    };
+    let (ok, err, took) = ps(20);
+    assert!(!ok && err.contains("cannot be read") && err.contains("port unreachable"), "{err}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let image = image();
+    let _silent = Emulator::start_with(image.to_str().unwrap(), "127.0.21.2", &["--drop-rate", "1"]);
+    let (ok, err, took) = ps(21);
+    assert!(!ok && err.contains("no completion") && err.contains("2 tries of 50 ms"), "{err}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}

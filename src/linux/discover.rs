@@ -21,7 +21,7 @@ use super::vmcoreinfo::VmcoreInfo;
 use super::{Memory, Symbols, TypeInfo, View, btf::Btf};
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::mmu::{AddressSpace, MmuConfig, Paging};
-use crate::phys::{Segment, find_range};
+use crate::phys::{PhysError, Segment, find_range};
 use std::fmt;
 
 /// `__START_KERNEL_map`: where the kernel image is mapped, before the slide.
@@ -117,6 +117,18 @@ pub enum DiscoverError {
     NoRoot { why: String },
     #[error("no kernel image found under CR3 {cr3:#x}: {why}. Give --kaslr SLIDE, or a correct --cr3")]
     NoImage { cr3: u64, why: String },
+    /// The source failed as a device (no adapter, timeouts): no hint would help.
+    #[error("the memory cannot be read: {0}")]
+    Unreadable(PhysError),
+}
+
+/// Why the real-mode trampoline was not found.
+#[derive(Debug)]
+pub enum TrampolineError {
+    /// Memory was read, and holds no trampoline.
+    Absent(String),
+    /// The source itself failed.
+    Unreadable(PhysError),
 }
 
 fn bytes_so_far(space: &AddressSpace) -> u64 {
@@ -142,7 +154,8 @@ pub fn discover(space: &mut AddressSpace, hints: Hints) -> Result<Kernel, Discov
     if note_vmci.is_none() {
         match find_trampoline(space) {
             Ok(t) => trampoline = Some(t),
-            Err(why) => notes.push(format!("real-mode trampoline: {why}")),
+            Err(TrampolineError::Absent(why)) => notes.push(format!("real-mode trampoline: {why}")),
+            Err(TrampolineError::Unreadable(e)) => return Err(DiscoverError::Unreadable(e)),
         }
     }
     let mut paging = match (&note_vmci, &trampoline) {
@@ -364,7 +377,7 @@ fn read_btf(mem: &mut View, syms: &dyn Symbols) -> Result<Option<Btf>, String> {
 }
 
 /// Scans the first MiB for `struct real_mode_header` and checks what it points at.
-pub fn find_trampoline(space: &mut AddressSpace) -> Result<Trampoline, String> {
+pub fn find_trampoline(space: &mut AddressSpace) -> Result<Trampoline, TrampolineError> {
     let ram = space.mem().ram().to_vec();
     let pages: Vec<u64> = (0x1000..0x10_0000u64)
         .step_by(4096)
@@ -375,6 +388,7 @@ pub fn find_trampoline(space: &mut AddressSpace) -> Result<Trampoline, String> {
     let mut heads = vec![[0u8; 64]; pages.len()];
     let mut readable = vec![true; pages.len()];
     let mut from = 0;
+    let mut first_error = None;
     while from < pages.len() {
         let mut segments: Vec<Segment> = pages[from..]
             .iter()
@@ -383,13 +397,24 @@ pub fn find_trampoline(space: &mut AddressSpace) -> Result<Trampoline, String> {
             .collect();
         match space.read_phys_segments(&mut segments) {
             Ok(()) => break,
+            // The device itself failing (a timeout, no adapter) ends the scan: every other
+            // page would fail the same way, after the same wait.
+            Err(e) if matches!(e.error, PhysError::Device { .. }) => {
+                return Err(TrampolineError::Unreadable(e.error));
+            }
             Err(e) => {
                 readable[from + e.index] = false;
                 from += e.index + 1;
+                first_error.get_or_insert(e.error);
             }
         }
     }
     let checked = pages.len();
+    if let Some(e) = first_error.filter(|_| !readable.contains(&true)) {
+        return Err(TrampolineError::Absent(format!(
+            "none of the {checked} pages below 1 MiB could be read: {e}"
+        )));
+    }
     for ((&page, h), _) in pages.iter().zip(&heads).zip(&readable).filter(|(_, ok)| **ok) {
         let f: Vec<u64> = h.chunks(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64).collect();
         let near = |v: u64| v > page && v < page + 0x1_0000;
@@ -429,7 +454,7 @@ pub fn find_trampoline(space: &mut AddressSpace) -> Result<Trampoline, String> {
             space.set_config(saved);
         }
     }
-    Err(format!("no real-mode header in the {checked} RAM pages below 1 MiB"))
+    Err(TrampolineError::Absent(format!("no real-mode header in the {checked} RAM pages below 1 MiB")))
 }
 
 /// `_text`: the lowest 2 MiB slot of the mapped run that holds `hint`, or without a hint the

@@ -93,9 +93,10 @@ impl<'a> View<'a> {
             }
             page += 0x1000;
         }
+        let bytes = self.space.mem().bytes_at(PhysAddr(first), len)?;
         self.bytes_read += len;
         self.lent += len;
-        self.space.mem().bytes_at(crate::addr::PhysAddr(first), len)
+        Some(bytes)
     }
 
     /// Reads several objects at once: one batch for a DMA source, where reading them in turn

@@ -688,11 +688,8 @@ impl PhysMem for NetTlpMem {
 
     fn describe(&self) -> String {
         format!(
-            "NetTLP adapter at {} from {}, requester {}, {} tags, MRRS {}, timeout {} ms x {} tries; \
-             RAM map unknown (holes answer Unsupported Request)",
-            self.config.adapter,
+            "from {}, {} tags, MRRS {}, timeout {} ms x {} tries; RAM map unknown: holes answer Unsupported Request",
             self.config.local,
-            self.config.requester,
             self.config.tags,
             self.config.mrrs,
             self.config.timeout.as_millis(),
