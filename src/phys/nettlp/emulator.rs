@@ -11,7 +11,7 @@
 //! from the socket of that port. One thread runs everything (edge-triggered `mio` polling), so
 //! there is no locking and requests on all 16 tags are served as they come.
 
-use super::mmsg;
+use super::mmsg::{self, RecvBatch};
 use super::wire::{
     self, Completion, CplStatus, MAX_DATAGRAM, MAX_TAGS, MemRequest, PORT_BASE, RequesterId, Tlp,
     port_for_tag,
@@ -48,6 +48,8 @@ const REPORT_EVERY: Duration = Duration::from_secs(5);
 /// A receive buffer that holds any UDP datagram, so an oversized one is seen whole and refused
 /// rather than silently truncated into something that parses.
 const RX_BUFFER: usize = 64 * 1024;
+/// Datagrams one receive call takes.
+const RX_BATCH: usize = 16;
 /// Bytes before a CplD's payload: the NetTLP header and the 3-DW completion header.
 const CPLD_HEADER: usize = wire::NETTLP_HEADER_LEN + 12;
 /// Most completions the direct path sends for one read: 4096 bytes at the smallest MPS (128)
@@ -790,7 +792,7 @@ pub struct Emulator {
     /// Sockets that may still hold datagrams (edge-triggered: only a drain to `WouldBlock`
     /// clears this).
     readable: [bool; MAX_TAGS as usize],
-    rx: Vec<u8>,
+    rx: RecvBatch,
     core: Core,
 }
 
@@ -852,7 +854,7 @@ impl Emulator {
             poll,
             events: Events::with_capacity(64),
             readable: [false; MAX_TAGS as usize],
-            rx: vec![0; RX_BUFFER],
+            rx: RecvBatch::new(RX_BATCH, RX_BUFFER),
             core,
         })
     }
@@ -923,19 +925,23 @@ impl Emulator {
             if !*readable {
                 continue;
             }
-            for _ in 0..DRAIN_BUDGET {
+            // Whole batches (one recvmmsg each) up to the budget of datagrams.
+            for _ in 0..DRAIN_BUDGET.div_ceil(self.rx.capacity()) {
                 let Some(socket) = self.core.tx.sockets.get(i) else {
                     *readable = false;
                     break;
                 };
-                match socket.recv_from(&mut self.rx) {
-                    Ok((n, from)) => {
-                        let datagram = self.rx.get(..n).unwrap_or(&[]);
-                        self.core.handle(from, datagram);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        *readable = false;
-                        break;
+                match self.rx.recv(socket) {
+                    Ok(n) => {
+                        for k in 0..n {
+                            if let Some(from) = self.rx.sender(k) {
+                                self.core.handle(SocketAddr::V4(from), self.rx.get(k));
+                            }
+                        }
+                        if n < self.rx.capacity() {
+                            *readable = false;
+                            break;
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {

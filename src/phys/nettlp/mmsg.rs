@@ -15,13 +15,21 @@ pub struct RecvBatch {
     size: usize,
     data: Vec<u8>,
     lens: Vec<usize>,
+    /// Each datagram's sender (IPv4; anything else is left unset).
+    from: Vec<Option<SocketAddrV4>>,
     filled: usize,
 }
 
 impl RecvBatch {
     pub fn new(count: usize, size: usize) -> Self {
         let count = count.clamp(1, MAX_BATCH);
-        RecvBatch { size, data: vec![0; count * size], lens: vec![0; count], filled: 0 }
+        RecvBatch {
+            size,
+            data: vec![0; count * size],
+            lens: vec![0; count],
+            from: vec![None; count],
+            filled: 0,
+        }
     }
 
     /// How many datagrams one call can take.
@@ -38,14 +46,19 @@ impl RecvBatch {
         for (iov, c) in iovecs.iter_mut().zip(self.data.chunks_exact_mut(self.size)) {
             *iov = libc::iovec { iov_base: c.as_mut_ptr().cast(), iov_len: c.len() };
         }
-        // SAFETY: mmsghdr is plain data; all-zero is a valid value (no name, no control).
+        // SAFETY: mmsghdr and sockaddr_in are plain data; all-zero is a valid value of both.
         let mut headers: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
-        for (h, iov) in headers.iter_mut().zip(iovecs.iter_mut()).take(count) {
+        // SAFETY: as above.
+        let mut names: [libc::sockaddr_in; MAX_BATCH] = unsafe { std::mem::zeroed() };
+        for ((h, iov), name) in headers.iter_mut().zip(iovecs.iter_mut()).zip(names.iter_mut()).take(count) {
             h.msg_hdr.msg_iov = iov;
             h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_name = (name as *mut libc::sockaddr_in).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
         }
         // SAFETY: every header points at one iovec, each covering its own `size` bytes of
-        // `self.data`, all alive for the call; the kernel writes at most `count` headers.
+        // `self.data`, and at its own sockaddr_in of the stated size, all alive for the call;
+        // the kernel writes at most `count` headers.
         let n = unsafe {
             libc::recvmmsg(
                 socket.as_raw_fd(),
@@ -61,11 +74,21 @@ impl RecvBatch {
             return if e.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(e) };
         }
         self.filled = n as usize;
-        for (len, h) in self.lens.iter_mut().zip(&headers[..self.filled]) {
+        for ((len, from), (h, name)) in
+            self.lens.iter_mut().zip(self.from.iter_mut()).zip(headers.iter().zip(&names)).take(self.filled)
+        {
             // A datagram longer than the room is cut (MSG_TRUNC); the parser then refuses it.
             *len = (h.msg_len as usize).min(self.size);
+            *from = (i32::from(name.sin_family) == libc::AF_INET).then(|| {
+                SocketAddrV4::new(u32::from_be(name.sin_addr.s_addr).into(), u16::from_be(name.sin_port))
+            });
         }
         Ok(self.filled)
+    }
+
+    /// The sender of datagram `i` of the last [`RecvBatch::recv`].
+    pub fn sender(&self, i: usize) -> Option<SocketAddrV4> {
+        self.from.get(i).copied().flatten().filter(|_| i < self.filled)
     }
 
     /// Datagram `i` of the last [`RecvBatch::recv`].
