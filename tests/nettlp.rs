@@ -150,6 +150,32 @@ fn split_reordered_duplicated_and_late_completions() {
     assert_eq!(s.timeouts, 0, "{s:?}");
 }
 
+/// Few tags, the smallest MRRS, and a root complex with a 128-byte RCB and 512-byte MPS.
+#[test]
+fn other_link_settings_read_the_same_bytes() {
+    let path = image();
+    let mut file = open(&path);
+    let ranges = file.ram().to_vec();
+    let (listen, _) = addrs(22);
+    let config = EmulatorConfig { listen, rcb: 128, mps: 512, ..EmulatorConfig::default() };
+    let _emu = EmulatorHandle::spawn(open(&path), config).expect("start the emulator");
+    for (tags, mrrs) in [(1u8, 128u32), (3, 128), (16, 4096)] {
+        let mut mem = client(22, |c| {
+            c.tags = tags;
+            c.mrrs = mrrs;
+        });
+        let r = ranges.iter().max_by_key(|r| r.len).unwrap();
+        let len = r.len.min(96 << 10) as usize - 5;
+        let mut want = vec![0u8; len];
+        file.read(PhysAddr(r.start.0 + 5), &mut want).unwrap();
+        let mut got = vec![0u8; len];
+        mem.read(PhysAddr(r.start.0 + 5), &mut got).expect("read");
+        assert!(got == want, "{tags} tags, MRRS {mrrs}: bytes differ");
+        let s = mem.stats();
+        assert_eq!(s.requests, (len as u64 + 5).div_ceil(u64::from(mrrs)), "{s:?}");
+    }
+}
+
 #[test]
 fn lost_packets_are_asked_for_again() {
     let path = image();

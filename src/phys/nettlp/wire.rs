@@ -379,6 +379,16 @@ mod tests {
     }
 
     #[test]
+    fn requester_ids_parse_as_libtlp_takes_them() {
+        assert_eq!(RequesterId::parse("1b:00"), Ok(RequesterId(0x1b00)));
+        assert_eq!(RequesterId::parse("03:1f.7").map(|r| r.0), Ok(0x03ff));
+        assert_eq!(RequesterId(0x1b00).to_string(), "1b:00");
+        for bad in ["1b", "1g:00", "1b:100", "1b:20.0", "1b:00.8", ""] {
+            assert!(RequesterId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn byte_enables_match_libtlp() {
         // (addr, len) -> (DW, first, last), as libtlp's tlp_calculate_* give them.
         for (addr, len, want) in [
