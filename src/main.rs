@@ -120,6 +120,11 @@ struct NetTlpArgs {
     /// Times a request is sent again before the read fails.
     #[arg(long, value_name = "N", default_value_t = 2, requires = "nettlp")]
     retries: u32,
+    /// Send tags 0-15 only, as libtlp does, for an adapter that does not pass the tag's high
+    /// bits through (by default they carry a generation, so a late completion is never taken
+    /// for the next request on its tag).
+    #[arg(long, requires = "nettlp")]
+    plain_tags: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -324,6 +329,7 @@ fn open_source(src: &SourceArgs, write: WriteMode) -> Result<Box<dyn PhysMem>, B
             timeout: Duration::from_millis(n.timeout),
             retries: n.retries,
             allow_write: write != WriteMode::ReadOnly,
+            tag_generations: !n.plain_tags,
         };
         return Ok(Box::new(NetTlpMem::connect(config)?));
     }

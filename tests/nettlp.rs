@@ -159,10 +159,12 @@ fn other_link_settings_read_the_same_bytes() {
     let (listen, _) = addrs(22);
     let config = EmulatorConfig { listen, rcb: 128, mps: 512, ..EmulatorConfig::default() };
     let _emu = EmulatorHandle::spawn(open(&path), config).expect("start the emulator");
-    for (tags, mrrs) in [(1u8, 128u32), (3, 128), (16, 4096)] {
+    for (tags, mrrs, generations) in [(1u8, 128u32, true), (3, 128, true), (16, 4096, true), (16, 512, false)]
+    {
         let mut mem = client(22, |c| {
             c.tags = tags;
             c.mrrs = mrrs;
+            c.tag_generations = generations;
         });
         let r = ranges.iter().max_by_key(|r| r.len).unwrap();
         let len = r.len.min(96 << 10) as usize - 5;

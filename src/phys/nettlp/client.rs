@@ -57,6 +57,10 @@ pub struct NetTlpConfig {
     pub retries: u32,
     /// Whether [`PhysMem::write`] sends Memory Writes; refused otherwise.
     pub allow_write: bool,
+    /// Whether each new request on a tag carries the next generation in the tag's high nibble
+    /// (see the module notes). Off, tags are 0 to 15 as libtlp sends them, and a completion
+    /// that arrives after its request is done can be taken for the next one on its tag.
+    pub tag_generations: bool,
 }
 
 impl Default for NetTlpConfig {
@@ -70,6 +74,7 @@ impl Default for NetTlpConfig {
             timeout: Duration::from_millis(500),
             retries: 2,
             allow_write: false,
+            tag_generations: true,
         }
     }
 }
@@ -282,7 +287,9 @@ impl NetTlpMem {
                 };
                 let c = chunks[next];
                 let generation = self.generations[tag];
-                self.generations[tag] = (generation + 1) & 0xf;
+                if self.config.tag_generations {
+                    self.generations[tag] = (generation + 1) & 0xf;
+                }
                 let full_tag = generation << 4 | tag as u8;
                 self.slots[tag] = Some(InFlight {
                     chunk: next,
