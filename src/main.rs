@@ -619,6 +619,12 @@ fn nettlp_emulator(a: NettlpEmulatorArgs) -> CliResult {
     let write = if a.allow_write { WriteMode::CopyOnWrite } else { WriteMode::ReadOnly };
     let mut emulator = Emulator::bind(open_source(&a.source, write)?, config)?;
     println!("nettlp-emulator: {}", emulator.banner());
+    if !a.listen.is_loopback() {
+        eprintln!(
+            "nettlp-emulator: WARNING: {} is not a loopback address: anyone who can reach it reads this memory",
+            a.listen
+        );
+    }
     std::io::stdout().flush()?;
     emulator.run_until(&std::sync::atomic::AtomicBool::new(false))?;
     Ok(())

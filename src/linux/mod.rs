@@ -21,7 +21,7 @@ pub use layout::{Member, TypeInfo, TypeMap};
 use crate::addr::{PhysAddr, VirtAddr};
 pub use crate::mmu::TranslateError;
 use crate::mmu::{AddressSpace, MemError};
-use crate::phys::Segment;
+use crate::phys::{PhysError, Segment};
 
 /// Kernel-virtual memory as the Linux layer reads it.
 pub trait Memory {
@@ -91,7 +91,7 @@ impl<'a> View<'a> {
             if p.wrapping_sub(first) != page.max(virt) - virt {
                 return None;
             }
-            page += 0x1000;
+            page = page.checked_add(0x1000)?;
         }
         let bytes = self.space.mem().bytes_at(PhysAddr(first), len)?;
         self.bytes_read += len;
@@ -113,7 +113,10 @@ impl<'a> View<'a> {
             let mut failed = None;
             let mut done = 0usize;
             while done < buf.len() {
-                let va = virt.wrapping_add(done as u64);
+                let Some(va) = virt.checked_add(done as u64) else {
+                    failed = Some(crate::mmu::TranslateError::Wraps { virt: VirtAddr(*virt) }.into());
+                    break;
+                };
                 match self.space.translate_in(self.cr3, VirtAddr(va)) {
                     Ok(t) => {
                         let n = (0x1000 - (va & 0xfff) as usize).min(buf.len() - done);
@@ -147,6 +150,14 @@ impl<'a> View<'a> {
         while from < segments.len() {
             match self.space.read_phys_segments(&mut segments[from..]) {
                 Ok(()) => break,
+                // The device itself failing: the rest would fail the same way, each after the
+                // same wait.
+                Err(e) if matches!(e.error, PhysError::Device { .. }) => {
+                    for &owner in &owners[from + e.index..] {
+                        results[owner] = Err(e.error.clone().into());
+                    }
+                    break;
+                }
                 Err(e) => {
                     results[owners[from + e.index]] = Err(e.error.into());
                     from += e.index + 1;

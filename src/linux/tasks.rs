@@ -5,6 +5,8 @@
 //! that stops keeps what it read and says where and why it stopped.
 
 use super::{Memory, TypeInfo, View};
+use crate::mmu::MemError;
+use crate::phys::PhysError;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
@@ -197,11 +199,17 @@ fn read_batch(view: &mut View, l: &TaskLayout, addrs: &[u64]) -> Vec<Result<Task
     let mut spans: Vec<Vec<u8>> = addrs.iter().map(|_| vec![0u8; (hi - lo) as usize]).collect();
     let mut reads: Vec<(u64, &mut [u8])> =
         addrs.iter().zip(spans.iter_mut()).map(|(a, b)| (a.wrapping_add(lo), &mut b[..])).collect();
-    let ok: Vec<bool> = view.read_together(&mut reads).iter().map(|r| r.is_ok()).collect();
+    let results = view.read_together(&mut reads);
     let mut pending: Vec<Result<Pending, String>> = Vec::with_capacity(addrs.len());
-    for ((&addr, mut bytes), ok) in addrs.iter().zip(spans).zip(ok) {
-        if !ok {
-            bytes.clear(); // Read field by field, to say which one fails.
+    for ((&addr, mut bytes), r) in addrs.iter().zip(spans).zip(results) {
+        match r {
+            Ok(()) => {}
+            // The device failing: field by field would only wait out its timeout again.
+            Err(e @ MemError::Phys(PhysError::Device { .. })) => {
+                pending.push(Err(format!("task {addr:#x}: {e}")));
+                continue;
+            }
+            Err(_) => bytes.clear(), // Read field by field, to say which one fails.
         }
         pending.push(read_fields(&mut Prefetched { view, base: addr.wrapping_add(lo), bytes }, l, addr));
     }

@@ -409,14 +409,15 @@ impl AddressSpace {
             segments.push(Segment { addr, buf: head });
             rest = tail;
         }
-        self.stats.data_reads += segments.len() as u64;
         match self.mem.read_segments(&mut segments) {
             Ok(()) => {
+                self.stats.data_reads += segments.len() as u64;
                 self.stats.data_bytes += total as u64;
                 (total, wrap)
             }
             Err(e) => {
                 let done: usize = pieces[..e.index].iter().map(|p| p.1).sum();
+                self.stats.data_reads += e.index as u64 + 1;
                 self.stats.data_bytes += done as u64;
                 (done, Some(e.error))
             }
@@ -466,9 +467,9 @@ impl AddressSpace {
     /// says which segment failed first; the ones before it are filled.
     pub fn read_phys_segments(&mut self, segments: &mut [Segment<'_>]) -> Result<(), SegmentError> {
         self.begin();
-        self.stats.data_reads += segments.len() as u64;
         let r = self.mem.read_segments(segments);
         let filled = r.as_ref().err().map_or(segments.len(), |e| e.index);
+        self.stats.data_reads += r.as_ref().err().map_or(segments.len(), |e| e.index + 1) as u64;
         self.stats.data_bytes += segments[..filled].iter().map(|s| s.buf.len() as u64).sum::<u64>();
         self.end();
         r

@@ -328,7 +328,9 @@ impl NetTlpMem {
             if let Err(e) = self.wait_for_completions(wait)
                 && e.kind() != ErrorKind::Interrupted
             {
-                let c = chunks[next.saturating_sub(1)];
+                // Everything in flight is abandoned: blame the lowest segment still waiting.
+                let waiting = self.slots.iter().flatten().map(|f| chunks[f.chunk]).min_by_key(|c| c.segment);
+                let c = waiting.unwrap_or(chunks[next.saturating_sub(1)]);
                 fail(&mut failed, c.segment, self.device_error(c.addr, format!("epoll: {e}")));
                 break;
             }
@@ -425,7 +427,7 @@ impl NetTlpMem {
         }
         // Bounded: a flood cannot keep us here; the rest waits for the next poll round,
         // which epoll reports again because the socket is re-armed below.
-        let mut batch = std::mem::take(&mut self.batch);
+        let mut batch = std::mem::replace(&mut self.batch, RecvBatch::empty());
         for _ in 0..64 {
             let n = match batch.recv(&self.sockets[tag]) {
                 Ok(0) => {

@@ -539,7 +539,10 @@ impl Tx {
                     bump(&self.counters.completions, (groups[k - 1].1 - groups[0].0) as u64);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if msgs[0].segment.is_some() => {
+                Err(e)
+                    if msgs[0].segment.is_some()
+                        && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT)) =>
+                {
                     // Not the datagrams' fault: send them one by one from now on.
                     debug!("nettlp-emulator: UDP GSO refused ({e}): sending each completion on its own");
                     self.gso = false;
@@ -945,6 +948,8 @@ impl Emulator {
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
+                        // Epoll says again when there is more; spinning on an error would not.
+                        *readable = false;
                         if let Some(more) = self.core.malformed_warnings.note() {
                             warn!(
                                 "nettlp-emulator: receiving on {}:{:#x} failed: {e}{more}",

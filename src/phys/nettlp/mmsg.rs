@@ -10,7 +10,6 @@ pub const MAX_BATCH: usize = 32;
 
 /// Room for up to `count` (at most [`MAX_BATCH`]) datagrams of up to `size` bytes each, reused
 /// across calls.
-#[derive(Default)]
 pub struct RecvBatch {
     size: usize,
     data: Vec<u8>,
@@ -23,6 +22,7 @@ pub struct RecvBatch {
 impl RecvBatch {
     pub fn new(count: usize, size: usize) -> Self {
         let count = count.clamp(1, MAX_BATCH);
+        let size = size.max(1);
         RecvBatch {
             size,
             data: vec![0; count * size],
@@ -30,6 +30,11 @@ impl RecvBatch {
             from: vec![None; count],
             filled: 0,
         }
+    }
+
+    /// A placeholder (one 1-byte slot), for swapping a batch out while it is in use.
+    pub fn empty() -> Self {
+        RecvBatch::new(1, 1)
     }
 
     /// How many datagrams one call can take.
