@@ -404,3 +404,35 @@ fn a_missing_or_silent_adapter_is_reported_not_searched() {
     assert!(!ok && err.contains("no completion") && err.contains("2 tries of 50 ms"), "{err}");
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
+
+/// The adapter going away in the middle of a session: `monitor ps` ends at once with the
+/// device's error instead of waiting out a timeout for every task, and gdb stays usable.
+#[test]
+fn an_adapter_lost_mid_session_fails_fast() {
+    let img = image();
+    let emulator = Emulator::start(img.to_str().unwrap(), "127.0.23.2");
+    let stub = Stub::start(&[
+        "--nettlp",
+        "127.0.23.2",
+        "--nettlp-local",
+        "127.0.23.1",
+        "--timeout",
+        "200",
+        "--retries",
+        "2",
+    ]);
+    let before = gdb(stub.port, &["monitor ps"]);
+    assert!(before.lines().filter(|l| l.trim_start().starts_with("1 ")).count() == 1, "{before}");
+    // Gone, then back but silent (a link that drops everything).
+    drop(emulator);
+    let gone = gdb(stub.port, &["monitor ps"]);
+    assert!(gone.contains("port unreachable"), "{gone}");
+    let _silent = Emulator::start_with(img.to_str().unwrap(), "127.0.23.2", &["--drop-rate", "1"]);
+    let t0 = Instant::now();
+    let after = gdb(stub.port, &["monitor ps", "monitor cr3"]);
+    let took = t0.elapsed();
+    assert!(after.contains("no completion") && after.contains("3 tries of 200 ms"), "{after}");
+    assert!(after.contains("CR3"), "gdb lost the session: {after}");
+    // A few timeout budgets (3 x 200 ms each) and gdb's own start; never one per task.
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
