@@ -4,7 +4,8 @@
 //! The layers, each usable alone, and the one direction in which they depend on each other:
 //!
 //! * [`phys`]: physical memory sources behind the [`phys::PhysMem`] trait (raw and live RAM
-//!   files, ELF cores, LiME). Knows nothing of paging.
+//!   files, ELF cores, LiME, a NetTLP adapter by DMA, and an emulator of that adapter). Knows
+//!   nothing of paging.
 //! * [`mmu`]: the x86-64 page walk and the [`mmu::AddressSpace`] that gdb's reads go through
 //!   (physical or virtual mode, the active CR3, caches). Knows nothing of Linux.
 //! * [`gdb`]: the gdbstub target, the `monitor` commands and the TCP server.

@@ -4,9 +4,10 @@
 //! ranges it holds ([`PhysMem::ram`]); a read that touches anything else is an error, never
 //! zeros, because a forensic tool that makes up bytes is worse than one that says "I can't".
 //!
-//! Sources: [`buffer::BufferMem`] (bytes in memory: tests and the synthetic demo), and the
+//! Sources: [`buffer::BufferMem`] (bytes in memory: tests and the synthetic demo), the
 //! file-backed sources opened by [`open_file`]: raw images and live RAM files, ELF cores
-//! (QEMU `dump-guest-memory`, kdump) and LiME dumps, told apart by their first bytes.
+//! (QEMU `dump-guest-memory`, kdump) and LiME dumps, told apart by their first bytes; and
+//! [`nettlp::NetTlpMem`], a machine read by DMA through a NetTLP adapter.
 
 pub mod buffer;
 pub mod elf;
