@@ -20,8 +20,8 @@ use super::profile::Profile;
 use super::vmcoreinfo::VmcoreInfo;
 use super::{Memory, Symbols, TypeInfo, View, btf::Btf};
 use crate::addr::{PhysAddr, VirtAddr};
-use crate::mmu::{AddressSpace, MmuConfig, Paging};
-use crate::phys::{PhysError, Segment, find_range};
+use crate::mmu::{AddressSpace, MemError, MmuConfig, Paging};
+use crate::phys::{PhysError, find_range};
 use std::fmt;
 
 /// `__START_KERNEL_map`: where the kernel image is mapped, before the slide.
@@ -384,36 +384,24 @@ pub fn find_trampoline(space: &mut AddressSpace) -> Result<Trampoline, Trampolin
         .filter(|&p| find_range(&ram, PhysAddr(p), 64).is_some())
         .collect();
     // The first 64 bytes of every page, asked for together (one batch over DMA); a page that
-    // fails is skipped and the rest asked for again.
+    // fails is skipped.
     let mut heads = vec![[0u8; 64]; pages.len()];
-    let mut readable = vec![true; pages.len()];
-    let mut from = 0;
-    let mut first_error = None;
-    while from < pages.len() {
-        let mut segments: Vec<Segment> = pages[from..]
-            .iter()
-            .zip(&mut heads[from..])
-            .map(|(&p, h)| Segment { addr: PhysAddr(p), buf: h })
-            .collect();
-        match space.read_phys_segments(&mut segments) {
-            Ok(()) => break,
-            // The device itself failing (a timeout, no adapter) ends the scan: every other
-            // page would fail the same way, after the same wait.
-            Err(e) if matches!(e.error, PhysError::Device { .. }) => {
-                return Err(TrampolineError::Unreadable(e.error));
-            }
-            Err(e) => {
-                readable[from + e.index] = false;
-                from += e.index + 1;
-                first_error.get_or_insert(e.error);
-            }
-        }
-    }
+    let mut reads: Vec<(PhysAddr, &mut [u8])> =
+        pages.iter().zip(&mut heads).map(|(&p, h)| (PhysAddr(p), &mut h[..])).collect();
+    let results = space.read_phys_many(&mut reads);
+    let readable: Vec<bool> = results.iter().map(|r| r.is_ok()).collect();
     let checked = pages.len();
-    if let Some(e) = first_error.filter(|_| !readable.contains(&true)) {
-        return Err(TrampolineError::Absent(format!(
-            "none of the {checked} pages below 1 MiB could be read: {e}"
-        )));
+    if !readable.contains(&true) {
+        match results.into_iter().find_map(|r| r.err()) {
+            // The device itself failing (a timeout, no adapter): nothing to search.
+            Some(MemError::Phys(e @ PhysError::Device { .. })) => return Err(TrampolineError::Unreadable(e)),
+            Some(e) => {
+                return Err(TrampolineError::Absent(format!(
+                    "none of the {checked} pages below 1 MiB could be read: {e}"
+                )));
+            }
+            None => {}
+        }
     }
     for ((&page, h), _) in pages.iter().zip(&heads).zip(&readable).filter(|(_, ok)| **ok) {
         let f: Vec<u64> = h.chunks(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64).collect();

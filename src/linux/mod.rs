@@ -21,7 +21,6 @@ pub use layout::{Member, TypeInfo, TypeMap};
 use crate::addr::{PhysAddr, VirtAddr};
 pub use crate::mmu::TranslateError;
 use crate::mmu::{AddressSpace, MemError};
-use crate::phys::{PhysError, Segment};
 
 /// Kernel-virtual memory as the Linux layer reads it.
 pub trait Memory {
@@ -101,70 +100,12 @@ impl<'a> View<'a> {
 
     /// Reads several objects at once: one batch for a DMA source, where reading them in turn
     /// would cost a round trip each. Each result is that object's, as [`Memory::read`] would
-    /// give it (an object's pages are translated first; a hole fails only that object).
+    /// give it.
     pub fn read_together(&mut self, reads: &mut [(u64, &mut [u8])]) -> Vec<Result<(), MemError>> {
-        let mut results: Vec<Result<(), MemError>> = Vec::with_capacity(reads.len());
-        let mut owners = Vec::new();
-        let mut segments = Vec::new();
-        for (i, (virt, buf)) in reads.iter_mut().enumerate() {
-            self.bytes_read += buf.len() as u64;
-            // Each page's place, physically contiguous pages merged.
-            let mut runs: Vec<(u64, usize)> = Vec::new();
-            let mut failed = None;
-            let mut done = 0usize;
-            while done < buf.len() {
-                let Some(va) = virt.checked_add(done as u64) else {
-                    failed = Some(crate::mmu::TranslateError::Wraps { virt: VirtAddr(*virt) }.into());
-                    break;
-                };
-                match self.space.translate_in(self.cr3, VirtAddr(va)) {
-                    Ok(t) => {
-                        let n = (0x1000 - (va & 0xfff) as usize).min(buf.len() - done);
-                        match runs.last_mut() {
-                            Some((p, len)) if p.wrapping_add(*len as u64) == t.phys.0 => *len += n,
-                            _ => runs.push((t.phys.0, n)),
-                        }
-                        done += n;
-                    }
-                    Err(e) => {
-                        failed = Some(e.into());
-                        break;
-                    }
-                }
-            }
-            if let Some(e) = failed {
-                results.push(Err(e));
-                continue;
-            }
-            results.push(Ok(()));
-            let mut rest = &mut buf[..];
-            for (phys, n) in runs {
-                let r = std::mem::take(&mut rest);
-                let (head, tail) = r.split_at_mut(n.min(r.len()));
-                owners.push(i);
-                segments.push(Segment { addr: PhysAddr(phys), buf: head });
-                rest = tail;
-            }
-        }
-        let mut from = 0;
-        while from < segments.len() {
-            match self.space.read_phys_segments(&mut segments[from..]) {
-                Ok(()) => break,
-                // The device itself failing: the rest would fail the same way, each after the
-                // same wait.
-                Err(e) if matches!(e.error, PhysError::Device { .. }) => {
-                    for &owner in &owners[from + e.index..] {
-                        results[owner] = Err(e.error.clone().into());
-                    }
-                    break;
-                }
-                Err(e) => {
-                    results[owners[from + e.index]] = Err(e.error.into());
-                    from += e.index + 1;
-                }
-            }
-        }
-        results
+        self.bytes_read += reads.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+        let mut virt: Vec<(VirtAddr, &mut [u8])> =
+            reads.iter_mut().map(|(a, b)| (VirtAddr(*a), &mut **b)).collect();
+        self.space.read_virt_many_in(self.cr3, &mut virt)
     }
 
     pub fn cr3(&self) -> u64 {

@@ -4,7 +4,7 @@ use super::cache::{TABLE_BYTES, TableCache, TranslationCache};
 use super::walk::{DirectReader, TableReader, Translation, WalkTrace, walk, walk_trace};
 use super::{MmuConfig, Paging, TranslateError};
 use crate::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
-use crate::phys::{PhysError, PhysMem, Segment, SegmentError, find_range};
+use crate::phys::{PhysError, PhysMem, Segment, find_range};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -365,29 +365,22 @@ impl AddressSpace {
         self.read_runs(&[(addr, len)], buf)
     }
 
-    /// Reads `buf` as consecutive runs of physical memory (`(address, length)`, lengths adding up
-    /// to at most `buf.len()`), up to the first failure. Runs are cut where RAM ranges end, and
-    /// all pieces go to the source in one [`PhysMem::read_segments`], so a device source has
-    /// them in flight together.
-    fn read_runs(&mut self, runs: &[(PhysAddr, usize)], buf: &mut [u8]) -> (usize, Option<PhysError>) {
-        let mut pieces: Vec<(PhysAddr, usize)> = Vec::with_capacity(runs.len());
-        let mut wrap: Option<PhysError> = None;
-        'runs: for &(addr, len) in runs {
+    /// Cuts runs of physical memory (`(address, length)`) where RAM ranges end, so a read that
+    /// runs off RAM still returns the bytes inside it; outside every range the source is asked
+    /// anyway, up to the next range (it says why it cannot). Stops at an address wrap.
+    fn ram_pieces(&self, runs: &[(PhysAddr, usize)]) -> (Vec<(PhysAddr, usize)>, Option<PhysError>) {
+        let mut pieces = Vec::with_capacity(runs.len());
+        let ram = self.mem.ram();
+        for &(addr, len) in runs {
             let mut done = 0usize;
             while done < len {
                 let rest = (len - done) as u64;
                 let Some(a) = addr.0.checked_add(done as u64) else {
-                    wrap = Some(PhysError::NotRam {
-                        addr: PhysAddr(addr.0.wrapping_add(done as u64)),
-                        len: rest,
-                        source_name: self.mem.name().to_string(),
-                    });
-                    break 'runs;
+                    let at = PhysAddr(addr.0.wrapping_add(done as u64));
+                    let e =
+                        PhysError::NotRam { addr: at, len: rest, source_name: self.mem.name().to_string() };
+                    return (pieces, Some(e));
                 };
-                // Clip at the end of the RAM range holding `a`: a read that runs off RAM then
-                // returns the bytes inside it. Outside every range, ask the source anyway up to
-                // the next range (it says why it cannot).
-                let ram = self.mem.ram();
                 let i = ram.partition_point(|r| r.end() <= a);
                 let limit = match ram.get(i) {
                     Some(r) if r.start.0 <= a => r.end(),
@@ -399,16 +392,16 @@ impl AddressSpace {
                 done += n;
             }
         }
+        (pieces, None)
+    }
+
+    /// Reads `buf` as consecutive runs of physical memory (lengths adding up to at most
+    /// `buf.len()`) up to the first failure, all pieces in one [`PhysMem::read_segments`], so
+    /// a device source has them in flight together.
+    fn read_runs(&mut self, runs: &[(PhysAddr, usize)], buf: &mut [u8]) -> (usize, Option<PhysError>) {
+        let (pieces, wrap) = self.ram_pieces(runs);
         let total: usize = pieces.iter().map(|p| p.1).sum();
-        let mut segments = Vec::with_capacity(pieces.len());
-        let buf_len = buf.len();
-        let mut rest = &mut buf[..total.min(buf_len)];
-        for &(addr, n) in &pieces {
-            let r = std::mem::take(&mut rest);
-            let (head, tail) = r.split_at_mut(n.min(r.len()));
-            segments.push(Segment { addr, buf: head });
-            rest = tail;
-        }
+        let mut segments = split_into_segments(&pieces, buf);
         match self.mem.read_segments(&mut segments) {
             Ok(()) => {
                 self.stats.data_reads += segments.len() as u64;
@@ -424,30 +417,23 @@ impl AddressSpace {
         }
     }
 
-    /// Reads virtual memory up to the first failure: the whole range is translated first
-    /// (through the caches), physically contiguous pages are merged, and the data is then read
-    /// in one go.
-    fn read_virt_partial(
+    /// The physical runs behind `len` bytes at `virt` (pages translated through the caches,
+    /// physically contiguous ones merged), up to the first page that does not translate.
+    fn virt_runs(
         &mut self,
         root: PhysAddr,
         virt: VirtAddr,
-        buf: &mut [u8],
-    ) -> (usize, Option<MemError>) {
-        let len = buf.len();
+        len: usize,
+    ) -> (Vec<(PhysAddr, usize)>, Option<MemError>) {
         let mut runs: Vec<(PhysAddr, usize)> = Vec::new();
         let mut done = 0usize;
-        let mut stop: Option<MemError> = None;
         while done < len {
             let Some(va) = virt.0.checked_add(done as u64) else {
-                stop = Some(TranslateError::Wraps { virt }.into());
-                break;
+                return (runs, Some(TranslateError::Wraps { virt }.into()));
             };
             let t = match self.translate_at(root, VirtAddr(va)) {
                 Ok(t) => t,
-                Err(e) => {
-                    stop = Some(e.into());
-                    break;
-                }
+                Err(e) => return (runs, Some(e.into())),
             };
             let n = t.bytes_to_page_end().min((len - done) as u64) as usize;
             match runs.last_mut() {
@@ -456,6 +442,18 @@ impl AddressSpace {
             }
             done += n;
         }
+        (runs, None)
+    }
+
+    /// Reads virtual memory up to the first failure: the whole range is translated first, and
+    /// the data is then read in one go.
+    fn read_virt_partial(
+        &mut self,
+        root: PhysAddr,
+        virt: VirtAddr,
+        buf: &mut [u8],
+    ) -> (usize, Option<MemError>) {
+        let (runs, stop) = self.virt_runs(root, virt, buf.len());
         let (n, err) = self.read_runs(&runs, buf);
         match err {
             Some(e) => (n, Some(e.into())),
@@ -463,16 +461,95 @@ impl AddressSpace {
         }
     }
 
-    /// Reads scattered physical ranges together (one batch for a device source). On failure,
-    /// says which segment failed first; the ones before it are filled.
-    pub fn read_phys_segments(&mut self, segments: &mut [Segment<'_>]) -> Result<(), SegmentError> {
+    /// Reads several physical objects together (one batch for a device source). Each result
+    /// is that object's, all or nothing.
+    pub fn read_phys_many(&mut self, reads: &mut [(PhysAddr, &mut [u8])]) -> Vec<Result<(), MemError>> {
         self.begin();
-        let r = self.mem.read_segments(segments);
-        let filled = r.as_ref().err().map_or(segments.len(), |e| e.index);
-        self.stats.data_reads += r.as_ref().err().map_or(segments.len(), |e| e.index + 1) as u64;
-        self.stats.data_bytes += segments[..filled].iter().map(|s| s.buf.len() as u64).sum::<u64>();
+        let runs = reads.iter().map(|(addr, buf)| Ok(vec![(*addr, buf.len())])).collect();
+        let results = self.read_objects(runs, reads.iter_mut().map(|(_, b)| &mut **b));
         self.end();
-        r
+        results
+    }
+
+    /// Reads several virtual objects under `cr3` together: every object's pages are translated
+    /// first, then all of them are read in one batch. Each result is that object's, all or
+    /// nothing, as [`AddressSpace::read_virt_in`] would give it.
+    pub fn read_virt_many_in(
+        &mut self,
+        cr3: u64,
+        reads: &mut [(VirtAddr, &mut [u8])],
+    ) -> Vec<Result<(), MemError>> {
+        self.begin();
+        let root = self.config.root_of(cr3);
+        let runs = reads
+            .iter()
+            .map(|(virt, buf)| match self.virt_runs(root, *virt, buf.len()) {
+                (_, Some(e)) => Err(e),
+                (runs, None) => Ok(runs),
+            })
+            .collect();
+        let results = self.read_objects(runs, reads.iter_mut().map(|(_, b)| &mut **b));
+        self.end();
+        results
+    }
+
+    /// Reads objects, given as their physical runs (or the error that stopped their
+    /// translation), in one batch. A hole fails only its object and the rest are asked for
+    /// again; the device itself failing (no adapter, timeouts) fails everything left at once,
+    /// since each would fail the same way after the same wait.
+    fn read_objects<'b>(
+        &mut self,
+        runs: Vec<Result<Vec<(PhysAddr, usize)>, MemError>>,
+        bufs: impl Iterator<Item = &'b mut [u8]>,
+    ) -> Vec<Result<(), MemError>> {
+        let mut results = Vec::with_capacity(runs.len());
+        let mut owners = Vec::new();
+        let mut segments = Vec::new();
+        for (i, (object, buf)) in runs.into_iter().zip(bufs).enumerate() {
+            let pieces = match object.map(|runs| self.ram_pieces(&runs)) {
+                Ok((pieces, None)) => pieces,
+                Ok((_, Some(wrap))) => {
+                    results.push(Err(wrap.into()));
+                    continue;
+                }
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            };
+            results.push(Ok(()));
+            for s in split_into_segments(&pieces, buf) {
+                owners.push(i);
+                segments.push(s);
+            }
+        }
+        let mut from = 0;
+        while from < segments.len() {
+            let r = self.mem.read_segments(&mut segments[from..]);
+            let filled = r.as_ref().err().map_or(segments.len() - from, |e| e.index);
+            self.stats.data_reads += (filled + usize::from(r.is_err())) as u64;
+            self.stats.data_bytes +=
+                segments[from..from + filled].iter().map(|s| s.buf.len() as u64).sum::<u64>();
+            match r {
+                Ok(()) => break,
+                Err(e) if matches!(e.error, PhysError::Device { .. }) => {
+                    for &owner in &owners[from + e.index..] {
+                        results[owner] = Err(e.error.clone().into());
+                    }
+                    break;
+                }
+                Err(e) => {
+                    let owner = owners[from + e.index];
+                    results[owner] = Err(e.error.into());
+                    // The failed object's other pieces are not asked for again.
+                    from += e.index + 1;
+                    while owners.get(from) == Some(&owner) {
+                        from += 1;
+                    }
+                }
+            }
+        }
+        results
     }
 
     /// Writes `data` at `addr` in the active mode through the source (which refuses when
@@ -526,4 +603,17 @@ impl AddressSpace {
         }
         Ok(())
     }
+}
+
+/// `buf` cut into consecutive segments at `pieces` (`(address, length)`).
+fn split_into_segments<'a>(pieces: &[(PhysAddr, usize)], buf: &'a mut [u8]) -> Vec<Segment<'a>> {
+    let mut segments = Vec::with_capacity(pieces.len());
+    let mut rest = buf;
+    for &(addr, n) in pieces {
+        let r = std::mem::take(&mut rest);
+        let (head, tail) = r.split_at_mut(n.min(r.len()));
+        segments.push(Segment { addr, buf: head });
+        rest = tail;
+    }
+    segments
 }

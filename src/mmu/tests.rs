@@ -692,3 +692,52 @@ fn scattered_mappings_keep_no_neighbours_together() {
         assert!(phys.windows(2).all(|w| w[0].abs_diff(w[1]) != 1), "{pages} pages: neighbours kept together");
     }
 }
+
+#[test]
+fn objects_read_together_get_their_own_results() {
+    let mut mem = BufferMem::empty("parts");
+    let bytes = |start: u64, len: u64| (start..start + len).map(pattern).collect::<Vec<u8>>();
+    // Two abutting ranges, a hole, another range.
+    mem.add_range(PhysAddr(0x1000), bytes(0x1000, 0x2000));
+    mem.add_range(PhysAddr(0x3000), bytes(0x3000, 0x2000));
+    mem.add_range(PhysAddr(0x8000), bytes(0x8000, 0x1000));
+    let (probe, reads) = Probe::new(mem, false);
+    let mut s = AddressSpace::new(Box::new(probe), MmuConfig::new(Paging::Level4));
+    let (mut a, mut b, mut c) = (vec![0u8; 0x1000], vec![0u8; 16], vec![0u8; 16]);
+    let mut objects =
+        [(PhysAddr(0x2800), &mut a[..]), (PhysAddr(0x6000), &mut b[..]), (PhysAddr(0x8000), &mut c[..])];
+    let results = s.read_phys_many(&mut objects);
+    assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok(), "{results:?}");
+    assert_eq!(a, bytes(0x2800, 0x1000), "the object across two ranges");
+    assert_eq!(c, bytes(0x8000, 16), "the object after the hole");
+    // Four pieces (the first cut at the range end), the hole's asked once.
+    assert_eq!(reads.load(Ordering::Relaxed), 4);
+}
+
+#[test]
+fn a_failing_device_fails_every_object_left_at_once() {
+    struct Dead(Vec<RamRange>, u64);
+    impl PhysMem for Dead {
+        fn name(&self) -> &str {
+            "dead"
+        }
+        fn kind(&self) -> SourceKind {
+            SourceKind::NetTlp
+        }
+        fn ram(&self) -> &[RamRange] {
+            &self.0
+        }
+        fn read(&mut self, addr: PhysAddr, _: &mut [u8]) -> Result<(), PhysError> {
+            self.1 += 1;
+            Err(PhysError::Device { addr, source_name: "dead".into(), why: "timed out".into() })
+        }
+    }
+    let dead = Dead(vec![RamRange { start: PhysAddr(0), len: 1 << 30 }], 0);
+    let mut s = AddressSpace::new(Box::new(dead), MmuConfig::new(Paging::Level4));
+    let mut bufs = vec![[0u8; 8]; 50];
+    let mut objects: Vec<(PhysAddr, &mut [u8])> =
+        bufs.iter_mut().enumerate().map(|(i, b)| (PhysAddr(i as u64 * 4096), &mut b[..])).collect();
+    let results = s.read_phys_many(&mut objects);
+    assert!(results.iter().all(|r| r.as_ref().is_err_and(|e| e.to_string().contains("timed out"))));
+    assert_eq!(s.stats().data_reads, 1, "asked once, not once per object");
+}

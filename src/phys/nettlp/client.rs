@@ -180,7 +180,6 @@ pub struct NetTlpMem {
     events: Events,
     slots: Vec<Option<InFlight>>,
     tx: Vec<u8>,
-    rx: Vec<u8>,
     /// Room for the datagrams one `recvmmsg` takes.
     batch: RecvBatch,
     /// Tags with events from the last poll (kept to reuse its allocation).
@@ -225,7 +224,6 @@ impl NetTlpMem {
             poll,
             events: Events::with_capacity(64),
             tx: Vec::with_capacity(MAX_DATAGRAM),
-            rx: vec![0; MAX_DATAGRAM + 64],
             ready: Vec::with_capacity(64),
             batch: RecvBatch::new(MAX_BATCH, MAX_DATAGRAM + 64),
             generations: vec![0; usize::from(config.tags)],
@@ -272,7 +270,6 @@ impl NetTlpMem {
         }
         self.stats.batches += 1;
         self.stats.round_trips += (chunks.len() as u64).div_ceil(u64::from(self.config.tags));
-        self.drain_stale();
         let mut next = 0usize;
         let mut failed: Option<SegmentError> = None;
         let mut in_flight = 0usize;
@@ -343,7 +340,8 @@ impl NetTlpMem {
             self.ready = ready;
             in_flight -= self.expire(&chunks, &mut failed, &mut retired);
         }
-        // Requests still out after a failure are abandoned; their late answers are drained.
+        // Requests still out after a failure are abandoned: their late answers fit no request
+        // (the tag generation moves on) and are dropped when they come.
         self.slots.iter_mut().for_each(|s| *s = None);
         match failed {
             Some(e) => Err(e),
@@ -398,19 +396,6 @@ impl NetTlpMem {
 
     fn device_error(&self, addr: u64, why: String) -> PhysError {
         PhysError::Device { addr: PhysAddr(addr), source_name: self.name.clone(), why }
-    }
-
-    /// Drops whatever is queued from earlier reads (late completions of given-up requests).
-    fn drain_stale(&mut self) {
-        for tag in 0..self.sockets.len() {
-            for _ in 0..4096 {
-                match self.sockets[tag].recv(&mut self.rx) {
-                    Ok(_) => self.stats.ignored += 1,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(_) => {} // a queued ICMP error from earlier: consumed
-                }
-            }
-        }
     }
 
     /// Takes every datagram queued on `tag`'s socket. Returns how many requests ended.
