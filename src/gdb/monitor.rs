@@ -39,6 +39,8 @@ pub enum LinuxCommand {
     /// `switch PID` (Some) or `switch kernel` (None).
     Switch(Option<u64>),
     Kernel,
+    /// `threads`: every task as gdb's thread, with where its registers came from.
+    Threads,
     /// `dmesg [N]`: the last N lines.
     Dmesg(Option<u64>),
 }
@@ -54,6 +56,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("flush", "drop cached page-table pages and translations (re-read the tables)"),
     ("stats [reset]", "backend reads and cache hits since the last reset"),
     ("ps [-t]", "every task: PID, PPID, state, command, task_struct, CR3; -t adds threads"),
+    (
+        "threads",
+        "every task as a gdb thread: thread id, pid, rip, rsp, CPU, and where the registers came from",
+    ),
     ("switch PID|kernel", "make that task's page tables (or the kernel's) the active CR3"),
     ("kernel", "what was found: release, KASLR slide, CR3, layout source, bytes read; vmlinux command"),
     ("dmesg [N]", "the kernel log from memory, last N lines"),
@@ -117,6 +123,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
             }
         }
         "kernel" => no_args(&lower, rest, Command::Linux(LinuxCommand::Kernel)),
+        "threads" => no_args(&lower, rest, Command::Linux(LinuxCommand::Threads)),
         "ps" => match rest.trim() {
             "" => Ok(Command::Linux(LinuxCommand::Ps { threads: false })),
             "-t" => Ok(Command::Linux(LinuxCommand::Ps { threads: true })),
@@ -175,6 +182,8 @@ mod tests {
         use LinuxCommand::*;
         assert_eq!(parse("ps"), Ok(Command::Linux(Ps { threads: false })));
         assert_eq!(parse("ps -t"), Ok(Command::Linux(Ps { threads: true })));
+        assert_eq!(parse("threads"), Ok(Command::Linux(Threads)));
+        assert!(parse("threads 5").is_err());
         assert_eq!(parse("switch 57"), Ok(Command::Linux(Switch(Some(57)))));
         assert_eq!(parse("switch KERNEL"), Ok(Command::Linux(Switch(None))));
         assert_eq!(parse("kernel"), Ok(Command::Linux(Kernel)));

@@ -6,7 +6,7 @@ use super::target::{CANNOT_RESUME, DmaTarget};
 use gdbstub::common::Signal;
 use gdbstub::conn::{Connection, ConnectionExt};
 use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
-use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
+use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
 use log::{info, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
@@ -95,7 +95,7 @@ impl Server {
     fn serve_stream(&self, target: &mut DmaTarget, stream: TcpStream, peer: SocketAddr) -> io::Result<()> {
         info!("gdb connected from {peer}");
         let conn = BufferedTcp::new(stream)?;
-        target.on_stop();
+        target.on_connect();
         let stub = GdbStub::builder(conn)
             .packet_buffer_size(PACKET_SIZE)
             .build()
@@ -120,7 +120,7 @@ enum EventLoop {}
 impl BlockingEventLoop for EventLoop {
     type Target = DmaTarget;
     type Connection = BufferedTcp;
-    type StopReason = SingleThreadStopReason<u64>;
+    type StopReason = MultiThreadStopReason<u64>;
 
     fn wait_for_stop_reason(
         target: &mut DmaTarget,
@@ -130,13 +130,18 @@ impl BlockingEventLoop for EventLoop {
             conn.write_all(&console_packet(CANNOT_RESUME)).map_err(WaitForStopReasonError::Connection)?;
             conn.flush().map_err(WaitForStopReasonError::Connection)?;
             target.on_stop();
-            return Ok(Event::TargetStopped(SingleThreadStopReason::Signal(Signal(0))));
+            let tid = target.stop_thread();
+            return Ok(Event::TargetStopped(MultiThreadStopReason::SignalWithThread {
+                tid,
+                signal: Signal(0),
+            }));
         }
         conn.read().map(Event::IncomingData).map_err(WaitForStopReasonError::Connection)
     }
 
     fn on_interrupt(target: &mut DmaTarget) -> Result<Option<Self::StopReason>, super::target::FatalError> {
         target.on_stop();
-        Ok(Some(SingleThreadStopReason::Signal(Signal::SIGINT)))
+        let tid = target.stop_thread();
+        Ok(Some(MultiThreadStopReason::SignalWithThread { tid, signal: Signal::SIGINT }))
     }
 }

@@ -8,17 +8,18 @@ use super::arch::{DmaRegId, DmaRegs, X86_64System, reg_name, regnum};
 use super::monitor::{self, Command, LinuxCommand};
 use crate::addr::VirtAddr;
 use crate::linux::commands::Linux;
+use crate::linux::threads::{self, ThreadList};
 use crate::mmu::{AddressSpace, Mode};
-use gdbstub::common::Signal;
+use gdbstub::common::{Signal, Tid};
 use gdbstub::target::ext::base::BaseOps;
-use gdbstub::target::ext::base::single_register_access::{SingleRegisterAccess, SingleRegisterAccessOps};
-use gdbstub::target::ext::base::singlethread::{
-    SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep,
-    SingleThreadSingleStepOps,
+use gdbstub::target::ext::base::multithread::{
+    MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
 };
+use gdbstub::target::ext::base::single_register_access::{SingleRegisterAccess, SingleRegisterAccessOps};
 use gdbstub::target::ext::breakpoints::{Breakpoints, BreakpointsOps, SwBreakpoint, SwBreakpointOps};
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps, outputln};
 use gdbstub::target::ext::section_offsets::{Offsets, SectionOffsets, SectionOffsetsOps};
+use gdbstub::target::ext::thread_extra_info::{ThreadExtraInfo, ThreadExtraInfoOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
 use log::{debug, info, warn};
 
@@ -42,13 +43,37 @@ pub struct DmaTarget {
     allow_write: bool,
     cr3_origin: String,
     resume_requested: bool,
+    /// Every task as a thread, read once per stop (see [`DmaTarget::on_stop`]).
+    threads: Option<ThreadList>,
+    /// The thread whose context memory packets were last read in: selecting another one
+    /// (`Hg`, gdb's `thread N`) switches to its process's page tables.
+    context_tid: Option<Tid>,
+    /// Whether the user chose the active CR3 (`--cr3`, `monitor switch`, `set-cr3`, `set $cr3`):
+    /// gdb's first thread selection of a session then leaves it in place.
+    cr3_pinned: bool,
 }
+
+/// The only thread of a target without a kernel (or whose task list cannot be read).
+const MACHINE_TID: Tid = match Tid::new(1) {
+    Some(t) => t,
+    None => unreachable!(),
+};
 
 impl DmaTarget {
     /// A target over `space`. Memory writes are refused unless `allow_write`. `cr3_origin`
     /// says where the CR3 already set in `space` came from (`monitor cr3` shows it).
     pub fn new(space: AddressSpace, allow_write: bool, cr3_origin: &str) -> Self {
-        Self { space, linux: None, allow_write, cr3_origin: cr3_origin.to_string(), resume_requested: false }
+        let space_has_cr3 = space.cr3().is_some();
+        Self {
+            space,
+            linux: None,
+            allow_write,
+            cr3_origin: cr3_origin.to_string(),
+            resume_requested: false,
+            threads: None,
+            context_tid: None,
+            cr3_pinned: space_has_cr3,
+        }
     }
 
     /// Makes the target Linux-aware: the `ps`/`switch`/`kernel`/`dmesg` commands, `qOffsets`
@@ -59,6 +84,7 @@ impl DmaTarget {
             found => format!("the kernel's page tables, from {found}"),
         };
         self.activate(linux.kernel.cr3.value, &origin);
+        self.cr3_pinned = origin == "--cr3";
         self.linux = Some(linux);
         self
     }
@@ -71,6 +97,7 @@ impl DmaTarget {
     pub fn set_cr3(&mut self, cr3: u64, origin: &str) {
         self.space.set_cr3(cr3);
         self.cr3_origin = origin.to_string();
+        self.cr3_pinned = true;
     }
 
     pub fn space(&self) -> &AddressSpace {
@@ -90,7 +117,67 @@ impl DmaTarget {
     pub fn on_stop(&mut self) {
         if self.space.mem().is_volatile() {
             self.space.flush();
+            // Tasks come and go on a running machine: the next stop reads them again.
+            self.threads = None;
         }
+    }
+
+    /// The tasks as threads, read now if this stop has not read them yet. Empty without a
+    /// kernel or a task list (the target is then one thread).
+    pub fn threads(&mut self) -> &ThreadList {
+        if self.threads.is_none() {
+            let list = match &self.linux {
+                Some(linux) => linux.threads(&mut self.space).unwrap_or_else(|e| {
+                    warn!("no tasks as threads: {e}");
+                    ThreadList::default()
+                }),
+                None => ThreadList::default(),
+            };
+            for p in &list.problems {
+                info!("threads: {p}");
+            }
+            debug!("{} tasks as threads", list.threads.len());
+            self.threads = Some(list);
+        }
+        self.threads.get_or_insert_with(ThreadList::default)
+    }
+
+    /// A new gdb session: its first thread selection is not a change of thread.
+    pub fn on_connect(&mut self) {
+        self.context_tid = None;
+        self.on_stop();
+    }
+
+    /// The thread a stop is reported in: the one whose context memory is read in, so that gdb
+    /// stays on it.
+    pub fn stop_thread(&mut self) -> Tid {
+        if let Some(tid) = self.context_tid {
+            return tid;
+        }
+        let first = self.threads().threads.first().map(|t| t.tid);
+        first.and_then(|t| usize::try_from(t).ok()).and_then(Tid::new).unwrap_or(MACHINE_TID)
+    }
+
+    /// Memory packets for thread `tid` read its process's memory: a newly selected thread
+    /// makes its page tables the active ones; until gdb selects another thread, `monitor
+    /// switch` and `set $cr3` still decide. A CR3 the user chose before the session's first
+    /// selection stays.
+    fn follow_thread(&mut self, tid: Tid) {
+        if self.context_tid == Some(tid) {
+            return;
+        }
+        let first = self.context_tid.is_none();
+        self.context_tid = Some(tid);
+        if first && self.cr3_pinned {
+            return;
+        }
+        let Some(t) = self.threads().get(tid.get() as u64) else { return };
+        let (cr3, origin) = (t.cr3, format!("thread {} (pid {} {})", t.tid, t.task.pid, t.task.comm));
+        if self.space.cr3() != Some(cr3) || self.space.mode() != Mode::Virt {
+            debug!("memory now read as {origin}, CR3 {cr3:#x}");
+        }
+        self.activate(cr3, &origin);
+        self.cr3_pinned = false;
     }
 
     /// Whether gdb asked to resume since the last stop (consumed by the event loop).
@@ -98,13 +185,33 @@ impl DmaTarget {
         std::mem::take(&mut self.resume_requested)
     }
 
-    /// The registers dmastub knows: only the active CR3. The CPUs' registers cannot be read
-    /// from memory, so all others are unavailable, except rip, which reads 0: gdb refuses to
-    /// attach to a target whose PC is unavailable, and 0 is plainly no real instruction.
-    fn registers(&self) -> DmaRegs {
+    /// Thread `tid`'s registers: a task's as [`threads`] found them, with the page-table root
+    /// its memory is read through as CR3. Without tasks the one thread knows only the active
+    /// CR3, and a rip of 0:
+    /// gdb refuses to attach to a target whose PC is unavailable, and 0 is plainly no real
+    /// instruction.
+    fn registers(&mut self, tid: Tid) -> DmaRegs {
         let mut regs = DmaRegs::unknown();
-        regs.values[regnum::RIP] = Some(0);
-        regs.values[regnum::CR3] = self.space.cr3();
+        let active = self.space.cr3();
+        let in_context = self.context_tid.is_none_or(|c| c == tid);
+        let list = self.threads();
+        let first = list.threads.first().map(|t| t.tid);
+        match list.get(tid.get() as u64) {
+            Some(t) => {
+                regs.values[..threads::REG_COUNT].copy_from_slice(&t.regs.0);
+                // gdb cannot attach when the first thread has no pc, and threads are ordered so
+                // that it has one whenever any thread has: otherwise it reads 0, as without tasks.
+                if first == Some(t.tid) && t.regs.pc().is_none() {
+                    regs.values[regnum::RIP] = Some(0);
+                }
+                // The CR3 its memory is read through: the active one while it is the context.
+                regs.values[regnum::CR3] = if in_context { active } else { Some(t.cr3) };
+            }
+            None => {
+                regs.values[regnum::RIP] = Some(0);
+                regs.values[regnum::CR3] = active;
+            }
+        }
         regs
     }
 
@@ -175,6 +282,7 @@ impl DmaTarget {
         };
         match cmd {
             LinuxCommand::Ps { threads } => linux.ps(&mut self.space, threads),
+            LinuxCommand::Threads => Ok(threads::render(self.threads())),
             LinuxCommand::Kernel => Ok(linux.kernel.report()),
             LinuxCommand::Dmesg(n) => linux.dmesg(&mut self.space, n.map(|n| n as usize)),
             LinuxCommand::Switch(None) => {
@@ -186,8 +294,10 @@ impl DmaTarget {
                 let pid = i32::try_from(pid).map_err(|_| format!("{pid} is not a PID"))?;
                 let sw = linux.task_cr3(&mut self.space, pid)?;
                 self.activate(sw.cr3, &format!("monitor switch {} ({})", sw.pid, sw.comm));
+                let tid = threads::thread_id(sw.pid, None);
                 Ok(format!(
-                    "active CR3 = {:#x}: the address space of pid {} ({}); kernel addresses still map\n",
+                    "active CR3 = {:#x}: the address space of pid {} ({}); kernel addresses still map\n\
+                     (its gdb thread, Thread {tid} in 'info threads', reads the same; until gdb selects another thread)\n",
                     sw.cr3, sw.pid, sw.comm
                 ))
             }
@@ -224,7 +334,7 @@ impl Target for DmaTarget {
     type Error = FatalError;
 
     fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
-        BaseOps::SingleThread(self)
+        BaseOps::MultiThread(self)
     }
 
     fn support_monitor_cmd(&mut self) -> Option<MonitorCmdOps<'_, Self>> {
@@ -247,13 +357,13 @@ impl Target for DmaTarget {
     }
 }
 
-impl SingleThreadBase for DmaTarget {
-    fn read_registers(&mut self, regs: &mut DmaRegs) -> TargetResult<(), Self> {
-        *regs = self.registers();
+impl MultiThreadBase for DmaTarget {
+    fn read_registers(&mut self, regs: &mut DmaRegs, tid: Tid) -> TargetResult<(), Self> {
+        *regs = self.registers(tid);
         Ok(())
     }
 
-    fn write_registers(&mut self, regs: &DmaRegs) -> TargetResult<(), Self> {
+    fn write_registers(&mut self, regs: &DmaRegs, _tid: Tid) -> TargetResult<(), Self> {
         // gdb sends the whole set (`G`) only when it cannot write one register: honour a new
         // CR3 and nothing else.
         match regs.values[regnum::CR3] {
@@ -265,11 +375,12 @@ impl SingleThreadBase for DmaTarget {
         }
     }
 
-    fn support_single_register_access(&mut self) -> Option<SingleRegisterAccessOps<'_, (), Self>> {
+    fn support_single_register_access(&mut self) -> Option<SingleRegisterAccessOps<'_, Tid, Self>> {
         Some(self)
     }
 
-    fn read_addrs(&mut self, start: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
+    fn read_addrs(&mut self, start: u64, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {
+        self.follow_thread(tid);
         match self.space.read(start, data) {
             Ok(n) => Ok(n),
             Err(e) => {
@@ -279,7 +390,8 @@ impl SingleThreadBase for DmaTarget {
         }
     }
 
-    fn write_addrs(&mut self, start: u64, data: &[u8]) -> TargetResult<(), Self> {
+    fn write_addrs(&mut self, start: u64, data: &[u8], tid: Tid) -> TargetResult<(), Self> {
+        self.follow_thread(tid);
         if !self.allow_write {
             warn!(
                 "refused a write of {} bytes at {start:#x}: the server is read-only (start it with --allow-write)",
@@ -293,14 +405,45 @@ impl SingleThreadBase for DmaTarget {
         })
     }
 
-    fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
+    fn list_active_threads(&mut self, thread_is_active: &mut dyn FnMut(Tid)) -> Result<(), FatalError> {
+        let list = self.threads();
+        if list.threads.is_empty() {
+            thread_is_active(MACHINE_TID);
+        }
+        for t in &list.threads {
+            if let Some(tid) = usize::try_from(t.tid).ok().and_then(Tid::new) {
+                thread_is_active(tid);
+            }
+        }
+        Ok(())
+    }
+
+    fn support_resume(&mut self) -> Option<MultiThreadResumeOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_thread_extra_info(&mut self) -> Option<ThreadExtraInfoOps<'_, Self>> {
         Some(self)
     }
 }
 
-impl SingleRegisterAccess<()> for DmaTarget {
-    fn read_register(&mut self, _tid: (), reg: DmaRegId, buf: &mut [u8]) -> TargetResult<usize, Self> {
-        match self.registers().values.get(reg.0).copied().flatten() {
+impl ThreadExtraInfo for DmaTarget {
+    /// `info threads` shows this after the thread id: `pid 121 crasher R [cpu0, panicking]`.
+    fn thread_extra_info(&self, tid: Tid, buf: &mut [u8]) -> Result<usize, FatalError> {
+        let text = match self.threads.as_ref().and_then(|l| l.get(tid.get() as u64)) {
+            Some(t) => t.describe(),
+            None if self.linux.is_some() => "no task list".to_string(),
+            None => "the machine".to_string(),
+        };
+        let n = text.len().min(buf.len());
+        buf[..n].copy_from_slice(&text.as_bytes()[..n]);
+        Ok(n)
+    }
+}
+
+impl SingleRegisterAccess<Tid> for DmaTarget {
+    fn read_register(&mut self, tid: Tid, reg: DmaRegId, buf: &mut [u8]) -> TargetResult<usize, Self> {
+        match self.registers(tid).values.get(reg.0).copied().flatten() {
             Some(v) => {
                 let n = buf.len().min(8);
                 buf[..n].copy_from_slice(&v.to_le_bytes()[..n]);
@@ -311,7 +454,7 @@ impl SingleRegisterAccess<()> for DmaTarget {
         }
     }
 
-    fn write_register(&mut self, _tid: (), reg: DmaRegId, val: &[u8]) -> TargetResult<(), Self> {
+    fn write_register(&mut self, _tid: Tid, reg: DmaRegId, val: &[u8]) -> TargetResult<(), Self> {
         if reg.0 != regnum::CR3 {
             warn!(
                 "refused a write of register {}: only cr3 (the page-table root dmastub walks) can be set",
@@ -329,20 +472,27 @@ impl SingleRegisterAccess<()> for DmaTarget {
     }
 }
 
-impl SingleThreadResume for DmaTarget {
-    fn resume(&mut self, _signal: Option<Signal>) -> Result<(), FatalError> {
+impl MultiThreadResume for DmaTarget {
+    fn resume(&mut self) -> Result<(), FatalError> {
         self.resume_requested = true;
         Ok(())
     }
 
-    fn support_single_step(&mut self) -> Option<SingleThreadSingleStepOps<'_, Self>> {
+    fn clear_resume_actions(&mut self) -> Result<(), FatalError> {
+        Ok(())
+    }
+
+    fn set_resume_action_continue(&mut self, _tid: Tid, _signal: Option<Signal>) -> Result<(), FatalError> {
+        Ok(())
+    }
+
+    fn support_single_step(&mut self) -> Option<MultiThreadSingleStepOps<'_, Self>> {
         Some(self)
     }
 }
 
-impl SingleThreadSingleStep for DmaTarget {
-    fn step(&mut self, _signal: Option<Signal>) -> Result<(), FatalError> {
-        self.resume_requested = true;
+impl MultiThreadSingleStep for DmaTarget {
+    fn set_resume_action_step(&mut self, _tid: Tid, _signal: Option<Signal>) -> Result<(), FatalError> {
         Ok(())
     }
 }

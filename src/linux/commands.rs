@@ -3,6 +3,7 @@
 
 use super::discover::Kernel;
 use super::tasks::{self, LayoutError, TaskLayout};
+use super::threads::{self, ThreadLayout, ThreadList};
 use super::{View, printk};
 use crate::mmu::AddressSpace;
 
@@ -11,6 +12,8 @@ pub struct Linux {
     pub kernel: Kernel,
     /// The task layout, or why there is none (which hint to give).
     pub layout: Result<TaskLayout, LayoutError>,
+    /// Where a task's saved registers and the runqueues are, or why that is unknown.
+    pub thread_layout: Result<ThreadLayout, String>,
 }
 
 /// What `switch` found.
@@ -27,7 +30,27 @@ impl Linux {
             Some(t) => TaskLayout::from_types(t.as_ref()),
             None => Err(LayoutError::NoLayout),
         };
-        Self { kernel, layout }
+        let thread_layout = match (&kernel.types, &layout) {
+            (Some(t), Ok(l)) => ThreadLayout::from_types(t.as_ref(), l),
+            (_, Err(e)) => Err(e.to_string()),
+            (None, Ok(_)) => Err(LayoutError::NoLayout.to_string()),
+        };
+        Self { kernel, layout, thread_layout }
+    }
+
+    /// Every task and idle task as a thread, with registers and contexts. `notes` are the
+    /// source's ELF notes (CPU registers, when it kept them).
+    pub fn threads(&self, space: &mut AddressSpace) -> Result<ThreadList, String> {
+        let layout = self.layout.as_ref().map_err(|e| e.to_string())?;
+        let notes = space.mem().core_notes().to_vec();
+        let mut view = View::new(space, self.kernel.cr3.value);
+        Ok(threads::list(
+            &mut view,
+            &self.kernel,
+            layout,
+            self.thread_layout.as_ref().map_err(|e| e.as_str()),
+            &notes,
+        ))
     }
 
     fn init_task(&self) -> Result<u64, String> {

@@ -14,6 +14,7 @@ pub mod printk;
 pub mod profile;
 pub mod symfile;
 pub mod tasks;
+pub mod threads;
 pub mod vmcoreinfo;
 
 pub use layout::{Member, TypeInfo, TypeMap};

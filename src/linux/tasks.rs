@@ -5,8 +5,6 @@
 //! that stops keeps what it read and says where and why it stopped.
 
 use super::{Memory, TypeInfo, View};
-use crate::mmu::MemError;
-use crate::phys::PhysError;
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
@@ -205,7 +203,7 @@ fn read_batch(view: &mut View, l: &TaskLayout, addrs: &[u64]) -> Vec<Result<Task
         match r {
             Ok(()) => {}
             // The device failing: field by field would only wait out its timeout again.
-            Err(e @ MemError::Phys(PhysError::Device { .. })) => {
+            Err(e) if e.is_device_failure() => {
                 pending.push(Err(format!("task {addr:#x}: {e}")));
                 continue;
             }

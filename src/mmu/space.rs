@@ -42,6 +42,21 @@ pub enum MemError {
     Phys(#[from] PhysError),
 }
 
+impl MemError {
+    /// Whether the device itself failed (no adapter, timeouts), reading the data or a page
+    /// table on the way: reading on would only wait out its timeout again.
+    pub fn is_device_failure(&self) -> bool {
+        matches!(
+            self,
+            MemError::Phys(PhysError::Device { .. })
+                | MemError::Translate(TranslateError::TableUnreadable {
+                    source: PhysError::Device { .. },
+                    ..
+                })
+        )
+    }
+}
+
 /// Counters of the work done, to check that caching works and to print in benchmarks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MmuStats {
