@@ -219,8 +219,13 @@ fn drgn_reference(dir: &std::path::Path) -> Option<(BTreeMap<u64, Value>, &'stat
             (j, "drgn's recorded output")
         }
     };
-    let by_addr: BTreeMap<u64, Value> =
-        json["tasks"].as_array().unwrap().iter().filter_map(|e| Some((hex(&e["task"]), e.clone()))).collect();
+    let by_addr: BTreeMap<u64, Value> = json["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["task"].is_string())
+        .map(|e| (hex(&e["task"]), e.clone()))
+        .collect();
     // The recording is of one build of the image: the same tasks at the same addresses.
     let same =
         t["processes"].as_array().unwrap().iter().all(|p| by_addr.contains_key(&hex(&p["task_struct"])));
