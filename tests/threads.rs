@@ -391,3 +391,150 @@ fn monitor_threads_says_where_registers_came_from() {
         assert!(tk.contains("saved switch frame"), "{file}: {tk}");
     }
 }
+
+fn scripts() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/gdb-scripts/dmastub.py").to_string()
+}
+
+#[test]
+fn dmastub_py_lists_tasks_with_thread_numbers_and_selects_them() {
+    let Some(dir) = fixture_dir(FIXTURE) else { return };
+    let t = truth(&dir, "post-panic");
+    let tk = &t["timekeeper"];
+    let (pid, global) = (tk["pid"].as_i64().unwrap(), hex(&tk["global_virt"]));
+    let stub = start(&dir, "post-panic.raw.zst");
+    let rows = parse_threads(&gdb(stub.port, &["info threads"]));
+    let vmlinux = unpacked(&dir, "vmlinux-symbols.zst");
+    let out = gdb_with(
+        stub.port,
+        Some(&vmlinux),
+        &[
+            &format!("source {}", scripts()),
+            "dmastub-ps",
+            &format!("dmastub-task {pid}"),
+            &format!("x/gx {global:#x}"),
+            "dmastub-task 77777",
+            &format!("p $task({pid})"),
+        ],
+        Duration::from_secs(120),
+    );
+    // Every task of the ground truth, with the gdb thread number `info threads` gave it.
+    for p in t["processes"].as_array().unwrap() {
+        let ppid = p["pid"].as_i64().unwrap();
+        let num = rows.iter().find(|r| r.pid as i64 == ppid).unwrap().num;
+        let row = out
+            .lines()
+            .find(|l| {
+                let w: Vec<&str> = l.trim_start_matches('*').split_whitespace().collect();
+                w.len() > 2 && w[1] == ppid.to_string()
+            })
+            .unwrap_or_else(|| panic!("dmastub-ps has no pid {ppid}\n{out}"));
+        assert_eq!(
+            row.trim_start_matches('*').split_whitespace().next(),
+            Some(num.to_string().as_str()),
+            "{row}"
+        );
+        assert!(row.contains(p["comm"].as_str().unwrap()), "{row}");
+    }
+    assert!(out.lines().any(|l| l.starts_with('*') && l.contains("crasher")), "the selected thread\n{out}");
+    assert!(out.contains(&format!("(Thread 1.{})]", pid + 1)), "dmastub-task switched\n{out}");
+    assert_eq!(x_gx(&out, global), tk["global_value_in_memory"].as_u64(), "{out}");
+    assert!(out.contains("no thread for pid 77777"), "{out}");
+    // A vmlinux without debug info has no struct task_struct: said so.
+    assert!(out.contains("struct task_struct is unknown"), "{out}");
+}
+
+/// Linux's own scripts/gdb through dmastub: everything that needs only memory, and the current
+/// CPU as dmastub.py teaches it.
+#[test]
+fn linux_gdb_scripts_work_through_dmastub() {
+    let Some(dir) = fixture_dir(FIXTURE) else { return };
+    let vmlinux = std::env::var_os("DMASTUB_DWARF_VMLINUX").map(PathBuf::from).filter(|p| p.is_file());
+    let lx = std::env::var_os("DMASTUB_LINUX_GDB_SCRIPTS")
+        .map(PathBuf::from)
+        .filter(|p| p.join("vmlinux-gdb.py").is_file());
+    let (Some(vmlinux), Some(lx)) = (vmlinux, lx) else {
+        eprintln!(
+            "SKIP: Linux's gdb scripts need the DWARF vmlinux and scripts/gdb: run tools/setup-full-tests.sh and \
+             set DMASTUB_DWARF_VMLINUX and DMASTUB_LINUX_GDB_SCRIPTS"
+        );
+        return;
+    };
+    let t = truth(&dir, "post-panic");
+    let tk_pid = t["timekeeper"]["pid"].as_i64().unwrap();
+    let drgn = drgn_reference(&dir);
+    for file in IMAGES {
+        let stub = start(&dir, file);
+        let ps = gdb(stub.port, &["monitor ps"]);
+        let out = gdb_with(
+            stub.port,
+            Some(&vmlinux),
+            &[
+                "monitor info version",
+                &format!("source {}", scripts()),
+                &format!("dmastub-symbols {}", vmlinux.display()),
+                &format!("source {}/vmlinux-gdb.py", lx.display()),
+                "echo LX-PS\\n",
+                "lx-ps",
+                "echo LX-END\\n",
+                "lx-dmesg",
+                "lx-version",
+                "lx-cmdline",
+                "lx-lsmod",
+                "lx-mounts",
+                "lx-iomem",
+                "lx-cpus",
+                "p $lx_current().pid",
+                &format!("dmastub-task {tk_pid}"),
+                "p $lx_current().comm",
+                &format!("p $lx_task_by_pid({tk_pid}).comm"),
+            ],
+            Duration::from_secs(300),
+        );
+        // lx-ps and monitor ps: the same tasks, pid and comm.
+        let section = out.split("LX-PS").nth(1).and_then(|s| s.split("LX-END").next()).unwrap_or_default();
+        let lx_rows: BTreeSet<(String, String)> = section
+            .lines()
+            .filter_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                (w.len() >= 3 && w[0].starts_with("0x")).then(|| (w[1].to_string(), w[2..].join(" ")))
+            })
+            .collect();
+        let ps_rows: BTreeSet<(String, String)> = ps
+            .lines()
+            .filter_map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                (w.len() >= 6 && w[0].parse::<u32>().is_ok())
+                    .then(|| (w[0].to_string(), w[3..w.len() - 2].join(" ")))
+            })
+            .collect();
+        assert!(ps_rows.len() >= 60, "{file}: monitor ps\n{ps}");
+        assert_eq!(lx_rows, ps_rows, "{file}: lx-ps vs monitor ps\n{out}");
+        assert!(out.contains("Kernel panic - not syncing: sysrq triggered crash"), "{file}: lx-dmesg\n{out}");
+        let release = t["kernel"]["release"].as_str().unwrap();
+        assert!(out.contains(&format!("Linux version {release}")), "{file}: lx-version\n{out}");
+        assert!(out.contains(t["kernel"]["cmdline"].as_str().unwrap()), "{file}: lx-cmdline\n{out}");
+        assert!(out.contains("qemu_fw_cfg"), "{file}: lx-lsmod\n{out}");
+        assert!(out.contains("rootfs / rootfs"), "{file}: lx-mounts\n{out}");
+        assert!(out.contains(": System RAM") && out.contains(": Kernel code"), "{file}: lx-iomem\n{out}");
+        assert!(out.contains("Possible CPUs : [0, 1]"), "{file}: lx-cpus\n{out}");
+        // Not QEMU: `monitor info version` answers nothing, and the current CPU is the selected
+        // task's: crasher's CPU at first, then the CPU timekeeper last ran on.
+        assert!(!out.contains("unknown command 'info'"), "{file}\n{out}");
+        let crashed = t["crashed_thread"]["tid"].as_i64().unwrap();
+        assert!(
+            out.contains(&format!("$1 = {crashed}")),
+            "{file}: $lx_current() on the panicking thread\n{out}"
+        );
+        if let Some((drgn, _)) = &drgn {
+            let tk = drgn.values().find(|d| d["pid"] == tk_pid).unwrap();
+            let curr = drgn.values().find(|d| d["on_cpu"] == true && d["cpu"] == tk["cpu"]).unwrap();
+            let curr = curr["comm"].as_str().unwrap();
+            assert!(
+                out.contains(&format!("$2 = \"{curr}\\000")),
+                "{file}: $lx_current() on timekeeper's thread: {curr}\n{out}"
+            );
+        }
+        assert!(out.contains("$3 = \"timekeeper"), "{file}\n{out}");
+    }
+}

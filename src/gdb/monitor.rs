@@ -28,6 +28,10 @@ pub enum Command {
     },
     /// The commands that need a Linux kernel found in memory.
     Linux(LinuxCommand),
+    /// `info …`: QEMU's monitor, which dmastub is not. Answered with nothing: Linux's gdb
+    /// scripts take any answer to `monitor info version` for QEMU, and then read gdb's thread
+    /// number as the CPU number, which is wrong for a stub whose threads are tasks.
+    QemuInfo(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +128,7 @@ pub fn parse(line: &str) -> Result<Command, String> {
         }
         "kernel" => no_args(&lower, rest, Command::Linux(LinuxCommand::Kernel)),
         "threads" => no_args(&lower, rest, Command::Linux(LinuxCommand::Threads)),
+        "info" => Ok(Command::QemuInfo(rest.trim().to_string())),
         "ps" => match rest.trim() {
             "" => Ok(Command::Linux(LinuxCommand::Ps { threads: false })),
             "-t" => Ok(Command::Linux(LinuxCommand::Ps { threads: true })),
@@ -183,6 +188,7 @@ mod tests {
         assert_eq!(parse("ps"), Ok(Command::Linux(Ps { threads: false })));
         assert_eq!(parse("ps -t"), Ok(Command::Linux(Ps { threads: true })));
         assert_eq!(parse("threads"), Ok(Command::Linux(Threads)));
+        assert_eq!(parse("info version"), Ok(Command::QemuInfo("version".into())));
         assert!(parse("threads 5").is_err());
         assert_eq!(parse("switch 57"), Ok(Command::Linux(Switch(Some(57)))));
         assert_eq!(parse("switch KERNEL"), Ok(Command::Linux(Switch(None))));

@@ -254,6 +254,13 @@ impl DmaTarget {
                 }
                 format!("{}\n", self.space.vtop(VirtAddr(virt)))
             }
+            Command::QemuInfo(what) => {
+                info!(
+                    "monitor info {what}: that is QEMU's monitor, not dmastub's; answered with nothing, so that \
+                     Linux's gdb scripts do not take dmastub for QEMU ('monitor help' lists dmastub's commands)"
+                );
+                String::new()
+            }
             Command::Linux(cmd) => match self.run_linux_command(cmd) {
                 Ok(s) => s,
                 Err(e) => format!("{e}\n"),
