@@ -4,7 +4,7 @@
 //!
 //! drgn's view comes from running `tests/tools/drgn_stacks.py` when drgn and the DWARF vmlinux
 //! are here (`DMASTUB_DWARF_VMLINUX`, see `tools/setup-full-tests.sh`), else from its recorded
-//! output for the public image (`tests/fixtures/drgn/`), checked to be of the same image.
+//! output for the public image (`tests/reference/`), checked to be of the same image.
 
 mod common;
 
@@ -214,7 +214,7 @@ fn drgn_reference(dir: &std::path::Path) -> Option<(BTreeMap<u64, Value>, &'stat
         Some(j) => (j, "drgn, run now"),
         None => {
             let path =
-                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/drgn/linux-6.1-kaslr-post-panic.json");
+                concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reference/drgn-linux-6.1-kaslr-post-panic.json");
             let j: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
             (j, "drgn's recorded output")
         }

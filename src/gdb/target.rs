@@ -7,9 +7,10 @@
 use super::arch::{DmaRegId, DmaRegs, X86_64System, reg_name, regnum};
 use super::monitor::{self, Command, LinuxCommand};
 use crate::addr::VirtAddr;
+use crate::linux::Symbols;
 use crate::linux::commands::Linux;
 use crate::linux::threads::{self, ThreadList};
-use crate::mmu::{AddressSpace, Mode};
+use crate::mmu::{AddressSpace, MemError, Mode};
 use gdbstub::common::{Signal, Tid};
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::base::multithread::{
@@ -22,6 +23,7 @@ use gdbstub::target::ext::section_offsets::{Offsets, SectionOffsets, SectionOffs
 use gdbstub::target::ext::thread_extra_info::{ThreadExtraInfo, ThreadExtraInfoOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
 use log::{debug, info, warn};
+use std::collections::HashMap;
 
 /// An error that ends the gdb session (the server keeps listening for the next one).
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +53,18 @@ pub struct DmaTarget {
     /// Whether the user chose the active CR3 (`--cr3`, `monitor switch`, `set-cr3`, `set $cr3`):
     /// gdb's first thread selection of a session then leaves it in place.
     cr3_pinned: bool,
+    /// Whether the active CR3 is a task's own (its thread selected, or `monitor switch PID`):
+    /// kernel addresses are then read through the kernel's tables, which map the kernel half
+    /// the same in every process, so that a change of process costs no page-table reads.
+    task_context: bool,
+    /// Kernel text (`_stext`..`_etext`), and its pages read this stop: gdb reads the byte at
+    /// each thread's pc twice when it lists threads, and most threads sleep at the same pc.
+    text: Option<(u64, u64)>,
+    text_pages: HashMap<u64, Box<[u8]>>,
 }
+
+/// Most kernel-text pages kept in one stop (4 MiB).
+const MAX_TEXT_PAGES: usize = 1024;
 
 /// The only thread of a target without a kernel (or whose task list cannot be read).
 const MACHINE_TID: Tid = match Tid::new(1) {
@@ -73,6 +86,9 @@ impl DmaTarget {
             threads: None,
             context_tid: None,
             cr3_pinned: space_has_cr3,
+            task_context: false,
+            text: None,
+            text_pages: HashMap::new(),
         }
     }
 
@@ -85,6 +101,11 @@ impl DmaTarget {
         };
         self.activate(linux.kernel.cr3.value, &origin);
         self.cr3_pinned = origin == "--cr3";
+        let sym = |n: &str| linux.kernel.symbols.address(n);
+        self.text = match (sym("_stext").or(sym("_text")), sym("_etext")) {
+            (Some(lo), Some(hi)) if lo < hi && hi - lo < 1 << 30 => Some((lo, hi)),
+            _ => None,
+        };
         self.linux = Some(linux);
         self
     }
@@ -98,6 +119,7 @@ impl DmaTarget {
         self.space.set_cr3(cr3);
         self.cr3_origin = origin.to_string();
         self.cr3_pinned = true;
+        self.task_context = false;
     }
 
     pub fn space(&self) -> &AddressSpace {
@@ -115,6 +137,7 @@ impl DmaTarget {
     /// Called when gdb connects and at every stop: nothing read from a live source before it
     /// may be used after it.
     pub fn on_stop(&mut self) {
+        self.text_pages.clear();
         if self.space.mem().is_volatile() {
             self.space.flush();
             // Tasks come and go on a running machine: the next stop reads them again.
@@ -178,6 +201,51 @@ impl DmaTarget {
         }
         self.activate(cr3, &origin);
         self.cr3_pinned = false;
+        self.task_context = true;
+    }
+
+    /// Reads memory as gdb asked, through the active mode and CR3; see `task_context` and
+    /// `text_pages` for the two shortcuts.
+    fn read_memory(&mut self, start: u64, data: &mut [u8]) -> Result<usize, MemError> {
+        let kernel_cr3 = self.linux.as_ref().map(|l| l.kernel.cr3.value);
+        if self.space.mode() == Mode::Virt
+            && let Some(kernel_cr3) = kernel_cr3
+        {
+            if let Some(n) = self.read_text(kernel_cr3, start, data) {
+                return Ok(n);
+            }
+            if self.task_context && start >> 63 == 1 {
+                return self.space.read_in(kernel_cr3, start, data);
+            }
+        }
+        self.space.read(start, data)
+    }
+
+    /// `data` from kernel text, when all of it lies there and its pages can be read whole.
+    fn read_text(&mut self, kernel_cr3: u64, start: u64, data: &mut [u8]) -> Option<usize> {
+        let (lo, hi) = self.text?;
+        let end = start.checked_add(data.len() as u64)?;
+        if start < lo || end > hi || data.is_empty() {
+            return None;
+        }
+        let mut at = start;
+        while at < end {
+            let page = at & !0xfff;
+            if !self.text_pages.contains_key(&page) {
+                let mut bytes = vec![0u8; 0x1000].into_boxed_slice();
+                self.space.read_virt_in(kernel_cr3, VirtAddr(page), &mut bytes).ok()?;
+                if self.text_pages.len() >= MAX_TEXT_PAGES {
+                    self.text_pages.clear();
+                }
+                self.text_pages.insert(page, bytes);
+            }
+            let bytes = self.text_pages.get(&page)?;
+            let n = (end.min(page + 0x1000) - at) as usize;
+            let from = (at - page) as usize;
+            data[(at - start) as usize..][..n].copy_from_slice(&bytes[from..from + n]);
+            at += n as u64;
+        }
+        Some(data.len())
     }
 
     /// Whether gdb asked to resume since the last stop (consumed by the event loop).
@@ -301,6 +369,7 @@ impl DmaTarget {
                 let pid = i32::try_from(pid).map_err(|_| format!("{pid} is not a PID"))?;
                 let sw = linux.task_cr3(&mut self.space, pid)?;
                 self.activate(sw.cr3, &format!("monitor switch {} ({})", sw.pid, sw.comm));
+                self.task_context = true;
                 let tid = threads::thread_id(sw.pid, None);
                 Ok(format!(
                     "active CR3 = {:#x}: the address space of pid {} ({}); kernel addresses still map\n\
@@ -388,7 +457,7 @@ impl MultiThreadBase for DmaTarget {
 
     fn read_addrs(&mut self, start: u64, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {
         self.follow_thread(tid);
-        match self.space.read(start, data) {
+        match self.read_memory(start, data) {
             Ok(n) => Ok(n),
             Err(e) => {
                 debug!("read {start:#x} (+{:#x}): {e}", data.len());
@@ -399,6 +468,7 @@ impl MultiThreadBase for DmaTarget {
 
     fn write_addrs(&mut self, start: u64, data: &[u8], tid: Tid) -> TargetResult<(), Self> {
         self.follow_thread(tid);
+        self.text_pages.clear();
         if !self.allow_write {
             warn!(
                 "refused a write of {} bytes at {start:#x}: the server is read-only (start it with --allow-write)",

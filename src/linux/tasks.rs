@@ -381,12 +381,16 @@ pub fn list(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -> Ta
         &mut problems,
     );
     let mut tasks = Vec::with_capacity(leaders.len());
-    for r in read_tasks(mem, l, &leaders) {
+    let read = read_tasks(mem, l, &leaders);
+    // Most processes have one thread: known for all of them in a batch or three, so that only
+    // the others cost a walk (a round trip per thread over DMA).
+    let alone = if threads { single_threaded(mem, l, &leaders) } else { Vec::new() };
+    for (i, r) in read.into_iter().enumerate() {
         match r {
             Ok(t) => {
                 let leader = t.clone();
                 tasks.push(t);
-                if threads && leader.pid != 0 {
+                if threads && leader.pid != 0 && !alone.get(i).copied().unwrap_or(false) {
                     let members = thread_addrs(mem, l, &leader, &mut problems);
                     for r in read_tasks(mem, l, &members) {
                         match r {
@@ -451,6 +455,47 @@ fn list_by_tree(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -
 }
 
 /// The other threads of `leader`'s group.
+/// For each leader, whether it is certainly alone in its thread group: its group's list holds
+/// nothing but itself. Read for all leaders together; `false` (walk it) whenever unsure.
+fn single_threaded(mem: &mut View, l: &TaskLayout, leaders: &[u64]) -> Vec<bool> {
+    // One pointer per leader, read together; `None` where the read failed.
+    let mut words = |addrs: &[Option<u64>]| -> Vec<Option<u64>> {
+        let mut bufs = vec![[0u8; 8]; addrs.len()];
+        let mut reads: Vec<(u64, &mut [u8])> = Vec::new();
+        let mut index = Vec::new();
+        for (i, (a, b)) in addrs.iter().zip(bufs.iter_mut()).enumerate() {
+            if let Some(a) = a {
+                reads.push((*a, &mut b[..]));
+                index.push(i);
+            }
+        }
+        let results = mem.read_together(&mut reads);
+        let mut out = vec![None; addrs.len()];
+        for (i, r) in index.into_iter().zip(results) {
+            if r.is_ok() {
+                out[i] = Some(u64::from_le_bytes(bufs[i]));
+            }
+        }
+        out
+    };
+    if let Some(tg) = l.thread_group {
+        // thread_group.next pointing back at itself: an empty list.
+        let heads: Vec<Option<u64>> = leaders.iter().map(|a| Some(a.wrapping_add(tg))).collect();
+        let next = words(&heads);
+        return heads.iter().zip(next).map(|(h, n)| n.is_some() && n == *h).collect();
+    }
+    let (Some(sig), Some(head), Some(node)) = (l.signal, l.signal_thread_head, l.thread_node) else {
+        return vec![false; leaders.len()];
+    };
+    // signal->thread_head.next is the leader's own thread_node, whose next is the head again.
+    let signals = words(&leaders.iter().map(|a| Some(a.wrapping_add(sig))).collect::<Vec<_>>());
+    let heads: Vec<Option<u64>> = signals.iter().map(|s| s.map(|s| s.wrapping_add(head))).collect();
+    let first = words(&heads);
+    let own: Vec<Option<u64>> = leaders.iter().map(|a| Some(a.wrapping_add(node))).collect();
+    let second = words(&own);
+    (0..leaders.len()).map(|i| heads[i].is_some() && first[i] == own[i] && second[i] == heads[i]).collect()
+}
+
 fn thread_addrs(mem: &mut View, l: &TaskLayout, leader: &Task, problems: &mut Vec<String>) -> Vec<u64> {
     let what = format!("threads of pid {}", leader.pid);
     if let Some(tg) = l.thread_group {

@@ -349,6 +349,18 @@ impl AddressSpace {
         }
     }
 
+    /// Like [`AddressSpace::read`] in virtual mode, under another CR3: filling `buf` from the
+    /// start, stopping at the first byte that fails.
+    pub fn read_in(&mut self, cr3: u64, addr: u64, buf: &mut [u8]) -> Result<usize, MemError> {
+        self.begin();
+        let (n, err) = self.read_virt_partial(self.config.root_of(cr3), VirtAddr(addr), buf);
+        self.end();
+        match err {
+            Some(e) if n == 0 => Err(e),
+            _ => Ok(n),
+        }
+    }
+
     /// Reads all of `buf` at physical `addr`, or fails.
     pub fn read_phys(&mut self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
         self.begin();

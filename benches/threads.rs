@@ -1,0 +1,139 @@
+//! Tasks as threads: `info threads` against `monitor ps -t` through real gdb, over NetTLP (the
+//! emulator on loopback serving a post-panic raw image, which carries no CPU registers) and
+//! straight from the image file: wall time inside gdb and DMA round trips per task.
+//!
+//! Cases: the public 6.1 image (63 tasks) and, when it has been built, a 6.1 image with 300
+//! extra processes (`linux-6.1-extra300` under `$DMASTUB_FIXTURES`), made with the fixture tools:
+//!
+//! ```sh
+//! build-fixture.sh --kernel linux-image-6.1.0-56-amd64 --extra 300 --work W --out $DMASTUB_FIXTURES/linux-6.1-extra300
+//! ```
+//!
+//! Each figure is the median of 5 gdb sessions, ps and threads alternating; each session
+//! connects, drops every cache (`monitor flush`), then runs one command. `cargo bench --bench threads`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::time::Duration;
+
+const ADAPTER: &str = "127.0.78.2";
+const LOCAL: &str = "127.0.78.1";
+const RUNS: usize = 5;
+
+/// gdb-side timing: the command's wall time inside gdb, its line count, then `monitor stats`.
+const TIMER: &str = r#"
+import time
+import gdb
+
+def dmastub_timed(command):
+    gdb.execute("monitor flush", to_string=True)
+    gdb.execute("monitor stats reset", to_string=True)
+    t0 = time.perf_counter()
+    out = gdb.execute(command, to_string=True)
+    took = time.perf_counter() - t0
+    print("TIMED %.6f %d" % (took, len(out.splitlines())))
+    print(gdb.execute("monitor stats", to_string=True))
+"#;
+
+struct Sample {
+    seconds: f64,
+    lines: usize,
+    round_trips: Option<u64>,
+}
+
+fn timed(port: u16, vmlinux: Option<&Path>, timer: &Path, command: &str) -> Sample {
+    let out = gdb_with(
+        port,
+        vmlinux,
+        &[&format!("source {}", timer.display()), &format!("python dmastub_timed({command:?})")],
+        Duration::from_secs(300),
+    );
+    let line = out.lines().find(|l| l.starts_with("TIMED ")).unwrap_or_else(|| panic!("no timing:\n{out}"));
+    let mut w = line.split_whitespace().skip(1);
+    let seconds = w.next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+    let lines = w.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let round_trips = out
+        .lines()
+        .rev()
+        .find(|l| l.contains("NetTLP:"))
+        .and_then(|l| l.split(" round trips").next()?.rsplit(' ').next()?.parse().ok());
+    Sample { seconds, lines, round_trips }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A command's median seconds, and median round trips when over NetTLP.
+type Median = (f64, Option<f64>);
+
+/// (ps, threads) medians, and the thread count.
+fn compare(args: &[&str], vmlinux: Option<&Path>, timer: &Path) -> (Median, Median, usize) {
+    let stub = Stub::start(args);
+    let (mut ps, mut th) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        ps.push(timed(stub.port, vmlinux, timer, "monitor ps -t"));
+        th.push(timed(stub.port, vmlinux, timer, "info threads"));
+    }
+    // `info threads` prints a header line, then one line per thread.
+    let threads = th[0].lines.saturating_sub(1);
+    let summary = |v: &[Sample]| {
+        let rt = v.iter().map(|s| s.round_trips).collect::<Option<Vec<u64>>>();
+        (
+            median(v.iter().map(|s| s.seconds).collect()),
+            rt.map(|r| median(r.iter().map(|&x| x as f64).collect())),
+        )
+    };
+    (summary(&ps), summary(&th), threads)
+}
+
+fn main() {
+    let timer = std::env::temp_dir().join(format!("dmastub-bench-timer-{}.py", std::process::id()));
+    std::fs::write(&timer, TIMER).expect("write the gdb timer script");
+    let mut any = false;
+    for name in ["linux-6.1-kaslr", "linux-6.1-extra300"] {
+        let Some(dir) = fixture_dir(name) else { continue };
+        any = true;
+        let image = unpacked(&dir, "post-panic.raw.zst");
+        let image = image.to_str().expect("UTF-8 path");
+        let vmlinux = unpacked(&dir, "vmlinux-symbols.zst");
+        println!("\n{name} (post-panic raw image), gdb 13.1, median of {RUNS} sessions each:");
+        println!(
+            "  {:<34} {:>9} {:>9} {:>7} {:>10} {:>10} {:>8}",
+            "source / gdb", "ps (s)", "threads", "ratio", "RT ps", "RT threads", "RT/task"
+        );
+        let emulator = Emulator::start(image, ADAPTER);
+        let nettlp = ["--nettlp", ADAPTER, "--nettlp-local", LOCAL];
+        let file = ["--image", image];
+        for (label, args, symbols) in [
+            ("NetTLP, no vmlinux", &nettlp[..], None),
+            ("NetTLP, gdb vmlinux (symbols)", &nettlp[..], Some(vmlinux.as_path())),
+            ("image file, no vmlinux", &file[..], None),
+            ("image file, gdb vmlinux (symbols)", &file[..], Some(vmlinux.as_path())),
+        ] {
+            let ((ps_s, ps_rt), (th_s, th_rt), threads) = compare(args, symbols, &timer);
+            let rt = |v: Option<f64>| v.map_or("-".to_string(), |r| format!("{r:.0}"));
+            let per_task = th_rt.map_or("-".to_string(), |r| format!("{:.2}", r / threads.max(1) as f64));
+            println!(
+                "  {label:<34} {ps_s:>9.4} {th_s:>9.4} {:>6.1}x {:>10} {:>10} {per_task:>8}",
+                th_s / ps_s,
+                rt(ps_rt),
+                rt(th_rt)
+            );
+            if label.starts_with("NetTLP, no") {
+                println!(
+                    "  ({threads} threads; RT = DMA round trips from `monitor stats`; target: at most 3 per task)"
+                );
+            }
+        }
+        drop(emulator);
+    }
+    if !any {
+        println!("SKIP: no fixture images (set DMASTUB_FIXTURES)");
+    }
+    let _ = std::fs::remove_file(&timer);
+}
