@@ -103,20 +103,11 @@ const SSE: &[RegDef] = &[
     grouped("mxcsr", 32, "int", "vector"),
 ];
 
-/// gdb's numbers of the registers dmastub can know; the x87 and SSE registers never are.
+/// gdb's numbers of the registers dmastub can know; the x87 and SSE registers never are. The
+/// first [`REG_COUNT`](crate::linux::threads::REG_COUNT), rax … gs_base, are a task's, in the
+/// order `linux::threads` keeps them.
 pub mod regnum {
-    pub const RAX: usize = 0;
-    pub const RBX: usize = 1;
-    pub const RBP: usize = 6;
-    pub const RSP: usize = 7;
-    pub const R12: usize = 12;
-    pub const R15: usize = 15;
-    pub const RIP: usize = 16;
-    pub const EFLAGS: usize = 17;
-    pub const CS: usize = 18;
-    pub const SS: usize = 19;
-    pub const FS_BASE: usize = 24;
-    pub const GS_BASE: usize = 25;
+    pub use crate::linux::threads::reg::*;
     pub const CR0: usize = 27;
     pub const CR2: usize = 28;
     pub const CR3: usize = 29;
@@ -258,6 +249,17 @@ mod tests {
     fn layout_matches_qemu() {
         assert_eq!(all_regs().count(), 66);
         assert_eq!(reg_name(regnum::CR3), "cr3");
+        // A task's registers land in gdb's numbering as they are.
+        let names =
+            ["rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11", "r12", "r13"];
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(reg_name(i), *n);
+        }
+        assert_eq!(crate::linux::threads::REG_COUNT, 26);
+        assert_eq!(reg_name(regnum::R15), "r15");
+        assert_eq!(reg_name(regnum::EFLAGS), "eflags");
+        assert_eq!(reg_name(regnum::GS), "gs");
+        assert_eq!(reg_name(regnum::GS_BASE), "gs_base");
         assert_eq!(reg_name(regnum::RIP), "rip");
         assert_eq!(reg_name(SCALAR_REGS), "st0");
         assert!(target_xml().contains("<reg name=\"cr3\" bitsize=\"64\" type=\"int64\" regnum=\"29\""));
