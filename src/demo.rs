@@ -195,7 +195,7 @@ pub fn run(listen: &str, run_gdb: bool) -> io::Result<()> {
         "  dmastub serve --image vmcore.elf     (or --live /dev/shm/guest-ram): it finds the kernel itself"
     );
     println!("  dmastub serve --nettlp ADAPTER_IP   (a machine read by DMA through a NetTLP adapter)");
-    println!("  gdb -q vmlinux -ex 'target remote 127.0.0.1:1234' -ex 'monitor ps' -ex 'monitor dmesg 20'");
+    println!("  gdb -q vmlinux -ex 'target remote 127.0.0.1:1234' -ex 'info threads' -ex 'monitor dmesg 20'");
     Ok(())
 }
 

@@ -26,7 +26,7 @@ translating virtual addresses by walking the page tables from a CR3.";
 const AFTER_HELP: &str = "\
 Examples:
   dmastub serve --image post-panic.elf          # finds the kernel: KASLR, symbols, layouts
-  gdb -q vmlinux -ex 'target remote :1234' -ex 'monitor ps' -ex 'monitor dmesg 20'
+  gdb -q vmlinux -ex 'target remote :1234' -ex 'info threads' -ex 'monitor dmesg 20'
   dmastub ps --image post-panic.raw             # the same without gdb (also: dmesg, kernel)
   dmastub serve --image post-panic.elf --cr3 0x1a20000 --no-linux
   dmastub read --image post-panic.raw --phys 0x1000 64
