@@ -402,18 +402,26 @@ fn note_registers(
 
 /// The kernel's own crash notes (`crash_notes`, per CPU), filled when it panicked into a loaded
 /// crash kernel; zeros otherwise.
-fn crash_note_registers(view: &mut View, kernel: &Kernel, cpus: &Cpus) -> HashMap<u32, Regs> {
+fn crash_note_registers(view: &mut View, crash_notes: Option<u64>, cpus: &Cpus) -> HashMap<u32, Regs> {
     const HEADER: usize = 12 + 8; // Elf64_Nhdr, then "CORE\0" padded to 8.
     const DESC: usize = 336; // sizeof(struct elf_prstatus) on x86-64
     let mut out = HashMap::new();
-    let Some(at) = kernel.symbols.address("crash_notes") else { return out };
+    let Some(at) = crash_notes else { return out };
     let Ok(percpu) = view.read_u64(at) else { return out };
     if percpu == 0 {
         return out;
     }
-    for (cpu, off) in cpus.offsets.iter().enumerate() {
-        let mut note = [0u8; HEADER + DESC];
-        if view.read(percpu.wrapping_add(*off), &mut note).is_err() {
+    // Every CPU's note in one batch.
+    let mut notes = vec![[0u8; HEADER + DESC]; cpus.offsets.len()];
+    let mut reads: Vec<(u64, &mut [u8])> = cpus
+        .offsets
+        .iter()
+        .zip(notes.iter_mut())
+        .map(|(off, n)| (percpu.wrapping_add(*off), &mut n[..]))
+        .collect();
+    let results = view.read_together(&mut reads);
+    for (cpu, (note, r)) in notes.iter().zip(results).enumerate() {
+        if r.is_err() {
             continue;
         }
         let word = |i: usize| u32::from_le_bytes([note[i], note[i + 1], note[i + 2], note[i + 3]]);
@@ -660,8 +668,11 @@ fn fill_registers(
     }
     let pid_of_cpu = |c: u32| running.iter().find(|(_, cpu)| *cpu == c).map(|(i, _)| threads[*i].task.pid);
     let from_notes = note_registers(notes, cpus, &pid_of_cpu);
-    let from_crash =
-        if from_notes.is_empty() { crash_note_registers(view, kernel, cpus) } else { HashMap::new() };
+    let from_crash = if from_notes.is_empty() {
+        crash_note_registers(view, kernel.symbols.address("crash_notes"), cpus)
+    } else {
+        HashMap::new()
+    };
     for (i, cpu) in running {
         let t = &mut threads[i];
         if let Some(regs) = from_notes.get(&cpu) {
@@ -784,6 +795,43 @@ mod tests {
         let kdump: Vec<CoreNote> = notes[1..2].to_vec();
         let m = note_registers(&kdump, &cpus, &|c| (c == 0).then_some(2));
         assert_eq!(m[&0].pc(), Some(0xbb));
+    }
+
+    #[test]
+    fn crash_notes_in_memory_give_the_registers_of_each_cpu_that_saved_them() {
+        use crate::VirtAddr;
+        use crate::mmu::builder::PageTableBuilder;
+        use crate::mmu::{AddressSpace, MmuConfig, PageSize, Paging, bits};
+        const DIRECT: u64 = 0xffff_8880_0000_0000;
+        let mut b = PageTableBuilder::new(Paging::Level4, 8 << 20);
+        b.set_table_area((6u64 << 20).into(), (8u64 << 20).into()).unwrap();
+        for off in (0..(6u64 << 20)).step_by(2 << 20) {
+            b.map(VirtAddr(DIRECT + off), off.into(), PageSize::Size2M, bits::WRITABLE).unwrap();
+        }
+        // `crash_notes` holds a per-CPU offset; CPU n's note is at it plus __per_cpu_offset[n].
+        let (symbol, percpu) = (0x1000u64, 0x8000u64);
+        let offsets = vec![DIRECT + 0x10_0000, DIRECT + 0x20_0000];
+        b.write_u64(symbol.into(), percpu).unwrap();
+        let mut values = [0u64; 27];
+        values[16] = 0xffff_ffff_8100_1234; // rip
+        values[19] = 0xffff_c900_0001_3f00; // rsp
+        let mut note = Vec::new();
+        for w in [5u32, 336, 1] {
+            note.extend_from_slice(&w.to_le_bytes());
+        }
+        note.extend_from_slice(b"CORE\0\0\0\0");
+        note.extend_from_slice(&prstatus(7, values));
+        b.write_bytes((0x10_0000 + percpu).into(), &note).unwrap();
+        // CPU 1 never saved one: its note is zeros.
+        let cr3 = b.root();
+        let mut space = AddressSpace::new(Box::new(b.into_mem("synthetic")), MmuConfig::new(Paging::Level4));
+        let mut view = View::new(&mut space, cr3);
+        let cpus = Cpus { offsets, ..Cpus::default() };
+        let m = crash_note_registers(&mut view, Some(DIRECT + symbol), &cpus);
+        assert_eq!(m[&0].pc(), Some(0xffff_ffff_8100_1234));
+        assert_eq!(m[&0].get(reg::RSP), Some(0xffff_c900_0001_3f00));
+        assert!(!m.contains_key(&1), "a zeroed note is no register set");
+        assert!(crash_note_registers(&mut view, None, &cpus).is_empty());
     }
 
     #[test]
