@@ -38,8 +38,8 @@ impl Linux {
         Self { kernel, layout, thread_layout }
     }
 
-    /// Every task and idle task as a thread, with registers and contexts. `notes` are the
-    /// source's ELF notes (CPU registers, when it kept them).
+    /// Every task and idle task as a thread, with registers and contexts (CPU registers from
+    /// the source's ELF notes, when it kept them).
     pub fn threads(&self, space: &mut AddressSpace) -> Result<ThreadList, String> {
         let layout = self.layout.as_ref().map_err(|e| e.to_string())?;
         let notes = space.mem().core_notes().to_vec();

@@ -109,6 +109,15 @@ impl<'a> View<'a> {
         self.space.read_virt_many_in(self.cr3, &mut virt)
     }
 
+    /// One 64-bit word at each of `addrs`, read together (see [`View::read_together`]).
+    pub fn read_u64s(&mut self, addrs: &[u64]) -> Vec<Result<u64, MemError>> {
+        let mut words = vec![[0u8; 8]; addrs.len()];
+        let mut reads: Vec<(u64, &mut [u8])> =
+            addrs.iter().zip(words.iter_mut()).map(|(a, w)| (*a, &mut w[..])).collect();
+        let results = self.read_together(&mut reads);
+        results.into_iter().zip(words).map(|(r, w)| r.map(|()| u64::from_le_bytes(w))).collect()
+    }
+
     pub fn cr3(&self) -> u64 {
         self.cr3
     }

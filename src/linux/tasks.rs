@@ -454,48 +454,42 @@ fn list_by_tree(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -
     TaskList { tasks, problems }
 }
 
-/// The other threads of `leader`'s group.
 /// For each leader, whether it is certainly alone in its thread group: its group's list holds
-/// nothing but itself. Read for all leaders together; `false` (walk it) whenever unsure.
+/// nothing but itself. Read for all leaders together, in bounded batches; `false` (walk it)
+/// whenever unsure.
 fn single_threaded(mem: &mut View, l: &TaskLayout, leaders: &[u64]) -> Vec<bool> {
-    // One pointer per leader, read together; `None` where the read failed.
-    let mut words = |addrs: &[Option<u64>]| -> Vec<Option<u64>> {
-        let mut bufs = vec![[0u8; 8]; addrs.len()];
-        let mut reads: Vec<(u64, &mut [u8])> = Vec::new();
-        let mut index = Vec::new();
-        for (i, (a, b)) in addrs.iter().zip(bufs.iter_mut()).enumerate() {
-            if let Some(a) = a {
-                reads.push((*a, &mut b[..]));
-                index.push(i);
-            }
-        }
-        let results = mem.read_together(&mut reads);
-        let mut out = vec![None; addrs.len()];
-        for (i, r) in index.into_iter().zip(results) {
-            if r.is_ok() {
-                out[i] = Some(u64::from_le_bytes(bufs[i]));
-            }
-        }
-        out
-    };
+    leaders.chunks(256).flat_map(|batch| single_threaded_batch(mem, l, batch)).collect()
+}
+
+fn single_threaded_batch(mem: &mut View, l: &TaskLayout, leaders: &[u64]) -> Vec<bool> {
+    let at = |off: u64| leaders.iter().map(|a| a.wrapping_add(off)).collect::<Vec<u64>>();
     if let Some(tg) = l.thread_group {
         // thread_group.next pointing back at itself: an empty list.
-        let heads: Vec<Option<u64>> = leaders.iter().map(|a| Some(a.wrapping_add(tg))).collect();
-        let next = words(&heads);
-        return heads.iter().zip(next).map(|(h, n)| n.is_some() && n == *h).collect();
+        let heads = at(tg);
+        return heads.iter().zip(mem.read_u64s(&heads)).map(|(h, n)| n.is_ok_and(|n| n == *h)).collect();
     }
     let (Some(sig), Some(head), Some(node)) = (l.signal, l.signal_thread_head, l.thread_node) else {
         return vec![false; leaders.len()];
     };
     // signal->thread_head.next is the leader's own thread_node, whose next is the head again.
-    let signals = words(&leaders.iter().map(|a| Some(a.wrapping_add(sig))).collect::<Vec<_>>());
-    let heads: Vec<Option<u64>> = signals.iter().map(|s| s.map(|s| s.wrapping_add(head))).collect();
-    let first = words(&heads);
-    let own: Vec<Option<u64>> = leaders.iter().map(|a| Some(a.wrapping_add(node))).collect();
-    let second = words(&own);
-    (0..leaders.len()).map(|i| heads[i].is_some() && first[i] == own[i] && second[i] == heads[i]).collect()
+    // A signal that cannot be read gives head 0, which fails the comparisons below.
+    let heads: Vec<u64> =
+        mem.read_u64s(&at(sig)).into_iter().map(|s| s.map_or(0, |s| s.wrapping_add(head))).collect();
+    let own = at(node);
+    let mut both = heads.clone();
+    both.extend_from_slice(&own);
+    let next = mem.read_u64s(&both);
+    let (first, second) = next.split_at(leaders.len());
+    (0..leaders.len())
+        .map(|i| {
+            heads[i] != 0
+                && first[i].as_ref().is_ok_and(|&n| n == own[i])
+                && second[i].as_ref().is_ok_and(|&n| n == heads[i])
+        })
+        .collect()
 }
 
+/// The other threads of `leader`'s group.
 fn thread_addrs(mem: &mut View, l: &TaskLayout, leader: &Task, problems: &mut Vec<String>) -> Vec<u64> {
     let what = format!("threads of pid {}", leader.pid);
     if let Some(tg) = l.thread_group {

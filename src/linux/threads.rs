@@ -111,6 +111,14 @@ impl Thread {
     /// What `info threads` shows after the thread id: `pid 121 crasher R [cpu0, panicking]`.
     pub fn describe(&self) -> String {
         let t = &self.task;
+        match self.marks() {
+            m if m.is_empty() => format!("pid {} {} {}", t.pid, t.comm, t.state),
+            m => format!("pid {} {} {} [{m}]", t.pid, t.comm, t.state),
+        }
+    }
+
+    /// Its CPU, the panic, and how sure its registers are: `cpu0, panicking`.
+    pub fn marks(&self) -> String {
         let mut marks = Vec::new();
         match (self.idle_of, self.running_on) {
             (Some(c), Some(_)) => marks.push(format!("cpu{c} idle, running")),
@@ -126,11 +134,7 @@ impl Thread {
             RegsOrigin::Unavailable(_) => marks.push("registers unavailable".to_string()),
             RegsOrigin::SwitchFrame | RegsOrigin::Cpu { .. } => {}
         }
-        let mut s = format!("pid {} {} {}", t.pid, t.comm, t.state);
-        if !marks.is_empty() {
-            s.push_str(&format!(" [{}]", marks.join(", ")));
-        }
-        s
+        marks.join(", ")
     }
 
     /// Where the registers came from, one line (for `monitor threads`).
@@ -164,10 +168,6 @@ pub struct ThreadList {
 impl ThreadList {
     pub fn get(&self, tid: u64) -> Option<&Thread> {
         self.by_tid.get(&tid).map(|&i| &self.threads[i])
-    }
-
-    pub fn by_pid(&self, pid: i32) -> Option<&Thread> {
-        self.threads.iter().find(|t| t.task.pid == pid && t.idle_of.is_none_or(|c| c == 0))
     }
 
     fn index(&mut self) {
@@ -284,27 +284,18 @@ fn read_cpus(
     cpus.idle = vec![None; n];
     match (sym("runqueues"), l.rq_curr, l.rq_idle) {
         (Some(rq), Some(curr), Some(idle)) => {
-            let mut words = vec![[0u8; 8]; n * 2];
-            let mut reads: Vec<(u64, &mut [u8])> = Vec::with_capacity(n * 2);
-            for (off, w) in cpus.offsets.iter().zip(words.chunks_exact_mut(2)) {
-                let (a, b) = w.split_at_mut(1);
-                let base = rq.wrapping_add(*off);
-                reads.push((base.wrapping_add(curr), &mut a[0][..]));
-                reads.push((base.wrapping_add(idle), &mut b[0][..]));
-            }
-            let results = view.read_together(&mut reads);
-            for (i, r) in results.iter().enumerate() {
+            // Each CPU's rq->curr then rq->idle, all in one batch.
+            let addrs: Vec<u64> = cpus
+                .offsets
+                .iter()
+                .flat_map(|off| [curr, idle].map(|f| rq.wrapping_add(*off).wrapping_add(f)))
+                .collect();
+            for (i, r) in view.read_u64s(&addrs).into_iter().enumerate() {
                 let (cpu, is_idle) = (i / 2, i % 2 == 1);
-                let v = u64::from_le_bytes(words[cpu * 2 + usize::from(is_idle)]);
                 match r {
-                    Ok(()) if v != 0 => {
-                        if is_idle {
-                            cpus.idle[cpu] = Some(v);
-                        } else {
-                            cpus.curr[cpu] = Some(v);
-                        }
-                    }
-                    Ok(()) => {}
+                    Ok(0) => {}
+                    Ok(v) if is_idle => cpus.idle[cpu] = Some(v),
+                    Ok(v) => cpus.curr[cpu] = Some(v),
                     Err(e) => problems.push(format!(
                         "cpu{cpu}'s runqueue ({}): {e}",
                         if is_idle { "rq->idle" } else { "rq->curr" }
@@ -591,27 +582,22 @@ fn fill_registers(
     problems: &mut Vec<String>,
 ) {
     // Every task's thread.sp and stack base in one batch, then every switch frame in another.
-    let mut words = vec![[0u8; 8]; threads.len() * 2];
-    let mut reads: Vec<(u64, &mut [u8])> = Vec::with_capacity(threads.len() * 2);
-    let mut slots = Vec::new();
-    for (i, (t, w)) in threads.iter().zip(words.chunks_exact_mut(2)).enumerate() {
-        let (sp, stack) = w.split_at_mut(1);
-        reads.push((t.task.addr.wrapping_add(l.thread_sp), &mut sp[0][..]));
-        slots.push((i, false));
-        if let Some(off) = l.stack {
-            reads.push((t.task.addr.wrapping_add(off), &mut stack[0][..]));
-            slots.push((i, true));
-        }
-    }
-    let results = view.read_together(&mut reads);
+    let addrs: Vec<u64> = threads
+        .iter()
+        .flat_map(|t| {
+            [Some(l.thread_sp), l.stack].into_iter().flatten().map(|off| t.task.addr.wrapping_add(off))
+        })
+        .collect();
+    let mut words = view.read_u64s(&addrs).into_iter();
     let mut sp = vec![None; threads.len()];
     let mut stack = vec![None; threads.len()];
-    for (&(i, is_stack), r) in slots.iter().zip(&results) {
-        match r {
-            Ok(()) if is_stack => stack[i] = Some(u64::from_le_bytes(words[2 * i + 1])),
-            Ok(()) => sp[i] = Some(u64::from_le_bytes(words[2 * i])),
-            Err(e) => {
-                threads[i].origin = RegsOrigin::Unavailable(format!("task {:#x}: {e}", threads[i].task.addr))
+    for (i, t) in threads.iter_mut().enumerate() {
+        let fields = [Some(&mut sp[i]), l.stack.map(|_| &mut stack[i])];
+        for slot in fields.into_iter().flatten() {
+            match words.next() {
+                Some(Ok(v)) => *slot = Some(v),
+                Some(Err(e)) => t.origin = RegsOrigin::Unavailable(format!("task {:#x}: {e}", t.task.addr)),
+                None => {}
             }
         }
     }
@@ -654,7 +640,7 @@ fn fill_registers(
             regs.0[r] = word(off);
         }
         regs.0[reg::RIP] = word(frame.ret_addr);
-        regs.0[reg::RSP] = Some(sp + frame.size);
+        regs.0[reg::RSP] = Some(sp.wrapping_add(frame.size));
         regs.0[reg::CS] = Some(KERNEL_CS);
         regs.0[reg::SS] = Some(KERNEL_DS);
         t.regs = regs;
@@ -727,9 +713,10 @@ pub fn render(list: &ThreadList) -> String {
     let mut s = format!("{:>8}  {:>7}  {:<16} {:<18} {:<18} REGISTERS\n", "TID", "PID", "COMM", "RIP", "RSP");
     for t in &list.threads {
         let hex = |v: Option<u64>| v.map(|v| format!("{v:#x}")).unwrap_or_else(|| "-".to_string());
-        let mut marks = t.describe();
-        // describe() starts with "pid N comm S"; keep only its marks.
-        marks = marks.split_once(" [").map(|(_, m)| format!("[{m} ")).unwrap_or_default();
+        let marks = match t.marks() {
+            m if m.is_empty() => m,
+            m => format!("[{m}] "),
+        };
         s.push_str(&format!(
             "{:>8}  {:>7}  {:<16} {:<18} {:<18} {}{}\n",
             t.tid,
