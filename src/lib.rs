@@ -19,5 +19,6 @@ pub mod gdb;
 pub mod linux;
 pub mod mmu;
 pub mod phys;
+pub mod vm;
 
 pub use addr::{PAGE_SIZE, PhysAddr, VirtAddr};

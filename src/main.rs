@@ -65,8 +65,11 @@ enum CommandLine {
     /// whose memory may one day have to be read without it: a copy of /sys/kernel/btf/vmlinux,
     /// or the BTF in a memory image.
     Profile(ProfileArgs),
-    /// Serve a small synthetic machine (built in memory, with real x86-64 page tables) and run a
-    /// short gdb session against it; with no gdb installed, print how to attach.
+    /// The main job, end to end. With --vm: boot the distribution's Linux kernel under QEMU,
+    /// serve its RAM while it runs, and show in gdb its processes, memory changing, a panic
+    /// caused from outside and the panic's message and backtrace (installs QEMU if missing,
+    /// after asking). Without --vm: a small synthetic machine built in memory (no QEMU, no
+    /// root), with no gdb installed just served.
     Demo(DemoArgs),
     /// Play a NetTLP adapter and the root complex behind it over a memory image: answer the DMA
     /// reads libtlp or `serve --nettlp` send (UDP ports 0x3000-0x300f) from the image, for tests
@@ -284,6 +287,29 @@ struct DmesgArgs {
 
 #[derive(Args)]
 struct DemoArgs {
+    /// Boot a real Linux kernel under QEMU (TCG, or KVM where it works) and demonstrate on it.
+    #[arg(long)]
+    vm: bool,
+    /// With --vm: read the guest through `nettlp-emulator` and `serve --nettlp`, as a real
+    /// NetTLP adapter would be read, instead of serving its RAM file directly.
+    #[arg(long, requires = "vm")]
+    nettlp: bool,
+    /// With --vm: install missing Debian/Ubuntu packages without asking (CI=true does the same).
+    #[arg(long, short = 'y', requires = "vm")]
+    yes: bool,
+    /// With --vm: boot this x86-64 bzImage instead of the distribution's kernel package.
+    #[arg(long, value_name = "FILE", requires = "vm")]
+    kernel: Option<PathBuf>,
+    /// With --vm: use this static busybox instead of the busybox-static package's.
+    #[arg(long, value_name = "FILE", requires = "vm")]
+    busybox: Option<PathBuf>,
+    /// With --vm: the kernel's vmlinux with DWARF, for gdb's own backtrace with source lines.
+    #[arg(long, value_name = "FILE", requires = "vm")]
+    vmlinux: Option<PathBuf>,
+    /// With --vm: where the kernel, busybox and built guest files are kept
+    /// (default: $DMASTUB_VM_CACHE, else ~/.cache/dmastub/vm).
+    #[arg(long, value_name = "DIR", requires = "vm")]
+    cache: Option<PathBuf>,
     /// Address to serve the synthetic machine on (port 0: any free port).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:0")]
     listen: String,
@@ -305,6 +331,16 @@ fn main() -> ExitCode {
         CommandLine::Ps(a) => ps(a),
         CommandLine::Dmesg(a) => dmesg(a),
         CommandLine::Profile(a) => write_profile(a),
+        CommandLine::Demo(a) if a.vm => demo::vm::run(&demo::vm::VmDemoOptions {
+            nettlp: a.nettlp,
+            yes: a.yes,
+            guest: dmastub::vm::GuestOptions {
+                kernel: a.kernel,
+                busybox: a.busybox,
+                cache: a.cache.unwrap_or_else(dmastub::vm::guest::default_cache_dir),
+            },
+            vmlinux: a.vmlinux,
+        }),
         CommandLine::Demo(a) => demo::run(&a.listen, !a.no_gdb).map_err(Into::into),
         CommandLine::NettlpEmulator(a) => nettlp_emulator(a),
     };

@@ -1,0 +1,47 @@
+#!/bin/busybox sh
+# /init of the demo guest (busybox). It starts the ticker and a few sleepers, reports what
+# the guest knows about itself on the console, then serves the host's requests on the
+# second serial port (ttyS1), one per line:
+#   report   the report again (ps, kallsyms, the ticker)
+#   panic    panic the kernel from a process named "crasher" (echo c > /proc/sysrq-trigger)
+# Answers are framed by "BEGIN <request>" and "END <request>" lines.
+/bin/busybox mkdir -p /proc /sys /dev /tmp
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+echo 0 > /proc/sys/kernel/kptr_restrict
+echo 0 > /proc/sys/kernel/dmesg_restrict
+echo 1 > /proc/sys/kernel/sysrq
+cd /
+
+/bin/ticker > /dev/console 2>&1 &
+TICKER=$!
+sleep 1000000 &
+sleep 1000000 &
+printf '#!/bin/busybox sh\necho "CRASHER pid=$$"\necho c > /proc/sysrq-trigger\n' > /bin/crasher
+chmod 755 /bin/crasher
+sleep 1
+
+report() {
+    echo "release $(uname -r)"
+    echo "ticker $TICKER"
+    grep -E ' (_text|_stext|init_task|linux_banner|swapper_pg_dir|init_top_pgt|panic)$' /proc/kallsyms \
+        | sed 's/^/kallsyms /'
+    ps -o pid,ppid,stat,comm | sed 's/^/ps /'
+}
+
+{ echo "BEGIN report"; report; echo "END report"; } > /dev/console
+echo "DMASTUB-GUEST-READY" > /dev/console
+
+# One open of the port for the whole loop: a tty drops what arrives while nobody has it open.
+stty -F /dev/ttyS1 raw -echo
+exec 3<>/dev/ttyS1
+while read -r request <&3; do
+    case "$request" in
+        report) { echo "BEGIN report"; report; echo "END report"; } >&3 ;;
+        panic) { echo "BEGIN panic"; echo "END panic"; } >&3; /bin/crasher > /dev/console 2>&1 ;;
+        *) { echo "BEGIN $request"; echo "unknown request"; echo "END $request"; } >&3 ;;
+    esac
+done
