@@ -1,0 +1,320 @@
+//! The live end-to-end suite: one real Linux guest under QEMU (the demo's: the distribution's
+//! kernel, busybox and the ticker), read while it runs and after it panics, through the RAM
+//! file and through the NetTLP emulator, checked against what the guest says about itself
+//! (its `ps`, `/proc/kallsyms`, the ticker's printed values).
+//!
+//! Skips with a message where QEMU is missing, unless `CI` or `DMASTUB_LIVE_REQUIRED` is set:
+//! then a guest that cannot boot fails the suite.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use common::BIN;
+use dmastub::demo::session::{DmastubChild, GdbSession};
+use dmastub::vm::{self, GuestOptions, GuestReport, LiveVm, VmConfig};
+
+const GDB_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn live_required() -> bool {
+    ["CI", "DMASTUB_LIVE_REQUIRED"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty() && s != "0" && s != "false"))
+}
+
+/// The guest, booted once for the whole suite; `None` (skip) only where that is allowed.
+fn boot() -> Option<LiveVm> {
+    let missing = vm::missing_packages();
+    if !missing.is_empty() {
+        assert!(
+            !live_required(),
+            "the live suite must run here, but these packages are missing: {missing:?}"
+        );
+        eprintln!(
+            "SKIP: live suite: missing {missing:?} (apt-get install qemu-system-x86 gdb gcc libc6-dev)"
+        );
+        return None;
+    }
+    let opts = GuestOptions { cache: vm::guest::default_cache_dir(), ..Default::default() };
+    let mut progress = |line: &str| eprintln!("live: {line}");
+    let files = match vm::guest::prepare(&opts, &mut progress) {
+        Ok(f) => f,
+        Err(e) if !live_required() => {
+            eprintln!("SKIP: live suite: cannot prepare the guest: {e}");
+            return None;
+        }
+        Err(e) => panic!("the live suite cannot prepare its guest: {e}"),
+    };
+    match LiveVm::boot(&files, &VmConfig::default(), &mut progress) {
+        Ok(vm) => {
+            eprintln!(
+                "live: guest {} up in {:.1} s ({})",
+                vm.report.release,
+                vm.boot_time.as_secs_f64(),
+                vm.accel
+            );
+            Some(vm)
+        }
+        Err(e) => panic!("the live guest did not boot: {e}"),
+    }
+}
+
+/// A server over the guest's RAM: `serve --live FILE`, or the NetTLP emulator on the file
+/// and `serve --nettlp`.
+struct Reader {
+    name: &'static str,
+    _emulator: Option<DmastubChild>,
+    stub: DmastubChild,
+}
+
+impl Reader {
+    fn start(ram: &Path, nettlp: bool) -> Reader {
+        let ram = ram.display().to_string();
+        let exe = Path::new(BIN);
+        let start = |args: Vec<String>| {
+            DmastubChild::start(exe, &args, Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e}"))
+        };
+        if nettlp {
+            let id = std::process::id();
+            let (adapter, local) = (
+                format!("127.79.{}.{}", (id >> 8) as u8, id as u8 | 1),
+                format!("127.80.{}.{}", (id >> 8) as u8, id as u8 | 1),
+            );
+            let emulator = start(vec![
+                "nettlp-emulator".into(),
+                "--live".into(),
+                ram,
+                "--listen".into(),
+                adapter.clone(),
+            ]);
+            let stub = start(vec![
+                "serve".into(),
+                "--nettlp".into(),
+                adapter,
+                "--nettlp-local".into(),
+                local,
+                "--listen".into(),
+                "127.0.0.1:0".into(),
+            ]);
+            Reader { name: "NetTLP", _emulator: Some(emulator), stub }
+        } else {
+            let stub =
+                start(vec!["serve".into(), "--live".into(), ram, "--listen".into(), "127.0.0.1:0".into()]);
+            Reader { name: "RAM file", _emulator: None, stub }
+        }
+    }
+
+    fn gdb(&self) -> GdbSession {
+        let mut gdb = GdbSession::start(None).expect("start gdb");
+        let port = self.stub.port.expect("serve's port");
+        let out = gdb.run(&format!("target remote 127.0.0.1:{port}"), GDB_TIMEOUT).unwrap();
+        assert!(out.contains("Remote debugging using"), "{}: gdb did not attach: {out}", self.name);
+        gdb
+    }
+}
+
+fn run(gdb: &mut GdbSession, command: &str) -> String {
+    gdb.run(command, GDB_TIMEOUT).unwrap_or_else(|e| panic!("{command}: {e}"))
+}
+
+/// `x/gx ADDR`'s value.
+fn read_u64(gdb: &mut GdbSession, addr: u64) -> u64 {
+    let out = run(gdb, &format!("x/gx {addr:#x}"));
+    out.rsplit(':')
+        .next()
+        .and_then(|v| u64::from_str_radix(v.trim().trim_start_matches("0x"), 16).ok())
+        .unwrap_or_else(|| panic!("no value at {addr:#x}: {out}"))
+}
+
+/// `monitor kernel`'s value for `key` (the second column).
+fn kernel_field(out: &str, key: &str) -> String {
+    out.lines()
+        .find_map(|l| {
+            l.strip_prefix(key).map(|rest| rest.split_whitespace().next().unwrap_or("").to_string())
+        })
+        .unwrap_or_else(|| panic!("monitor kernel has no '{key}': {out}"))
+}
+
+/// Discovery with no hints on memory that changes under it, checked against the guest's own
+/// uname and /proc/kallsyms.
+fn check_discovery(reader: &Reader, gdb: &mut GdbSession, truth: &GuestReport) {
+    let out = run(gdb, "monitor kernel");
+    assert_eq!(kernel_field(&out, "release"), truth.release, "{}: release", reader.name);
+    for sym in ["_text", "init_task"] {
+        let want = truth.symbol(sym).unwrap_or_else(|| panic!("the guest reported no {sym}"));
+        assert_eq!(
+            kernel_field(&out, sym),
+            format!("{want:#x}"),
+            "{}: {sym} against /proc/kallsyms",
+            reader.name
+        );
+    }
+    assert!(
+        reader.stub.banner.contains(&truth.release),
+        "{}: the banner names the kernel: {}",
+        reader.name,
+        reader.stub.banner
+    );
+}
+
+/// `monitor ps` on the running machine against the guest's `ps` taken just before.
+fn check_ps(reader: &Reader, gdb: &mut GdbSession, truth: &GuestReport) {
+    let out = run(gdb, "monitor ps");
+    let ours: BTreeMap<u32, (u32, String)> = out
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f[..] {
+                [pid, ppid, _state, comm, ..] => {
+                    Some((pid.parse().ok()?, (ppid.parse().ok()?, comm.to_string())))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    // What lasts: init, the kernel threads, and init's ticker and sleepers. The report's own
+    // pipeline (ps, sed, grep, busybox re-executing itself as "exe") is gone by now.
+    let lasting: Vec<_> = truth
+        .ps
+        .iter()
+        .filter(|p| p.pid <= 2 || p.ppid == 2 || ["ticker", "sleep"].contains(&p.comm.as_str()))
+        .collect();
+    let mut found = 0;
+    for p in &lasting {
+        match ours.get(&p.pid) {
+            Some((ppid, comm)) => {
+                // procps and busybox show a kworker's current work after its comm ("-events").
+                let same_comm = *comm == p.comm
+                    || (comm.starts_with("kworker") && p.comm.starts_with(&format!("{comm}-")));
+                assert!(
+                    *ppid == p.ppid && same_comm,
+                    "{}: pid {}: monitor ps says ppid {ppid} comm {comm}, the guest {p:?}",
+                    reader.name,
+                    p.pid
+                );
+                found += 1;
+            }
+            // Short-lived kernel workers may come and go between the two listings.
+            None => assert!(
+                p.comm.starts_with("kworker"),
+                "{}: pid {} ({}) missing from monitor ps:\n{out}",
+                reader.name,
+                p.pid,
+                p.comm
+            ),
+        }
+    }
+    assert!(
+        found * 10 >= lasting.len() * 9,
+        "{}: only {found} of {} guest processes found",
+        reader.name,
+        lasting.len()
+    );
+    assert!(ours.contains_key(&truth.ticker_pid), "{}: the ticker is listed", reader.name);
+}
+
+/// No stale data: the ticker's counter read twice differs while the guest runs, within one
+/// stop and across one, and never lags behind what the guest printed before the read; while
+/// QEMU pauses the guest it does not change.
+fn check_fresh_reads(reader: &Reader, gdb: &mut GdbSession, vm: &mut LiveVm, addr: u64) {
+    run(gdb, &format!("monitor switch {}", vm.report.ticker_pid));
+    let printed_before = vm.ticker_values().last().copied().unwrap_or(0);
+    let first = read_u64(gdb, addr);
+    assert!(
+        first >= printed_before,
+        "{}: read {first}, but the guest had printed {printed_before} already",
+        reader.name
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let same_stop = read_u64(gdb, addr);
+    assert!(
+        same_stop > first,
+        "{}: within one stop the counter stayed {first} while the guest ran",
+        reader.name
+    );
+    let cont = run(gdb, "continue");
+    assert!(cont.contains("cannot be continued"), "{}: continue: {cont}", reader.name);
+    std::thread::sleep(Duration::from_millis(1200));
+    let printed = vm.ticker_values().last().copied().unwrap_or(0);
+    let after_stop = read_u64(gdb, addr);
+    assert!(
+        after_stop > same_stop && after_stop >= printed,
+        "{}: across a stop: {same_stop} then {after_stop} (guest printed {printed})",
+        reader.name
+    );
+
+    vm.set_running(false).expect("QMP stop");
+    let paused = read_u64(gdb, addr);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(read_u64(gdb, addr), paused, "{}: the counter moved while QEMU paused the guest", reader.name);
+    vm.set_running(true).expect("QMP cont");
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        read_u64(gdb, addr) > paused,
+        "{}: the counter did not move after QEMU resumed the guest",
+        reader.name
+    );
+}
+
+/// After the panic: the message in `monitor dmesg`, the counter frozen, the crasher listed as
+/// the panicking task.
+fn check_after_panic(reader: &Reader, gdb: &mut GdbSession, vm: &LiveVm, addr: u64, crasher: u32) {
+    let dmesg = run(gdb, "monitor dmesg 60");
+    assert!(
+        dmesg.contains("Kernel panic - not syncing: sysrq triggered crash"),
+        "{}: dmesg: {dmesg}",
+        reader.name
+    );
+    run(gdb, &format!("monitor switch {}", vm.report.ticker_pid));
+    let frozen = read_u64(gdb, addr);
+    let printed = vm.ticker_values().last().copied().unwrap_or(0);
+    assert!(frozen >= printed, "{}: frozen at {frozen}, below the last printed {printed}", reader.name);
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(read_u64(gdb, addr), frozen, "{}: the counter moved after the panic", reader.name);
+    let threads = run(gdb, "monitor threads");
+    let line = threads
+        .lines()
+        .find(|l| l.contains("crasher"))
+        .unwrap_or_else(|| panic!("{}: no crasher thread:\n{threads}", reader.name));
+    // Columns: gdb thread id, pid, comm, rip, rsp, marks, where the registers came from.
+    let pid = line.split_whitespace().nth(1);
+    assert!(
+        pid == Some(&crasher.to_string()) && line.contains("panicking"),
+        "{}: crasher {crasher}: {line}",
+        reader.name
+    );
+}
+
+#[test]
+fn a_live_guest_read_while_it_runs_and_after_it_panics() {
+    let Some(mut vm) = boot() else { return };
+    let ram = vm.ram_path().to_path_buf();
+    let addr = vm.ticker_address().expect("the ticker printed its address");
+    let readers = [Reader::start(&ram, false), Reader::start(&ram, true)];
+    let mut sessions = Vec::new();
+    for reader in &readers {
+        let truth = vm.fresh_report().expect("the guest's report");
+        let mut gdb = reader.gdb();
+        check_discovery(reader, &mut gdb, &truth);
+        check_ps(reader, &mut gdb, &truth);
+        check_fresh_reads(reader, &mut gdb, &mut vm, addr);
+        sessions.push(gdb);
+    }
+    let crasher = vm.panic(Duration::from_secs(120)).expect("the guest panics");
+    for (reader, gdb) in readers.iter().zip(sessions.iter_mut()) {
+        check_after_panic(reader, gdb, &vm, addr, crasher);
+    }
+    // The command-line tools see the same frozen machine.
+    let out = std::process::Command::new(BIN)
+        .args(["dmesg", "--live"])
+        .arg(&ram)
+        .args(["-n", "80"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Kernel panic - not syncing"),
+        "dmastub dmesg --live"
+    );
+}
