@@ -3,8 +3,8 @@
 //! 1. reads per second and MB/s at 8 B, 256 B, 2 KiB and 4 KiB with 1 and 16 tags, the
 //!    emulator's CPU use beside each figure;
 //! 2. libtlp's own `tlpperf` (single thread, one read at a time) against the same emulator, when
-//!    LIBTLP_TLPPERF names it (built from a fetched libtlp, outside this repository), and the
-//!    ratio at 2 KiB;
+//!    LIBTLP_TLPPERF (or LIBTLP_BIN, its folder) names it (built from a fetched libtlp, outside
+//!    this repository), and the ratio at 2 KiB;
 //! 3. DMA round trips per operation through real gdb: a cold `x/gx` of a kernel address,
 //!    `monitor ps` per task, and a 64 MiB `dump binary memory` (needs the 6.1 fixture).
 //!
@@ -13,14 +13,13 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/nettlp.rs"]
+mod rates;
 
 use common::*;
-use dmastub::PhysAddr;
-use dmastub::phys::nettlp::{NetTlpConfig, NetTlpMem};
-use dmastub::phys::{PhysMem, Segment};
+use rates::{Link, Rate, Reads};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const ADAPTER: Ipv4Addr = Ipv4Addr::new(127, 0, 77, 2);
@@ -29,90 +28,6 @@ const LOCAL: Ipv4Addr = Ipv4Addr::new(127, 0, 77, 1);
 /// largest range when that is all there is).
 const REGION: u64 = 32 << 20;
 const RUN: Duration = Duration::from_millis(1500);
-
-/// CPU seconds (user + system) a process has used so far.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-struct Rate {
-    reads_per_s: f64,
-    mb_per_s: f64,
-    emulator_cpu: f64,
-    /// CPU use of the client (this process) meanwhile; unknown for tlpperf.
-    client_cpu: Option<f64>,
-}
-
-/// Reads of `size` bytes, sequential through the region, in batches of 64 (so 16 tags have
-/// work), for RUN.
-fn measure(start: u64, size: usize, tags: u8, mrrs: u32, emulator_pid: u32) -> Rate {
-    let config = NetTlpConfig { adapter: ADAPTER, local: LOCAL, tags, mrrs, ..NetTlpConfig::default() };
-    let mut mem = NetTlpMem::connect(config).expect("client sockets");
-    let mut bufs = vec![vec![0u8; size]; 64];
-    let mut at = 0u64;
-    let mut reads = 0u64;
-    let cpu0 = cpu_seconds(emulator_pid);
-    let own0 = cpu_seconds(std::process::id());
-    let t0 = Instant::now();
-    while t0.elapsed() < RUN {
-        let mut segments: Vec<Segment> = bufs
-            .iter_mut()
-            .map(|b| {
-                let s = Segment { addr: PhysAddr(start + at), buf: b };
-                at = (at + size as u64) % (REGION - size as u64);
-                s
-            })
-            .collect();
-        mem.read_segments(&mut segments).expect("read over NetTLP");
-        reads += segments.len() as u64;
-    }
-    let wall = t0.elapsed().as_secs_f64();
-    Rate {
-        reads_per_s: reads as f64 / wall,
-        mb_per_s: (reads * size as u64) as f64 / wall / 1e6,
-        emulator_cpu: (cpu_seconds(emulator_pid) - cpu0) / wall,
-        client_cpu: Some((cpu_seconds(std::process::id()) - own0) / wall),
-    }
-}
-
-/// tlpperf's transactions per second (mean of its per-second lines after the first) and the
-/// emulator's CPU use meanwhile.
-fn tlpperf(path: &str, start: u64, size: usize, emulator_pid: u32) -> Option<Rate> {
-    let cpu0 = cpu_seconds(emulator_pid);
-    let t0 = Instant::now();
-    let out = Command::new(path)
-        .args(["-r", &ADAPTER.to_string(), "-l", &LOCAL.to_string(), "-b", "1b:00", "-d", "read"])
-        .args(["-a", &format!("{start:#x}"), "-s", &REGION.to_string(), "-L", &size.to_string()])
-        .args(["-N", "1", "-P", "seq", "-t", "4"])
-        .output()
-        .ok()?;
-    let wall = t0.elapsed().as_secs_f64();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let tps: Vec<f64> = text
-        .lines()
-        .filter_map(|l| l.strip_suffix(" tps"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .collect();
-    if tps.len() < 2 {
-        eprintln!("tlpperf printed no rates: {}", text.lines().last().unwrap_or(""));
-        return None;
-    }
-    let mean = tps[1..].iter().sum::<f64>() / (tps.len() - 1) as f64;
-    // tlpperf counts one transaction per 2 KiB request; a read of `size` is size/2048 of them.
-    let per_read = size.div_ceil(2048) as f64;
-    Some(Rate {
-        reads_per_s: mean / per_read,
-        mb_per_s: mean / per_read * size as f64 / 1e6,
-        emulator_cpu: (cpu_seconds(emulator_pid) - cpu0) / wall,
-        client_cpu: None,
-    })
-}
 
 /// The "N reads in R round trips" of `monitor stats` (after the given command).
 fn round_trips(out: &str) -> Option<u64> {
@@ -136,6 +51,8 @@ fn main() {
     };
     let start = if full.is_some() { 0x100_0000 } else { 0x10_0000 };
     let img = image.to_str().expect("utf-8 path");
+    let link = Link { adapter: ADAPTER, local: LOCAL };
+    let reads = |size| Reads { start, region: REGION, size };
     let emulator = Emulator::start(img, &ADAPTER.to_string());
     let pid = emulator.pid();
     println!("NetTLP on loopback ({ADAPTER} <- {LOCAL}), emulator serving {img}");
@@ -146,13 +63,13 @@ fn main() {
         "{:>6} {:>31} {:>31} {:>31} {:>31}",
         "read", "dmastub, 1 tag", "dmastub, 16 tags", "dmastub, 16 tags, MRRS 2048", "libtlp tlpperf -N 1"
     );
-    let tlpperf_path = std::env::var("LIBTLP_TLPPERF").ok().filter(|p| std::path::Path::new(p).exists());
+    let tlpperf_path = rates::tlpperf_path();
     let mut at_2k = None;
     for size in [8usize, 256, 2048, 4096] {
-        let one = measure(start, size, 1, 512, pid);
-        let sixteen = measure(start, size, 16, 512, pid);
-        let like_tlpperf = measure(start, size, 16, 2048, pid);
-        let theirs = tlpperf_path.as_deref().and_then(|p| tlpperf(p, start, size, pid));
+        let one = rates::dmastub_rate(link, reads(size), 1, 512, RUN, pid);
+        let sixteen = rates::dmastub_rate(link, reads(size), 16, 512, RUN, pid);
+        let like_tlpperf = rates::dmastub_rate(link, reads(size), 16, 2048, RUN, pid);
+        let theirs = tlpperf_path.as_deref().and_then(|p| rates::tlpperf_rate(p, link, reads(size), 4, pid));
         let cell = |r: &Rate| {
             let client = r.client_cpu.map_or("  ?".to_string(), |c| format!("{:>3.0}", c * 100.0));
             format!(
@@ -168,7 +85,7 @@ fn main() {
             cell(&one),
             cell(&sixteen),
             cell(&like_tlpperf),
-            theirs.as_ref().map(cell).unwrap_or_else(|| "(LIBTLP_TLPPERF unset)".into())
+            theirs.as_ref().map(cell).unwrap_or_else(|| "(no LIBTLP_TLPPERF/LIBTLP_BIN)".into())
         );
         if size == 2048 {
             at_2k = Some((
@@ -190,7 +107,9 @@ fn main() {
                     ours_2048 / t
                 );
             }
-            None => println!("2 KiB reads: set LIBTLP_TLPPERF to compare with libtlp's tlpperf"),
+            None => println!(
+                "2 KiB reads: set LIBTLP_TLPPERF (or LIBTLP_BIN, libtlp's bin folder) to compare with libtlp's tlpperf"
+            ),
         }
     }
 

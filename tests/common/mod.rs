@@ -167,9 +167,9 @@ impl Drop for Emulator {
     }
 }
 
-/// Runs Debian's gdb in batch mode against `port` with `commands`; returns stdout + stderr.
-/// Panics if gdb does not finish within `timeout` (a hang is a failure, not a wait).
-pub fn gdb_with(port: u16, file: Option<&Path>, commands: &[&str], timeout: Duration) -> String {
+/// Debian's gdb in batch mode, connected to `port` (`target remote 127.0.0.1:PORT`), then
+/// `commands`, not started yet: one command line for every test and benchmark that drives gdb.
+pub fn gdb_command(port: u16, file: Option<&Path>, commands: &[&str]) -> Command {
     let mut cmd = Command::new("gdb");
     cmd.args(["-q", "-nx", "-batch"]);
     if let Some(f) = file {
@@ -180,6 +180,13 @@ pub fn gdb_with(port: u16, file: Option<&Path>, commands: &[&str], timeout: Dura
     for c in commands {
         cmd.args(["-ex", c]);
     }
+    cmd
+}
+
+/// Runs Debian's gdb in batch mode against `port` with `commands`; returns stdout + stderr.
+/// Panics if gdb does not finish within `timeout` (a hang is a failure, not a wait).
+pub fn gdb_with(port: u16, file: Option<&Path>, commands: &[&str], timeout: Duration) -> String {
+    let mut cmd = gdb_command(port, file, commands);
     // One pipe for both streams, so gdb's answers and its error lines stay in order.
     let (mut reader, writer) = std::io::pipe().expect("create a pipe");
     let mut child = cmd
@@ -250,4 +257,95 @@ pub fn x_bytes(out: &str, addr: u64, n: usize) -> Vec<u8> {
     }
     bytes.truncate(n);
     bytes
+}
+
+/// One finished run of a command: its wall time, peak resident memory and output.
+pub struct Measured {
+    pub wall: Duration,
+    /// Peak RSS of the process (and of any child it waited for), in KiB, from wait4's rusage.
+    pub peak_rss_kib: i64,
+    /// CPU time it used, user and system.
+    pub cpu: Duration,
+    pub stdout: String,
+    pub stderr: String,
+    pub success: bool,
+}
+
+/// Runs `cmd` to its end with `input` on its stdin, and measures it: wall time from spawn to
+/// exit, and peak RSS from the rusage the kernel gives for this one child (std's wait() drops it).
+///
+/// The child starts in a copy of this process's address space (vfork, or fork), and exec folds
+/// that space's peak RSS into the child's, so a child is never measured smaller than this process
+/// was at its biggest. So the peak of this process is reset to its current RSS first
+/// (`/proc/self/clear_refs`); a child's figure then counts at most this process's RSS of now, a
+/// few MiB for a benchmark that keeps no large buffers.
+// The child is reaped with wait4, not Child::wait.
+#[allow(clippy::zombie_processes)]
+pub fn measure(cmd: &mut Command, input: &str) -> Measured {
+    use std::io::{Read, Write};
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_string();
+    // Feed stdin and drain stderr beside the stdout read, so no pipe fills up and blocks.
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let mut stderr = child.stderr.take().expect("stderr");
+    let drainer = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut stdout = String::new();
+    let _ = child.stdout.take().expect("stdout").read_to_string(&mut stdout);
+    let _ = feeder.join();
+    let stderr = drainer.join().unwrap_or_default();
+    let mut status = 0;
+    // SAFETY: a plain rusage struct, filled by the kernel.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: reaps our own child (not waited for elsewhere) and writes only the given structs.
+    let reaped = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    let wall = start.elapsed();
+    let success = reaped > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+    let tv =
+        |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
+    let cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
+    Measured { wall, peak_rss_kib: usage.ru_maxrss, cpu, stdout, stderr, success }
+}
+
+/// The median of `v` (the upper one of the middle two for an even count); `v` must not be empty.
+pub fn median<T: Copy + PartialOrd>(v: &[T]) -> T {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    v[v.len() / 2]
+}
+
+/// The kernel's DWARF vmlinux (Debian's -dbg package) named by DMASTUB_DWARF_VMLINUX, if it exists.
+pub fn dwarf_vmlinux() -> Option<PathBuf> {
+    std::env::var_os("DMASTUB_DWARF_VMLINUX").map(PathBuf::from).filter(|p| p.is_file())
+}
+
+/// drgn's script for the process list: PID, parent's TGID and command name of every task.
+pub const DRGN_PS: &str = "from drgn.helpers.linux.pid import for_each_task\n\
+                           for t in for_each_task(prog):\n    \
+                           print(t.pid.value_(), t.real_parent.tgid.value_(), t.comm.string_().decode())";
+
+/// `drgn` (from PATH) on the ELF core `core` with only the DWARF `vmlinux` for symbols, running
+/// `script`.
+pub fn drgn_command(core: &Path, vmlinux: &Path, script: &str) -> Command {
+    let mut cmd = Command::new("drgn");
+    cmd.arg("-q").arg("-c").arg(core).arg("-s").arg(vmlinux).args(["--no-default-symbols", "-e", script]);
+    cmd
+}
+
+/// Whether `drgn` runs from PATH.
+pub fn have_drgn() -> bool {
+    Command::new("drgn").arg("--version").output().is_ok_and(|o| o.status.success())
 }
