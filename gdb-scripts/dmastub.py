@@ -11,6 +11,9 @@ dmastub-ps
 dmastub-task PID
     Selects the thread of task PID (for pid 0, the idle task of CPU 0): its registers, its
     backtrace, and its process's memory.
+dmastub-bt [PID]
+    The kernel backtrace of task PID, or of the selected thread (`monitor bt`): unwound by the
+    stub with the kernel's own ORC tables, no vmlinux needed.
 $task(PID)
     The task's `struct task_struct *` (needs a vmlinux with debug info for the type).
 
@@ -120,6 +123,31 @@ class DmastubTask(gdb.Command):
         gdb.execute(f"thread {thread.num}", from_tty)
 
 
+class DmastubBt(gdb.Command):
+    """dmastub-bt [PID]: the kernel backtrace of task PID, or of the selected thread (monitor bt)."""
+
+    def __init__(self):
+        super().__init__("dmastub-bt", gdb.COMMAND_STACK)
+
+    def invoke(self, arg, from_tty):
+        args = gdb.string_to_argv(arg)
+        if len(args) > 1:
+            raise gdb.GdbError("usage: dmastub-bt [PID]")
+        if args:
+            gdb.write(_monitor(f"bt {_parse_int(args[0], 'PID')}"))
+            return
+        if gdb.selected_thread() is None:
+            raise gdb.GdbError("no thread selected")
+        # A monitor command does not say which thread gdb has selected; the stub takes the one
+        # gdb last read. Reading the selected thread's registers afresh makes it that one.
+        gdb.execute("maintenance flush register-cache", to_string=True)
+        try:
+            gdb.selected_frame().read_register("rip")
+        except gdb.error:
+            pass  # no pc: the stub says why there is no backtrace
+        gdb.write(_monitor("bt"))
+
+
 class TaskFunction(gdb.Function):
     """$task(PID): the task's struct task_struct * (from the stub's task list)."""
 
@@ -193,4 +221,5 @@ elif not any(isinstance(f, _LinuxCpusHook) for f in sys.meta_path):
 DmastubSymbols()
 DmastubPs()
 DmastubTask()
+DmastubBt()
 TaskFunction()

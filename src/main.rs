@@ -28,6 +28,7 @@ Examples:
   dmastub serve --image post-panic.elf          # finds the kernel: KASLR, symbols, layouts
   gdb -q vmlinux -ex 'target remote :1234' -ex 'info threads' -ex 'monitor dmesg 20'
   dmastub ps --image post-panic.raw             # the same without gdb (also: dmesg, kernel)
+  dmastub bt --image post-panic.raw 93          # a task's kernel backtrace, no vmlinux needed
   dmastub serve --image post-panic.elf --cr3 0x1a20000 --no-linux
   dmastub read --image post-panic.raw --phys 0x1000 64
   dmastub vtop --image post-panic.raw --cr3 0x1a20000 0x4a50f0
@@ -61,6 +62,9 @@ enum CommandLine {
     Ps(PsArgs),
     /// Print the kernel log from the memory (as `monitor dmesg`).
     Dmesg(DmesgArgs),
+    /// Print a task's kernel backtrace (as `monitor bt`), unwound with the kernel's own ORC
+    /// tables from memory: no vmlinux needed.
+    Bt(BtArgs),
     /// Write a target profile (TOML: the struct offsets dmastub uses) from BTF, for a machine
     /// whose memory may one day have to be read without it: a copy of /sys/kernel/btf/vmlinux,
     /// or the BTF in a memory image.
@@ -286,6 +290,16 @@ struct DmesgArgs {
 }
 
 #[derive(Args)]
+struct BtArgs {
+    #[command(flatten)]
+    common: LinuxCmdArgs,
+    /// The task (a thread's own id for a thread of a multi-threaded process). Default: the task
+    /// that panicked, else the first thread `info threads` lists.
+    #[arg(value_parser = parse_number)]
+    pid: Option<u64>,
+}
+
+#[derive(Args)]
 struct DemoArgs {
     /// Boot a real Linux kernel under QEMU (TCG, or KVM where it works) and demonstrate on it.
     #[arg(long)]
@@ -330,6 +344,7 @@ fn main() -> ExitCode {
         CommandLine::Kernel(a) => kernel(a),
         CommandLine::Ps(a) => ps(a),
         CommandLine::Dmesg(a) => dmesg(a),
+        CommandLine::Bt(a) => bt(a),
         CommandLine::Profile(a) => write_profile(a),
         CommandLine::Demo(a) if a.vm => demo::vm::run(&demo::vm::VmDemoOptions {
             nettlp: a.nettlp,
@@ -571,6 +586,12 @@ fn ps(a: PsArgs) -> CliResult {
 fn dmesg(a: DmesgArgs) -> CliResult {
     let (mut space, linux) = open_linux(&a.common)?;
     print!("{}", linux.dmesg(&mut space, a.lines)?);
+    Ok(())
+}
+
+fn bt(a: BtArgs) -> CliResult {
+    let (mut space, linux) = open_linux(&a.common)?;
+    print!("{}", linux.bt(&mut space, a.pid)?);
     Ok(())
 }
 

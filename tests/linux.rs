@@ -52,15 +52,6 @@ fn ps_differences(rows: &BTreeMap<i64, (i64, String, Option<u64>)>, t: &serde_js
     probs
 }
 
-fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).output().expect("run dmastub");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 /// The value `monitor kernel` / `dmastub kernel` shows for `key`.
 fn report_value(report: &str, key: &str) -> Option<String> {
     report
@@ -381,7 +372,7 @@ fn random_memory_is_refused_without_panic() {
         .collect();
     let path = std::env::temp_dir().join(format!("dmastub-random-{}.raw", std::process::id()));
     std::fs::write(&path, bytes).unwrap();
-    for cmd in ["kernel", "ps", "dmesg"] {
+    for cmd in ["kernel", "ps", "dmesg", "bt"] {
         let out = Command::new(BIN).args([cmd, "--image", path.to_str().unwrap()]).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && err.contains("dmastub: error:"), "{cmd}: {err}");

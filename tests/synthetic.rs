@@ -47,15 +47,6 @@ fn serve_machine(dir: &Scratch) -> (Stub, SyntheticFacts) {
     (stub, f)
 }
 
-fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).output().expect("run dmastub");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
-
 /// A gdb `shell` command that writes the u64 `value` at file offset `offset`.
 fn poke(file: &Path, offset: u64, value: u64) -> String {
     format!(

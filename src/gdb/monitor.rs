@@ -47,6 +47,8 @@ pub enum LinuxCommand {
     Threads,
     /// `dmesg [N]`: the last N lines.
     Dmesg(Option<u64>),
+    /// `bt [PID]`: the backtrace of task PID, or of gdb's selected thread.
+    Bt(Option<u64>),
 }
 
 /// Every command: its usage and one line of what it does. `monitor help` prints this table.
@@ -65,6 +67,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "every task as a gdb thread: thread id, pid, rip, rsp, CPU, and where the registers came from",
     ),
     ("switch PID|kernel", "make that task's page tables (or the kernel's) the active CR3"),
+    (
+        "bt [PID]",
+        "backtrace of task PID (default: gdb's selected thread) from the kernel's ORC unwind tables, no vmlinux needed",
+    ),
     ("kernel", "what was found: release, KASLR slide, CR3, layout source, bytes read; vmlinux command"),
     ("dmesg [N]", "the kernel log from memory, last N lines"),
 ];
@@ -141,6 +147,12 @@ pub fn parse(line: &str) -> Result<Command, String> {
                 .map(|p| Command::Linux(LinuxCommand::Switch(Some(p))))
                 .map_err(|e| format!("switch: {e}")),
         },
+        "bt" => match rest.trim() {
+            "" => Ok(Command::Linux(LinuxCommand::Bt(None))),
+            pid => parse_number(pid)
+                .map(|p| Command::Linux(LinuxCommand::Bt(Some(p))))
+                .map_err(|e| format!("bt: {e}")),
+        },
         "dmesg" => match rest.trim() {
             "" => Ok(Command::Linux(LinuxCommand::Dmesg(None))),
             n => parse_number(n)
@@ -195,6 +207,8 @@ mod tests {
         assert_eq!(parse("kernel"), Ok(Command::Linux(Kernel)));
         assert_eq!(parse("dmesg"), Ok(Command::Linux(Dmesg(None))));
         assert_eq!(parse("dmesg 0x14"), Ok(Command::Linux(Dmesg(Some(20)))));
+        assert_eq!(parse("bt"), Ok(Command::Linux(Bt(None))));
+        assert_eq!(parse("BT 93"), Ok(Command::Linux(Bt(Some(93)))));
     }
 
     #[test]
@@ -210,6 +224,7 @@ mod tests {
             ("switch", "needs a PID or 'kernel'"),
             ("switch init", "'init' is not a number"),
             ("dmesg lots", "'lots' is not a number"),
+            ("bt crasher", "bt: 'crasher' is not a number"),
         ] {
             let err = parse(line).unwrap_err();
             assert!(err.contains(want), "{line:?} gave {err:?}");

@@ -47,8 +47,9 @@ pub struct DmaTarget {
     resume_requested: bool,
     /// Every task as a thread, read once per stop (see [`DmaTarget::on_stop`]).
     threads: Option<ThreadList>,
-    /// The thread whose context memory packets were last read in: selecting another one
-    /// (`Hg`, gdb's `thread N`) switches to its process's page tables.
+    /// The thread whose registers or memory gdb last read, in whose context memory packets are
+    /// read: selecting another one (`Hg`, gdb's `thread N`) switches to its process's page
+    /// tables.
     context_tid: Option<Tid>,
     /// Whether the user chose the active CR3 (`--cr3`, `monitor switch`, `set-cr3`, `set $cr3`):
     /// gdb's first thread selection of a session then leaves it in place.
@@ -62,6 +63,10 @@ pub struct DmaTarget {
     text: Option<(u64, u64)>,
     text_pages: HashMap<u64, Box<[u8]>>,
 }
+
+/// What a Linux command answers without a kernel.
+const NO_LINUX: &str =
+    "no Linux kernel was found in this memory (see the server's log); this command needs one";
 
 /// Most kernel-text pages kept in one stop (4 MiB).
 const MAX_TEXT_PAGES: usize = 1024;
@@ -181,10 +186,10 @@ impl DmaTarget {
         first.and_then(|t| usize::try_from(t).ok()).and_then(Tid::new).unwrap_or(MACHINE_TID)
     }
 
-    /// Memory packets for thread `tid` read its process's memory: a newly selected thread
-    /// makes its page tables the active ones; until gdb selects another thread, `monitor
-    /// switch` and `set $cr3` still decide. A CR3 the user chose before the session's first
-    /// selection stays.
+    /// Memory packets for thread `tid` read its process's memory: a newly selected thread (gdb
+    /// reads its registers or memory) makes its page tables the active ones, and is the thread
+    /// `monitor bt` means; until gdb selects another thread, `monitor switch` and `set $cr3`
+    /// still decide. A CR3 the user chose before the session's first selection stays.
     fn follow_thread(&mut self, tid: Tid) {
         if self.context_tid == Some(tid) {
             return;
@@ -254,14 +259,14 @@ impl DmaTarget {
     }
 
     /// Thread `tid`'s registers: a task's as [`threads`] found them, with the page-table root
-    /// its memory is read through as CR3. Without tasks the one thread knows only the active
-    /// CR3, and a rip of 0:
+    /// its memory is read through as CR3 (gdb reads them after selecting the thread, which
+    /// made it the context: the active CR3). Without tasks the one thread knows only the
+    /// active CR3, and a rip of 0:
     /// gdb refuses to attach to a target whose PC is unavailable, and 0 is plainly no real
     /// instruction.
     fn registers(&mut self, tid: Tid) -> DmaRegs {
         let mut regs = DmaRegs::unknown();
         let active = self.space.cr3();
-        let in_context = self.context_tid.is_none_or(|c| c == tid);
         let list = self.threads();
         let first = list.threads.first().map(|t| t.tid);
         match list.get(tid.get() as u64) {
@@ -272,14 +277,10 @@ impl DmaTarget {
                 if first == Some(t.tid) && t.regs.pc().is_none() {
                     regs.values[regnum::RIP] = Some(0);
                 }
-                // The CR3 its memory is read through: the active one while it is the context.
-                regs.values[regnum::CR3] = if in_context { active } else { Some(t.cr3) };
             }
-            None => {
-                regs.values[regnum::RIP] = Some(0);
-                regs.values[regnum::CR3] = active;
-            }
+            None => regs.values[regnum::RIP] = Some(0),
         }
+        regs.values[regnum::CR3] = active;
         regs
     }
 
@@ -350,10 +351,7 @@ impl DmaTarget {
 
     fn run_linux_command(&mut self, cmd: LinuxCommand) -> Result<String, String> {
         let Some(linux) = &self.linux else {
-            return Err(
-                "no Linux kernel was found in this memory (see the server's log); this command needs one"
-                    .to_string(),
-            );
+            return Err(NO_LINUX.to_string());
         };
         match cmd {
             LinuxCommand::Ps { threads } => linux.ps(&mut self.space, threads),
@@ -365,6 +363,7 @@ impl DmaTarget {
                 self.activate(cr3, "monitor switch kernel");
                 Ok(format!("active CR3 = {cr3:#x} (the kernel's page tables)\n"))
             }
+            LinuxCommand::Bt(pid) => self.backtrace(pid),
             LinuxCommand::Switch(Some(pid)) => {
                 let pid = i32::try_from(pid).map_err(|_| format!("{pid} is not a PID"))?;
                 let sw = linux.task_cr3(&mut self.space, pid)?;
@@ -378,6 +377,22 @@ impl DmaTarget {
                 ))
             }
         }
+    }
+
+    /// `monitor bt [PID]`: the backtrace of task PID, or of the thread gdb has selected.
+    fn backtrace(&mut self, pid: Option<u64>) -> Result<String, String> {
+        let selected = self.stop_thread();
+        self.threads();
+        let (Some(linux), Some(list)) = (&self.linux, &self.threads) else {
+            return Err(NO_LINUX.to_string());
+        };
+        let thread = match pid {
+            Some(pid) => list.by_pid(pid)?,
+            None => list
+                .get(selected.get() as u64)
+                .ok_or("gdb's selected thread is not a task (no task list was read): give a PID")?,
+        };
+        Ok(linux.backtrace(&mut self.space, thread))
     }
 
     /// Makes `cr3` the active root and memory packets virtual.
@@ -435,6 +450,7 @@ impl Target for DmaTarget {
 
 impl MultiThreadBase for DmaTarget {
     fn read_registers(&mut self, regs: &mut DmaRegs, tid: Tid) -> TargetResult<(), Self> {
+        self.follow_thread(tid);
         *regs = self.registers(tid);
         Ok(())
     }
@@ -520,6 +536,7 @@ impl ThreadExtraInfo for DmaTarget {
 
 impl SingleRegisterAccess<Tid> for DmaTarget {
     fn read_register(&mut self, tid: Tid, reg: DmaRegId, buf: &mut [u8]) -> TargetResult<usize, Self> {
+        self.follow_thread(tid);
         match self.registers(tid).values.get(reg.0).copied().flatten() {
             Some(v) => {
                 let n = buf.len().min(8);

@@ -3,9 +3,11 @@
 
 use super::discover::Kernel;
 use super::tasks::{self, LayoutError, TaskLayout};
-use super::threads::{self, ThreadLayout, ThreadList};
-use super::{View, printk};
+use super::threads::{self, Thread, ThreadLayout, ThreadList};
+use super::unwind::{self, Orc};
+use super::{TypeInfo, View, printk};
 use crate::mmu::AddressSpace;
+use std::sync::OnceLock;
 
 /// A kernel found in memory, ready to answer commands.
 pub struct Linux {
@@ -14,6 +16,8 @@ pub struct Linux {
     pub layout: Result<TaskLayout, LayoutError>,
     /// Where a task's saved registers and the runqueues are, or why that is unknown.
     pub thread_layout: Result<ThreadLayout, String>,
+    /// The kernel's unwind tables, read at the first backtrace.
+    orc: OnceLock<Orc>,
 }
 
 /// What `switch` found.
@@ -35,7 +39,47 @@ impl Linux {
             (_, Err(e)) => Err(e.to_string()),
             (None, Ok(_)) => Err(LayoutError::NoLayout.to_string()),
         };
-        Self { kernel, layout, thread_layout }
+        Self { kernel, layout, thread_layout, orc: OnceLock::new() }
+    }
+
+    /// The kernel's ORC tables: read once (a few MiB), then kept. A failed read is tried again
+    /// next time (a DMA link may come back).
+    fn orc(&self, view: &mut View) -> Result<&Orc, String> {
+        if let Some(orc) = self.orc.get() {
+            return Ok(orc);
+        }
+        let types = self.kernel.types.as_deref().map(|t| t as &dyn TypeInfo);
+        let orc = Orc::load(view, &self.kernel.symbols, types)?;
+        Ok(self.orc.get_or_init(|| orc))
+    }
+
+    /// `dmastub bt`: the backtrace of task `pid`, or of the panicking task, else of the first
+    /// thread.
+    pub fn bt(&self, space: &mut AddressSpace, pid: Option<u64>) -> Result<String, String> {
+        let list = self.threads(space)?;
+        let thread = match pid {
+            Some(pid) => list.by_pid(pid)?,
+            None => list.threads.iter().find(|t| t.panicking).or(list.threads.first()).ok_or_else(|| {
+                format!(
+                    "no tasks: {}",
+                    list.problems.first().map_or("the task list is empty", String::as_str)
+                )
+            })?,
+        };
+        Ok(self.backtrace(space, thread))
+    }
+
+    /// `bt`: the backtrace of `thread`, from its registers and the kernel's unwind tables.
+    pub fn backtrace(&self, space: &mut AddressSpace, thread: &Thread) -> String {
+        let mut view = View::new(space, self.kernel.cr3.value);
+        // Tables are read only for a thread that has registers to start from.
+        let bt = match unwind::no_registers(thread) {
+            Some(why) => Err(why),
+            None => self
+                .orc(&mut view)
+                .and_then(|orc| unwind::backtrace(&mut view, &self.kernel.symbols, orc, thread)),
+        };
+        unwind::render(thread, bt)
     }
 
     /// Every task and idle task as a thread, with registers and contexts (CPU registers from

@@ -122,10 +122,24 @@ impl Kallsyms {
         &self.arena[start as usize..(start + len) as usize]
     }
 
+    /// Index of the symbol at or below `addr`.
+    fn at_or_below(&self, addr: u64) -> Option<usize> {
+        self.entries.partition_point(|e| e.0 <= addr).checked_sub(1)
+    }
+
     /// The symbol at or below `addr`, and the offset into it.
     pub fn lookup(&self, addr: u64) -> Option<(&str, u64)> {
-        let i = self.entries.partition_point(|e| e.0 <= addr).checked_sub(1)?;
+        let i = self.at_or_below(addr)?;
         Some((self.name(i), addr - self.entries[i].0))
+    }
+
+    /// The symbol at or below `addr`, the offset into it, and its size as kallsyms tells it:
+    /// the distance to the next symbol at a higher address (`None` for the last one).
+    pub fn lookup_sized(&self, addr: u64) -> Option<(&str, u64, Option<u64>)> {
+        let i = self.at_or_below(addr)?;
+        let start = self.entries[i].0;
+        let next = self.entries.get(i + 1..)?.iter().find(|e| e.0 > start).map(|e| e.0 - start);
+        Some((self.name(i), addr - start, next))
     }
 
     /// Every (name, address), in address order.
@@ -866,5 +880,21 @@ mod tests {
         assert_eq!(slid.address("b"), Some(0xffff_ffff_8200_0000));
         assert_eq!(slid.address("a"), Some(0x20), "per-CPU offsets do not move");
         assert_eq!(Kallsyms::default().address("a"), None);
+    }
+
+    #[test]
+    fn sizes_run_to_the_next_symbol_at_a_higher_address() {
+        let k = Kallsyms::from_pairs([
+            ("f".to_string(), 0x1000),
+            ("f_alias".into(), 0x1000),
+            ("g".into(), 0x1040),
+            ("last".into(), 0x2000),
+        ]);
+        let (name, off, size) = k.lookup_sized(0x1010).unwrap();
+        assert!(name.starts_with('f'));
+        assert_eq!((off, size), (0x10, Some(0x40)), "an alias does not end its twin");
+        assert_eq!(k.lookup_sized(0x1040), Some(("g", 0, Some(0xfc0))));
+        assert_eq!(k.lookup_sized(0x2008), Some(("last", 8, None)));
+        assert_eq!(k.lookup_sized(0xfff), None);
     }
 }

@@ -15,6 +15,7 @@ pub mod profile;
 pub mod symfile;
 pub mod tasks;
 pub mod threads;
+pub mod unwind;
 pub mod vmcoreinfo;
 
 pub use layout::{Member, TypeInfo, TypeMap};

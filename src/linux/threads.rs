@@ -103,6 +103,8 @@ pub struct Thread {
     pub panicking: bool,
     pub regs: Regs,
     pub origin: RegsOrigin,
+    /// The base of its kernel stack (`task->stack`, [`THREAD_SIZE`] bytes), when known.
+    pub stack: Option<u64>,
     /// The page-table root its memory is read through: its process's, or the kernel's.
     pub cr3: u64,
 }
@@ -168,6 +170,16 @@ pub struct ThreadList {
 impl ThreadList {
     pub fn get(&self, tid: u64) -> Option<&Thread> {
         self.by_tid.get(&tid).map(|&i| &self.threads[i])
+    }
+
+    /// The thread of task `pid` (a thread's own id, as the kernel numbers them: a thread of a
+    /// multi-threaded process by its tid); for 0, CPU 0's idle task.
+    pub fn by_pid(&self, pid: u64) -> Result<&Thread, String> {
+        let found = self.threads.iter().filter(|t| u64::try_from(t.task.pid).ok() == Some(pid));
+        found.min_by_key(|t| t.tid).ok_or_else(|| {
+            let why = self.problems.first().map(|p| format!(" ({p})")).unwrap_or_default();
+            format!("no task with pid {pid} among the {} tasks and threads{why}", self.threads.len())
+        })
     }
 
     fn index(&mut self) {
@@ -320,49 +332,63 @@ fn read_cpus(
     Ok(cpus)
 }
 
+/// `user_regs_struct`'s words, in order, as register indexes (`None`: orig_rax). Its first 21
+/// words are `struct pt_regs`, which entry code saves on the kernel stack.
+const USER_REGS: [Option<usize>; 27] = [
+    Some(reg::R15),
+    Some(reg::R14),
+    Some(reg::R13),
+    Some(reg::R12),
+    Some(reg::RBP),
+    Some(reg::RBX),
+    Some(reg::R11),
+    Some(reg::R10),
+    Some(reg::R9),
+    Some(reg::R8),
+    Some(reg::RAX),
+    Some(reg::RCX),
+    Some(reg::RDX),
+    Some(reg::RSI),
+    Some(reg::RDI),
+    None, // orig_rax
+    Some(reg::RIP),
+    Some(reg::CS),
+    Some(reg::EFLAGS),
+    Some(reg::RSP),
+    Some(reg::SS),
+    Some(reg::FS_BASE),
+    Some(reg::GS_BASE),
+    Some(reg::DS),
+    Some(reg::ES),
+    Some(reg::FS),
+    Some(reg::GS),
+];
+
+/// Words of `struct pt_regs` on x86-64.
+pub const PT_REGS_WORDS: usize = 21;
+/// The word of `pt_regs` where the frame the CPU pushes on an interrupt starts (ip, cs, flags,
+/// sp, ss): what an ORC "partial registers" frame points at.
+pub const IRET_FRAME_WORD: usize = 16;
+
+/// Registers from `user_regs_struct` (or `pt_regs`) words, starting at word `first` of it:
+/// the registers `raw` covers are known, the others not.
+pub fn user_regs(raw: &[u8], first: usize) -> Regs {
+    let mut regs = Regs::default();
+    for (slot, word) in USER_REGS.iter().skip(first).zip(raw.chunks_exact(8)) {
+        if let Some(r) = slot {
+            regs.0[*r] = Some(u64::from_le_bytes(word.try_into().unwrap_or_default()));
+        }
+    }
+    regs
+}
+
 /// Registers from an `elf_prstatus` (x86-64): its pid and its `user_regs_struct`.
 pub fn parse_prstatus(desc: &[u8]) -> Option<(i32, Regs)> {
     const PID: usize = 32;
     const REGS: usize = 112;
-    // user_regs_struct, in order.
-    const ORDER: [Option<usize>; 27] = [
-        Some(reg::R15),
-        Some(reg::R14),
-        Some(reg::R13),
-        Some(reg::R12),
-        Some(reg::RBP),
-        Some(reg::RBX),
-        Some(reg::R11),
-        Some(reg::R10),
-        Some(reg::R9),
-        Some(reg::R8),
-        Some(reg::RAX),
-        Some(reg::RCX),
-        Some(reg::RDX),
-        Some(reg::RSI),
-        Some(reg::RDI),
-        None, // orig_rax
-        Some(reg::RIP),
-        Some(reg::CS),
-        Some(reg::EFLAGS),
-        Some(reg::RSP),
-        Some(reg::SS),
-        Some(reg::FS_BASE),
-        Some(reg::GS_BASE),
-        Some(reg::DS),
-        Some(reg::ES),
-        Some(reg::FS),
-        Some(reg::GS),
-    ];
-    let raw = desc.get(REGS..REGS + ORDER.len() * 8)?;
+    let raw = desc.get(REGS..REGS + USER_REGS.len() * 8)?;
     let pid = i32::from_le_bytes(desc.get(PID..PID + 4)?.try_into().ok()?);
-    let mut regs = Regs::default();
-    for (slot, word) in ORDER.iter().zip(raw.chunks_exact(8)) {
-        if let Some(r) = slot {
-            regs.0[*r] = Some(u64::from_le_bytes(word.try_into().ok()?));
-        }
-    }
-    Some((pid, regs))
+    Some((pid, user_regs(raw, 0)))
 }
 
 /// The CPU registers the source carries (NT_PRSTATUS notes), by CPU number. A CPU in the kernel
@@ -549,6 +575,7 @@ pub fn list(
                 running_on,
                 regs: Regs::default(),
                 origin: RegsOrigin::Unavailable("no register layout".to_string()),
+                stack: None,
                 cr3: task.cr3.unwrap_or(kernel_cr3),
                 task,
             }
@@ -600,6 +627,7 @@ fn fill_registers(
                 None => {}
             }
         }
+        t.stack = stack[i];
     }
     // Sleeping tasks: the frame at thread.sp, when it lies in the task's stack.
     let frame = &l.frame;
@@ -857,8 +885,26 @@ mod tests {
             panicking,
             regs,
             origin: RegsOrigin::SwitchFrame,
+            stack: None,
             cr3: 0,
         }
+    }
+
+    #[test]
+    fn a_pid_names_its_thread_and_pid_0_cpu0s_idle_task() {
+        let mut list = ThreadList {
+            threads: vec![
+                thread(0, Some(1), None, false, None),
+                thread(0, Some(0), None, false, None),
+                thread(7, None, None, false, None),
+            ],
+            ..ThreadList::default()
+        };
+        list.index();
+        assert_eq!(list.by_pid(0).unwrap().tid, 1);
+        assert_eq!(list.by_pid(7).unwrap().tid, 8);
+        let e = list.by_pid(u64::MAX).unwrap_err();
+        assert!(e.contains("no task with pid 18446744073709551615 among the 3"), "{e}");
     }
 
     #[test]

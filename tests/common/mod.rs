@@ -72,6 +72,16 @@ pub fn hex(v: &serde_json::Value) -> u64 {
     u64::from_str_radix(s.trim_start_matches("0x"), 16).expect("hex number")
 }
 
+/// Runs `dmastub ARGS` to its end: whether it succeeded, its stdout and its stderr.
+pub fn run(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).output().expect("run dmastub");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
 /// A running `dmastub serve`, stopped when dropped.
 pub struct Stub {
     child: Child,
