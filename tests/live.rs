@@ -318,3 +318,43 @@ fn a_live_guest_read_while_it_runs_and_after_it_panics() {
         "dmastub dmesg --live"
     );
 }
+
+/// The README's first command, in its NetTLP variant (CI's acceptance runs the default one):
+/// it must finish on its own, checked claims and all, and leave no VM or RAM file behind.
+#[test]
+fn the_vm_demo_runs_through_the_nettlp_emulator() {
+    if !vm::missing_packages().is_empty() && !live_required() {
+        eprintln!("SKIP: the VM demo: missing {:?}", vm::missing_packages());
+        return;
+    }
+    let child = std::process::Command::new(BIN)
+        .args(["demo", "--vm", "--nettlp"])
+        .env("CI", "true")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run dmastub demo --vm --nettlp");
+    let demo_pid = child.id();
+    let out = child.wait_with_output().expect("wait for the demo");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "dmastub demo --vm --nettlp failed:\n{text}");
+    for needle in [
+        "nettlp-emulator: serving live RAM file",
+        "Kernel panic - not syncing",
+        "panic+0x",
+        "Its VM and RAM file are gone",
+    ] {
+        assert!(text.contains(needle), "the demo's output lacks {needle:?}:\n{text}");
+    }
+    let prefix = format!("dmastub-vm-{demo_pid}-");
+    for dir in [Path::new("/dev/shm").to_path_buf(), std::env::temp_dir()] {
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .collect();
+        assert!(left.is_empty(), "the demo left {left:?} in {}", dir.display());
+    }
+}

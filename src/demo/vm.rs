@@ -150,12 +150,11 @@ pub fn run(opts: &VmDemoOptions) -> Result<(), Box<dyn Error>> {
 
     let bt = if opts.vmlinux.is_some() {
         let found = show(&mut gdb, "the panicking task is a gdb thread", "thread find crasher")?;
+        // "Thread 58 has extra info 'pid 102 crasher …'" (after gdb's "[New Thread …]" lines).
         let thread = found
-            .split_whitespace()
-            .skip_while(|w| *w != "Thread")
-            .nth(1)
-            .ok_or("gdb found no thread for the crasher")?
-            .to_string();
+            .lines()
+            .find_map(|l| l.strip_prefix("Thread ")?.split_once(" has ").map(|(n, _)| n.to_string()))
+            .ok_or("gdb found no thread for the crasher")?;
         show(&mut gdb, "", &format!("thread {thread}"))?;
         show(&mut gdb, "its backtrace, from its registers and the kernel's DWARF", "bt 8")?
     } else {
