@@ -197,9 +197,19 @@ impl Kallsyms {
     }
 }
 
-/// FNV-1a: symbol names are short and not adversarial to a table that only this process sees.
+/// A multiply-rotate hash eight bytes at a time: symbol names are short and not adversarial to
+/// a table that only this process sees.
 fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    let mut h = (name.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let mut chunks = name.as_bytes().chunks_exact(8);
+    for c in chunks.by_ref() {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+    }
+    let mut last = [0u8; 8];
+    last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    h = (h ^ u64::from_le_bytes(last)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h ^ (h >> 32)
 }
 
 impl Symbols for Kallsyms {
@@ -440,30 +450,39 @@ fn decode_names(
     num: u64,
     tokens: &[Vec<u8>],
 ) -> Result<(String, Vec<(u32, u32)>), KallsymsError> {
-    let mut arena = Vec::with_capacity(raw.len() * 7 / 4);
+    // The tokens side by side in one buffer: names are built with byte pushes, not a copy
+    // call per token (most tokens are 1 to 4 bytes).
+    let mut flat = Vec::with_capacity(tokens.iter().map(Vec::len).sum());
+    let mut token_at = [(0u32, 0u32); 256];
+    for (slot, t) in token_at.iter_mut().zip(tokens) {
+        *slot = (flat.len() as u32, t.len() as u32);
+        flat.extend_from_slice(t);
+    }
+    let mut arena: Vec<u8> = Vec::with_capacity(raw.len() * 7 / 4);
     let mut spans = Vec::with_capacity(num as usize);
     let mut pos = 0usize;
-    let mut name = Vec::with_capacity(64);
     for i in 0..num {
         let b0 = raw[pos] as usize;
         let (len, hdr) =
             if b0 & 0x80 != 0 { ((b0 & 0x7f) | ((raw[pos + 1] as usize) << 7), 2) } else { (b0, 1) };
-        name.clear();
+        // The first character is the symbol type; the rest is the name. Both go into the
+        // arena, and the span leaves the type out.
+        let start = arena.len();
         for &t in &raw[pos + hdr..pos + hdr + len] {
-            name.extend_from_slice(&tokens[t as usize]);
+            let (o, l) = token_at[t as usize];
+            for &b in &flat[o as usize..(o + l) as usize] {
+                arena.push(b);
+            }
         }
-        // The first character is the symbol type; the rest is the name.
-        if name.len() < 2 || !name[0].is_ascii_alphabetic() {
+        if arena.len() - start < 2 || !arena[start].is_ascii_alphabetic() {
             return Err(inconsistent(at + pos as u64, format!("name {i} does not start with a symbol type")));
         }
-        let body = &name[1..];
-        let start = arena.len() as u32;
-        if body.is_ascii() {
-            arena.extend_from_slice(body);
-        } else {
-            arena.extend_from_slice(String::from_utf8_lossy(body).as_bytes());
+        if !arena[start + 1..].is_ascii() {
+            let body = String::from_utf8_lossy(&arena[start + 1..]).into_owned();
+            arena.truncate(start + 1);
+            arena.extend_from_slice(body.as_bytes());
         }
-        spans.push((start, arena.len() as u32 - start));
+        spans.push((start as u32 + 1, (arena.len() - start - 1) as u32));
         pos += hdr + len;
     }
     // Only ASCII or from_utf8_lossy output went in.
