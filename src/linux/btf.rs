@@ -158,24 +158,21 @@ impl Kind {
     }
 }
 
-/// Hashes string offsets (u32 keys this process made) with one multiplication: the default
-/// SipHash costs more than the compaction it serves.
+/// Hashes type names for [`NameIndex`] with the name indexes' shared hash.
 #[derive(Default)]
-struct OffsetHasher(u64);
+struct NameHasher(u64);
 
-impl std::hash::Hasher for OffsetHasher {
+impl std::hash::Hasher for NameHasher {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = crate::linux::hash_bytes(self.0, bytes);
     }
 }
+
+/// Type names to ids; the default SipHash costs more than the rest of building the index.
+type NameIndex = HashMap<Box<str>, u32, std::hash::BuildHasherDefault<NameHasher>>;
 
 /// A struct or union member as recorded. `bits` is the width for kind_flag bitfields; for the
 /// older encoding it is 0 and the width comes from the member's INT type.
@@ -208,7 +205,7 @@ pub struct Btf {
     /// The string section, checked to be UTF-8 and to end in NUL, so that any in-range offset
     /// on a character boundary names a string.
     strings: String,
-    by_name: HashMap<Box<str>, u32>,
+    by_name: NameIndex,
     /// Ids of the ENUM and ENUM64 types, for enumerator lookups that name no enum.
     enums: Vec<u32>,
 }
@@ -382,7 +379,7 @@ impl Btf {
             enumerators: Vec::new(),
             max_unkept_ref: (0, 0, 0),
             strings,
-            by_name: HashMap::new(),
+            by_name: NameIndex::default(),
             enums: Vec::new(),
         };
         let mut p = TypeParser {
@@ -411,53 +408,8 @@ impl Btf {
         }
         btf.check_refs(&offsets)?;
         drop(offsets);
-        btf.keep_used_strings();
         btf.build_index();
         Ok(btf)
-    }
-
-    /// Keeps only the strings lookups use (names of named types, members and enumerators):
-    /// function, variable and section names are half of a kernel's string section and no
-    /// lookup asks for them. Their types' names become empty.
-    fn keep_used_strings(&mut self) {
-        let mut kept = String::with_capacity(self.strings.len() / 2);
-        kept.push('\0');
-        // Grown as needed: names repeat (half as many distinct as uses), and an oversized table
-        // costs more memory than the rehashing saves.
-        let mut moved: HashMap<u32, u32, std::hash::BuildHasherDefault<OffsetHasher>> = HashMap::default();
-        let strings = std::mem::take(&mut self.strings);
-        let mut keep = |off: u32| -> u32 {
-            if off == 0 {
-                return 0;
-            }
-            *moved.entry(off).or_insert_with(|| {
-                let s = strings.get(off as usize..).unwrap_or("");
-                let s = s.split('\0').next().unwrap_or("");
-                let at = kept.len() as u32;
-                kept.push_str(s);
-                kept.push('\0');
-                at
-            })
-        };
-        for t in &mut self.types {
-            t.name = match t.kind {
-                Kind::Struct { .. }
-                | Kind::Enum { .. }
-                | Kind::Fwd { .. }
-                | Kind::Typedef { .. }
-                | Kind::Int { .. }
-                | Kind::Float { .. } => keep(t.name),
-                _ => 0,
-            };
-        }
-        for m in &mut self.members {
-            m.name = keep(m.name);
-        }
-        for e in &mut self.enumerators {
-            e.name = keep(e.name);
-        }
-        kept.shrink_to_fit();
-        self.strings = kept;
     }
 
     /// Number of types in the blob, not counting the implicit `void` (id 0).
@@ -625,7 +577,7 @@ impl Btf {
     }
 
     fn build_index(&mut self) {
-        let mut by_name: HashMap<Box<str>, u32> = HashMap::with_capacity(self.types.len() / 2);
+        let mut by_name = NameIndex::with_capacity_and_hasher(self.types.len() / 2, Default::default());
         for (id, t) in self.types.iter().enumerate() {
             let rank = t.kind.name_rank();
             if rank == 0 || t.name == 0 {

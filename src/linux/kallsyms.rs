@@ -197,19 +197,8 @@ impl Kallsyms {
     }
 }
 
-/// A multiply-rotate hash eight bytes at a time: symbol names are short and not adversarial to
-/// a table that only this process sees.
 fn name_hash(name: &str) -> u64 {
-    let mut h = (name.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let mut chunks = name.as_bytes().chunks_exact(8);
-    for c in chunks.by_ref() {
-        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
-    }
-    let mut last = [0u8; 8];
-    last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    h = (h ^ u64::from_le_bytes(last)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    h ^ (h >> 32)
+    crate::linux::hash_bytes(0, name.as_bytes())
 }
 
 impl Symbols for Kallsyms {
