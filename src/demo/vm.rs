@@ -238,6 +238,7 @@ fn ensure_packages(yes: bool) -> Result<(), Box<dyn Error>> {
         )
         .into());
     }
+    // SAFETY: geteuid(2) has no preconditions and touches no memory.
     let root = unsafe { libc::geteuid() } == 0;
     let sudo = if root { "" } else { "sudo " };
     let command = format!("{sudo}apt-get update && {sudo}apt-get install -y {list}");
