@@ -299,7 +299,7 @@ impl LiveVm {
             .arg(&guest.kernel)
             .arg("-initrd")
             .arg(&guest.initramfs)
-            .args(["-append", "console=ttyS0 panic=0 loglevel=4"])
+            .args(["-append", "console=ttyS0 panic=0"])
             .args(["-display", "none", "-vga", "none", "-monitor", "none", "-no-reboot", "-nodefaults"])
             .arg("-serial")
             .arg(format!("file:{}", console.display()))
@@ -363,7 +363,7 @@ impl LiveVm {
                 );
                 return Err(fail(&mut qemu, why));
             }
-            if last_progress.elapsed() >= Duration::from_secs(5) {
+            if last_progress.elapsed() >= Duration::from_secs(3) {
                 last_progress = Instant::now();
                 let last =
                     text.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("(no output yet)");
