@@ -358,3 +358,40 @@ fn the_vm_demo_runs_through_the_nettlp_emulator() {
         assert!(left.is_empty(), "the demo left {left:?} in {}", dir.display());
     }
 }
+
+/// Without QEMU and without a terminal to ask on, the demo installs nothing and says exactly
+/// what to install.
+#[test]
+fn the_vm_demo_says_what_to_install_when_it_cannot_ask() {
+    let bin_dir = std::env::temp_dir().join(format!("dmastub-no-qemu-{}", std::process::id()));
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    // A PATH with gdb and gcc but no qemu-system-x86_64.
+    for tool in ["gdb", "gcc", "sh"] {
+        let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file());
+        if let Some(path) = found {
+            let _ = std::os::unix::fs::symlink(path, bin_dir.join(tool));
+        }
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["demo", "--vm"])
+        .env_remove("CI")
+        .env("PATH", &bin_dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run dmastub demo --vm");
+    let _ = std::fs::remove_dir_all(&bin_dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the demo went on without QEMU: {err}");
+    assert!(err.contains("qemu-system-x86"), "the demo did not name the missing package: {err}");
+    let apt = Path::new("/usr/bin/apt-get").exists();
+    assert!(
+        if apt {
+            err.contains("apt-get install -y") && err.contains("--yes")
+        } else {
+            err.contains("install qemu-system-x86_64")
+        },
+        "the demo did not say how to install it: {err}"
+    );
+}
