@@ -320,6 +320,11 @@ struct DemoArgs {
     /// With --vm: the kernel's vmlinux with DWARF, for gdb's own backtrace with source lines.
     #[arg(long, value_name = "FILE", requires = "vm")]
     vmlinux: Option<PathBuf>,
+    /// With --vm: how the kernel is panicked: an NMI from QEMU's monitor, as a BMC's NMI button
+    /// sends one (the guest sets kernel.unknown_nmi_panic), or `echo c > /proc/sysrq-trigger`
+    /// from a guest process (a panic in process context).
+    #[arg(long, value_enum, default_value = "nmi", requires = "vm")]
+    panic: DemoPanic,
     /// With --vm: where the kernel, busybox and built guest files are kept
     /// (default: $DMASTUB_VM_CACHE, else ~/.cache/dmastub/vm).
     #[arg(long, value_name = "DIR", requires = "vm")]
@@ -330,6 +335,12 @@ struct DemoArgs {
     /// Only serve; do not run gdb.
     #[arg(long)]
     no_gdb: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DemoPanic {
+    Nmi,
+    Sysrq,
 }
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
@@ -355,6 +366,10 @@ fn main() -> ExitCode {
                 cache: a.cache.unwrap_or_else(dmastub::vm::guest::default_cache_dir),
             },
             vmlinux: a.vmlinux,
+            panic: match a.panic {
+                DemoPanic::Nmi => demo::vm::PanicBy::Nmi,
+                DemoPanic::Sysrq => demo::vm::PanicBy::Sysrq,
+            },
         }),
         CommandLine::Demo(a) => demo::run(&a.listen, !a.no_gdb).map_err(Into::into),
         CommandLine::NettlpEmulator(a) => nettlp_emulator(a),

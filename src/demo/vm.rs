@@ -28,6 +28,18 @@ pub struct VmDemoOptions {
     pub guest: GuestOptions,
     /// A vmlinux with DWARF for this kernel: gdb then shows the backtrace with source lines.
     pub vmlinux: Option<PathBuf>,
+    pub panic: PanicBy,
+}
+
+/// How the demo panics the guest's kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PanicBy {
+    /// An NMI from QEMU's monitor (QMP `inject-nmi`), as a BMC's NMI button sends one to a hung
+    /// server; the guest runs with `kernel.unknown_nmi_panic = 1`.
+    Nmi,
+    /// `echo c > /proc/sysrq-trigger` from a guest process, asked for over QEMU's second
+    /// serial port: a panic in process context.
+    Sysrq,
 }
 
 const GDB_TIMEOUT: Duration = Duration::from_secs(120);
@@ -131,9 +143,24 @@ pub fn run(opts: &VmDemoOptions) -> Result<(), Box<dyn Error>> {
         printed.last().copied().unwrap_or(0)
     );
 
-    println!("\n== the kernel panics: the host asks the guest (over QEMU's second serial port) to run");
-    println!("   'crasher', which does: echo c > /proc/sysrq-trigger ==");
-    let crasher = machine.panic(Duration::from_secs(120))?;
+    match opts.panic {
+        PanicBy::Nmi => {
+            println!(
+                "\n== the kernel panics from outside: QEMU's monitor sends the guest an NMI (QMP inject-nmi),"
+            );
+            println!(
+                "   as a BMC's NMI button does to a hung server; the guest has kernel.unknown_nmi_panic = 1 =="
+            );
+            machine.panic_by_nmi(Duration::from_secs(120))?;
+        }
+        PanicBy::Sysrq => {
+            println!(
+                "\n== the kernel panics: the host asks the guest (over QEMU's second serial port) to run"
+            );
+            println!("   'crasher', which does: echo c > /proc/sysrq-trigger ==");
+            machine.panic(Duration::from_secs(120))?;
+        }
+    }
     println!("  the guest's console: {}", panic_line(&machine.console()));
 
     let dmesg =
@@ -148,22 +175,25 @@ pub fn run(opts: &VmDemoOptions) -> Result<(), Box<dyn Error>> {
         &format!("{frozen1} then {frozen2}"),
     )?;
 
-    let bt = if opts.vmlinux.is_some() {
-        let found = show(&mut gdb, "the panicking task is a gdb thread", "thread find crasher")?;
-        // "Thread 58 has extra info 'pid 102 crasher …'" (after gdb's "[New Thread …]" lines).
-        let thread = found
-            .lines()
-            .find_map(|l| l.strip_prefix("Thread ")?.split_once(" has ").map(|(n, _)| n.to_string()))
-            .ok_or("gdb found no thread for the crasher")?;
-        show(&mut gdb, "", &format!("thread {thread}"))?;
-        show(&mut gdb, "its backtrace, from its registers and the kernel's DWARF", "bt 8")?
-    } else {
-        show(
-            &mut gdb,
-            "the panicking task's backtrace, unwound by dmastub with the kernel's own ORC tables and kallsyms (no vmlinux needed)",
-            &format!("monitor bt {crasher}"),
-        )?
-    };
+    // The panicking task is a gdb thread whose extra info says so; selecting it makes it the
+    // context of what follows.
+    let found = show(&mut gdb, "the panicking task: a gdb thread like every task", "thread find panicking")?;
+    // "Thread 58 has extra info 'pid 0 swapper/1 …'" (after gdb's "[New Thread …]" lines).
+    let thread = found
+        .lines()
+        .find_map(|l| l.strip_prefix("Thread ")?.split_once(" has ").map(|(n, _)| n.to_string()))
+        .ok_or("gdb found no panicking thread")?;
+    show(&mut gdb, "", &format!("thread {thread}"))?;
+    if opts.vmlinux.is_some() {
+        let bt = show(&mut gdb, "its backtrace, from its registers and the kernel's DWARF", "bt 16")?;
+        expect(bt.contains("panic"), "gdb's backtrace goes through panic", &bt)?;
+    }
+    let bt = show(
+        &mut gdb,
+        "its backtrace, unwound by dmastub with the kernel's own ORC tables and kallsyms (no vmlinux \
+         needed; through interrupt and NMI entries too)",
+        "monitor bt",
+    )?;
     expect(bt.contains("panic"), "the backtrace goes through panic", &bt)?;
     drop(gdb);
     drop(stub);

@@ -195,6 +195,11 @@ pub struct ThreadLayout {
     frame: SwitchFrame,
     rq_curr: Option<u64>,
     rq_idle: Option<u64>,
+    /// `pcpu_hot.hardirq_stack_ptr` (6.2 on; before, `hardirq_stack_ptr` is its own per-CPU
+    /// variable).
+    pcpu_hot_hardirq: Option<u64>,
+    /// `sizeof(struct cea_exception_stacks)`: the NMI, #DF, #DB and #MC stacks with guard pages.
+    exception_stacks_size: Option<u64>,
 }
 
 /// `struct inactive_task_frame`: the callee-saved registers and the return address the
@@ -238,6 +243,8 @@ impl ThreadLayout {
             frame: SwitchFrame { size, saved, ret_addr: ret_addr.offset },
             rq_curr: t.member("rq", "curr").map(|m| m.offset),
             rq_idle: t.member("rq", "idle").map(|m| m.offset),
+            pcpu_hot_hardirq: t.member("pcpu_hot", "hardirq_stack_ptr").map(|m| m.offset),
+            exception_stacks_size: t.size_of("cea_exception_stacks"),
         })
     }
 }
@@ -451,15 +458,58 @@ fn crash_note_registers(view: &mut View, crash_notes: Option<u64>, cpus: &Cpus) 
     out
 }
 
-/// Rebuilds the panicking task's rip and rsp: the return address into `panic` on its stack is
-/// where panic's frame resumes, and the slot above it is the stack pointer there. `panic` keeps
-/// a frame pointer (it is variadic), which unwinders need: its rbp points just below the
-/// return address of the call into `panic`, found further up the stack.
-fn reconstruct_panic(view: &mut View, kernel: &Kernel, stack: u64) -> Result<(Regs, String), String> {
-    let mut bytes = vec![0u8; THREAD_SIZE as usize];
-    view.read(stack, &mut bytes).map_err(|e| format!("its kernel stack at {stack:#x}: {e}"))?;
-    let words: Vec<u64> =
-        bytes.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default())).collect();
+/// Rebuilds the panicking task's rip and rsp: the return address into `panic` on the stack it
+/// ran on is where panic's frame resumes, and the slot above it is the stack pointer there.
+/// `panic` keeps a frame pointer (it is variadic), which unwinders need: its rbp points just
+/// below the return address of the call into `panic`, found further up the same stack.
+///
+/// The stacks are tried in order: the task's own (a panic in process context), then its CPU's
+/// hardirq stack (sysrq from a keyboard interrupt) and exception stacks (an NMI: QEMU's
+/// `inject-nmi` or a BMC's NMI button with `unknown_nmi_panic`).
+fn reconstruct_panic(
+    view: &mut View,
+    kernel: &Kernel,
+    stacks: &[(u64, u64, &str)],
+) -> Result<(Regs, String), String> {
+    let mut looked = Vec::new();
+    for &(base, len, what) in stacks {
+        let words = read_stack_words(view, base, len);
+        if words.iter().all(|w| *w == 0) {
+            looked.push(format!("{what} at {base:#x} (unreadable)"));
+            continue;
+        }
+        if let Some(found) = panic_frame_in(view, kernel, base, &words, what) {
+            return Ok(found);
+        }
+        looked.push(format!("{what} at {base:#x}"));
+    }
+    Err(format!("no return address into panic on {}", looked.join(", ")))
+}
+
+/// The words of a stack, page by page: an unreadable page (a guard page between exception
+/// stacks) reads as zeros.
+fn read_stack_words(view: &mut View, base: u64, len: u64) -> Vec<u64> {
+    let len = len.min(MAX_SCANNED_STACK);
+    let mut bytes = vec![0u8; len as usize];
+    for (i, page) in bytes.chunks_mut(4096).enumerate() {
+        let at = base.wrapping_add(i as u64 * 4096);
+        if view.read(at, page).is_err() {
+            page.fill(0);
+        }
+    }
+    bytes.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default())).collect()
+}
+
+/// Most bytes scanned on one stack (the exception stacks with their guard pages are 40 KiB).
+const MAX_SCANNED_STACK: u64 = 64 << 10;
+
+fn panic_frame_in(
+    view: &mut View,
+    kernel: &Kernel,
+    stack: u64,
+    words: &[u64],
+    what: &str,
+) -> Option<(Regs, String)> {
     let text = kernel.text.value;
     // Kernel text is in the top 2 GiB, from _text on.
     let in_text = |v: u64| v >= text && v < text.wrapping_add(1 << 30);
@@ -479,7 +529,7 @@ fn reconstruct_panic(view: &mut View, kernel: &Kernel, stack: u64) -> Result<(Re
         regs.0[reg::RSP] = Some(slot + 8);
         regs.0[reg::CS] = Some(KERNEL_CS);
         regs.0[reg::SS] = Some(KERNEL_DS);
-        let mut how = format!("return address into {anchor} at stack slot {slot:#x}");
+        let mut how = format!("return address into {anchor} at {what} slot {slot:#x}");
         if keeps_frame_pointer(view, start) {
             // The call into the anchor: the first return address above whose call targets it.
             let caller = words
@@ -494,10 +544,48 @@ fn reconstruct_panic(view: &mut View, kernel: &Kernel, stack: u64) -> Result<(Re
                 how.push_str(&format!(", rbp {rbp:#x} below the return address of the call into {anchor}"));
             }
         }
-        return Ok((regs, how));
+        return Some((regs, how));
     }
-    Err(format!("no return address into panic on its kernel stack at {stack:#x}"))
+    None
 }
+
+/// A CPU's hardirq and exception stacks (base, length, what), as far as memory tells them.
+fn cpu_stacks(
+    view: &mut View,
+    kernel: &Kernel,
+    l: &ThreadLayout,
+    cpus: &Cpus,
+    cpu: u32,
+) -> Vec<(u64, u64, &'static str)> {
+    let Some(&per_cpu) = cpus.offsets.get(cpu as usize) else { return Vec::new() };
+    let sym = |n: &str| kernel.symbols.address(n);
+    let mut out = Vec::new();
+    let hardirq = match (sym("hardirq_stack_ptr"), sym("pcpu_hot"), l.pcpu_hot_hardirq) {
+        (Some(var), _, _) => Some(per_cpu.wrapping_add(var)),
+        (None, Some(hot), Some(off)) => Some(per_cpu.wrapping_add(hot).wrapping_add(off)),
+        _ => None,
+    };
+    // The pointer is to the top word of the 16 KiB stack.
+    if let Some(top) = hardirq.and_then(|at| view.read_u64(at).ok()).filter(|p| *p >= 1 << 63) {
+        out.push((
+            top.wrapping_add(8).wrapping_sub(IRQ_STACK_SIZE),
+            IRQ_STACK_SIZE,
+            "its cpu's hardirq stack",
+        ));
+    }
+    let exceptions = sym("cea_exception_stacks").map(|var| per_cpu.wrapping_add(var));
+    if let Some(base) = exceptions.and_then(|at| view.read_u64(at).ok()).filter(|p| *p >= 1 << 63) {
+        let len = l.exception_stacks_size.unwrap_or(EXCEPTION_STACKS_SIZE);
+        out.push((base, len, "its cpu's exception stacks"));
+    }
+    out
+}
+
+/// IRQ_STACK_SIZE on x86-64 (16 KiB since 5.x without KASAN).
+const IRQ_STACK_SIZE: u64 = 16 << 10;
+/// `struct cea_exception_stacks` without KASAN when BTF does not say: 5 stacks and 5 guard
+/// pages of 4 KiB.
+const EXCEPTION_STACKS_SIZE: u64 = 40 << 10;
 
 /// The target of the `call rel32` (`e8`, direct calls and retpolined indirect ones) that
 /// `ret` returns from, if that is what precedes it.
@@ -696,13 +784,19 @@ fn fill_registers(
             t.regs = *regs;
             t.origin = RegsOrigin::Cpu { cpu, from: "the kernel's crash note" };
         } else if t.panicking {
-            t.origin = match stack[i].map(|s| reconstruct_panic(view, kernel, s)) {
-                Some(Ok((regs, how))) => {
-                    t.regs = regs;
-                    RegsOrigin::Reconstructed(how)
+            let mut stacks: Vec<(u64, u64, &str)> =
+                stack[i].map(|s| (s, THREAD_SIZE, "its kernel stack")).into_iter().collect();
+            stacks.extend(cpu_stacks(view, kernel, l, cpus, cpu));
+            t.origin = if stacks.is_empty() {
+                RegsOrigin::Unavailable("its kernel stack is unknown".to_string())
+            } else {
+                match reconstruct_panic(view, kernel, &stacks) {
+                    Ok((regs, how)) => {
+                        t.regs = regs;
+                        RegsOrigin::Reconstructed(how)
+                    }
+                    Err(why) => RegsOrigin::Unavailable(why),
                 }
-                Some(Err(why)) => RegsOrigin::Unavailable(why),
-                None => RegsOrigin::Unavailable("its kernel stack is unknown".to_string()),
             };
         } else {
             t.origin = RegsOrigin::Unavailable(format!(

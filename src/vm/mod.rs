@@ -471,16 +471,28 @@ impl LiveVm {
     /// finish; returns the crasher's pid.
     pub fn panic(&mut self, timeout: Duration) -> Result<u32, VmError> {
         self.request("panic")?;
+        let console = self.wait_for_panic(timeout)?;
+        console
+            .lines()
+            .find_map(|l| l.strip_prefix("CRASHER pid="))
+            .and_then(|p| p.trim().parse().ok())
+            .ok_or_else(|| VmError::Msg("the crasher did not say its pid".into()))
+    }
+
+    /// Panics the kernel from outside: an NMI from QEMU's monitor, which the guest's
+    /// `kernel.unknown_nmi_panic` turns into a panic; waits for the panic to finish.
+    pub fn panic_by_nmi(&mut self, timeout: Duration) -> Result<(), VmError> {
+        self.qmp.execute("inject-nmi")?;
+        self.wait_for_panic(timeout).map(drop)
+    }
+
+    /// Waits until the console shows the end of a kernel panic; returns the console.
+    fn wait_for_panic(&self, timeout: Duration) -> Result<String, VmError> {
         let started = Instant::now();
         loop {
             let console = self.console();
             if console.contains("---[ end Kernel panic") {
-                let pid = console
-                    .lines()
-                    .find_map(|l| l.strip_prefix("CRASHER pid="))
-                    .and_then(|p| p.trim().parse().ok())
-                    .ok_or_else(|| VmError::Msg("the crasher did not say its pid".into()))?;
-                return Ok(pid);
+                return Ok(console);
             }
             if started.elapsed() > timeout {
                 return Err(VmError::Msg(format!(

@@ -14,6 +14,8 @@ mount -t devtmpfs devtmpfs /dev 2>/dev/null
 echo 0 > /proc/sys/kernel/kptr_restrict
 echo 0 > /proc/sys/kernel/dmesg_restrict
 echo 1 > /proc/sys/kernel/sysrq
+# An NMI from outside (QEMU's inject-nmi, a BMC's NMI button) panics the kernel, as on servers.
+echo 1 > /proc/sys/kernel/unknown_nmi_panic
 cd /
 
 /bin/ticker > /dev/console 2>&1 &
