@@ -138,9 +138,14 @@ impl DmastubChild {
         vm::register(child.id(), Vec::new());
         let (tx, rx) = channel::<String>();
         std::thread::spawn(move || {
+            // Up to the banner the lines are ours; after it what the child says (warnings,
+            // failed reads under RUST_LOG) goes to stderr, and the pipe never fills.
+            let mut banner_read = false;
             for line in BufReader::new(reader).lines().map_while(Result::ok) {
-                // After the banner nobody listens; keep draining so the child never blocks.
-                let _ = tx.send(line);
+                if banner_read || tx.send(line.clone()).is_err() {
+                    banner_read = true;
+                    eprintln!("{line}");
+                }
             }
         });
         let deadline = Instant::now() + timeout;
@@ -174,6 +179,12 @@ impl DmastubChild {
             }
         };
         Ok(DmastubChild { child, banner, port })
+    }
+}
+
+impl DmastubChild {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 

@@ -2,13 +2,14 @@
 //! the real Linux images of `$DMASTUB_FIXTURES` (else `../shared/fixtures`).
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dmastub");
+
+pub use dmastub::demo::session::DmastubChild;
 
 /// The fixture folder `name` (e.g. `linux-6.1-kaslr`), or `None` with a message saying why the
 /// test is skipped.
@@ -84,7 +85,7 @@ pub fn run(args: &[&str]) -> (bool, String, String) {
 
 /// A running `dmastub serve`, stopped when dropped.
 pub struct Stub {
-    child: Child,
+    _server: DmastubChild,
     pub port: u16,
     pub banner: String,
 }
@@ -93,49 +94,19 @@ impl Stub {
     /// Starts `dmastub serve ARGS --listen 127.0.0.1:0` and waits for its banner, which names
     /// the port it got.
     pub fn start(args: &[&str]) -> Stub {
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .args(args)
-            .args(["--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start dmastub serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let mut banner = String::new();
-        let port = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    banner.push_str(&line);
-                    banner.push('\n');
-                    if let Some(p) = line.split(" on 127.0.0.1:").nth(1) {
-                        let digits: String = p.chars().take_while(|c| c.is_ascii_digit()).collect();
-                        break digits.parse().expect("port in banner");
-                    }
-                }
-                _ => {
-                    let _ = child.kill();
-                    panic!("dmastub serve {args:?} exited before listening; it printed:\n{banner}");
-                }
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Stub { child, port, banner }
-    }
-}
-
-impl Drop for Stub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let mut full: Vec<String> = vec!["serve".into()];
+        full.extend(args.iter().map(|a| a.to_string()));
+        full.extend(["--listen".into(), "127.0.0.1:0".into()]);
+        let server = DmastubChild::start(Path::new(BIN), &full, Duration::from_secs(120))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let port = server.port.unwrap_or_else(|| panic!("no port in the banner:\n{}", server.banner));
+        Stub { banner: server.banner.clone(), port, _server: server }
     }
 }
 
 /// A running `dmastub nettlp-emulator`, stopped when dropped.
 pub struct Emulator {
-    child: Child,
+    emulator: DmastubChild,
 }
 
 impl Emulator {
@@ -145,35 +116,16 @@ impl Emulator {
     }
 
     pub fn start_with(image: &str, listen: &str, extra: &[&str]) -> Emulator {
-        let mut child = Command::new(BIN)
-            .args(["nettlp-emulator", "--image", image, "--listen", listen])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start dmastub nettlp-emulator");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        match lines.next() {
-            Some(Ok(line)) if line.starts_with("nettlp-emulator:") => {}
-            other => {
-                let _ = child.kill();
-                panic!("nettlp-emulator did not start: {other:?}");
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        Emulator { child }
+        let mut args: Vec<String> =
+            ["nettlp-emulator", "--image", image, "--listen", listen].iter().map(|a| a.to_string()).collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let emulator = DmastubChild::start(Path::new(BIN), &args, Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}"));
+        Emulator { emulator }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.emulator.pid()
     }
 }
 
