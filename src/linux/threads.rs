@@ -486,15 +486,18 @@ fn reconstruct_panic(
     Err(format!("no return address into panic on {}", looked.join(", ")))
 }
 
-/// The words of a stack, page by page: an unreadable page (a guard page between exception
-/// stacks) reads as zeros.
+/// The words of a stack; an unreadable page (a guard page between exception stacks) reads as
+/// zeros.
 fn read_stack_words(view: &mut View, base: u64, len: u64) -> Vec<u64> {
     let len = len.min(MAX_SCANNED_STACK);
     let mut bytes = vec![0u8; len as usize];
-    for (i, page) in bytes.chunks_mut(4096).enumerate() {
-        let at = base.wrapping_add(i as u64 * 4096);
-        if view.read(at, page).is_err() {
-            page.fill(0);
+    // One read for a whole stack (one DMA batch); page by page only when that fails.
+    if view.read(base, &mut bytes).is_err() {
+        for (i, page) in bytes.chunks_mut(4096).enumerate() {
+            let at = base.wrapping_add(i as u64 * 4096);
+            if view.read(at, page).is_err() {
+                page.fill(0);
+            }
         }
     }
     bytes.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default())).collect()
