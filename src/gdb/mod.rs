@@ -4,7 +4,9 @@
 pub mod arch;
 pub mod conn;
 pub mod monitor;
+pub mod osdata;
 pub mod server;
+pub mod session;
 pub mod target;
 
 pub use server::{Server, bind};

@@ -1,18 +1,15 @@
-//! The TCP server: one gdb session at a time, and after a detach or a dropped connection, the
-//! next one, without restarting.
+//! The TCP server: one client session at a time, and after a detach, a dropped connection or a
+//! takeover, the next one, without restarting.
 
-use super::conn::{BufferedTcp, console_packet};
-use super::target::{CANNOT_RESUME, DmaTarget};
-use gdbstub::common::Signal;
-use gdbstub::conn::{Connection, ConnectionExt};
-use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
-use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
+use super::conn::{Activity, BufferedTcp, packet};
+use super::session;
+use super::target::DmaTarget;
+use gdbstub::stub::DisconnectReason;
 use log::{info, warn};
 use socket2::{Domain, Protocol, Socket, Type};
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// The largest packet gdb may send or ask for. gdb sizes its `m` reads from it; bigger
@@ -33,57 +30,97 @@ pub fn bind(addr: &str) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// After this long without a byte from its client, a session may be taken over by a new client.
+pub const DEFAULT_TAKEOVER_IDLE: Duration = Duration::from_secs(30);
+
+/// A client that connected this long ago and never sent a byte is not a debugger at work: a new
+/// client takes its place at once.
+const SILENT_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a refused client gets to send its first packet before it is told why.
+const REFUSAL_READ: Duration = Duration::from_secs(2);
+
 /// A listening gdb server.
 pub struct Server {
     listener: TcpListener,
+    takeover_idle: Duration,
+}
+
+/// The session being served, as the connection acceptor sees it.
+struct Current {
+    peer: SocketAddr,
+    since: Instant,
+    activity: Activity,
+    /// A handle on its socket, to end it when a new client takes over.
+    stream: TcpStream,
 }
 
 impl Server {
     pub fn new(listener: TcpListener) -> Self {
-        Self { listener }
+        Self { listener, takeover_idle: DEFAULT_TAKEOVER_IDLE }
+    }
+
+    /// How long a session must be idle before a new client may take it over.
+    pub fn with_takeover_idle(mut self, idle: Duration) -> Self {
+        self.takeover_idle = idle;
+        self
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves gdb sessions one after another, forever. A session that fails is logged; the
-    /// server goes on. A gdb that connects while another is attached is disconnected at once
-    /// (it prints "Remote connection closed") rather than left hanging.
+    /// Serves client sessions one after another, forever; a session that fails is logged and
+    /// the server goes on. One client is served at a time. A client that connects while
+    /// another is attached takes over when the other has been idle for the takeover time (or
+    /// never sent anything); otherwise it is told why it cannot attach (gdb prints "Remote
+    /// failure reply: E.dmastub: …") and disconnected.
     pub fn serve_forever(&self, target: &mut DmaTarget) -> io::Result<()> {
         let listener = self.listener.try_clone()?;
-        let busy = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = mpsc::sync_channel::<(TcpStream, SocketAddr)>(1);
-        let acceptor_busy = busy.clone();
+        let current: Arc<Mutex<Option<Current>>> = Arc::new(Mutex::new(None));
+        let (tx, rx) = mpsc::sync_channel::<(BufferedTcp, SocketAddr)>(1);
+        let acceptor_current = current.clone();
+        let takeover_idle = self.takeover_idle;
         std::thread::spawn(move || {
             loop {
                 let (stream, peer) = match listener.accept() {
                     Ok(c) => c,
                     Err(e) => {
-                        warn!("accepting a gdb connection failed: {e}");
+                        warn!("accepting a client connection failed: {e}");
                         std::thread::sleep(Duration::from_millis(100));
                         continue;
                     }
                 };
-                // A session that just ended may not have noticed yet: give it a moment.
-                let deadline = Instant::now() + Duration::from_millis(500);
-                while acceptor_busy.load(Ordering::Acquire) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                if acceptor_busy.load(Ordering::Acquire) {
-                    warn!("refused gdb from {peer}: another gdb is attached (one session at a time)");
-                    let _ = stream.shutdown(Shutdown::Both);
+                if let Err(why) = make_room(&acceptor_current, peer, takeover_idle) {
+                    warn!("refused the client from {peer}: {why}");
+                    std::thread::spawn(move || refuse(stream, &why));
                     continue;
                 }
-                acceptor_busy.store(true, Ordering::Release);
-                if tx.send((stream, peer)).is_err() {
+                let conn = match stream.try_clone().and_then(|handle| Ok((handle, BufferedTcp::new(stream)?)))
+                {
+                    Ok((handle, conn)) => {
+                        let mut slot = acceptor_current.lock().unwrap_or_else(|e| e.into_inner());
+                        *slot = Some(Current {
+                            peer,
+                            since: Instant::now(),
+                            activity: conn.activity(),
+                            stream: handle,
+                        });
+                        conn
+                    }
+                    Err(e) => {
+                        warn!("cannot serve the client from {peer}: {e}");
+                        continue;
+                    }
+                };
+                if tx.send((conn, peer)).is_err() {
                     return;
                 }
             }
         });
-        for (stream, peer) in rx {
-            let result = self.serve_stream(target, stream, peer);
-            busy.store(false, Ordering::Release);
+        for (conn, peer) in rx {
+            let result = self.serve_conn(target, conn, peer);
+            current.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Err(e) = result {
                 warn!("{e}");
             }
@@ -91,57 +128,94 @@ impl Server {
         Err(io::Error::other("the connection acceptor stopped"))
     }
 
-    /// Serves one accepted gdb until it detaches or disconnects.
-    fn serve_stream(&self, target: &mut DmaTarget, stream: TcpStream, peer: SocketAddr) -> io::Result<()> {
-        info!("gdb connected from {peer}");
-        let conn = BufferedTcp::new(stream)?;
+    /// Serves one accepted client until it detaches or disconnects.
+    fn serve_conn(&self, target: &mut DmaTarget, conn: BufferedTcp, peer: SocketAddr) -> io::Result<()> {
+        info!("client connected from {peer}");
         target.on_connect();
-        let stub = GdbStub::builder(conn)
-            .packet_buffer_size(PACKET_SIZE)
-            .build()
-            .map_err(|e| io::Error::other(format!("cannot start a gdb session: {e}")))?;
-        match stub.run_blocking::<EventLoop>(target) {
-            Ok(DisconnectReason::Disconnect) => info!("gdb from {peer} detached"),
+        match session::run(target, conn) {
+            Ok(DisconnectReason::Disconnect) => info!("the client from {peer} detached"),
             Ok(DisconnectReason::Kill) => {
-                info!("gdb from {peer} sent kill: session ended (the machine is untouched)")
+                info!("the client from {peer} sent kill: session ended (the machine is untouched)")
             }
-            Ok(reason) => info!("gdb session from {peer} ended: {reason:?}"),
-            Err(e) if e.is_connection_error() => info!("gdb from {peer} disconnected ({e})"),
-            Err(e) => return Err(io::Error::other(format!("gdb session from {peer} failed: {e}"))),
+            Ok(reason) => info!("the session from {peer} ended: {reason:?}"),
+            Err(e) if e.is_connection_error() => info!("the client from {peer} disconnected ({e})"),
+            Err(e) => return Err(io::Error::other(format!("the session from {peer} failed: {e}"))),
         }
         Ok(())
     }
 }
 
-/// gdbstub's blocking event loop. The target never runs: a resume request is answered at
-/// once with a console message and a stop.
-enum EventLoop {}
-
-impl BlockingEventLoop for EventLoop {
-    type Target = DmaTarget;
-    type Connection = BufferedTcp;
-    type StopReason = MultiThreadStopReason<u64>;
-
-    fn wait_for_stop_reason(
-        target: &mut DmaTarget,
-        conn: &mut BufferedTcp,
-    ) -> Result<Event<Self::StopReason>, WaitForStopReasonError<super::target::FatalError, io::Error>> {
-        if target.take_resume_request() {
-            conn.write_all(&console_packet(CANNOT_RESUME)).map_err(WaitForStopReasonError::Connection)?;
-            conn.flush().map_err(WaitForStopReasonError::Connection)?;
-            target.on_stop();
-            let tid = target.stop_thread();
-            return Ok(Event::TargetStopped(MultiThreadStopReason::SignalWithThread {
-                tid,
-                signal: Signal(0),
-            }));
+/// Decides whether a new client from `peer` is served: at once when no session runs; after
+/// ending the current session when that one is idle (or silent); otherwise not, and the error
+/// says why.
+fn make_room(
+    current: &Mutex<Option<Current>>,
+    peer: SocketAddr,
+    takeover_idle: Duration,
+) -> Result<(), String> {
+    {
+        let slot = current.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(cur) = slot.as_ref() else { return Ok(()) };
+        let idle = match cur.activity.idle_ms() {
+            Some(ms) => Duration::from_millis(ms),
+            None if cur.since.elapsed() >= SILENT_GRACE => Duration::MAX,
+            None => Duration::ZERO,
+        };
+        if idle < takeover_idle {
+            let why = format!(
+                "dmastub: another client ({}) is attached and active (last packet {} s ago); one client at a \
+                 time. Detach it, or connect again once it has been idle for {} s, when a new client takes over.",
+                cur.peer,
+                idle.as_secs(),
+                takeover_idle.as_secs()
+            );
+            return Err(why);
         }
-        conn.read().map(Event::IncomingData).map_err(WaitForStopReasonError::Connection)
+        let why = if idle == Duration::MAX {
+            "never sent anything".to_string()
+        } else {
+            format!("idle {} s", idle.as_secs())
+        };
+        warn!(
+            "the client from {peer} takes over from the client at {} ({why}), which is disconnected",
+            cur.peer
+        );
+        let _ = cur.stream.shutdown(Shutdown::Both);
     }
+    // Wait for the old session to notice and end.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if current.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Err("dmastub: the previous client's session did not end within 5 s of being taken over".to_string())
+}
 
-    fn on_interrupt(target: &mut DmaTarget) -> Result<Option<Self::StopReason>, super::target::FatalError> {
-        target.on_stop();
-        let tid = target.stop_thread();
-        Ok(Some(MultiThreadStopReason::SignalWithThread { tid, signal: Signal::SIGINT }))
+/// Tells a refused client why: its first packet is answered with `E.<why>` (gdb prints "Remote
+/// failure reply: E.dmastub: …"), and the connection is closed. Bounded in time and bytes.
+fn refuse(mut stream: TcpStream, why: &str) {
+    let _ = stream.set_read_timeout(Some(REFUSAL_READ));
+    let mut seen = 0usize;
+    let mut byte = [0u8; 1];
+    let mut after_hash = None;
+    // Read up to the end of the first packet (`#` and two checksum digits).
+    while seen < 4096 && after_hash != Some(2) {
+        match stream.read(&mut byte) {
+            Ok(1) => {
+                seen += 1;
+                after_hash = match (after_hash, byte[0]) {
+                    (None, b'#') => Some(0),
+                    (Some(n), _) => Some(n + 1),
+                    (None, _) => None,
+                };
+            }
+            _ => break,
+        }
     }
+    let mut reply = b"+".to_vec();
+    reply.extend(packet(format!("E.{why}").as_bytes()));
+    let _ = stream.write_all(&reply);
+    let _ = stream.shutdown(Shutdown::Both);
 }

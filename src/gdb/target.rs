@@ -11,13 +11,21 @@ use crate::linux::Symbols;
 use crate::linux::commands::Linux;
 use crate::linux::threads::{self, ThreadList};
 use crate::mmu::{AddressSpace, MemError, Mode};
+use gdbstub::common::Pid;
 use gdbstub::common::{Signal, Tid};
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::base::multithread::{
-    MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
+    MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
+    MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
 };
 use gdbstub::target::ext::base::single_register_access::{SingleRegisterAccess, SingleRegisterAccessOps};
-use gdbstub::target::ext::breakpoints::{Breakpoints, BreakpointsOps, SwBreakpoint, SwBreakpointOps};
+use gdbstub::target::ext::breakpoints::{
+    Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps, SwBreakpoint,
+    SwBreakpointOps, WatchKind,
+};
+use gdbstub::target::ext::extended_mode::{
+    Args, AttachKind, CurrentActivePid, CurrentActivePidOps, ExtendedMode, ExtendedModeOps, ShouldTerminate,
+};
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps, outputln};
 use gdbstub::target::ext::section_offsets::{Offsets, SectionOffsets, SectionOffsetsOps};
 use gdbstub::target::ext::thread_extra_info::{ThreadExtraInfo, ThreadExtraInfoOps};
@@ -33,8 +41,33 @@ pub enum FatalError {
 }
 
 /// What gdb is told when it tries to run the machine.
-pub const CANNOT_RESUME: &str = "dmastub: this target's CPUs cannot be continued or stepped: dmastub only reads \
-     the machine's memory (the machine itself may still be running). Stopped again at once.\n";
+pub const CANNOT_RESUME: &str = "dmastub: memory only: dmastub cannot resume, step or stop the machine's CPUs \
+     (it reads memory from outside them; the machine itself may still be running). Stopped again at once.\n";
+
+/// Which client is attached: lldb reads some answers differently from gdb.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Client {
+    #[default]
+    Gdb,
+    Lldb,
+}
+
+/// The session state a new client starts from: what the server was started with.
+#[derive(Clone, Debug)]
+struct InitialState {
+    mode: Mode,
+    cr3: Option<u64>,
+    cr3_origin: String,
+    cr3_pinned: bool,
+    task_context: bool,
+}
+
+/// A breakpoint or watchpoint gdb asked for: accepted, never hit (the CPUs are not ours).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stopper {
+    Breakpoint(u64),
+    Watchpoint(u64, u64),
+}
 
 /// The machine as gdb sees it: its memory through an address space, and the few registers
 /// dmastub knows.
@@ -61,7 +94,24 @@ pub struct DmaTarget {
     /// Kernel text (`_stext`..`_etext`), and its pages read this stop: gdb reads the byte at
     /// each thread's pc twice when it lists threads, and most threads sleep at the same pc.
     text: Option<(u64, u64)>,
+    /// Kept only as long as the address space keeps its page tables: for a live source, one
+    /// burst of requests (see [`AddressSpace::cache_generation`]).
     text_pages: HashMap<u64, Box<[u8]>>,
+    text_generation: u64,
+    /// The state every session starts from, taken when the first client connects.
+    initial: Option<InitialState>,
+    client: Client,
+    /// Whether gdb uses `target extended-remote` (it sent `!`).
+    extended: bool,
+    /// The task `attach PID` chose in extended mode: gdb's process id.
+    attached_pid: Option<u64>,
+    /// Breakpoints and watchpoints gdb inserted: never hit, and said so at every resume.
+    stoppers: Vec<Stopper>,
+    /// The thread a resume request named, and the thread the last stop was reported in: a
+    /// resume stops again in the thread the user was on, whatever threads the client read
+    /// since (lldb reads every thread's registers at a stop).
+    resume_tid: Option<Tid>,
+    last_stop_tid: Option<Tid>,
 }
 
 /// What a Linux command answers without a kernel.
@@ -94,6 +144,14 @@ impl DmaTarget {
             task_context: false,
             text: None,
             text_pages: HashMap::new(),
+            text_generation: 0,
+            initial: None,
+            client: Client::Gdb,
+            extended: false,
+            attached_pid: None,
+            stoppers: Vec::new(),
+            resume_tid: None,
+            last_stop_tid: None,
         }
     }
 
@@ -170,20 +228,152 @@ impl DmaTarget {
         self.threads.get_or_insert_with(ThreadList::default)
     }
 
-    /// A new gdb session: its first thread selection is not a change of thread.
+    /// A new client session. It starts from the server's initial state, whatever the previous
+    /// session changed (mode, active CR3, selected thread, breakpoints); its first thread
+    /// selection is not a change of thread.
     pub fn on_connect(&mut self) {
+        match &self.initial {
+            None => {
+                self.initial = Some(InitialState {
+                    mode: self.space.mode(),
+                    cr3: self.space.cr3(),
+                    cr3_origin: self.cr3_origin.clone(),
+                    cr3_pinned: self.cr3_pinned,
+                    task_context: self.task_context,
+                })
+            }
+            Some(init) => {
+                let init = init.clone();
+                match init.cr3 {
+                    Some(cr3) => self.space.set_cr3(cr3),
+                    None => self.space.clear_cr3(),
+                }
+                // Cannot fail: virtual mode was in force with this CR3 before.
+                let _ = self.space.set_mode(init.mode);
+                self.cr3_origin = init.cr3_origin;
+                self.cr3_pinned = init.cr3_pinned;
+                self.task_context = init.task_context;
+            }
+        }
         self.context_tid = None;
+        self.resume_requested = false;
+        self.client = Client::Gdb;
+        self.extended = false;
+        self.attached_pid = None;
+        self.stoppers.clear();
+        self.resume_tid = None;
+        self.last_stop_tid = None;
         self.on_stop();
+    }
+
+    pub fn set_client(&mut self, client: Client) {
+        if client != self.client {
+            debug!("the client is {client:?}");
+        }
+        self.client = client;
+    }
+
+    pub fn client(&self) -> Client {
+        self.client
+    }
+
+    /// Whether the client uses gdb's extended-remote mode.
+    pub fn is_extended(&self) -> bool {
+        self.extended
+    }
+
+    /// `detach` in extended mode: the client stays connected with no process attached.
+    pub fn on_detach(&mut self) {
+        info!("the client detached; the session goes on (extended-remote)");
+        self.attached_pid = None;
+        self.stoppers.clear();
+    }
+
+    /// The one offset that moves every vmlinux section to where the running kernel has it
+    /// (the KASLR slide), for clients that apply only a uniform `qOffsets` (lldb).
+    pub fn uniform_offset(&self) -> Option<u64> {
+        self.linux.as_ref().map(|l| l.kernel.slide.value)
+    }
+
+    /// What a client is told when it asks to run the machine: that it cannot, and what became
+    /// of its breakpoints and watchpoints.
+    pub fn resume_message(&self) -> String {
+        let mut s = CANNOT_RESUME.to_string();
+        if !self.stoppers.is_empty() {
+            let list: Vec<String> = self
+                .stoppers
+                .iter()
+                .map(|b| match b {
+                    Stopper::Breakpoint(a) => format!("breakpoint at {a:#x}"),
+                    Stopper::Watchpoint(a, n) => format!("watchpoint at {a:#x} ({n} bytes)"),
+                })
+                .collect();
+            s.push_str(&format!(
+                "dmastub: cannot insert breakpoints or watchpoints into a machine it only reads: {} never \
+                 triggers (delete them with 'delete')\n",
+                list.join(", ")
+            ));
+        }
+        s
+    }
+
+    /// The signal a resume request stops with at once. gdb: 0, which ends any step or `next`
+    /// (gdb would step again on a trap that left the pc where it was). lldb steps again on 0
+    /// and on a trap alike, so it gets SIGSTOP, which it reports and stops on.
+    pub fn resume_stop_signal(&self) -> Signal {
+        match self.client {
+            Client::Gdb => Signal(0),
+            Client::Lldb => Signal::SIGSTOP,
+        }
+    }
+
+    /// gdb's `info os` documents (`qXfer:osdata:read`): the list of types, and `processes`
+    /// from the task list. `None` for a type dmastub does not have.
+    pub fn osdata(&mut self, annex: &[u8]) -> Option<String> {
+        match annex {
+            b"" => Some(super::osdata::types()),
+            b"processes" => {
+                let linux = self.linux.is_some();
+                Some(super::osdata::processes(self.threads(), linux))
+            }
+            _ => None,
+        }
     }
 
     /// The thread a stop is reported in: the one whose context memory is read in, so that gdb
     /// stays on it.
     pub fn stop_thread(&mut self) -> Tid {
-        if let Some(tid) = self.context_tid {
-            return tid;
+        match self.context_tid {
+            Some(tid) => tid,
+            None => self.first_thread(),
         }
+    }
+
+    /// The first thread, which gdbstub reports the first stop in (`?`).
+    fn first_thread(&mut self) -> Tid {
         let first = self.threads().threads.first().map(|t| t.tid);
         first.and_then(|t| usize::try_from(t).ok()).and_then(Tid::new).unwrap_or(MACHINE_TID)
+    }
+
+    /// The thread a resume request without a thread applies to: that of the last stop.
+    pub fn resume_stop_thread_peek(&mut self) -> usize {
+        match self.last_stop_tid {
+            Some(t) => t.get(),
+            None => self.first_thread().get(),
+        }
+    }
+
+    /// The thread the stop after a resume request is reported in: the one the request named,
+    /// else the one the previous stop was reported in (at first, the first thread); one that
+    /// is still a thread after the task list was read again.
+    pub fn resume_stop_thread(&mut self) -> Tid {
+        let wanted = self.resume_tid.take().or(self.last_stop_tid);
+        let tid = match wanted {
+            Some(t) if self.threads().get(t.get() as u64).is_some() => t,
+            _ => self.first_thread(),
+        };
+        self.last_stop_tid = Some(tid);
+        tid
     }
 
     /// Memory packets for thread `tid` read its process's memory: a newly selected thread (gdb
@@ -232,6 +422,13 @@ impl DmaTarget {
         let end = start.checked_add(data.len() as u64)?;
         if start < lo || end > hi || data.is_empty() {
             return None;
+        }
+        // Kernel text follows the page tables' freshness rules: on a live source it is kept
+        // for one burst of requests only (it changes: alternatives, static keys, kprobes).
+        let generation = self.space.cache_generation();
+        if generation != self.text_generation {
+            self.text_pages.clear();
+            self.text_generation = generation;
         }
         let mut at = start;
         while at < end {
@@ -441,6 +638,10 @@ impl Target for DmaTarget {
         Some(self)
     }
 
+    fn support_extended_mode(&mut self) -> Option<ExtendedModeOps<'_, Self>> {
+        Some(self)
+    }
+
     // gdb would fall back to writing int3 into memory; breakpoints are refused explicitly
     // (see `SwBreakpoint` below), so this acknowledges the guard rail without using it.
     fn guard_rail_implicit_sw_breakpoints(&self) -> bool {
@@ -543,7 +744,9 @@ impl SingleRegisterAccess<Tid> for DmaTarget {
                 buf[..n].copy_from_slice(&v.to_le_bytes()[..n]);
                 Ok(n)
             }
-            // Zero bytes: gdbstub answers "unavailable".
+            // lldb reads gdb's "unavailable" (`xx…`) as the bytes 0xcc; an error it shows as
+            // unavailable. gdb gets "unavailable" (zero bytes).
+            None if self.client == Client::Lldb => Err(TargetError::NonFatal),
             None => Ok(0),
         }
     }
@@ -573,20 +776,36 @@ impl MultiThreadResume for DmaTarget {
     }
 
     fn clear_resume_actions(&mut self) -> Result<(), FatalError> {
+        self.resume_tid = None;
         Ok(())
     }
 
-    fn set_resume_action_continue(&mut self, _tid: Tid, _signal: Option<Signal>) -> Result<(), FatalError> {
+    fn set_resume_action_continue(&mut self, tid: Tid, _signal: Option<Signal>) -> Result<(), FatalError> {
+        self.resume_tid.get_or_insert(tid);
         Ok(())
     }
 
     fn support_single_step(&mut self) -> Option<MultiThreadSingleStepOps<'_, Self>> {
         Some(self)
     }
+
+    fn support_scheduler_locking(&mut self) -> Option<MultiThreadSchedulerLockingOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl MultiThreadSchedulerLocking for DmaTarget {
+    /// `set scheduler-locking on`, or a plain `c`/`s` (which gdbstub applies to one thread):
+    /// nothing runs either way.
+    fn set_resume_action_scheduler_lock(&mut self) -> Result<(), FatalError> {
+        Ok(())
+    }
 }
 
 impl MultiThreadSingleStep for DmaTarget {
-    fn set_resume_action_step(&mut self, _tid: Tid, _signal: Option<Signal>) -> Result<(), FatalError> {
+    fn set_resume_action_step(&mut self, tid: Tid, _signal: Option<Signal>) -> Result<(), FatalError> {
+        // The stepped thread is the one the user is looking at.
+        self.resume_tid = Some(tid);
         Ok(())
     }
 }
@@ -595,16 +814,132 @@ impl Breakpoints for DmaTarget {
     fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
         Some(self)
     }
+
+    fn support_hw_breakpoint(&mut self) -> Option<HwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_hw_watchpoint(&mut self) -> Option<HwWatchpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+// Breakpoints and watchpoints are accepted and never hit: the machine's CPUs are not
+// dmastub's to stop. Refusing them would make gdb write int3 into memory instead (refused too,
+// as "Cannot access memory") and then refuse every later `continue`; accepted, gdb resumes and
+// the resume's console message says that they cannot trigger (see `resume_message`). Nothing
+// is written to the machine.
+impl DmaTarget {
+    fn add_stopper(&mut self, stopper: Stopper) -> TargetResult<bool, Self> {
+        warn!(
+            "{stopper:?} requested: accepted but never hit (dmastub cannot run or stop the machine's CPUs)"
+        );
+        if !self.stoppers.contains(&stopper) && self.stoppers.len() < 256 {
+            self.stoppers.push(stopper);
+        }
+        Ok(true)
+    }
+
+    fn remove_stopper(&mut self, stopper: Stopper) -> TargetResult<bool, Self> {
+        self.stoppers.retain(|s| *s != stopper);
+        Ok(true)
+    }
 }
 
 impl SwBreakpoint for DmaTarget {
     fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        warn!("refused a breakpoint at {addr:#x}: dmastub cannot run the target's CPUs");
-        Ok(false)
+        self.add_stopper(Stopper::Breakpoint(addr))
     }
 
-    fn remove_sw_breakpoint(&mut self, _addr: u64, _kind: usize) -> TargetResult<bool, Self> {
-        Ok(false)
+    fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        self.remove_stopper(Stopper::Breakpoint(addr))
+    }
+}
+
+impl HwBreakpoint for DmaTarget {
+    fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        self.add_stopper(Stopper::Breakpoint(addr))
+    }
+
+    fn remove_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        self.remove_stopper(Stopper::Breakpoint(addr))
+    }
+}
+
+impl HwWatchpoint for DmaTarget {
+    fn add_hw_watchpoint(&mut self, addr: u64, len: u64, _kind: WatchKind) -> TargetResult<bool, Self> {
+        self.add_stopper(Stopper::Watchpoint(addr, len))
+    }
+
+    fn remove_hw_watchpoint(&mut self, addr: u64, len: u64, _kind: WatchKind) -> TargetResult<bool, Self> {
+        self.remove_stopper(Stopper::Watchpoint(addr, len))
+    }
+}
+
+/// gdb's process id for the machine as a whole (gdbstub's own default).
+const MACHINE_PID: Pid = match Pid::new(1) {
+    Some(p) => p,
+    None => unreachable!(),
+};
+
+/// `target extended-remote`: `attach PID` looks at a task, `kill` and `detach` leave the
+/// session open, `run` is refused (dmastub starts nothing).
+impl ExtendedMode for DmaTarget {
+    fn run(&mut self, filename: Option<&[u8]>, _args: Args<'_, '_>) -> TargetResult<Pid, Self> {
+        let name = filename.map(String::from_utf8_lossy).unwrap_or_default();
+        warn!(
+            "refused 'run {name}': dmastub cannot start programs on the machine, it only reads its memory \
+             ('attach PID' selects a task)"
+        );
+        Err(TargetError::NonFatal)
+    }
+
+    fn attach(&mut self, pid: Pid) -> TargetResult<(), Self> {
+        let pid = pid.get() as u64;
+        let Some(tid) =
+            self.threads().by_pid(pid).ok().and_then(|t| usize::try_from(t.tid).ok()).and_then(Tid::new)
+        else {
+            warn!("refused 'attach {pid}': no task with that pid in the task list");
+            return Err(TargetError::NonFatal);
+        };
+        info!("attach {pid}: its thread {tid} is selected; memory is read in its address space");
+        self.follow_thread(tid);
+        self.attached_pid = Some(pid);
+        Ok(())
+    }
+
+    fn query_if_attached(&mut self, _pid: Pid) -> TargetResult<AttachKind, Self> {
+        Ok(AttachKind::Attach)
+    }
+
+    fn kill(&mut self, pid: Option<Pid>) -> TargetResult<ShouldTerminate, Self> {
+        info!("kill {pid:?}: nothing is done to the machine; the client detaches");
+        self.attached_pid = None;
+        self.stoppers.clear();
+        // In extended mode the client stays connected with no process; otherwise it closes.
+        Ok(if self.extended { ShouldTerminate::No } else { ShouldTerminate::Yes })
+    }
+
+    fn restart(&mut self) -> Result<(), FatalError> {
+        warn!("ignored a restart request: dmastub cannot restart the machine");
+        Ok(())
+    }
+
+    fn on_start(&mut self) -> Result<(), FatalError> {
+        self.extended = true;
+        Ok(())
+    }
+
+    fn support_current_active_pid(&mut self) -> Option<CurrentActivePidOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl CurrentActivePid for DmaTarget {
+    /// The pid `attach` was given (gdb checks that the threads it is then shown belong to it),
+    /// else 1: the machine as a whole.
+    fn current_active_pid(&mut self) -> Result<Pid, FatalError> {
+        Ok(self.attached_pid.and_then(|p| usize::try_from(p).ok()).and_then(Pid::new).unwrap_or(MACHINE_PID))
     }
 }
 

@@ -121,6 +121,8 @@ pub struct AddressSpace {
     last_access: Option<Instant>,
     /// Start of the current burst (volatile sources only).
     burst_start: Option<Instant>,
+    /// Counts flushes: what a caller keeps beside the caches is fresh while this is unchanged.
+    generation: u64,
 }
 
 /// The walk's view of memory on the hot path: table pages through the cache.
@@ -161,6 +163,7 @@ impl AddressSpace {
             stats: MmuStats::default(),
             last_access: None,
             burst_start: None,
+            generation: 0,
         }
     }
 
@@ -236,6 +239,15 @@ impl AddressSpace {
         self.tlb.clear();
         self.stats.flushes += 1;
         self.burst_start = None;
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// Starts a request as a read would (on a volatile source an idle gap or an over-long burst
+    /// flushes) and returns the cache generation: data a caller keeps from this address space
+    /// is as fresh as its page tables while the generation stays the same.
+    pub fn cache_generation(&mut self) -> u64 {
+        self.begin();
+        self.generation
     }
 
     pub fn stats(&self) -> MmuStats {
