@@ -160,9 +160,15 @@ struct ServeArgs {
     /// The page-table root to translate through (a CR3 value; PCID and flag bits are ignored).
     #[arg(long, value_name = "ADDR", value_parser = parse_number)]
     cr3: Option<u64>,
-    /// Address to listen on for gdb.
+    /// Address to listen on for gdb. The protocol has no authentication: keep it on loopback
+    /// and reach it through an ssh tunnel (ssh -L 1234:127.0.0.1:1234 HOST).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1234")]
     listen: String,
+    /// A client that connects while another is attached takes over once the other has sent
+    /// nothing for this many seconds (at once if it never sent anything); before that it is
+    /// told why it cannot attach.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    takeover_after: u64,
     #[command(flatten)]
     mmu: MmuArgs,
     #[command(flatten)]
@@ -447,7 +453,17 @@ fn serve(a: ServeArgs) -> CliResult {
         }
     };
     let listener = bind(&a.listen).map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
-    let server = Server::new(listener);
+    let server = Server::new(listener).with_takeover_idle(Duration::from_secs(a.takeover_after));
+    let local = server.local_addr()?;
+    if !local.ip().is_loopback() {
+        println!(
+            "dmastub: WARNING: listening on {local}, beyond this machine: the gdb protocol has no authentication, \
+             so anyone who reaches this port reads the target's memory{}. Prefer --listen 127.0.0.1:PORT and an \
+             ssh tunnel from your workstation: ssh -N -L {port}:127.0.0.1:{port} THIS-HOST",
+            if a.allow_write { " and WRITES it (--allow-write)" } else { "" },
+            port = local.port()
+        );
+    }
     let access = match write {
         WriteMode::ReadOnly => "read-only".to_string(),
         WriteMode::CopyOnWrite => {

@@ -249,6 +249,13 @@ fn answer(target: &mut DmaTarget, body: &[u8]) -> Answer {
         target.on_detach();
         return Answer::Reply(b"OK".to_vec());
     }
+    if body == b"qC"
+        && let Some((pid, tid)) = target.attached_thread()
+    {
+        // gdbstub would name the thread it last read memory in; after `attach PID` gdb must go
+        // on in that task's thread.
+        return Answer::Reply(format!("QCp{pid:x}.{tid:x}").into_bytes());
+    }
     if body == b"qOffsets"
         && target.client() == Client::Lldb
         && let Some(offset) = target.uniform_offset()

@@ -112,6 +112,8 @@ pub struct DmaTarget {
     /// since (lldb reads every thread's registers at a stop).
     resume_tid: Option<Tid>,
     last_stop_tid: Option<Tid>,
+    /// Whether lldb's first `p` (its probe of `p` support) was answered.
+    lldb_probed_p: bool,
 }
 
 /// What a Linux command answers without a kernel.
@@ -152,6 +154,7 @@ impl DmaTarget {
             stoppers: Vec::new(),
             resume_tid: None,
             last_stop_tid: None,
+            lldb_probed_p: false,
         }
     }
 
@@ -263,6 +266,7 @@ impl DmaTarget {
         self.stoppers.clear();
         self.resume_tid = None;
         self.last_stop_tid = None;
+        self.lldb_probed_p = false;
         self.on_stop();
     }
 
@@ -399,6 +403,36 @@ impl DmaTarget {
         self.task_context = true;
     }
 
+    /// A register read of thread `tid` selects it for gdb, which reads registers when the user
+    /// selects a thread. lldb reads every thread's registers at every stop and never says which
+    /// thread the user selects: its memory context is the thread of the last stop instead (see
+    /// [`Self::memory_thread`]).
+    fn follow_registers(&mut self, tid: Tid) {
+        if self.client != Client::Lldb {
+            self.follow_thread(tid);
+        }
+    }
+
+    /// The thread whose address space a memory packet for `tid` reads: `tid` for gdb; for lldb,
+    /// whose `Hg` only picks registers, the thread of the last stop (a step or continue of the
+    /// selected thread stops in it).
+    fn memory_thread(&mut self, tid: Tid) -> Tid {
+        match self.client {
+            Client::Gdb => tid,
+            Client::Lldb => match self.last_stop_tid {
+                Some(t) => t,
+                None => self.first_thread(),
+            },
+        }
+    }
+
+    /// The thread gdb's `qC` should name: the attached task's after `attach PID`.
+    pub fn attached_thread(&mut self) -> Option<(u64, u64)> {
+        let pid = self.attached_pid?;
+        let tid = self.threads().by_pid(pid).ok()?.tid;
+        Some((pid, tid))
+    }
+
     /// Reads memory as gdb asked, through the active mode and CR3; see `task_context` and
     /// `text_pages` for the two shortcuts.
     fn read_memory(&mut self, start: u64, data: &mut [u8]) -> Result<usize, MemError> {
@@ -477,7 +511,9 @@ impl DmaTarget {
             }
             None => regs.values[regnum::RIP] = Some(0),
         }
-        regs.values[regnum::CR3] = active;
+        // The root the thread's memory is read through (for gdb, the active one once selected).
+        regs.values[regnum::CR3] =
+            self.threads.as_ref().and_then(|l| l.get(tid.get() as u64)).map(|t| t.cr3).or(active);
         regs
     }
 
@@ -651,7 +687,7 @@ impl Target for DmaTarget {
 
 impl MultiThreadBase for DmaTarget {
     fn read_registers(&mut self, regs: &mut DmaRegs, tid: Tid) -> TargetResult<(), Self> {
-        self.follow_thread(tid);
+        self.follow_registers(tid);
         *regs = self.registers(tid);
         Ok(())
     }
@@ -673,6 +709,7 @@ impl MultiThreadBase for DmaTarget {
     }
 
     fn read_addrs(&mut self, start: u64, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {
+        let tid = self.memory_thread(tid);
         self.follow_thread(tid);
         match self.read_memory(start, data) {
             Ok(n) => Ok(n),
@@ -684,6 +721,7 @@ impl MultiThreadBase for DmaTarget {
     }
 
     fn write_addrs(&mut self, start: u64, data: &[u8], tid: Tid) -> TargetResult<(), Self> {
+        let tid = self.memory_thread(tid);
         self.follow_thread(tid);
         self.text_pages.clear();
         if !self.allow_write {
@@ -700,12 +738,17 @@ impl MultiThreadBase for DmaTarget {
     }
 
     fn list_active_threads(&mut self, thread_is_active: &mut dyn FnMut(Tid)) -> Result<(), FatalError> {
+        // After `attach PID` that task's thread comes first: gdbstub reports the attach's stop
+        // in the first thread, and gdb then reads memory in its context.
+        let attached = self.attached_pid;
         let list = self.threads();
         if list.threads.is_empty() {
             thread_is_active(MACHINE_TID);
         }
-        for t in &list.threads {
-            if let Some(tid) = usize::try_from(t.tid).ok().and_then(Tid::new) {
+        let first = attached.and_then(|pid| list.by_pid(pid).ok()).map(|t| t.tid);
+        let order = first.into_iter().chain(list.threads.iter().map(|t| t.tid).filter(|&t| Some(t) != first));
+        for tid in order {
+            if let Some(tid) = usize::try_from(tid).ok().and_then(Tid::new) {
                 thread_is_active(tid);
             }
         }
@@ -737,16 +780,23 @@ impl ThreadExtraInfo for DmaTarget {
 
 impl SingleRegisterAccess<Tid> for DmaTarget {
     fn read_register(&mut self, tid: Tid, reg: DmaRegId, buf: &mut [u8]) -> TargetResult<usize, Self> {
-        self.follow_thread(tid);
+        self.follow_registers(tid);
         match self.registers(tid).values.get(reg.0).copied().flatten() {
             Some(v) => {
+                self.lldb_probed_p = true;
                 let n = buf.len().min(8);
                 buf[..n].copy_from_slice(&v.to_le_bytes()[..n]);
                 Ok(n)
             }
-            // lldb reads gdb's "unavailable" (`xx…`) as the bytes 0xcc; an error it shows as
-            // unavailable. gdb gets "unavailable" (zero bytes).
-            None if self.client == Client::Lldb => Err(TargetError::NonFatal),
+            // lldb reads gdb's "unavailable" (`xx…`) as the bytes 0xcc, and shows a register
+            // whose read fails as unavailable. But its first `p` is a probe of whether `p` works
+            // at all (an error makes it read every register with `g`, all 0xcc): that one gets
+            // "unavailable". gdb always gets "unavailable" (zero bytes).
+            None if self.client == Client::Lldb && self.lldb_probed_p => Err(TargetError::NonFatal),
+            None if self.client == Client::Lldb => {
+                self.lldb_probed_p = true;
+                Ok(0)
+            }
             None => Ok(0),
         }
     }
