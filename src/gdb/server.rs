@@ -37,6 +37,9 @@ pub const DEFAULT_TAKEOVER_IDLE: Duration = Duration::from_secs(30);
 /// client takes its place at once.
 const SILENT_GRACE: Duration = Duration::from_secs(2);
 
+/// How long a new client waits for a session that is ending anyway (its client just closed).
+const SESSION_END_GRACE: Duration = Duration::from_millis(500);
+
 /// How long a refused client gets to send its first packet before it is told why.
 const REFUSAL_READ: Duration = Duration::from_secs(2);
 
