@@ -4,7 +4,7 @@
 //! of [`FileRange`]s saying which bytes of the file hold which physical addresses. So one
 //! struct, [`FileMem`], does the reading for all of them with `pread`, and the format modules
 //! ([`super::elf`], [`super::lime`]) only turn headers into that list, reading them through
-//! [`ReadAt`]. Nothing is memory-mapped: a mapped file that shrinks under us kills the process
+//! `ReadAt`. Nothing is memory-mapped: a mapped file that shrinks under us kills the process
 //! with SIGBUS, whereas a `pread` past the new end only comes back short (see [`FileMem`]).
 
 use super::elf::{self, CoreNote};
