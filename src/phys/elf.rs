@@ -4,7 +4,7 @@
 //! from the 64-bit little-endian layout because every field needs a bounds check with a message
 //! that names it, and a core file is exactly where a truncated or corrupt header shows up.
 
-use super::file::{Aliases, FileRange, sort_ranges};
+use super::file::{Aliases, FileRange, ReadAt, array_at, sort_ranges};
 
 /// The first four bytes of every ELF file.
 pub const MAGIC: &[u8] = b"\x7fELF";
@@ -45,43 +45,43 @@ pub(crate) struct ElfCore {
     pub notes: Vec<CoreNote>,
 }
 
-fn bytes_at<const N: usize>(data: &[u8], off: u64) -> Option<[u8; N]> {
-    let start = usize::try_from(off).ok()?;
-    data.get(start..start.checked_add(N)?)?.try_into().ok()
+fn u16_at(data: &dyn ReadAt, off: u64) -> Option<u16> {
+    array_at(data, off).map(u16::from_le_bytes)
 }
 
-fn u16_at(data: &[u8], off: u64) -> Option<u16> {
-    bytes_at(data, off).map(u16::from_le_bytes)
+fn u32_at(data: &dyn ReadAt, off: u64) -> Option<u32> {
+    array_at(data, off).map(u32::from_le_bytes)
 }
 
-fn u32_at(data: &[u8], off: u64) -> Option<u32> {
-    bytes_at(data, off).map(u32::from_le_bytes)
+fn u64_at(data: &dyn ReadAt, off: u64) -> Option<u64> {
+    array_at(data, off).map(u64::from_le_bytes)
 }
 
-fn u64_at(data: &[u8], off: u64) -> Option<u64> {
-    bytes_at(data, off).map(u64::from_le_bytes)
-}
+/// At most this many bytes of a note's name are kept (real names are a few bytes): a corrupt
+/// size cannot make us allocate what it says.
+const MAX_NOTE_NAME: u64 = 256;
 
 /// Whether `[offset, offset + len)` lies inside a file of `size` bytes.
 fn in_file(offset: u64, len: u64, size: u64) -> bool {
     offset.checked_add(len).is_some_and(|end| end <= size)
 }
 
-/// Parses an ELF core's headers. `data` is the whole file. The error says what is wrong and
-/// where (program header numbers count from 0, as `readelf -l` lists them).
-pub(crate) fn parse(data: &[u8]) -> Result<ElfCore, String> {
-    let size = data.len() as u64;
-    if !data.starts_with(MAGIC) {
+/// Parses an ELF core's headers. `data` is the whole file, read only where the headers and
+/// notes are. The error says what is wrong and where (program header numbers count from 0, as
+/// `readelf -l` lists them).
+pub(crate) fn parse(data: &dyn ReadAt) -> Result<ElfCore, String> {
+    let size = data.size();
+    if array_at::<4>(data, 0).is_none_or(|m| m != MAGIC) {
         return Err("not an ELF file (no \\x7fELF magic at offset 0)".into());
     }
-    if size < EHDR_SIZE {
+    let Some(ehdr) = array_at::<{ EHDR_SIZE as usize }>(data, 0) else {
         return Err(format!("truncated ELF header: the file is {size} bytes, the header needs 64"));
-    }
+    };
     // The header is 64 bytes and the file at least that long: these reads cannot fail, but a
     // failure would still be an error, not a panic.
     let hdr = |what: &str| format!("truncated ELF header: cannot read {what}");
-    let class = data[4];
-    let encoding = data[5];
+    let class = ehdr[4];
+    let encoding = ehdr[5];
     if class != ELFCLASS64 {
         return Err(format!("ELF class {class} is not ELFCLASS64: only 64-bit x86-64 cores are supported"));
     }
@@ -214,7 +214,7 @@ impl Notes {
     /// buffers with one.
     fn parse_segment(
         &mut self,
-        data: &[u8],
+        data: &dyn ReadAt,
         start: u64,
         len: u64,
         align: u64,
@@ -255,13 +255,16 @@ impl Notes {
                     MAX_NOTE_BYTES >> 20
                 ));
             }
+            // Both sizes are bounded here: the name by MAX_NOTE_NAME, the desc by MAX_NOTE_BYTES.
             let slice = |at: u64, n: u64| {
-                data.get(at as usize..(at + n) as usize)
+                let mut v = vec![0u8; n as usize];
+                data.read_at(at, &mut v)
+                    .then_some(v)
                     .ok_or_else(|| format!("note at offset {off:#x}: truncated"))
             };
-            let name = slice(name_at, namesz)?;
-            let name = String::from_utf8_lossy(name).trim_end_matches('\0').to_string();
-            let desc = slice(desc_at, descsz)?.to_vec();
+            let name = slice(name_at, namesz.min(MAX_NOTE_NAME))?;
+            let name = String::from_utf8_lossy(&name).trim_end_matches('\0').to_string();
+            let desc = slice(desc_at, descsz)?;
             self.list.push(CoreNote { name, n_type, desc });
             off = next.min(end);
         }
@@ -332,7 +335,7 @@ mod tests {
     use super::*;
 
     fn err(data: &[u8]) -> String {
-        match parse(data) {
+        match parse(&data) {
             Ok(c) => panic!("parsed: {c:?}"),
             Err(e) => e,
         }
@@ -457,7 +460,7 @@ mod tests {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
-                let _ = parse(&d[..(seed % 0x300) as usize]);
+                let _ = parse(&&d[..(seed % 0x300) as usize]);
             }
         }
     }

@@ -2,16 +2,18 @@
 //!
 //! All three formats come down to the same thing once their headers are parsed: a sorted list
 //! of [`FileRange`]s saying which bytes of the file hold which physical addresses. So one
-//! struct, [`FileMem`], does the reading for all of them from a memory map, and the format
-//! modules ([`super::elf`], [`super::lime`]) only turn headers into that list. Reads are a
-//! bounds check and a `memcpy` from the map: they are the hot path of every gdb memory dump.
+//! struct, [`FileMem`], does the reading for all of them with `pread`, and the format modules
+//! ([`super::elf`], [`super::lime`]) only turn headers into that list, reading them through
+//! `ReadAt`. Nothing is memory-mapped: a mapped file that shrinks under us kills the process
+//! with SIGBUS, whereas a `pread` past the new end only comes back short (see [`FileMem`]).
 
 use super::elf::{self, CoreNote};
-use super::{PhysError, PhysMem, RamRange, SourceKind, lime};
+use super::{PhysError, PhysMem, RamRange, SourceKind, human_bytes, lime};
 use crate::addr::PhysAddr;
-use memmap2::{Mmap, MmapMut, MmapOptions};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// How [`open_file`] opens a file.
@@ -152,28 +154,64 @@ pub(crate) fn sort_ranges(
     Ok(kept.into_iter().map(|i| ranges[i]).collect())
 }
 
-/// The memory map behind a [`FileMem`].
-enum Map {
-    ReadOnly(Mmap),
-    Writable(MmapMut),
+/// Random access to the bytes of a file being parsed: the whole file as a slice (tests), or an
+/// open file read with `pread` ([`FileReader`]). The header parsers ([`super::elf`],
+/// [`super::lime`]) read through it, so they never need the file mapped.
+pub(crate) trait ReadAt {
+    /// The file's size in bytes.
+    fn size(&self) -> u64;
+
+    /// Fills `buf` from offset `off`; `false` if any byte of it is past the end or unreadable.
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> bool;
 }
 
-impl Map {
-    fn advise_random(&self) {
-        let r = match self {
-            Map::ReadOnly(m) => m.advise(memmap2::Advice::Random),
-            Map::Writable(m) => m.advise(memmap2::Advice::Random),
-        };
-        if let Err(e) = r {
-            log::debug!("madvise(MADV_RANDOM) failed: {e}");
-        }
+impl ReadAt for &[u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
     }
 
-    fn bytes(&self) -> &[u8] {
-        match self {
-            Map::ReadOnly(m) => m,
-            Map::Writable(m) => m,
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> bool {
+        let from = usize::try_from(off).ok();
+        match from.and_then(|f| self.get(f..f.checked_add(buf.len())?)) {
+            Some(src) => {
+                buf.copy_from_slice(src);
+                true
+            }
+            None => false,
         }
+    }
+}
+
+impl ReadAt for Vec<u8> {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
+
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> bool {
+        self.as_slice().read_at(off, buf)
+    }
+}
+
+/// The `N` bytes at `off` of a `dyn ReadAt`.
+pub(crate) fn array_at<const N: usize>(data: &dyn ReadAt, off: u64) -> Option<[u8; N]> {
+    let mut b = [0u8; N];
+    data.read_at(off, &mut b).then_some(b)
+}
+
+/// An open file as [`ReadAt`], with the size it had when opened.
+struct FileReader<'a> {
+    file: &'a File,
+    size: u64,
+}
+
+impl ReadAt for FileReader<'_> {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_at(&self, off: u64, buf: &mut [u8]) -> bool {
+        off.checked_add(buf.len() as u64).is_some_and(|end| end <= self.size)
+            && self.file.read_exact_at(buf, off).is_ok()
     }
 }
 
@@ -182,15 +220,56 @@ pub fn open_file(path: &Path, opts: &OpenOptions) -> Result<Box<dyn PhysMem>, Op
     Ok(Box::new(FileMem::open(path, opts)?))
 }
 
-/// Physical memory read from a mapped file through a list of [`FileRange`]s: the one reader
-/// behind raw images, live RAM files, ELF cores and LiME dumps.
+/// At most this many bytes of pages changed under [`WriteMode::CopyOnWrite`] are kept, so that
+/// writes from gdb cannot grow the process without bound.
+const MAX_COW_BYTES: u64 = 256 << 20;
+const PAGE: u64 = crate::addr::PAGE_SIZE;
+
+/// Physical memory read from a file through a list of [`FileRange`]s: the one reader behind raw
+/// images, live RAM files, ELF cores and LiME dumps.
+///
+/// Reads are `pread`s, not copies out of a memory map: a mapped file that another process
+/// truncates (a VM shut down, a dump being rewritten) raises SIGBUS on the next touch of a page
+/// past the new end, which kills the whole server and no check made before the access can rule
+/// out. `pread` instead returns short, and the read fails with an error that says the file
+/// shrank. The file's pages are not mapped into this process either, so reading a whole image
+/// does not show up as resident memory of ours.
 pub struct FileMem {
     name: String,
     kind: SourceKind,
-    map: Map,
+    file: File,
+    /// The size the file had when opened: every range lies inside it.
+    size: u64,
+    write: WriteMode,
+    /// Under [`WriteMode::CopyOnWrite`]: the changed pages, by page-aligned file offset (the last
+    /// page of a file whose size is not a multiple of a page holds only the file's bytes).
+    cow: BTreeMap<u64, Box<[u8]>>,
     ranges: Vec<FileRange>,
     ram: Vec<RamRange>,
     notes: Vec<CoreNote>,
+}
+
+/// What kind of file `meta` describes, if it is one dmastub cannot read at random offsets; a
+/// block device (a raw partition or a persistent-memory device holding an image) is allowed.
+fn unreadable_kind(meta: &std::fs::Metadata) -> Option<(&'static str, &'static str)> {
+    let t = meta.file_type();
+    if t.is_dir() {
+        Some(("a directory", "pass the memory image file inside it"))
+    } else if t.is_fifo() {
+        Some((
+            "a FIFO (named pipe), not a file that can be read at any offset",
+            "save the stream to a file first (e.g. `cat FIFO > image.raw`) and pass that file",
+        ))
+    } else if t.is_socket() {
+        Some(("a socket, not a file that can be read at any offset", "pass a memory image file"))
+    } else if t.is_char_device() {
+        Some((
+            "a character device, not a file that can be read at any offset",
+            "pass a memory image file, a VM's RAM file (e.g. under /dev/shm) or a block device",
+        ))
+    } else {
+        None
+    }
 }
 
 impl FileMem {
@@ -198,58 +277,52 @@ impl FileMem {
     ///
     /// The format comes from `opts.format`, else from the first bytes (see [`OpenOptions`]);
     /// files we recognise but cannot read (compressed, makedumpfile's kdump format, not an
-    /// image at all) are refused with a message that says what to do.
+    /// image at all) are refused with a message that says what to do. So are files that cannot
+    /// be read at random offsets (FIFOs, sockets, character devices, directories): a FIFO would
+    /// otherwise block forever waiting for a writer. Regular files and block devices are read.
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Self, OpenError> {
         let path_buf = || path.to_path_buf();
         let io = |what: &'static str| move |source| OpenError::Io { path: path_buf(), what, source };
+        let unsupported = |(what, hint)| OpenError::Unsupported { path: path_buf(), what, hint };
+        // Refused before opening: opening a FIFO for reading waits for a writer.
+        if let Some(kind) = std::fs::metadata(path).ok().as_ref().and_then(unreadable_kind) {
+            return Err(unsupported(kind));
+        }
         let shared = opts.write == WriteMode::Shared;
-        let mut file = if shared {
-            std::fs::OpenOptions::new().read(true).write(true).open(path)
-        } else {
-            File::open(path)
+        // O_NONBLOCK in case the path became a FIFO since the check above; it changes nothing
+        // for regular files and block devices, and the file is checked again once open.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(shared)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(io(if shared { "open for reading and writing" } else { "open" }))?;
+        if let Some(kind) = unreadable_kind(&file.metadata().map_err(io("read metadata"))?) {
+            return Err(unsupported(kind));
         }
-        .map_err(io(if shared { "open for reading and writing" } else { "open" }))?;
-        if file.metadata().map_err(io("read metadata"))?.is_dir() {
-            let hint = "pass the memory image file inside it";
-            return Err(OpenError::Unsupported { path: path_buf(), what: "a directory", hint });
-        }
-        // Seeking, rather than metadata, also sizes block devices; the map gets that length.
-        let size = file.seek(SeekFrom::End(0)).map_err(io("find the size"))?;
+        // Seeking, rather than metadata, also sizes block devices.
+        let size = (&file).seek(SeekFrom::End(0)).map_err(io("find the size"))?;
         if size == 0 {
             return Err(OpenError::Empty { path: path_buf() });
         }
-        let Ok(len) = usize::try_from(size) else {
-            return Err(io("map into memory")(std::io::Error::other("larger than the address space")));
-        };
-        let mut map_opts = MmapOptions::new();
-        map_opts.len(len);
-        // SAFETY: a live RAM file's map is only ever read by copying bytes out, so a file that
-        // changes under us yields changing bytes, not broken invariants; a dump's bytes may be
-        // lent in place (`bytes_at`) because dumps do not change. A file
-        // truncated under us would fault (SIGBUS); nothing here can prevent that.
-        let map = unsafe {
-            match opts.write {
-                WriteMode::ReadOnly => map_opts.map(&file).map(Map::ReadOnly),
-                WriteMode::CopyOnWrite => map_opts.map_copy(&file).map(Map::Writable),
-                WriteMode::Shared => map_opts.map_mut(&file).map(Map::Writable),
-            }
-        }
-        .map_err(io("map into memory"))?;
-        // Reads hop between page tables and structures: without this hint every fault also
-        // maps its neighbours, which costs memory and brings nothing.
-        map.advise_random();
-        let data = map.bytes();
-
+        let reader = FileReader { file: &file, size };
         let format = match (opts.live, opts.format) {
             (true, _) => Format::Raw,
             (false, Some(f)) => f,
-            (false, None) => detect(path, data)?,
+            (false, None) => {
+                let mut head = vec![0u8; size.min(PAGE) as usize];
+                if !reader.read_at(0, &mut head) {
+                    let e = std::io::Error::other("the file ended before its first bytes could be read");
+                    return Err(io("read the first bytes")(e));
+                }
+                detect(path, &head, size)?
+            }
         };
         let bad = |why: String| match format {
             Format::Elf => OpenError::Elf { path: path_buf(), why },
             Format::Lime => OpenError::Lime { path: path_buf(), why },
             Format::Raw => {
-                OpenError::Io { path: path_buf(), what: "map", source: std::io::Error::other(why) }
+                OpenError::Io { path: path_buf(), what: "read", source: std::io::Error::other(why) }
             }
         };
         let (kind, ranges, notes) = match format {
@@ -259,27 +332,28 @@ impl FileMem {
                 (kind, vec![whole], Vec::new())
             }
             Format::Elf => {
-                let core = elf::parse(data).map_err(bad)?;
+                let core = elf::parse(&reader).map_err(bad)?;
                 (SourceKind::ElfCore, core.ranges, core.notes)
             }
-            Format::Lime => (SourceKind::Lime, lime::parse(data).map_err(bad)?, Vec::new()),
+            Format::Lime => (SourceKind::Lime, lime::parse(&reader).map_err(bad)?, Vec::new()),
         };
         let name = path.file_name().unwrap_or(path.as_os_str()).to_string_lossy().into_owned();
-        let mem = Self::new(name, kind, map, ranges, notes).map_err(bad)?;
+        let mem = Self::new(name, kind, file, size, opts.write, ranges, notes).map_err(bad)?;
         log::debug!("{}: {}", path.display(), mem.describe());
         Ok(mem)
     }
 
     /// `ranges` must be sorted and disjoint ([`sort_ranges`]); checked again here against the
-    /// map's size so that no read can index outside it, whatever a parser let through.
+    /// file's size, so that no read asks for bytes the file did not hold when opened.
     fn new(
         name: String,
         kind: SourceKind,
-        map: Map,
+        file: File,
+        size: u64,
+        write: WriteMode,
         ranges: Vec<FileRange>,
         notes: Vec<CoreNote>,
     ) -> Result<Self, String> {
-        let size = map.bytes().len() as u64;
         for (i, r) in ranges.iter().enumerate() {
             let in_file = r.file_len == 0 || r.file_offset.checked_add(r.file_len).is_some_and(|e| e <= size);
             if r.len == 0 || r.file_len > r.len || !in_file || r.phys_start.checked_add(r.len).is_none() {
@@ -290,7 +364,7 @@ impl FileMem {
             }
         }
         let ram = ranges.iter().map(|r| RamRange { start: PhysAddr(r.phys_start), len: r.len }).collect();
-        Ok(Self { name, kind, map, ranges, ram, notes })
+        Ok(Self { name, kind, file, size, write, cow: BTreeMap::new(), ranges, ram, notes })
     }
 
     /// Where each physical range lives in the file (for `monitor` output and tests).
@@ -319,6 +393,112 @@ impl FileMem {
         }
         Err(self.not_ram(addr, len))
     }
+
+    /// The file's size now, for messages (seeking also sizes block devices).
+    fn size_now(&self) -> Option<u64> {
+        (&self.file).seek(SeekFrom::End(0)).ok()
+    }
+
+    /// Fills `buf` from the file at `off`, which holds physical address `phys`. A file that
+    /// ends early (it shrank since it was opened) or fails to read is an error naming the
+    /// first byte that could not be read.
+    fn pread(&self, off: u64, phys: u64, buf: &mut [u8]) -> Result<(), PhysError> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], off + done as u64) {
+                Ok(0) => {
+                    let now = self.size_now().map_or("unknown".to_string(), human_bytes);
+                    let what = if self.kind == SourceKind::LiveRam { "live RAM file" } else { "file" };
+                    let why = format!(
+                        "physical {:#x} is beyond the {what}'s current end at offset {:#x} (now {now}, {} \
+                         when opened: it shrank)",
+                        phys + done as u64,
+                        off + done as u64,
+                        human_bytes(self.size)
+                    );
+                    return Err(self.device_error(phys + done as u64, why));
+                }
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let why = format!("reading file offset {:#x}: {e}", off + done as u64);
+                    return Err(self.device_error(phys + done as u64, why));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn device_error(&self, addr: u64, why: String) -> PhysError {
+        PhysError::Device { addr: PhysAddr(addr), source_name: self.name.clone(), why }
+    }
+
+    /// Lays the copy-on-write pages over `buf`, which was read from file offset `off`.
+    fn overlay(&self, off: u64, buf: &mut [u8]) {
+        let end = off + buf.len() as u64;
+        for (&page, bytes) in self.cow.range(off - off % PAGE..end) {
+            let (from, to) = (page.max(off), (page + bytes.len() as u64).min(end));
+            if from < to {
+                let src = &bytes[(from - page) as usize..(to - page) as usize];
+                buf[(from - off) as usize..(to - off) as usize].copy_from_slice(src);
+            }
+        }
+    }
+
+    /// Where `[addr, addr + len)` lies in the file, as (file offset, length) spans, after
+    /// checking that every byte has a place in the file: the zero-filled tail of an ELF
+    /// segment has none.
+    fn file_spans(&self, addr: PhysAddr, len: usize) -> Result<Vec<(u64, u64)>, PhysError> {
+        let first = self.locate(addr, len)?;
+        let mut cur = addr.0;
+        let end = addr.0 + len as u64;
+        let mut spans = Vec::new();
+        for r in &self.ranges[first..] {
+            if cur >= end {
+                break;
+            }
+            let off = cur - r.phys_start;
+            let n = (r.len - off).min(end - cur);
+            if off + n > r.file_len {
+                return Err(self.device_error(
+                    r.phys_start + r.file_len.max(off),
+                    "these bytes are zeros the file does not store (ELF p_filesz < p_memsz): there is \
+                     nothing to change"
+                        .to_string(),
+                ));
+            }
+            spans.push((r.file_offset + off, n));
+            cur += n;
+        }
+        Ok(spans)
+    }
+
+    /// Changes the copy-on-write pages for `data` at file offset `off` (physical `phys`),
+    /// reading each page from the file the first time it is changed.
+    fn write_cow(&mut self, off: u64, phys: u64, data: &[u8]) -> Result<(), PhysError> {
+        let end = off + data.len() as u64;
+        let mut page = off - off % PAGE;
+        while page < end {
+            if !self.cow.contains_key(&page) {
+                if (self.cow.len() as u64 + 1) * PAGE > MAX_COW_BYTES {
+                    let why = format!(
+                        "copy-on-write keeps at most {} of changed pages in memory, and they are all used",
+                        human_bytes(MAX_COW_BYTES)
+                    );
+                    return Err(self.device_error(phys + page.saturating_sub(off), why));
+                }
+                let mut bytes = vec![0u8; (self.size - page).min(PAGE) as usize];
+                self.pread(page, phys.wrapping_sub(off).wrapping_add(page), &mut bytes)?;
+                self.cow.insert(page, bytes.into_boxed_slice());
+            }
+            let bytes = self.cow.get_mut(&page).expect("inserted above");
+            let (from, to) = (page.max(off), (page + bytes.len() as u64).min(end));
+            bytes[(from - page) as usize..(to - page) as usize]
+                .copy_from_slice(&data[(from - off) as usize..(to - off) as usize]);
+            page += PAGE;
+        }
+        Ok(())
+    }
 }
 
 impl PhysMem for FileMem {
@@ -342,28 +522,12 @@ impl PhysMem for FileMem {
         &self.notes
     }
 
-    fn bytes_at(&self, addr: PhysAddr, len: u64) -> Option<&[u8]> {
-        if self.is_volatile() {
-            return None;
-        }
-        let i = self.locate(addr, usize::try_from(len).ok()?).ok()?;
-        let r = &self.ranges[i];
-        let off = addr.0 - r.phys_start;
-        // Only within one range's file bytes (no zero-filled tail).
-        if off.checked_add(len)? > r.file_len {
-            return None;
-        }
-        let f = usize::try_from(r.file_offset + off).ok()?;
-        self.map.bytes().get(f..f + len as usize)
-    }
-
     fn read(&mut self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), PhysError> {
         let mut i = self.locate(addr, buf.len())?;
-        let map = self.map.bytes();
         let mut cur = addr.0;
         let mut out = buf;
         // `locate` checked that the ranges from `i` on cover the whole request, and `new` that
-        // every range's file bytes lie inside the map, so the slicing below cannot fail.
+        // every range's file bytes lay inside the file when it was opened.
         while !out.is_empty() {
             let r = &self.ranges[i];
             let off = cur - r.phys_start;
@@ -371,8 +535,11 @@ impl PhysMem for FileMem {
             let (piece, rest) = out.split_at_mut(n);
             let from_file = r.file_len.saturating_sub(off).min(n as u64) as usize;
             if from_file > 0 {
-                let f = (r.file_offset + off) as usize;
-                piece[..from_file].copy_from_slice(&map[f..f + from_file]);
+                let f = r.file_offset + off;
+                self.pread(f, cur, &mut piece[..from_file])?;
+                if !self.cow.is_empty() {
+                    self.overlay(f, &mut piece[..from_file]);
+                }
             }
             piece[from_file..].fill(0);
             out = rest;
@@ -383,48 +550,45 @@ impl PhysMem for FileMem {
     }
 
     fn write(&mut self, addr: PhysAddr, data: &[u8]) -> Result<(), PhysError> {
-        if matches!(self.map, Map::ReadOnly(_)) {
+        if self.write == WriteMode::ReadOnly {
             return Err(PhysError::ReadOnly { source_name: self.name.clone() });
         }
-        let first = self.locate(addr, data.len())?;
         // First check that every byte has a place in the file, so a refused write changes
-        // nothing; the zero-filled tail of an ELF segment has none.
-        let mut cur = addr.0;
-        let end = addr.0 + data.len() as u64;
-        let mut spans = Vec::new();
-        for r in &self.ranges[first..] {
-            if cur >= end {
-                break;
+        // nothing.
+        let spans = self.file_spans(addr, data.len())?;
+        if self.write == WriteMode::Shared {
+            // A write past the end would grow a file that shrank: refuse it instead.
+            let now = self.size_now().unwrap_or(0);
+            if let Some(&(off, n)) = spans.iter().find(|&&(off, n)| off + n > now) {
+                let phys = addr.0 + spans.iter().take_while(|s| s.0 != off).map(|s| s.1).sum::<u64>();
+                let why = format!(
+                    "file offset {:#x} is beyond the file's current end (now {}, {} when opened: it shrank)",
+                    off + n,
+                    human_bytes(now),
+                    human_bytes(self.size)
+                );
+                return Err(self.device_error(phys, why));
             }
-            let off = cur - r.phys_start;
-            let n = (r.len - off).min(end - cur);
-            if off + n > r.file_len {
-                return Err(PhysError::Device {
-                    addr: PhysAddr(r.phys_start + r.file_len.max(off)),
-                    source_name: self.name.clone(),
-                    why: "these bytes are zeros the file does not store (ELF p_filesz < p_memsz): \
-                          there is nothing to change"
-                        .to_string(),
-                });
-            }
-            spans.push(((r.file_offset + off) as usize, n as usize));
-            cur += n;
         }
-        let Map::Writable(map) = &mut self.map else {
-            return Err(PhysError::ReadOnly { source_name: self.name.clone() });
-        };
-        let mut data = data;
-        for (f, n) in spans {
-            let (piece, rest) = data.split_at(n);
-            map[f..f + n].copy_from_slice(piece);
+        let (mut phys, mut data) = (addr.0, data);
+        for (off, n) in spans {
+            let (piece, rest) = data.split_at(n as usize);
+            if self.write == WriteMode::Shared {
+                self.file
+                    .write_all_at(piece, off)
+                    .map_err(|e| self.device_error(phys, format!("writing file offset {off:#x}: {e}")))?;
+            } else {
+                self.write_cow(off, phys, piece)?;
+            }
             data = rest;
+            phys += n;
         }
         Ok(())
     }
 }
 
 /// The format of a non-empty file from its first bytes and size.
-fn detect(path: &Path, data: &[u8]) -> Result<Format, OpenError> {
+fn detect(path: &Path, data: &[u8], size: u64) -> Result<Format, OpenError> {
     let unsupported = |what, hint| Err(OpenError::Unsupported { path: path.to_path_buf(), what, hint });
     let starts = |magic: &[u8]| data.starts_with(magic);
     if starts(elf::MAGIC) {
@@ -463,7 +627,6 @@ fn detect(path: &Path, data: &[u8]) -> Result<Format, OpenError> {
     if starts(&lime::AVML_MAGIC.to_le_bytes()) {
         return unsupported("an AVML compressed image", "convert it to LiME with `avml-convert`");
     }
-    let size = data.len() as u64;
     if !size.is_multiple_of(crate::addr::PAGE_SIZE) {
         return Err(OpenError::NotRaw { path: path.to_path_buf(), size });
     }
@@ -642,6 +805,76 @@ mod tests {
         assert!(msg.contains("a directory"), "{msg}");
         let msg = open_err(&dir.path().join("missing"), &ro());
         assert!(msg.contains("cannot open"), "{msg}");
+    }
+
+    /// A file truncated under an open source: reads past the new end fail with a message that
+    /// says the file shrank (a mapped file killed the process with SIGBUS here), reads below it
+    /// still work, and nothing is made up.
+    #[test]
+    fn a_file_that_shrinks_is_an_error_not_a_crash() {
+        let dir = TempDir::new();
+        let bytes = pattern(64 * 4096);
+        let path = dir.file("guest.ram", &bytes);
+        for (opts, what) in [
+            (OpenOptions { live: true, ..ro() }, "live RAM file's"),
+            (ro(), "file's"),
+            (OpenOptions { write: WriteMode::CopyOnWrite, ..ro() }, "file's"),
+            (OpenOptions { live: true, write: WriteMode::Shared, ..ro() }, "live RAM file's"),
+        ] {
+            std::fs::write(&path, &bytes).unwrap();
+            let mut m = open_file(&path, &opts).unwrap();
+            let mut b = vec![0u8; 8192];
+            m.read(PhysAddr(60 * 4096), &mut b).unwrap();
+            std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(16 * 4096).unwrap();
+            b.fill(0xee);
+            m.read(PhysAddr(15 * 4096), &mut b[..4096]).unwrap();
+            assert_eq!(&b[..4096], &bytes[15 * 4096..16 * 4096]);
+            let e = m.read(PhysAddr(15 * 4096 + 8), &mut b).unwrap_err();
+            assert!(matches!(e, PhysError::Device { addr: PhysAddr(0x10000), .. }), "{e:?}");
+            let msg = e.to_string();
+            let want = format!(
+                "reading phys 0x10000 from guest.ram failed: physical 0x10000 is beyond the {what} current end \
+                 at offset 0x10000 (now 64 KiB, 256 KiB when opened: it shrank)"
+            );
+            assert_eq!(msg, want);
+            if opts.write != WriteMode::ReadOnly {
+                let e = m.write(PhysAddr(40 * 4096), &[1, 2, 3]).unwrap_err();
+                assert!(e.to_string().contains("it shrank"), "{e}");
+                // Nothing grew the file back.
+                assert_eq!(std::fs::metadata(&path).unwrap().len(), 16 * 4096);
+            }
+            // Gone altogether: the open file still reads what is left.
+            std::fs::remove_file(&path).unwrap();
+            m.read(PhysAddr(0), &mut b[..64]).unwrap();
+            assert_eq!(&b[..64], &bytes[..64]);
+        }
+    }
+
+    /// A FIFO would block the open (and every read) forever waiting for a writer: refused at
+    /// once, for --image and --live alike. So are sockets and character devices; block devices
+    /// are read (a raw partition can hold an image).
+    #[test]
+    fn refuses_fifos_and_character_devices_at_once() {
+        let dir = TempDir::new();
+        let fifo = dir.path().join("pipe");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path that lives across the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for opts in
+            [ro(), OpenOptions { live: true, ..ro() }, OpenOptions { write: WriteMode::Shared, ..ro() }]
+        {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let f = fifo.clone();
+            std::thread::spawn(move || {
+                let _ = tx.send(open_err(&f, &opts));
+            });
+            let msg = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("opening a FIFO hung");
+            assert!(msg.starts_with(&fifo.display().to_string()), "{msg}");
+            assert!(msg.contains("a FIFO (named pipe)"), "{msg}");
+            assert!(msg.contains("save the stream to a file first"), "{msg}");
+        }
+        let msg = open_err(Path::new("/dev/null"), &ro());
+        assert!(msg.contains("/dev/null: a character device"), "{msg}");
     }
 
     /// The byte the test images hold at physical address `a`.

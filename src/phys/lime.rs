@@ -4,7 +4,7 @@
 //! (inclusive), reserved [u8; 8] }`, each followed by the `e_addr - s_addr + 1` bytes of that
 //! physical range. Only the headers are parsed here; [`super::file::FileMem`] does the reading.
 
-use super::file::{Aliases, FileRange, sort_ranges};
+use super::file::{Aliases, FileRange, ReadAt, sort_ranges};
 
 /// `"EMiL"` read as a little-endian u32: the first four bytes of every LiME header.
 pub const MAGIC: u32 = 0x4C69_4D45;
@@ -27,20 +27,22 @@ fn u64_at(h: &[u8], off: usize) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Parses the headers of a LiME file (`data` is the whole file). Errors name the header's
-/// file offset.
-pub(crate) fn parse(data: &[u8]) -> Result<Vec<FileRange>, String> {
-    let size = data.len() as u64;
+/// Parses the headers of a LiME file (`data` is the whole file, read only at the headers).
+/// Errors name the header's file offset.
+pub(crate) fn parse(data: &dyn ReadAt) -> Result<Vec<FileRange>, String> {
+    let size = data.size();
     let mut ranges = Vec::new();
     let mut offsets = Vec::new();
     let mut off = 0u64;
     while off < size {
-        let Some(h) = data.get(off as usize..).and_then(|rest| rest.get(..HEADER_SIZE as usize)) else {
+        let mut h = [0u8; HEADER_SIZE as usize];
+        if !data.read_at(off, &mut h) {
             return Err(format!(
                 "{} bytes at offset {off:#x} after the last range are not a LiME header (one is 32 bytes)",
                 size - off
             ));
-        };
+        }
+        let h = &h[..];
         // `h` is exactly 32 bytes: the fixed-offset reads below are in bounds.
         let magic = u32_at(h, 0);
         if magic != MAGIC {
@@ -110,7 +112,7 @@ mod tests {
     use super::*;
 
     fn err(data: &[u8]) -> String {
-        match parse(data) {
+        match parse(&data) {
             Ok(r) => panic!("parsed: {r:?}"),
             Err(e) => e,
         }
