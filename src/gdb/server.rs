@@ -156,6 +156,11 @@ fn make_room(
     peer: SocketAddr,
     takeover_idle: Duration,
 ) -> Result<(), String> {
+    // A client that just closed its connection may reconnect before its session noticed.
+    let settle = Instant::now() + SESSION_END_GRACE;
+    while Instant::now() < settle && current.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     {
         let slot = current.lock().unwrap_or_else(|e| e.into_inner());
         let Some(cur) = slot.as_ref() else { return Ok(()) };
