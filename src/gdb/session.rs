@@ -352,7 +352,7 @@ mod tests {
         let mut long = vec![b'$'];
         long.extend(std::iter::repeat_n(b'X', MAX_FRAME + 10));
         let out = frames(&long);
-        assert_eq!(out.len(), 10, "the buffered start, then byte by byte");
+        assert_eq!(out.len(), 1 + 10, "the buffered start, then the rest byte by byte");
         let Frame::Pass(first) = &out[0] else { panic!("expected pass-through") };
         assert_eq!(first.len(), MAX_FRAME + 1);
     }

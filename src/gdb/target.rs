@@ -41,8 +41,9 @@ pub enum FatalError {
 }
 
 /// What gdb is told when it tries to run the machine.
-pub const CANNOT_RESUME: &str = "dmastub: memory only: dmastub cannot resume, step or stop the machine's CPUs \
-     (it reads memory from outside them; the machine itself may still be running). Stopped again at once.\n";
+pub const CANNOT_RESUME: &str = "dmastub: memory only: this target's CPUs cannot be continued or stepped: \
+     dmastub reads the machine's memory from outside its CPUs (the machine itself may still be running). \
+     Stopped again at once.\n";
 
 /// Which client is attached: lldb reads some answers differently from gdb.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -511,9 +512,13 @@ impl DmaTarget {
             }
             None => regs.values[regnum::RIP] = Some(0),
         }
-        // The root the thread's memory is read through (for gdb, the active one once selected).
-        regs.values[regnum::CR3] =
-            self.threads.as_ref().and_then(|l| l.get(tid.get() as u64)).map(|t| t.cr3).or(active);
+        // The root memory packets are read through: for gdb the active one (its thread is
+        // selected by this read); lldb selects no thread by reading it, so it gets the thread's.
+        let own = self.threads.as_ref().and_then(|l| l.get(tid.get() as u64)).map(|t| t.cr3);
+        regs.values[regnum::CR3] = match self.client {
+            Client::Lldb => own.or(active),
+            Client::Gdb => active,
+        };
         regs
     }
 
