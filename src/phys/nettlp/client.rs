@@ -383,7 +383,8 @@ impl NetTlpMem {
         (spread * 4).max(LATE_QUIET)
     }
 
-    /// The quiet period of a request that is whole after `tries`.
+    /// The quiet period of a request answered at its first try (or of its duplicate), times
+    /// `tries`.
     fn done_quiet(&self, tries: u32) -> Duration {
         let floor = if self.config.tag_generations { DONE_QUIET_GENERATIONS } else { DONE_QUIET_PLAIN };
         let spread = self.rtt.spread().unwrap_or(self.config.timeout);
@@ -815,7 +816,11 @@ impl NetTlpMem {
                                 self.rtt.sample(now.saturating_duration_since(f.sent));
                                 self.stats.rtt_us = self.rtt.srtt.unwrap_or_default().as_micros() as u64;
                             }
-                            let until = now + self.done_quiet(f.tries);
+                            // Sent more than once: the other tries' answers are still on
+                            // the link (a timeout says nothing of how late they are).
+                            let quiet =
+                                if f.tries > 1 { self.late_quiet(f.tries) } else { self.done_quiet(1) };
+                            let until = now + quiet;
                             self.heat(tag, f.tag, chunks[f.chunk].class(), until);
                         }
                         ended += 1;
