@@ -165,3 +165,62 @@ fn every_command_is_right_or_a_clear_error_on_every_faulty_link() {
     eprintln!("fault matrix: {:.1?}", t0.elapsed());
     assert!(bad.is_empty(), "{} cells failed:\n{}", bad.len(), bad.join("\n"));
 }
+
+/// Read-only over NetTLP: gdb sessions (with attempts to write memory), `monitor ps` and
+/// `monitor dmesg` through `serve --nettlp` without --allow-write, and the one-shot `ps` and
+/// `dmesg`: the emulator receives not one Memory Write TLP. With --allow-write the same
+/// attempt does reach it (the counter counts).
+#[test]
+fn nothing_is_written_over_nettlp_without_allow_write() {
+    use dmastub::phys::nettlp::emulator::{EmulatorConfig, EmulatorHandle};
+    use dmastub::phys::{self, OpenOptions, WriteMode};
+    let img = image();
+    let listen = std::net::Ipv4Addr::new(127, 0, 60, 2);
+    let cow = OpenOptions { write: WriteMode::CopyOnWrite, ..OpenOptions::default() };
+    let emu = EmulatorHandle::spawn(
+        phys::open_file(&img, &cow).expect("open the image"),
+        EmulatorConfig { listen, allow_write: true, ..EmulatorConfig::default() },
+    )
+    .expect("start the emulator");
+    let net = ["--nettlp", "127.0.60.2", "--nettlp-local", "127.0.60.1"];
+    let writes = [
+        "monitor phys",
+        "set {long}0x100000 = 1",
+        "set {char}0x100001 = 2",
+        "monitor virt",
+        "set {long}0xffffffff81000000 = 1",
+        "monitor ps",
+        "monitor dmesg 5",
+    ];
+    let stub = Stub::start(&net);
+    let out = gdb_with(stub.port, None, &writes, Duration::from_secs(120));
+    assert!(out.contains("PID"), "monitor ps did not answer: {out}");
+    // gdb says the write was refused.
+    assert!(out.contains("Cannot access memory at address 0x100000"), "{out}");
+    drop(stub);
+    for cmd in ["ps", "dmesg"] {
+        let (ok, _, err) = run(&[&[cmd][..], &net[..]].concat());
+        assert!(ok, "{cmd} over NetTLP: {err}");
+    }
+    let s = emu.stats();
+    assert!(s.requests > 1000, "the emulator served too little to prove anything: {s}");
+    assert_eq!(s.writes, 0, "Memory Write TLPs reached the adapter without --allow-write: {s}");
+    // The control: a client that may write does reach the emulator, and is counted. (Through
+    // `serve --allow-write` the tests' banner parser takes the port from the banner's last
+    // colon, which a writable NetTLP banner ends with: "requester 1b:00)".)
+    use dmastub::phys::PhysMem;
+    use dmastub::phys::nettlp::{NetTlpConfig, NetTlpMem};
+    let mut rw = NetTlpMem::connect(NetTlpConfig {
+        adapter: listen,
+        local: std::net::Ipv4Addr::new(127, 0, 60, 1),
+        allow_write: true,
+        ..NetTlpConfig::default()
+    })
+    .expect("open a client");
+    rw.write(dmastub::PhysAddr(0x100000), &[1, 0, 0, 0, 0, 0, 0, 0]).expect("a posted write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while emu.stats().writes == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(emu.stats().writes, 1, "{}", emu.stats());
+}

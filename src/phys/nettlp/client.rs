@@ -1117,12 +1117,16 @@ impl PhysMem for NetTlpMem {
 
     fn describe(&self) -> String {
         format!(
-            "from {}, {} tags, MRRS {}, timeout {} ms x {} tries; RAM map unknown: holes answer Unsupported Request",
+            "from {}, {} tags, MRRS {}, {} tries each waiting {} ms at first, then a few round trips, doubling{}; RAM map unknown: holes answer Unsupported Request",
             self.config.local,
             self.config.tags,
             self.config.mrrs,
+            self.config.retries + 1,
             self.config.timeout.as_millis(),
-            self.config.retries + 1
+            match self.config.deadline {
+                Some(d) => format!("; DMA gives up {:.1} s after start", d.as_secs_f64()),
+                None => String::new(),
+            }
         )
     }
 }
