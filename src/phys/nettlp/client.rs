@@ -233,10 +233,14 @@ struct Hot {
 struct Rtt {
     srtt: Option<Duration>,
     rttvar: Duration,
+    /// The longest recent round trip: the largest sample, shrinking by 1/64 with each sample
+    /// after it.
+    max: Duration,
 }
 
 impl Rtt {
     fn sample(&mut self, s: Duration) {
+        self.max = s.max(self.max - self.max / 64);
         match self.srtt {
             None => {
                 self.srtt = Some(s);
@@ -381,6 +385,13 @@ impl NetTlpMem {
     fn stray_quiet(&self) -> Duration {
         let spread = self.rtt.spread().unwrap_or(self.config.timeout);
         (spread * 4).max(LATE_QUIET)
+    }
+
+    /// The quiet period of a request that is whole but was sent more than once: its other
+    /// tries' answers may still come, as late as the longest recent round trip and more.
+    fn retried_quiet(&self) -> Duration {
+        let longest = self.rtt.max.max(self.rtt.spread().unwrap_or(self.config.timeout));
+        (longest * 4).max(MIN_RTO)
     }
 
     /// The quiet period of a request answered at its first try (or of its duplicate), times
@@ -818,8 +829,7 @@ impl NetTlpMem {
                             }
                             // Sent more than once: the other tries' answers are still on
                             // the link (a timeout says nothing of how late they are).
-                            let quiet =
-                                if f.tries > 1 { self.late_quiet(f.tries) } else { self.done_quiet(1) };
+                            let quiet = if f.tries > 1 { self.retried_quiet() } else { self.done_quiet(1) };
                             let until = now + quiet;
                             self.heat(tag, f.tag, chunks[f.chunk].class(), until);
                         }
