@@ -121,12 +121,18 @@ struct NetTlpArgs {
     /// Max read request size in bytes (a power of two, 128 to 4096).
     #[arg(long, value_name = "BYTES", default_value_t = 512, requires = "nettlp")]
     mrrs: u32,
-    /// Milliseconds a request waits for its completions before it is sent again.
+    /// Milliseconds a request waits for its completions before it is sent again, until round
+    /// trips are measured; then the wait adapts to them (at least 5 ms) and doubles with each
+    /// try, up to 4 s (or this, when longer).
     #[arg(long, value_name = "MS", default_value_t = 500, requires = "nettlp")]
     timeout: u64,
-    /// Times a request is sent again before the read fails.
-    #[arg(long, value_name = "N", default_value_t = 2, requires = "nettlp")]
+    /// Times a request is sent again before the read fails (at most 30).
+    #[arg(long, value_name = "N", default_value_t = 6, requires = "nettlp")]
     retries: u32,
+    /// Give up on every DMA read this many seconds after start, with an error that says how
+    /// far it got (an overall deadline for a command on a slow or lossy link; default: none).
+    #[arg(long, value_name = "SECS", requires = "nettlp")]
+    deadline: Option<f64>,
     /// Send tags 0-15 only, as libtlp does, for an adapter that does not pass the tag's high
     /// bits through (by default they carry a generation, so a late completion is never taken
     /// for the next request on its tag).
@@ -402,6 +408,11 @@ fn open_source(src: &SourceArgs, write: WriteMode) -> Result<Box<dyn PhysMem>, B
             retries: n.retries,
             allow_write: write != WriteMode::ReadOnly,
             tag_generations: !n.plain_tags,
+            deadline: match n.deadline {
+                Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d.min(1e9))),
+                Some(d) => return Err(format!("--deadline {d}: a number of seconds above 0").into()),
+                None => None,
+            },
         };
         return Ok(Box::new(NetTlpMem::connect(config)?));
     }

@@ -115,8 +115,10 @@ fn every_size_and_start_below_and_above_4g() {
             }
             assert_eq!(seen, 4, "the image's RAM does not cover the 4 GiB line with base {base:#x}");
         }
+        // A loaded machine may delay an answer past the adaptive timeout (a try sent again,
+        // its answer then a duplicate), never past every try.
         let s = mem.stats();
-        assert_eq!((s.retransmits, s.timeouts, s.ignored), (0, 0, 0), "{s:?}");
+        assert_eq!((s.timeouts, s.unsupported), (0, 0), "{s:?}");
         drop(emu);
     }
 }
@@ -174,7 +176,8 @@ fn other_link_settings_read_the_same_bytes() {
         mem.read(PhysAddr(r.start.0 + 5), &mut got).expect("read");
         assert!(got == want, "{tags} tags, MRRS {mrrs}: bytes differ");
         let s = mem.stats();
-        assert_eq!(s.requests, (len as u64 + 5).div_ceil(u64::from(mrrs)), "{s:?}");
+        // And the first read on each tag, a probe.
+        assert_eq!(s.requests, (len as u64 + 5).div_ceil(u64::from(mrrs)) + u64::from(tags), "{s:?}");
     }
 }
 
@@ -217,7 +220,7 @@ fn a_dead_link_fails_within_the_timeout_budget_naming_address_and_tag() {
     let took = t0.elapsed();
     let text = err.to_string();
     assert!(text.contains("0x1000") && text.contains("tag 0") && text.contains("3 tries"), "{text}");
-    // 3 tries of 50 ms, with slack for a loaded machine; never a hang.
+    // 3 tries of 50, 100 and 200 ms, with slack for a loaded machine; never a hang.
     assert!(took < Duration::from_secs(5), "{took:?}");
     // The next read starts clean.
     let err2 = mem.read(PhysAddr(0x2000), &mut buf).expect_err("still nothing answers");
@@ -272,16 +275,31 @@ fn completions_that_fit_no_request_are_ignored() {
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let fake = std::thread::spawn(move || {
         let mut buf = [0u8; 9000];
+        let mut out = Vec::new();
+        // The client's first read on a tag is a probe; no memory there.
+        let (n, from) = sock.recv_from(&mut buf).unwrap();
+        let Ok(Tlp::MemRead(probe)) = wire::parse(&buf[..n]) else { panic!("not a read") };
+        let ur = Completion {
+            completer: RequesterId(0),
+            status: CplStatus::UnsupportedRequest,
+            byte_count: probe.len as u16,
+            requester: probe.requester,
+            tag: probe.tag,
+            lower_addr: (probe.addr & 0x7f) as u8,
+            payload: &[],
+        };
+        wire::encode_completion(&ur, &mut out);
+        sock.send_to(&out, from).unwrap();
         let (n, from) = sock.recv_from(&mut buf).unwrap();
         let Ok(Tlp::MemRead(req)) = wire::parse(&buf[..n]) else { panic!("not a read") };
-        assert_eq!((req.addr, req.len, req.tag), (0x2004, 8, 0));
+        assert_eq!((req.addr, req.len, req.tag & 0xf), (0x2004, 8, 0));
         let payload = [1u8, 2, 3, 4, 5, 6, 7, 8];
         let good = Completion {
             completer: RequesterId(0),
             status: CplStatus::Success,
             byte_count: 8,
             requester: req.requester,
-            tag: 0,
+            tag: req.tag,
             lower_addr: 0x04,
             payload: &payload,
         };
@@ -293,7 +311,7 @@ fn completions_that_fit_no_request_are_ignored() {
         };
         sock.send_to(b"not a TLP", from).unwrap();
         send(&Completion { requester: RequesterId(0x0100), payload: &[9; 8], ..good });
-        send(&Completion { tag: 5, payload: &[9; 8], ..good });
+        send(&Completion { tag: req.tag.wrapping_add(0x10), payload: &[9; 8], ..good });
         send(&Completion { lower_addr: 0x08, payload: &[9; 8], ..good });
         send(&Completion { byte_count: 12, payload: &[9; 12], ..good });
         let mut req_bytes = Vec::new();
@@ -401,7 +419,7 @@ fn a_missing_or_silent_adapter_is_reported_not_searched() {
     let image = image();
     let _silent = Emulator::start_with(image.to_str().unwrap(), "127.0.21.2", &["--drop-rate", "1"]);
     let (ok, err, took) = ps(21);
-    assert!(!ok && err.contains("no completion") && err.contains("2 tries of 50 ms"), "{err}");
+    assert!(!ok && err.contains("no completion") && err.contains("after 2 tries"), "{err}");
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
@@ -431,8 +449,165 @@ fn an_adapter_lost_mid_session_fails_fast() {
     let t0 = Instant::now();
     let after = gdb(stub.port, &["monitor ps", "monitor cr3"]);
     let took = t0.elapsed();
-    assert!(after.contains("no completion") && after.contains("3 tries of 200 ms"), "{after}");
+    assert!(after.contains("no completion") && after.contains("after 3 tries"), "{after}");
     assert!(after.contains("CR3"), "gdb lost the session: {after}");
-    // A few timeout budgets (3 x 200 ms each) and gdb's own start; never one per task.
+    // A few timeout budgets (tries of at most 200 + 400 + 800 ms) and gdb's own start; never one
+    // per task.
     assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+/// Reads spread over the image, compared byte for byte; the first difference is reported.
+fn compare_reads(mem: &mut NetTlpMem, file: &mut dyn PhysMem, starts: &[u64], len: usize) {
+    for &at in starts {
+        let mut want = vec![0u8; len];
+        file.read(PhysAddr(at), &mut want).expect("read the image");
+        let mut got = vec![0u8; len];
+        mem.read(PhysAddr(at), &mut got)
+            .unwrap_or_else(|e| panic!("NetTLP read of {len} bytes at {at:#x}: {e}"));
+        if let Some(i) = (0..len).find(|&i| got[i] != want[i]) {
+            panic!("{len} bytes at {at:#x}: byte {i:#x} is {:#04x}, the image has {:#04x}", got[i], want[i]);
+        }
+    }
+}
+
+/// Defect: with plain tags (as libtlp sends them) a link that doubles completions put a
+/// duplicate of a finished request's completion into the next request on its tag whenever
+/// the two ended at the same address modulo 128 (every MRRS-aligned request does): wrong bytes
+/// with no error. Now requests a completion could not tell apart never share a tag within a
+/// quiet period.
+#[test]
+fn plain_tags_with_duplicated_completions_read_the_right_bytes() {
+    let path = image();
+    let mut file = open(&path);
+    let r = file.ram().iter().max_by_key(|r| r.len).copied().unwrap();
+    let (listen, _) = addrs(24);
+    for (seed, rate, delay_us) in [(1u64, 0.01, 0), (2, 0.1, 0), (3, 0.1, 200)] {
+        let config = EmulatorConfig {
+            listen,
+            duplicate_rate: rate,
+            delay: Duration::from_micros(delay_us),
+            seed,
+            ..EmulatorConfig::default()
+        };
+        let emu = EmulatorHandle::spawn(open(&path), config).expect("start the emulator");
+        let mut mem = client(24, |c| c.tag_generations = false);
+        let len = (r.len / 4).min(1 << 20) as usize;
+        let starts: Vec<u64> = (0..3).map(|i| r.start.0 + i as u64 * len as u64).collect();
+        compare_reads(&mut mem, file.as_mut(), &starts, len);
+        assert!(mem.stats().duplicates + mem.stats().ignored > 0, "nothing was doubled: {:?}", mem.stats());
+        drop(mem);
+        drop(emu);
+    }
+}
+
+/// Defect: a client killed while its completions were still on a slow link, then a new one on
+/// the same ports: the new one took the old completions for its own (tag generations began at
+/// 0 in every process) and returned another address's bytes. Now generations start at a random
+/// value, the first read on every tag is a probe whose answer comes after whatever the link
+/// still carried, and what fits nothing keeps its identity quiet.
+#[test]
+fn a_new_client_never_takes_a_killed_clients_late_completions() {
+    let path = image();
+    let mut file = open(&path);
+    let r = file.ram().iter().max_by_key(|r| r.len).copied().unwrap();
+    assert!(r.len >= 24 << 20, "the image's largest RAM range is too small: {r:?}");
+    let img = path.to_str().unwrap();
+    let _emu = Emulator::start_with(img, "127.0.25.2", &["--delay-us", "300000"]);
+    let net = ["--nettlp", "127.0.25.2", "--nettlp-local", "127.0.25.1"];
+    for plain in [false, true] {
+        for round in 0..2u64 {
+            // The old client: 8 MiB read, killed with requests in flight on every tag.
+            let old_at = r.start.0 + (round << 20);
+            let mut old = std::process::Command::new(BIN)
+                .args(["read", "--phys", "--binary"])
+                .args(net)
+                .args(plain.then_some("--plain-tags"))
+                .args([&format!("{old_at:#x}"), "0x800000"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("run dmastub read");
+            std::thread::sleep(Duration::from_millis(900));
+            old.kill().expect("kill the old client");
+            old.wait().unwrap();
+            // The new one on the same ports, elsewhere, at once.
+            let new_at = r.start.0 + (16 << 20) + (round << 16);
+            let len = 0x10000usize;
+            let out = std::process::Command::new(BIN)
+                .args(["read", "--phys", "--binary", "--deadline", "60"])
+                .args(net)
+                .args(plain.then_some("--plain-tags"))
+                .args([&format!("{new_at:#x}"), &format!("{len:#x}")])
+                .output()
+                .expect("run dmastub read");
+            let mut want = vec![0u8; len];
+            file.read(PhysAddr(new_at), &mut want).unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "plain tags {plain}, round {round}: {err}");
+            if let Some(i) = (0..len).find(|&i| out.stdout.get(i) != want.get(i)) {
+                panic!(
+                    "plain tags {plain}, round {round}: {len} bytes at {new_at:#x} differ from the image at byte {i:#x} ({} bytes out)",
+                    out.stdout.len()
+                );
+            }
+        }
+    }
+}
+
+/// Failed DMA reads are device failures, and the error says that reads failed, how many, and
+/// why (timeouts after N retries; a completion status).
+#[test]
+fn failed_reads_say_how_many_and_why_and_are_device_failures() {
+    use dmastub::mmu::MemError;
+    let path = image();
+    let (listen, _) = addrs(26);
+    let _emu = EmulatorHandle::spawn(
+        open(&path),
+        EmulatorConfig { listen, drop_rate: 1.0, ..EmulatorConfig::default() },
+    )
+    .unwrap();
+    let mut mem = client(26, |c| {
+        c.timeout = Duration::from_millis(20);
+        c.retries = 3;
+    });
+    let mut buf = vec![0u8; 8192];
+    let err = mem.read(PhysAddr(0x10_0000), &mut buf).expect_err("nothing answers");
+    let text = err.to_string();
+    assert!(matches!(err, PhysError::Device { .. }), "{err:?}");
+    assert!(MemError::Phys(err.clone()).is_device_failure());
+    for want in
+        ["no completion", "after 4 tries", "timeout after 3 retries", "DMA reads of this batch failed"]
+    {
+        assert!(text.contains(want), "'{want}' missing from: {text}");
+    }
+    // A Completer Abort from a fake adapter: a device failure naming the status.
+    let (adapter, _) = addrs(27);
+    let sock = UdpSocket::bind((adapter, wire::port_for_tag(0))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let fake = std::thread::spawn(move || {
+        let mut buf = [0u8; 9000];
+        for _ in 0..2 {
+            // The probe, then the read: both answered with a Completer Abort.
+            let (n, from) = sock.recv_from(&mut buf).unwrap();
+            let Ok(Tlp::MemRead(req)) = wire::parse(&buf[..n]) else { panic!("not a read") };
+            let c = Completion {
+                completer: RequesterId(0),
+                status: if req.addr == 2 { CplStatus::UnsupportedRequest } else { CplStatus::CompleterAbort },
+                byte_count: req.len as u16,
+                requester: req.requester,
+                tag: req.tag,
+                lower_addr: (req.addr & 0x7f) as u8,
+                payload: &[],
+            };
+            let mut out = Vec::new();
+            wire::encode_completion(&c, &mut out);
+            sock.send_to(&out, from).unwrap();
+        }
+    });
+    let mut mem = client(27, |c| c.tags = 1);
+    let err = mem.read(PhysAddr(0x4000), &mut [0u8; 64]).expect_err("Completer Abort");
+    fake.join().unwrap();
+    assert!(MemError::Phys(err.clone()).is_device_failure(), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("Completer Abort") && text.contains("1 of 1 DMA reads"), "{text}");
 }
