@@ -66,7 +66,12 @@ impl Linux {
                 )
             })?,
         };
-        Ok(self.backtrace(space, thread))
+        let bt = self.backtrace(space, thread);
+        // A thread chosen from a list the budget cut may not be the one asked for: say so.
+        Ok(match &list.truncated {
+            Some(why) if pid.is_none() => format!("bt: the task list was {why}\n{bt}"),
+            _ => bt,
+        })
     }
 
     /// `bt`: the backtrace of `thread`, from its registers and the kernel's unwind tables.
@@ -121,7 +126,12 @@ impl Linux {
         let mut view = View::new(space, self.kernel.cr3.value);
         let list = tasks::list(&mut view, layout, init, true);
         let Some(t) = list.tasks.iter().find(|t| t.pid == pid) else {
-            let why = list.problems.first().map(|p| format!(" ({p})")).unwrap_or_default();
+            let why = list
+                .truncated
+                .as_ref()
+                .or(list.problems.first())
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default();
             return Err(format!(
                 "no task with pid {pid} in the task list of {} tasks{why}",
                 list.tasks.len()
