@@ -30,9 +30,15 @@ pub struct Switch {
 
 impl Linux {
     pub fn new(kernel: Kernel) -> Self {
-        let layout = match &kernel.types {
-            Some(t) => TaskLayout::from_types(t.as_ref()),
-            None => Err(LayoutError::NoLayout),
+        let layout = match (&kernel.types, &kernel.btf_unreadable) {
+            // Reads of the BTF failed: that, not the fallback's gaps, is why.
+            (_, Some(why)) => kernel
+                .types
+                .as_ref()
+                .map_or(Err(LayoutError::NoLayout), |t| TaskLayout::from_types(t.as_ref()))
+                .map_err(|_| LayoutError::BtfUnreadable(why.clone())),
+            (Some(t), None) => TaskLayout::from_types(t.as_ref()),
+            (None, None) => Err(LayoutError::NoLayout),
         };
         let thread_layout = match (&kernel.types, &layout) {
             (Some(t), Ok(l)) => ThreadLayout::from_types(t.as_ref(), l),

@@ -53,6 +53,10 @@ pub enum LayoutError {
         "no struct layout: the kernel has no BTF in memory and no built-in profile matches it; give --btf FILE (a copy of /sys/kernel/btf/vmlinux) or --profile NAME|FILE"
     )]
     NoLayout,
+    #[error(
+        "no struct layout: the kernel's BTF is in memory, but {0}; give --btf FILE (a copy of /sys/kernel/btf/vmlinux) or --profile NAME|FILE, or read again"
+    )]
+    BtfUnreadable(String),
 }
 
 impl TaskLayout {
