@@ -96,3 +96,39 @@ fn unreadable_btf_is_not_called_absent() {
     assert!(e.contains("timed out after 3 tries (device)"), "{e}");
     assert!(report.contains("reads of the BTF") && report.contains("(device)"), "{report}");
 }
+
+/// The post-panic ELF core with one digit of its VMCOREINFO note's `NUMBER(phys_base)=`
+/// changed (same length), beside the unpacked fixture.
+fn corrupt_phys_base() -> Option<std::path::PathBuf> {
+    let elf = unpacked(&fixture_dir(FIXTURE)?, "post-panic.elf.zst");
+    let mut bytes = std::fs::read(&elf).expect("read the ELF core");
+    let key = b"NUMBER(phys_base)=";
+    let at = bytes.windows(key.len()).position(|w| w == key).expect("a phys_base line") + key.len();
+    let digit = at + bytes[at..].iter().position(u8::is_ascii_digit).expect("digits");
+    bytes[digit] = if bytes[digit] == b'5' { b'6' } else { b'5' };
+    let out = elf.with_file_name(format!("post-panic.bad-phys-base.{}.elf", std::process::id()));
+    std::fs::write(&out, bytes).expect("write the patched core");
+    Some(out)
+}
+
+#[test]
+fn a_corrupt_vmcoreinfo_note_does_not_override_memory() {
+    let Some(bad) = corrupt_phys_base() else { return };
+    let dir = fixture_dir(FIXTURE).unwrap();
+    let truth = truth(&dir, "post-panic");
+    let (ok, out, err) = run(&["kernel", "--image", bad.to_str().unwrap()]);
+    let (ps_ok, ps, ps_err) = run(&["ps", "--image", bad.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&bad);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("note: the core's VMCOREINFO note is not believed: its NUMBER(phys_base)="),
+        "{out}"
+    );
+    assert!(out.contains("found from memory instead"), "{out}");
+    // What memory says, as the truth recorded it.
+    for (line, key) in [("kaslr slide", "offset"), ("phys_base", "phys_base")] {
+        let want = format!("{:#x}", hex(&truth["kaslr"][key]));
+        assert!(out.lines().any(|l| l.starts_with(line) && l.contains(&want)), "{line} {want}:\n{out}");
+    }
+    assert!(ps_ok && ps.lines().any(|l| l.contains(" timekeeper ")), "{ps_err}\n{ps}");
+}

@@ -157,13 +157,25 @@ fn bytes_so_far(space: &AddressSpace) -> u64 {
 pub fn discover(space: &mut AddressSpace, hints: Hints) -> Result<Kernel, DiscoverError> {
     let before = bytes_so_far(space);
     let mut notes = Vec::new();
-    let note_vmci = space
+    let mut note_vmci = space
         .mem()
         .core_notes()
         .iter()
         .find(|n| n.name == "VMCOREINFO")
         .map(|n| VmcoreInfo::parse(&n.desc))
         .filter(|v| !v.is_empty());
+    // A note is a copy: believed only when memory agrees with it.
+    if let Some(v) = &note_vmci
+        && hints.cr3.is_none()
+        && let Err(why) = check_vmcoreinfo(space, v)
+    {
+        let msg = format!(
+            "the core's VMCOREINFO note is not believed: {why}; the kernel is found from memory instead"
+        );
+        log::warn!("{msg}");
+        notes.push(msg);
+        note_vmci = None;
+    }
 
     // Paging depth and a root that maps the kernel image. The trampoline is read even with a
     // --cr3 given: its CR4 says whether that root is 4- or 5-level.
@@ -280,14 +292,26 @@ pub fn discover(space: &mut AddressSpace, hints: Hints) -> Result<Kernel, Discov
     };
     let vmci = vmcoreinfo.as_ref().map(|f| &f.value);
 
-    let phys_base = if let Some(p) = vmci.and_then(|v| v.number("phys_base")) {
-        Some(Found::new(p as u64, "VMCOREINFO"))
-    } else if let Some(p) = read_u64(&mut view, "phys_base") {
-        Some(Found::new(p, "phys_base variable"))
-    } else {
-        view.translate(text)
-            .ok()
-            .map(|tp| Found::new(tp.wrapping_sub(text.wrapping_sub(START_KERNEL_MAP)), "_text's page"))
+    // What the page tables say, against which VMCOREINFO is checked.
+    let mapped_base =
+        view.translate(text).ok().map(|tp| tp.wrapping_sub(text.wrapping_sub(START_KERNEL_MAP)));
+    let phys_base = match (vmci.and_then(|v| v.number("phys_base")), mapped_base) {
+        (Some(p), Some(m)) if p as u64 != m => {
+            let msg = format!(
+                "VMCOREINFO's NUMBER(phys_base)={p} ({:#x}) does not put _text {text:#x} where the page tables do \
+                 (phys {:#x}): using phys_base {m:#x} from _text's page",
+                p as u64,
+                text.wrapping_sub(START_KERNEL_MAP).wrapping_add(m)
+            );
+            log::warn!("{msg}");
+            notes.push(msg);
+            Some(Found::new(m, "_text's page (VMCOREINFO disagreed)"))
+        }
+        (Some(p), _) => Some(Found::new(p as u64, "VMCOREINFO")),
+        (None, m) => match read_u64(&mut view, "phys_base") {
+            Some(p) => Some(Found::new(p, "phys_base variable")),
+            None => m.map(|m| Found::new(m, "_text's page")),
+        },
     };
 
     if let Some(a) = sym("__pgtable_l5_enabled").or(sym("pgtable_l5_enabled"))
@@ -423,6 +447,47 @@ fn read_btf(mem: &mut View, syms: &dyn Symbols) -> Result<Option<Btf>, BtfError>
         return Err(BtfError::Unreadable(why));
     }
     Btf::parse(&blob, origin).map(Some).map_err(|e| BtfError::Corrupt(format!("at {start:#x}: {e}")))
+}
+
+/// Whether memory agrees with a VMCOREINFO note: its `phys_base` must put `swapper_pg_dir`
+/// where the page tables there map it back to, and `_stext` where they map it; its
+/// `KERNELOFFSET` must move `_stext` back into the kernel's link range. Says what disagrees.
+fn check_vmcoreinfo(space: &mut AddressSpace, v: &VmcoreInfo) -> Result<(), String> {
+    if let (Some(off), Some(stext)) = (v.kernel_offset(), v.symbol("_stext")) {
+        let link = stext.wrapping_sub(off);
+        if !off.is_multiple_of(IMAGE_ALIGN)
+            || !(START_KERNEL_MAP..START_KERNEL_MAP + (1 << 30)).contains(&link)
+        {
+            return Err(format!("KERNELOFFSET={off:x} puts _stext {stext:#x} at link address {link:#x}"));
+        }
+    }
+    let (Some(pgd), Some(base)) =
+        (v.symbol("swapper_pg_dir").or_else(|| v.symbol("init_top_pgt")), v.number("phys_base"))
+    else {
+        return Ok(());
+    };
+    let base = base as u64;
+    let phys_of = |virt: u64| virt.wrapping_sub(START_KERNEL_MAP).wrapping_add(base);
+    let root = phys_of(pgd);
+    let saved = space.config();
+    let l5 = v.number("pgtable_l5_enabled") == Some(1);
+    space.set_config(MmuConfig { paging: if l5 { Paging::Level5 } else { Paging::Level4 }, ..saved });
+    let mut check = |what: &str, virt: u64| match space.translate_in(root, VirtAddr(virt)) {
+        Ok(t) if t.phys.0 == phys_of(virt) => Ok(()),
+        Ok(t) => Err(format!("{what} {virt:#x} maps to phys {:#x}, not {:#x}", t.phys.0, phys_of(virt))),
+        Err(e) => Err(format!("{e}")),
+    };
+    let r = check("swapper_pg_dir", pgd).and_then(|()| match v.symbol("_stext") {
+        Some(stext) => check("_stext", stext),
+        None => Ok(()),
+    });
+    space.set_config(saved);
+    r.map_err(|why| {
+        format!(
+            "its NUMBER(phys_base)={} puts the kernel's page tables at phys {root:#x}, and under them {why}",
+            base as i64
+        )
+    })
 }
 
 /// Scans the first MiB for `struct real_mode_header` and checks what it points at.
