@@ -30,9 +30,15 @@ pub struct Switch {
 
 impl Linux {
     pub fn new(kernel: Kernel) -> Self {
-        let layout = match &kernel.types {
-            Some(t) => TaskLayout::from_types(t.as_ref()),
-            None => Err(LayoutError::NoLayout),
+        let layout = match (&kernel.types, &kernel.btf_unreadable) {
+            // Reads of the BTF failed: that, not the fallback's gaps, is why.
+            (_, Some(why)) => kernel
+                .types
+                .as_ref()
+                .map_or(Err(LayoutError::NoLayout), |t| TaskLayout::from_types(t.as_ref()))
+                .map_err(|_| LayoutError::BtfUnreadable(why.clone())),
+            (Some(t), None) => TaskLayout::from_types(t.as_ref()),
+            (None, None) => Err(LayoutError::NoLayout),
         };
         let thread_layout = match (&kernel.types, &layout) {
             (Some(t), Ok(l)) => ThreadLayout::from_types(t.as_ref(), l),
@@ -66,7 +72,12 @@ impl Linux {
                 )
             })?,
         };
-        Ok(self.backtrace(space, thread))
+        let bt = self.backtrace(space, thread);
+        // A thread chosen from a list the budget cut may not be the one asked for: say so.
+        Ok(match &list.truncated {
+            Some(why) if pid.is_none() => format!("bt: the task list was {why}\n{bt}"),
+            _ => bt,
+        })
     }
 
     /// `bt`: the backtrace of `thread`, from its registers and the kernel's unwind tables.
@@ -121,7 +132,12 @@ impl Linux {
         let mut view = View::new(space, self.kernel.cr3.value);
         let list = tasks::list(&mut view, layout, init, true);
         let Some(t) = list.tasks.iter().find(|t| t.pid == pid) else {
-            let why = list.problems.first().map(|p| format!(" ({p})")).unwrap_or_default();
+            let why = list
+                .truncated
+                .as_ref()
+                .or(list.problems.first())
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default();
             return Err(format!(
                 "no task with pid {pid} in the task list of {} tasks{why}",
                 list.tasks.len()

@@ -21,7 +21,7 @@ use super::vmcoreinfo::VmcoreInfo;
 use super::{Memory, Symbols, TypeInfo, View, btf::Btf};
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::mmu::{AddressSpace, MemError, MmuConfig, Paging};
-use crate::phys::{PhysError, find_range};
+use crate::phys::find_range;
 use std::fmt;
 
 /// `__START_KERNEL_map`: where the kernel image is mapped, before the slide.
@@ -89,6 +89,9 @@ pub struct Kernel {
     pub vmcoreinfo: Option<Found<VmcoreInfo>>,
     pub types: Option<Box<dyn TypeInfo + Send>>,
     pub trampoline: Option<Trampoline>,
+    /// The kernel's BTF is in memory but reads of it failed: how many, and why (so that a
+    /// missing layout is not blamed on a kernel without BTF).
+    pub btf_unreadable: Option<String>,
     /// Bytes of target memory read (data and page-table pages).
     pub bytes_read: u64,
     /// Steps that failed along the way, and what was used instead.
@@ -117,9 +120,10 @@ pub enum DiscoverError {
     NoRoot { why: String },
     #[error("no kernel image found under CR3 {cr3:#x}: {why}. Give --kaslr SLIDE, or a correct --cr3")]
     NoImage { cr3: u64, why: String },
-    /// The source failed as a device (no adapter, timeouts): no hint would help.
+    /// The source failed as a device (no adapter, timeouts): no hint would help. Says how
+    /// many reads failed, and the first error.
     #[error("the memory cannot be read: {0}")]
-    Unreadable(PhysError),
+    Unreadable(String),
 }
 
 /// Why the real-mode trampoline was not found.
@@ -127,8 +131,21 @@ pub enum DiscoverError {
 pub enum TrampolineError {
     /// Memory was read, and holds no trampoline.
     Absent(String),
-    /// The source itself failed.
-    Unreadable(PhysError),
+    /// The source itself failed: how many reads, and the first error.
+    Unreadable(String),
+}
+
+/// Whether a failed read says the device failed, or that the data is not there: for messages
+/// that must not pass one off as the other.
+pub fn failure_kind(e: &MemError) -> &'static str {
+    if e.is_device_failure() { "device" } else { "not in memory" }
+}
+
+/// "`failed` of `total` reads `what` failed: the first error (device)", when any failed.
+pub fn failed_reads(results: &[Result<(), MemError>], what: &str) -> Option<String> {
+    let first = results.iter().find_map(|r| r.as_ref().err())?;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    Some(format!("{failed} of {} reads {what} failed: {first} ({})", results.len(), failure_kind(first)))
 }
 
 fn bytes_so_far(space: &AddressSpace) -> u64 {
@@ -140,13 +157,25 @@ fn bytes_so_far(space: &AddressSpace) -> u64 {
 pub fn discover(space: &mut AddressSpace, hints: Hints) -> Result<Kernel, DiscoverError> {
     let before = bytes_so_far(space);
     let mut notes = Vec::new();
-    let note_vmci = space
+    let mut note_vmci = space
         .mem()
         .core_notes()
         .iter()
         .find(|n| n.name == "VMCOREINFO")
         .map(|n| VmcoreInfo::parse(&n.desc))
         .filter(|v| !v.is_empty());
+    // A note is a copy: believed only when memory agrees with it.
+    if let Some(v) = &note_vmci
+        && hints.cr3.is_none()
+        && let Err(why) = check_vmcoreinfo(space, v)
+    {
+        let msg = format!(
+            "the core's VMCOREINFO note is not believed: {why}; the kernel is found from memory instead"
+        );
+        log::warn!("{msg}");
+        notes.push(msg);
+        note_vmci = None;
+    }
 
     // Paging depth and a root that maps the kernel image. The trampoline is read even with a
     // --cr3 given: its CR4 says whether that root is 4- or 5-level.
@@ -263,14 +292,26 @@ pub fn discover(space: &mut AddressSpace, hints: Hints) -> Result<Kernel, Discov
     };
     let vmci = vmcoreinfo.as_ref().map(|f| &f.value);
 
-    let phys_base = if let Some(p) = vmci.and_then(|v| v.number("phys_base")) {
-        Some(Found::new(p as u64, "VMCOREINFO"))
-    } else if let Some(p) = read_u64(&mut view, "phys_base") {
-        Some(Found::new(p, "phys_base variable"))
-    } else {
-        view.translate(text)
-            .ok()
-            .map(|tp| Found::new(tp.wrapping_sub(text.wrapping_sub(START_KERNEL_MAP)), "_text's page"))
+    // What the page tables say, against which VMCOREINFO is checked.
+    let mapped_base =
+        view.translate(text).ok().map(|tp| tp.wrapping_sub(text.wrapping_sub(START_KERNEL_MAP)));
+    let phys_base = match (vmci.and_then(|v| v.number("phys_base")), mapped_base) {
+        (Some(p), Some(m)) if p as u64 != m => {
+            let msg = format!(
+                "VMCOREINFO's NUMBER(phys_base)={p} ({:#x}) does not put _text {text:#x} where the page tables do \
+                 (phys {:#x}): using phys_base {m:#x} from _text's page",
+                p as u64,
+                text.wrapping_sub(START_KERNEL_MAP).wrapping_add(m)
+            );
+            log::warn!("{msg}");
+            notes.push(msg);
+            Some(Found::new(m, "_text's page (VMCOREINFO disagreed)"))
+        }
+        (Some(p), _) => Some(Found::new(p as u64, "VMCOREINFO")),
+        (None, m) => match read_u64(&mut view, "phys_base") {
+            Some(p) => Some(Found::new(p, "phys_base variable")),
+            None => m.map(|m| Found::new(m, "_text's page")),
+        },
     };
 
     if let Some(a) = sym("__pgtable_l5_enabled").or(sym("pgtable_l5_enabled"))
@@ -307,13 +348,19 @@ pub fn discover(space: &mut AddressSpace, hints: Hints) -> Result<Kernel, Discov
         }
         vmci.map(|v| Box::new(v.types()) as Box<dyn TypeInfo + Send>)
     };
+    let mut btf_unreadable = None;
     let types: Option<Box<dyn TypeInfo + Send>> = match hints.types {
         Some(t) => Some(t),
         None => match read_btf(&mut view, &symbols) {
             Ok(Some(btf)) => Some(Box::new(btf)),
             Ok(None) => fallback(&mut notes),
-            Err(e) => {
+            Err(BtfError::Corrupt(e)) => {
                 notes.push(format!("in-memory BTF: {e}"));
+                fallback(&mut notes)
+            }
+            Err(BtfError::Unreadable(e)) => {
+                notes.push(format!("in-memory BTF: {e}"));
+                btf_unreadable = Some(e);
                 fallback(&mut notes)
             }
         },
@@ -336,6 +383,7 @@ pub fn discover(space: &mut AddressSpace, hints: Hints) -> Result<Kernel, Discov
         vmcoreinfo,
         types,
         trampoline,
+        btf_unreadable,
         bytes_read: bytes_so_far(space) - before + lent,
         notes,
     })
@@ -358,22 +406,88 @@ fn read_vmcoreinfo(mem: &mut dyn Memory, syms: &dyn Symbols) -> Option<(VmcoreIn
     (!v.is_empty()).then_some((v, ptr))
 }
 
+/// Why the kernel's BTF was not taken.
+#[derive(Debug)]
+enum BtfError {
+    /// Reads of it failed: how many, and why.
+    Unreadable(String),
+    /// It was read, and is not BTF.
+    Corrupt(String),
+}
+
 /// The kernel's `.BTF` section, between `__start_BTF` and `__stop_BTF`.
-fn read_btf(mem: &mut View, syms: &dyn Symbols) -> Result<Option<Btf>, String> {
+fn read_btf(mem: &mut View, syms: &dyn Symbols) -> Result<Option<Btf>, BtfError> {
     let (Some(start), Some(stop)) = (syms.address("__start_BTF"), syms.address("__stop_BTF")) else {
         return Ok(None);
     };
     if stop <= start || stop - start > MAX_BTF {
-        return Err(format!("__start_BTF {start:#x} .. __stop_BTF {stop:#x} is not a plausible section"));
+        return Err(BtfError::Corrupt(format!(
+            "__start_BTF {start:#x} .. __stop_BTF {stop:#x} is not a plausible section"
+        )));
     }
     let origin = format!("in-memory BTF ({} KiB at {start:#x})", (stop - start) / 1024);
     // A dump lends the blob in place (saving a 4+ MiB copy); other sources are read.
     if let Some(blob) = mem.borrow(start, stop - start) {
-        return Btf::parse(blob, origin).map(Some).map_err(|e| format!("at {start:#x}: {e}"));
+        return Btf::parse(blob, origin)
+            .map(Some)
+            .map_err(|e| BtfError::Corrupt(format!("at {start:#x}: {e}")));
     }
+    // Page by page, all asked for together: a failure then says how much failed.
     let mut blob = vec![0u8; (stop - start) as usize];
-    mem.read(start, &mut blob).map_err(|e| format!("reading {start:#x}..{stop:#x}: {e}"))?;
-    Btf::parse(&blob, origin).map(Some).map_err(|e| format!("at {start:#x}: {e}"))
+    let mut reads: Vec<(u64, &mut [u8])> = Vec::new();
+    let (mut rest, mut at): (&mut [u8], u64) = (&mut blob, start);
+    while !rest.is_empty() {
+        let n = ((0x1000 - (at & 0xfff)) as usize).min(rest.len());
+        let (piece, tail) = std::mem::take(&mut rest).split_at_mut(n);
+        reads.push((at, piece));
+        (rest, at) = (tail, at + n as u64);
+    }
+    let results = mem.read_together(&mut reads);
+    if let Some(why) = failed_reads(&results, &format!("of the BTF at {start:#x}..{stop:#x}")) {
+        return Err(BtfError::Unreadable(why));
+    }
+    Btf::parse(&blob, origin).map(Some).map_err(|e| BtfError::Corrupt(format!("at {start:#x}: {e}")))
+}
+
+/// Whether memory agrees with a VMCOREINFO note: its `phys_base` must put `swapper_pg_dir`
+/// where the page tables there map it back to, and `_stext` where they map it; its
+/// `KERNELOFFSET` must move `_stext` back into the kernel's link range. Says what disagrees.
+fn check_vmcoreinfo(space: &mut AddressSpace, v: &VmcoreInfo) -> Result<(), String> {
+    if let (Some(off), Some(stext)) = (v.kernel_offset(), v.symbol("_stext")) {
+        let link = stext.wrapping_sub(off);
+        if !off.is_multiple_of(IMAGE_ALIGN)
+            || !(START_KERNEL_MAP..START_KERNEL_MAP + (1 << 30)).contains(&link)
+        {
+            return Err(format!("KERNELOFFSET={off:x} puts _stext {stext:#x} at link address {link:#x}"));
+        }
+    }
+    let (Some(pgd), Some(base)) =
+        (v.symbol("swapper_pg_dir").or_else(|| v.symbol("init_top_pgt")), v.number("phys_base"))
+    else {
+        return Ok(());
+    };
+    let base = base as u64;
+    let phys_of = |virt: u64| virt.wrapping_sub(START_KERNEL_MAP).wrapping_add(base);
+    let root = phys_of(pgd);
+    let saved = space.config();
+    let l5 = v.number("pgtable_l5_enabled") == Some(1);
+    space.set_config(MmuConfig { paging: if l5 { Paging::Level5 } else { Paging::Level4 }, ..saved });
+    let mut check = |what: &str, virt: u64| match space.translate_in(root, VirtAddr(virt)) {
+        Ok(t) if t.phys.0 == phys_of(virt) => Ok(()),
+        Ok(t) => Err(format!("{what} {virt:#x} maps to phys {:#x}, not {:#x}", t.phys.0, phys_of(virt))),
+        Err(e) => Err(format!("{e}")),
+    };
+    let r = check("swapper_pg_dir", pgd).and_then(|()| match v.symbol("_stext") {
+        Some(stext) => check("_stext", stext),
+        None => Ok(()),
+    });
+    space.set_config(saved);
+    r.map_err(|why| {
+        format!(
+            "its NUMBER(phys_base)={} puts the kernel's page tables at phys {root:#x}, and under them {why}",
+            base as i64
+        )
+    })
 }
 
 /// Scans the first MiB for `struct real_mode_header` and checks what it points at.
@@ -391,17 +505,16 @@ pub fn find_trampoline(space: &mut AddressSpace) -> Result<Trampoline, Trampolin
     let results = space.read_phys_many(&mut reads);
     let readable: Vec<bool> = results.iter().map(|r| r.is_ok()).collect();
     let checked = pages.len();
-    if !readable.contains(&true) {
-        match results.into_iter().find_map(|r| r.err()) {
-            // The device itself failing (a timeout, no adapter): nothing to search.
-            Some(MemError::Phys(e @ PhysError::Device { .. })) => return Err(TrampolineError::Unreadable(e)),
-            Some(e) => {
-                return Err(TrampolineError::Absent(format!(
-                    "none of the {checked} pages below 1 MiB could be read: {e}"
-                )));
-            }
-            None => {}
-        }
+    let failures = failed_reads(&results, "below 1 MiB");
+    if let Some(why) = &failures
+        && !readable.contains(&true)
+    {
+        // The device itself failing (a timeout, no adapter): nothing to search.
+        return Err(if results.iter().any(|r| r.as_ref().is_err_and(MemError::is_device_failure)) {
+            TrampolineError::Unreadable(why.clone())
+        } else {
+            TrampolineError::Absent(why.clone())
+        });
     }
     for ((&page, h), _) in pages.iter().zip(&heads).zip(&readable).filter(|(_, ok)| **ok) {
         let f: Vec<u64> = h.chunks(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as u64).collect();
@@ -442,7 +555,13 @@ pub fn find_trampoline(space: &mut AddressSpace) -> Result<Trampoline, Trampolin
             space.set_config(saved);
         }
     }
-    Err(TrampolineError::Absent(format!("no real-mode header in the {checked} RAM pages below 1 MiB")))
+    let read = readable.iter().filter(|ok| **ok).count();
+    Err(TrampolineError::Absent(match failures {
+        Some(why) => {
+            format!("no real-mode header in the {read} RAM pages below 1 MiB that could be read; {why}")
+        }
+        None => format!("no real-mode header in the {checked} RAM pages below 1 MiB"),
+    }))
 }
 
 /// `_text`: the lowest 2 MiB slot of the mapped run that holds `hint`, or without a hint the

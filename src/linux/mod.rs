@@ -62,18 +62,103 @@ pub trait Symbols {
     fn address(&self, name: &str) -> Option<u64>;
 }
 
-/// An [`AddressSpace`] read under one CR3 (the kernel's, or a task's), counting the bytes read.
+/// What one operation (a `ps`, the thread list gdb asks for, a backtrace) may spend on the
+/// target's lists, all its walks together: memory after a crash can make any list as long as
+/// its RAM allows (2 MiB of words that each point to the next is a task list of 256 Ki
+/// entries, and every entry a thread group as long), and nothing read may grow without bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Tasks and threads walked, every list of the operation counted.
+    pub tasks: usize,
+    /// Bytes read through the [`View`].
+    pub bytes: u64,
+}
+
+impl Budget {
+    /// 512 Ki tasks and threads: five times the ~100k threads of a big server, and more than
+    /// any Linux has pids for by default (`pid_max` is 4 Mi only when raised by hand or
+    /// with more than 4096 CPUs). A thread as gdb sees it ([`threads::Thread`]) takes about
+    /// 600 bytes, so the longest list is about 300 MiB of this process's memory. 4 GiB read:
+    /// 512 Ki `task_struct`s of a few KiB each, once.
+    pub const DEFAULT: Budget = Budget { tasks: 1 << 19, bytes: 4 << 30 };
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// An [`AddressSpace`] read under one CR3 (the kernel's, or a task's), counting the bytes read
+/// and the tasks walked against the operation's [`Budget`].
 pub struct View<'a> {
     space: &'a mut AddressSpace,
     cr3: u64,
     bytes_read: u64,
     /// Bytes lent in place by the source ([`View::borrow`]): read, but not through the space.
     lent: u64,
+    budget: Budget,
+    tasks: usize,
+    /// Why the budget stopped a walk, and where: said once, when it first ran out.
+    spent: Option<String>,
 }
 
 impl<'a> View<'a> {
+    /// A view with the [`Budget::DEFAULT`] budget.
     pub fn new(space: &'a mut AddressSpace, cr3: u64) -> Self {
-        Self { space, cr3, bytes_read: 0, lent: 0 }
+        Self::with_budget(space, cr3, Budget::DEFAULT)
+    }
+
+    pub fn with_budget(space: &'a mut AddressSpace, cr3: u64, budget: Budget) -> Self {
+        Self { space, cr3, bytes_read: 0, lent: 0, budget, tasks: 0, spent: None }
+    }
+
+    /// Counts one more task (or thread) walked in `what`; fails once the operation's budget of
+    /// tasks or bytes is spent, and from then on.
+    pub fn spend_task(&mut self, what: &str) -> Result<(), BudgetSpent> {
+        self.check_budget(what)?;
+        if self.tasks >= self.budget.tasks {
+            return Err(self.exhaust(format!(
+                "the budget of {} tasks and threads for one operation was spent in the {what}",
+                self.budget.tasks
+            )));
+        }
+        self.tasks += 1;
+        Ok(())
+    }
+
+    /// Fails once the operation's budget of bytes is spent (reading the tasks already walked
+    /// goes on when only the budget of tasks is).
+    pub fn check_budget(&mut self, what: &str) -> Result<(), BudgetSpent> {
+        if self.bytes_read <= self.budget.bytes {
+            return Ok(());
+        }
+        Err(self.exhaust(format!(
+            "the budget of {} MiB read for one operation was spent in the {what}",
+            self.budget.bytes >> 20
+        )))
+    }
+
+    /// Records the first reason the budget stopped a walk (later ones follow from it).
+    fn exhaust(&mut self, why: String) -> BudgetSpent {
+        match &self.spent {
+            Some(first) => BudgetSpent(first.clone()),
+            None => {
+                log::warn!("{why}");
+                self.spent = Some(why.clone());
+                BudgetSpent(why)
+            }
+        }
+    }
+
+    /// Why the operation's budget stopped a walk, if it did: its result is then incomplete.
+    pub fn budget_spent(&self) -> Option<&str> {
+        self.spent.as_deref()
+    }
+
+    /// Tasks and threads walked so far.
+    pub fn tasks_walked(&self) -> usize {
+        self.tasks
     }
 
     /// The physical address of `virt` under this view's CR3.
@@ -140,6 +225,11 @@ impl Memory for View<'_> {
         self.space.read_virt_in(self.cr3, VirtAddr(addr), buf)
     }
 }
+
+/// An operation's [`Budget`] is spent: what it read so far is all it shows, marked truncated.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BudgetSpent(pub String);
 
 /// A multiply-rotate hash eight bytes at a time, continuing from `seed`, for the name indexes
 /// of kallsyms and BTF: names are short, and not adversarial to tables only this process sees.

@@ -1,16 +1,16 @@
 //! The task list: every `task_struct` reachable from `init_task.tasks`, and their threads.
 //!
 //! Memory after a crash can hold anything: a list that loops, a pointer into nowhere, a name
-//! full of garbage. Walks are bounded by a count and by a set of visited addresses, and a walk
-//! that stops keeps what it read and says where and why it stopped.
+//! full of garbage. Walks are bounded by a set of visited addresses, each thread group by a
+//! count, and all the walks of one operation together by the view's [`Budget`](super::Budget)
+//! of tasks and bytes; a walk that stops keeps what it read and says where and why it stopped,
+//! and a list the budget cut says it is truncated.
 
 use super::{Memory, TypeInfo, View};
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
-/// Most tasks walked (Linux's PID_MAX_LIMIT is 4 Mi; a real machine has far fewer).
-pub const MAX_TASKS: usize = 1 << 22;
-/// Most threads walked in one thread group.
+/// Most threads walked in one thread group (all groups together are bounded by the budget).
 const MAX_THREADS: usize = 1 << 16;
 pub const COMM_LEN: usize = 16;
 
@@ -53,6 +53,10 @@ pub enum LayoutError {
         "no struct layout: the kernel has no BTF in memory and no built-in profile matches it; give --btf FILE (a copy of /sys/kernel/btf/vmlinux) or --profile NAME|FILE"
     )]
     NoLayout,
+    #[error(
+        "no struct layout: the kernel's BTF is in memory, but {0}; give --btf FILE (a copy of /sys/kernel/btf/vmlinux) or --profile NAME|FILE, or read again"
+    )]
+    BtfUnreadable(String),
 }
 
 impl TaskLayout {
@@ -158,6 +162,28 @@ pub const PF_KTHREAD: u32 = 0x0020_0000;
 pub struct TaskList {
     pub tasks: Vec<Task>,
     pub problems: Vec<String>,
+    /// Why the list is incomplete when the operation's budget cut it (also the last problem).
+    pub truncated: Option<String>,
+}
+
+impl TaskList {
+    /// Marks the list truncated when `view`'s budget stopped a walk.
+    fn finish(mut self, view: &View) -> Self {
+        if let Some(why) = view.budget_spent() {
+            let line = truncation(why, self.tasks.len());
+            self.problems.push(line.clone());
+            self.truncated = Some(line);
+        }
+        self
+    }
+}
+
+/// The line that marks a list the budget cut.
+pub fn truncation(why: &str, shown: usize) -> String {
+    format!(
+        "truncated: {why}; only the first {shown} tasks are shown (more than a real machine runs: \
+         the list in memory is corrupt or loops)"
+    )
 }
 
 /// The state letter `ps` shows, from `__state | exit_state` as `task_state_index()` computes it.
@@ -185,9 +211,17 @@ pub fn read_task(view: &mut View, l: &TaskLayout, addr: u64) -> Result<Task, Str
 /// Reads tasks in three batches, however many there are: every task's fields, then every
 /// parent's tgid and mm's pgd, then (cached) translations. Over DMA that is a few round trips
 /// in all instead of a few per task.
+/// Stops early, with fewer results than `addrs`, once the operation's budget is spent.
 pub fn read_tasks(view: &mut View, l: &TaskLayout, addrs: &[u64]) -> Vec<Result<Task, String>> {
     // Batches of a bounded size: a long list must not hold every task's bytes at once.
-    addrs.chunks(256).flat_map(|batch| read_batch(view, l, batch)).collect()
+    let mut out = Vec::with_capacity(addrs.len());
+    for batch in addrs.chunks(256) {
+        if view.check_budget("reading of tasks").is_err() {
+            break;
+        }
+        out.extend(read_batch(view, l, batch));
+    }
+    out
 }
 
 fn read_batch(view: &mut View, l: &TaskLayout, addrs: &[u64]) -> Vec<Result<Task, String>> {
@@ -314,21 +348,36 @@ impl Memory for Prefetched<'_, '_> {
     }
 }
 
+/// What the head of a walked list is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Head {
+    /// An element, listed first (init_task.tasks).
+    Element,
+    /// Not listed: a bare list head (a children list), or an element already counted (a thread
+    /// group walked from its leader's thread_group).
+    Bare,
+    /// A bare list head (signal->thread_head) whose list holds this element, already counted
+    /// (the group's leader): left out.
+    BareWithout(u64),
+}
+
 /// Follows a `list_head` ring from `head` (the address of the list_head inside the first
-/// element, or of a standalone head), returning the element addresses (`entry - field`).
-/// `head_is_element` says whether the head itself is an element (init_task.tasks) or a bare
-/// list head (signal->thread_head).
+/// element, or of a standalone head), returning the element addresses (`entry - field`). Each element is counted against the view's budget; the walk
+/// stops quietly when that is spent (the list it belongs to is then marked truncated).
 fn walk_list(
     mem: &mut View,
     head: u64,
     field: u64,
-    head_is_element: bool,
+    kind: Head,
     max: usize,
     what: &str,
     problems: &mut Vec<String>,
 ) -> Vec<u64> {
     let mut out = Vec::new();
-    if head_is_element {
+    if kind == Head::Element {
+        if mem.spend_task(what).is_err() {
+            return out;
+        }
         out.push(head.wrapping_sub(field));
     }
     let mut seen = HashSet::new();
@@ -359,6 +408,13 @@ fn walk_list(
             problems.push(format!("{what}: stopped after {max} entries (the most believed)"));
             break;
         }
+        if kind == Head::BareWithout(next - field) {
+            at = next;
+            continue;
+        }
+        if mem.spend_task(what).is_err() {
+            break;
+        }
         out.push(next - field);
         at = next;
     }
@@ -375,22 +431,24 @@ pub fn list(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -> Ta
         mem,
         init_task.wrapping_add(tasks_off),
         tasks_off,
-        true,
-        MAX_TASKS,
+        Head::Element,
+        usize::MAX,
         "task list",
         &mut problems,
     );
     let mut tasks = Vec::with_capacity(leaders.len());
     let read = read_tasks(mem, l, &leaders);
+    let leaders = &leaders[..read.len()];
     // Most processes have one thread: known for all of them in a batch or three, so that only
     // the others cost a walk (a round trip per thread over DMA).
-    let alone = if threads { single_threaded(mem, l, &leaders) } else { Vec::new() };
+    let alone = if threads { single_threaded(mem, l, leaders) } else { Vec::new() };
     for (i, r) in read.into_iter().enumerate() {
         match r {
             Ok(t) => {
                 let leader = t.clone();
                 tasks.push(t);
-                if threads && leader.pid != 0 && !alone.get(i).copied().unwrap_or(false) {
+                let spent = mem.budget_spent().is_some();
+                if threads && !spent && leader.pid != 0 && !alone.get(i).copied().unwrap_or(false) {
                     let members = thread_addrs(mem, l, &leader, &mut problems);
                     for r in read_tasks(mem, l, &members) {
                         match r {
@@ -403,7 +461,7 @@ pub fn list(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -> Ta
             Err(e) => problems.push(e),
         }
     }
-    TaskList { tasks, problems }
+    TaskList { tasks, problems, truncated: None }.finish(mem)
 }
 
 /// Without `tasks`: the process tree, depth first from `init_task` through each task's
@@ -414,15 +472,19 @@ fn list_by_tree(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -
         return TaskList {
             tasks: Vec::new(),
             problems: vec!["the layout has neither tasks nor children/sibling".into()],
+            truncated: None,
         };
     };
     let mut problems = Vec::new();
     let mut tasks = Vec::new();
-    // Every task queued once, and no more than MAX_TASKS in all: a corrupt tree can neither
+    // Every task queued once, and each counted against the budget: a corrupt tree can neither
     // loop nor grow the queue without bound.
     let mut queued = HashSet::from([init_task]);
     let mut stack = vec![init_task];
     let mut twice = 0usize;
+    if mem.spend_task("process tree").is_err() {
+        stack.clear();
+    }
     while let Some(addr) = stack.pop() {
         match read_task(mem, l, addr) {
             Ok(t) => {
@@ -436,8 +498,15 @@ fn list_by_tree(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -
             }
         }
         let what = format!("children of task {addr:#x}");
-        let budget = MAX_TASKS.saturating_sub(queued.len());
-        let kids = walk_list(mem, addr.wrapping_add(children), sibling, false, budget, &what, &mut problems);
+        let kids = walk_list(
+            mem,
+            addr.wrapping_add(children),
+            sibling,
+            Head::Bare,
+            usize::MAX,
+            &what,
+            &mut problems,
+        );
         // Reversed so that the first child is listed first.
         for kid in kids.into_iter().rev() {
             if queued.insert(kid) {
@@ -451,7 +520,7 @@ fn list_by_tree(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -
         problems.push(format!("process tree: {twice} tasks reached a second time were not followed again"));
     }
     tasks.sort_by_key(|t| t.pid);
-    TaskList { tasks, problems }
+    TaskList { tasks, problems, truncated: None }.finish(mem)
 }
 
 /// For each leader, whether it is certainly alone in its thread group: its group's list holds
@@ -493,18 +562,15 @@ fn single_threaded_batch(mem: &mut View, l: &TaskLayout, leaders: &[u64]) -> Vec
 fn thread_addrs(mem: &mut View, l: &TaskLayout, leader: &Task, problems: &mut Vec<String>) -> Vec<u64> {
     let what = format!("threads of pid {}", leader.pid);
     if let Some(tg) = l.thread_group {
-        let mut v = walk_list(mem, leader.addr.wrapping_add(tg), tg, true, MAX_THREADS, &what, problems);
-        v.retain(|&a| a != leader.addr);
-        return v;
+        return walk_list(mem, leader.addr.wrapping_add(tg), tg, Head::Bare, MAX_THREADS, &what, problems);
     }
     if let (Some(sig), Some(head), Some(node)) = (l.signal, l.signal_thread_head, l.thread_node) {
         let Ok(signal) = mem.read_u64(leader.addr.wrapping_add(sig)) else {
             problems.push(format!("{what}: cannot read signal at {:#x}", leader.addr.wrapping_add(sig)));
             return Vec::new();
         };
-        let mut v = walk_list(mem, signal.wrapping_add(head), node, false, MAX_THREADS, &what, problems);
-        v.retain(|&a| a != leader.addr);
-        return v;
+        let kind = Head::BareWithout(leader.addr);
+        return walk_list(mem, signal.wrapping_add(head), node, kind, MAX_THREADS, &what, problems);
     }
     Vec::new()
 }
@@ -731,6 +797,10 @@ mod thread_tests {
     /// Tasks at DIRECT + 1 MiB + i * 4 KiB: init_task (0), a process (1) with two threads (2, 3)
     /// and a single-threaded process (4). Returns the task list.
     fn run(via_signal: bool, threads: bool) -> TaskList {
+        run_with(via_signal, threads, crate::linux::Budget::DEFAULT)
+    }
+
+    fn run_with(via_signal: bool, threads: bool, budget: crate::linux::Budget) -> TaskList {
         let l = layout(via_signal);
         let mut b = PageTableBuilder::new(Paging::Level4, 8 << 20);
         b.set_table_area((6u64 << 20).into(), (8u64 << 20).into()).unwrap();
@@ -790,8 +860,32 @@ mod thread_tests {
         }
         let cr3 = b.root();
         let mut space = AddressSpace::new(Box::new(b.into_mem("threads")), MmuConfig::new(Paging::Level4));
-        let mut view = View::new(&mut space, cr3);
+        let mut view = View::with_budget(&mut space, cr3, budget);
         list(&mut view, &l, virt(0), threads)
+    }
+
+    #[test]
+    fn the_operations_budget_cuts_every_walk_and_says_so() {
+        use crate::linux::Budget;
+        // Five tasks in all: a budget of four tasks stops in the thread walk of pid 10 (the
+        // three processes, then one of its two other threads).
+        for via_signal in [true, false] {
+            let got = run_with(via_signal, true, Budget { tasks: 4, ..Budget::DEFAULT });
+            let pids: Vec<i32> = got.tasks.iter().map(|t| t.pid).collect();
+            assert_eq!(pids, [0, 10, 11, 20], "{:?}", got.problems);
+            let why = got.truncated.as_deref().expect("marked truncated");
+            assert!(why.starts_with("truncated: the budget of 4 tasks and threads"), "{why}");
+            assert!(why.contains("threads of pid 10") && why.contains("first 4 tasks"), "{why}");
+            assert_eq!(got.problems.last().map(String::as_str), Some(why));
+            assert!(render(&got).ends_with(&format!("ps: {why}\n")));
+            // Without threads the same budget is enough: nothing is marked.
+            let procs = run_with(via_signal, false, Budget { tasks: 4, ..Budget::DEFAULT });
+            assert!(procs.truncated.is_none() && procs.problems.is_empty(), "{:?}", procs.problems);
+            // A budget of bytes stops the reading of tasks, and says so.
+            let got = run_with(via_signal, true, Budget { bytes: 16, ..Budget::DEFAULT });
+            let why = got.truncated.as_deref().expect("marked truncated");
+            assert!(why.contains("budget of 0 MiB read") && got.tasks.len() < 5, "{why}");
+        }
     }
 
     #[test]

@@ -164,6 +164,9 @@ pub struct ThreadList {
     pub threads: Vec<Thread>,
     /// What could not be read, one line each.
     pub problems: Vec<String>,
+    /// Why the list is incomplete when the operation's budget cut the task list (also one of
+    /// the problems).
+    pub truncated: Option<String>,
     by_tid: HashMap<u64, usize>,
 }
 
@@ -177,7 +180,12 @@ impl ThreadList {
     pub fn by_pid(&self, pid: u64) -> Result<&Thread, String> {
         let found = self.threads.iter().filter(|t| u64::try_from(t.task.pid).ok() == Some(pid));
         found.min_by_key(|t| t.tid).ok_or_else(|| {
-            let why = self.problems.first().map(|p| format!(" ({p})")).unwrap_or_default();
+            let why = self
+                .truncated
+                .as_ref()
+                .or(self.problems.first())
+                .map(|p| format!(" ({p})"))
+                .unwrap_or_default();
             format!("no task with pid {pid} among the {} tasks and threads{why}", self.threads.len())
         })
     }
@@ -638,27 +646,40 @@ pub fn list(
     };
     let walked = tasks::list(view, tl, init, true);
     out.problems.extend(walked.problems);
+    out.truncated = walked.truncated;
     if walked.tasks.is_empty() {
         return out;
     }
     let mut all = walked.tasks;
-    // Idle tasks of CPUs 1.. are not on the task list.
-    let missing: Vec<u64> =
-        cpus.idle.iter().flatten().copied().filter(|a| !all.iter().any(|t| t.addr == *a)).collect();
+    // Idle tasks of CPUs 1.. are not on the task list. (Looked up by address: up to 8192 CPUs
+    // against up to the budget's tasks.)
+    let listed: std::collections::HashSet<u64> = all.iter().map(|t| t.addr).collect();
+    let missing: Vec<u64> = cpus.idle.iter().flatten().copied().filter(|a| !listed.contains(a)).collect();
+    drop(listed);
     for r in tasks::read_tasks(view, tl, &missing) {
         match r {
             Ok(t) => all.push(t),
             Err(e) => out.problems.push(format!("an idle task: {e}")),
         }
     }
-    let cpu_of =
-        |list: &[Option<u64>], addr: u64| list.iter().position(|a| *a == Some(addr)).map(|c| c as u32);
+    // The first CPU each task is the idle task of, and runs on.
+    let by_addr = |list: &[Option<u64>]| -> HashMap<u64, u32> {
+        let mut m = HashMap::new();
+        for (c, a) in list.iter().enumerate() {
+            if let Some(a) = a {
+                m.entry(*a).or_insert(c as u32);
+            }
+        }
+        m
+    };
+    let (idle_cpu, curr_cpu) = (by_addr(&cpus.idle), by_addr(&cpus.curr));
+    let cpu_of = |m: &HashMap<u64, u32>, addr: u64| m.get(&addr).copied();
     let kernel_cr3 = kernel.cr3.value;
     let mut threads: Vec<Thread> = all
         .into_iter()
         .map(|task| {
-            let idle_of = cpu_of(&cpus.idle, task.addr);
-            let running_on = cpu_of(&cpus.curr, task.addr);
+            let idle_of = cpu_of(&idle_cpu, task.addr);
+            let running_on = cpu_of(&curr_cpu, task.addr);
             Thread {
                 tid: thread_id(task.pid, idle_of),
                 panicking: running_on.is_some() && running_on == cpus.panic_cpu,
@@ -699,6 +720,18 @@ fn fill_registers(
     threads: &mut [Thread],
     problems: &mut Vec<String>,
 ) {
+    // Batches of a bounded size: a long list must not hold every thread's reads at once.
+    for batch in threads.chunks_mut(FRAME_BATCH) {
+        switch_frames(view, l, batch);
+    }
+    running_registers(view, kernel, l, cpus, notes, threads, problems);
+}
+
+/// Threads whose switch frames are read in one batch (a DMA round trip or two each batch).
+const FRAME_BATCH: usize = 4096;
+
+/// Every sleeping thread's registers from its switch frame, and every thread's stack base.
+fn switch_frames(view: &mut View, l: &ThreadLayout, threads: &mut [Thread]) {
     // Every task's thread.sp and stack base in one batch, then every switch frame in another.
     let addrs: Vec<u64> = threads
         .iter()
@@ -765,7 +798,18 @@ fn fill_registers(
         t.regs = regs;
         t.origin = RegsOrigin::SwitchFrame;
     }
-    // Running tasks: the CPUs' registers, if anything kept them.
+}
+
+/// Running tasks: the CPUs' registers, if anything kept them.
+fn running_registers(
+    view: &mut View,
+    kernel: &Kernel,
+    l: &ThreadLayout,
+    cpus: &Cpus,
+    notes: &[CoreNote],
+    threads: &mut [Thread],
+    problems: &mut Vec<String>,
+) {
     let running: Vec<(usize, u32)> =
         threads.iter().enumerate().filter_map(|(i, t)| Some((i, t.running_on?))).collect();
     if running.is_empty() {
@@ -788,7 +832,7 @@ fn fill_registers(
             t.origin = RegsOrigin::Cpu { cpu, from: "the kernel's crash note" };
         } else if t.panicking {
             let mut stacks: Vec<(u64, u64, &str)> =
-                stack[i].map(|s| (s, THREAD_SIZE, "its kernel stack")).into_iter().collect();
+                t.stack.map(|s| (s, THREAD_SIZE, "its kernel stack")).into_iter().collect();
             stacks.extend(cpu_stacks(view, kernel, l, cpus, cpu));
             t.origin = if stacks.is_empty() {
                 RegsOrigin::Unavailable("its kernel stack is unknown".to_string())
