@@ -158,8 +158,13 @@ impl DmastubChild {
                     if line.starts_with("nettlp-emulator:") {
                         break None;
                     }
+                    // "dmastub: serving NAME (DESCRIPTION) on HOST:PORT, ACCESS": the port follows
+                    // the last " on " (a description may hold colons, e.g. "requester 1b:00").
                     if line.contains(": serving ")
-                        && let Some(p) = line.rsplit_once(':').map(|(_, p)| p)
+                        && let Some(p) = line
+                            .rsplit_once(" on ")
+                            .and_then(|(_, at)| at.split(',').next()?.rsplit_once(':'))
+                            .map(|(_, p)| p)
                     {
                         let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
                         if let Ok(port) = digits.parse() {
