@@ -32,6 +32,7 @@ use gdbstub::target::ext::thread_extra_info::{ThreadExtraInfo, ThreadExtraInfoOp
 use gdbstub::target::{Target, TargetError, TargetResult};
 use log::{debug, info, warn};
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 /// An error that ends the gdb session (the server keeps listening for the next one).
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,15 @@ struct InitialState {
 enum Stopper {
     Breakpoint(u64),
     Watchpoint(u64, u64),
+}
+
+impl std::fmt::Display for Stopper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stopper::Breakpoint(a) => write!(f, "breakpoint at {a:#x}"),
+            Stopper::Watchpoint(a, n) => write!(f, "watchpoint at {a:#x} ({n} bytes)"),
+        }
+    }
 }
 
 /// The machine as gdb sees it: its memory through an address space, and the few registers
@@ -120,6 +130,13 @@ pub struct DmaTarget {
 /// What a Linux command answers without a kernel.
 const NO_LINUX: &str =
     "no Linux kernel was found in this memory (see the server's log); this command needs one";
+
+/// A memory reply is sent with what was read once this much time has passed: well within gdb's
+/// default remote timeout of 2 s.
+const REPLY_BUDGET: Duration = Duration::from_millis(1000);
+
+/// Memory is read in pieces of this many bytes, so that a slow read can stop between them.
+const READ_PIECE: usize = 16 * 1024;
 
 /// Most kernel-text pages kept in one stop (4 MiB).
 const MAX_TEXT_PAGES: usize = 1024;
@@ -305,14 +322,7 @@ impl DmaTarget {
     pub fn resume_message(&self) -> String {
         let mut s = CANNOT_RESUME.to_string();
         if !self.stoppers.is_empty() {
-            let list: Vec<String> = self
-                .stoppers
-                .iter()
-                .map(|b| match b {
-                    Stopper::Breakpoint(a) => format!("breakpoint at {a:#x}"),
-                    Stopper::Watchpoint(a, n) => format!("watchpoint at {a:#x} ({n} bytes)"),
-                })
-                .collect();
+            let list: Vec<String> = self.stoppers.iter().map(Stopper::to_string).collect();
             s.push_str(&format!(
                 "dmastub: cannot insert breakpoints or watchpoints into a machine it only reads: {} never \
                  triggers (delete them with 'delete')\n",
@@ -716,13 +726,43 @@ impl MultiThreadBase for DmaTarget {
     fn read_addrs(&mut self, start: u64, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {
         let tid = self.memory_thread(tid);
         self.follow_thread(tid);
-        match self.read_memory(start, data) {
-            Ok(n) => Ok(n),
-            Err(e) => {
-                debug!("read {start:#x} (+{:#x}): {e}", data.len());
-                Err(TargetError::NonFatal)
+        // Read in pieces, and answer with what is read once the reply budget is spent: gdb gives
+        // up on a reply after its remote timeout (2 s by default), and a short reply is allowed
+        // (the client asks for the rest). Only a slow or lossy DMA link ever gets here.
+        let began = Instant::now();
+        let mut done = 0usize;
+        while done < data.len() {
+            let at = start.wrapping_add(done as u64);
+            let end = (done + READ_PIECE).min(data.len());
+            let piece = &mut data[done..end];
+            let wanted = piece.len();
+            match self.read_memory(at, piece) {
+                Ok(n) => {
+                    done += n;
+                    if n < wanted {
+                        break;
+                    }
+                }
+                Err(e) if done == 0 => {
+                    debug!("read {start:#x} (+{:#x}): {e}", data.len());
+                    return Err(TargetError::NonFatal);
+                }
+                Err(e) => {
+                    debug!("read {at:#x}: {e}; answered with the {done:#x} bytes before it");
+                    break;
+                }
+            }
+            if done < data.len() && began.elapsed() >= REPLY_BUDGET {
+                info!(
+                    "read {start:#x} (+{:#x}): answered with the first {done:#x} bytes after {:?} (gdb's reply \
+                     timeout); the client asks for the rest",
+                    data.len(),
+                    began.elapsed()
+                );
+                break;
             }
         }
+        Ok(done)
     }
 
     fn write_addrs(&mut self, start: u64, data: &[u8], tid: Tid) -> TargetResult<(), Self> {
@@ -886,9 +926,7 @@ impl Breakpoints for DmaTarget {
 // is written to the machine.
 impl DmaTarget {
     fn add_stopper(&mut self, stopper: Stopper) -> TargetResult<bool, Self> {
-        warn!(
-            "{stopper:?} requested: accepted but never hit (dmastub cannot run or stop the machine's CPUs)"
-        );
+        warn!("{stopper} requested: accepted but never hit (dmastub cannot run or stop the machine's CPUs)");
         if !self.stoppers.contains(&stopper) && self.stoppers.len() < 256 {
             self.stoppers.push(stopper);
         }
