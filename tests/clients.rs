@@ -505,3 +505,29 @@ fn lldb_gets_the_session_a_gdb_user_gets() {
     let g = gdb(stub.port, &[&format!("x/2gx {init:#x}")]);
     assert_eq!(x_gx(&g, init), Some(want), "{g}");
 }
+
+#[test]
+fn gdb_stays_attached_over_a_slow_link() {
+    // 300 ms between a request and its completions: a 64 KiB read takes longer than gdb's
+    // 2 s reply timeout, so the stub answers with what it has after 1 s and gdb asks for the
+    // rest. gdb's dump must come out whole and right, with the default remote timeout.
+    let dir = Scratch::new("slow-link");
+    let (bytes, _) = synthetic_machine().unwrap();
+    let raw = dir.0.join("m.raw");
+    std::fs::write(&raw, &bytes).unwrap();
+    let _emulator = Emulator::start_with(raw.to_str().unwrap(), "127.0.81.2", &["--delay-us", "300000"]);
+    let stub = Stub::start(&["--nettlp", "127.0.81.2", "--nettlp-local", "127.0.81.1", "--no-linux"]);
+    let out_file = dir.0.join("dump.bin");
+    let (from, len) = (0x20000u64, 0x20000u64);
+    let out = gdb_with(
+        stub.port,
+        None,
+        &[&format!("dump binary memory {} {from:#x} {:#x}", out_file.display(), from + len), "monitor cr3"],
+        Duration::from_secs(120),
+    );
+    assert_alive("a dump over a slow link", &out);
+    assert!(!out.contains("Cannot access memory"), "{out}");
+    let got = std::fs::read(&out_file).unwrap_or_default();
+    assert_eq!(got.len() as u64, len, "the whole range was dumped:\n{out}");
+    assert!(got == bytes[from as usize..(from + len) as usize], "the dump holds the image's bytes");
+}
