@@ -87,24 +87,6 @@ fn unhex(s: &str) -> Vec<u8> {
     (0..s.len() / 2).map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex reply")).collect()
 }
 
-/// A scratch folder for one test, removed at the end.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let d = std::env::temp_dir().join(format!("dmastub-clients-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Scratch(d)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The synthetic machine served from a raw image through its CR3; the image's bytes.
 fn synthetic(dir: &Scratch, extra: &[&str]) -> (Stub, Vec<u8>, dmastub::demo::SyntheticFacts) {
     let (bytes, facts) = synthetic_machine().expect("build the synthetic machine");
@@ -401,8 +383,7 @@ fn listening_beyond_loopback_warns() {
 fn kernel_text_on_a_live_source_is_never_stale() {
     let Some((raw, tr)) = post_panic() else { return };
     let dir = Scratch::new("live-text");
-    let live = dir.0.join("ram");
-    std::fs::copy(&raw, &live).unwrap();
+    let live = dir.copy(&raw, "ram");
     let stub = Stub::start(&["--live", live.to_str().unwrap()]);
     // A word inside kernel text, and where it is in the file.
     let text = hex(&tr["kaslr"]["text_virt"]) + 0x1000;

@@ -5,40 +5,11 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const FIXTURE: &str = "linux-6.1-kaslr";
-
-/// A folder under the temp dir for one test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("dmastub-file-sources-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the scratch folder");
-        Scratch(dir)
-    }
-
-    /// A writable copy of `src` named `name`.
-    fn copy(&self, src: &Path, name: &str) -> PathBuf {
-        let dst = self.0.join(name);
-        std::fs::copy(src, &dst).expect("copy the fixture");
-        let mut perm = std::fs::metadata(&dst).expect("stat the copy").permissions();
-        #[allow(clippy::permissions_set_readonly_false)]
-        perm.set_readonly(false);
-        std::fs::set_permissions(&dst, perm).expect("make the copy writable");
-        dst
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The state letter of process `pid` from /proc (`Z` once it died and is not yet reaped), or
 /// `None` once it is gone.

@@ -205,25 +205,38 @@ fn make_room(
 /// failure reply: E.dmastub: …"), and the connection is closed. Bounded in time and bytes.
 fn refuse(mut stream: TcpStream, why: &str) {
     let _ = stream.set_read_timeout(Some(REFUSAL_READ));
-    let mut seen = 0usize;
+    // Up to the end of its first packet; then, after the reply, up to the end of its next one,
+    // so that the client is reading when the connection closes (gdb then says "Remote
+    // connection closed", not "Broken pipe").
+    if read_one_packet(&mut stream) {
+        let mut reply = b"+".to_vec();
+        reply.extend(packet(format!("E.{why}").as_bytes()));
+        if stream.write_all(&reply).is_ok() {
+            read_one_packet(&mut stream);
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Reads up to the end of one packet (`#` and two checksum digits), at most 4 KiB; whether one
+/// was seen before the end of the stream or the read timeout.
+fn read_one_packet(stream: &mut TcpStream) -> bool {
     let mut byte = [0u8; 1];
     let mut after_hash = None;
-    // Read up to the end of the first packet (`#` and two checksum digits).
-    while seen < 4096 && after_hash != Some(2) {
+    for _ in 0..4096 {
         match stream.read(&mut byte) {
             Ok(1) => {
-                seen += 1;
                 after_hash = match (after_hash, byte[0]) {
                     (None, b'#') => Some(0),
                     (Some(n), _) => Some(n + 1),
                     (None, _) => None,
                 };
+                if after_hash == Some(2) {
+                    return true;
+                }
             }
-            _ => break,
+            _ => return false,
         }
     }
-    let mut reply = b"+".to_vec();
-    reply.extend(packet(format!("E.{why}").as_bytes()));
-    let _ = stream.write_all(&reply);
-    let _ = stream.shutdown(Shutdown::Both);
+    false
 }

@@ -311,3 +311,37 @@ pub fn drgn_command(core: &Path, vmlinux: &Path, script: &str) -> Command {
 pub fn have_drgn() -> bool {
     Command::new("drgn").arg("--version").output().is_ok_and(|o| o.status.success())
 }
+
+/// A scratch folder for one test, removed at the end.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("dmastub-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+    pub fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// A writable copy of `src` named `name` (fixtures are unpacked read-only).
+    pub fn copy(&self, src: &Path, name: &str) -> PathBuf {
+        let dst = self.0.join(name);
+        std::fs::copy(src, &dst).expect("copy the fixture");
+        let mut perm = std::fs::metadata(&dst).expect("stat the copy").permissions();
+        #[allow(clippy::permissions_set_readonly_false)]
+        perm.set_readonly(false);
+        std::fs::set_permissions(&dst, perm).expect("make the copy writable");
+        dst
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
