@@ -14,7 +14,8 @@ use crate::mmu::{AddressSpace, MemError, Mode};
 use gdbstub::common::{Signal, Tid};
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::base::multithread::{
-    MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
+    MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
+    MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
 };
 use gdbstub::target::ext::base::single_register_access::{SingleRegisterAccess, SingleRegisterAccessOps};
 use gdbstub::target::ext::breakpoints::{Breakpoints, BreakpointsOps, SwBreakpoint, SwBreakpointOps};
@@ -582,6 +583,19 @@ impl MultiThreadResume for DmaTarget {
 
     fn support_single_step(&mut self) -> Option<MultiThreadSingleStepOps<'_, Self>> {
         Some(self)
+    }
+
+    fn support_scheduler_locking(&mut self) -> Option<MultiThreadSchedulerLockingOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+/// gdb's `set scheduler-locking on` resumes one thread only. Without this, gdbstub ended the
+/// session at the first `stepi` or `continue` (found by the protocol fuzz target). Nothing runs
+/// either way: the resume is answered like any other.
+impl MultiThreadSchedulerLocking for DmaTarget {
+    fn set_resume_action_scheduler_lock(&mut self) -> Result<(), FatalError> {
+        Ok(())
     }
 }
 
