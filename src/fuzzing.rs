@@ -47,6 +47,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("page_walk", page_walk),
     ("monitor", monitor),
     ("nettlp", nettlp),
+    ("protocol", protocol),
 ];
 
 /// Little-endian fields taken off the front of the input; missing bytes read as zero.
@@ -827,4 +828,111 @@ pub fn nettlp(data: &[u8]) {
             assert_eq!(b, pattern(a), "segment {i}: byte at phys {a:#x} is not the machine's ({result:?})");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The remote protocol: gdbstub over an in-memory connection, with the real target.
+
+/// A gdb that sends the input's bytes, then hangs up; what the stub answers is counted.
+struct MemConn {
+    input: Vec<u8>,
+    at: usize,
+    sent: u64,
+}
+
+impl gdbstub::conn::Connection for MemConn {
+    type Error = std::io::Error;
+    fn write(&mut self, _byte: u8) -> std::io::Result<()> {
+        self.sent += 1;
+        Ok(())
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.sent += buf.len() as u64;
+        Ok(())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl gdbstub::conn::ConnectionExt for MemConn {
+    fn read(&mut self) -> std::io::Result<u8> {
+        let b = self.input.get(self.at).copied();
+        self.at += 1;
+        b.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "end of input"))
+    }
+    fn peek(&mut self) -> std::io::Result<Option<u8>> {
+        Ok(self.input.get(self.at).copied())
+    }
+}
+
+/// Writes the right checksum after every `$…#` packet (so mutations reach the packet parsers
+/// rather than dying at the checksum).
+fn fix_checksums(mut bytes: Vec<u8>) -> Vec<u8> {
+    let mut i = 0;
+    while let Some(start) = bytes[i..].iter().position(|&b| b == b'$').map(|p| p + i) {
+        let Some(hash) = bytes[start + 1..].iter().position(|&b| b == b'#').map(|p| p + start + 1) else {
+            break;
+        };
+        let sum = bytes[start + 1..hash].iter().fold(0u8, |s, &b| s.wrapping_add(b));
+        let hex = format!("{sum:02x}");
+        bytes.resize(bytes.len().max(hash + 3), b'0');
+        bytes[hash + 1..hash + 3].copy_from_slice(hex.as_bytes());
+        i = hash + 3;
+    }
+    bytes
+}
+
+thread_local! {
+    static TARGETS_FOR_GDB: RefCell<Vec<crate::gdb::DmaTarget>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A gdb session whose bytes are the input (after a first byte: bit 0, which target; bit 1,
+/// fix the checksums): gdbstub's packet parser, every protocol extension dmastub implements,
+/// the monitor and the thread list, against (0) the 6.1 trimmed image with its kernel found,
+/// read-only, or (1) the synthetic machine with writes allowed.
+pub fn protocol(data: &[u8]) {
+    use crate::gdb::server::{EventLoop, PACKET_SIZE};
+    let mut input = Input(data);
+    let mode = input.u8();
+    let bytes = if mode & 2 != 0 { fix_checksums(input.0.to_vec()) } else { input.0.to_vec() };
+    TARGETS_FOR_GDB.with(|t| {
+        let mut t = t.borrow_mut();
+        if t.is_empty() {
+            let image = &images()[0];
+            let mut space = AddressSpace::new(Box::new(Overlay::new(&image.mem)), MmuConfig::default());
+            let kernel = discover(&mut space, Hints::default()).expect("fuzzing: discovery on the 6.1 image");
+            t.push(crate::gdb::DmaTarget::new(space, false, "fuzz").with_linux(Linux::new(kernel)));
+            let (ram, facts) = crate::demo::synthetic::synthetic_machine().expect("the synthetic machine");
+            let mut space = AddressSpace::new(
+                Box::new(BufferMem::new("synthetic", ram).writable()),
+                MmuConfig::default(),
+            );
+            space.set_cr3(facts.cr3);
+            t.push(crate::gdb::DmaTarget::new(space, true, "fuzz"));
+        }
+        let target = &mut t[usize::from(mode & 1)];
+        let cr3 = target.linux().map(|l| l.kernel.cr3.value).or(target.space().cr3());
+        if let Some(cr3) = cr3 {
+            target.set_cr3(cr3, "fuzz");
+        }
+        let _ = target.run_command(crate::gdb::monitor::Command::Virt);
+        target.on_connect();
+        let conn = MemConn { input: bytes, at: 0, sent: 0 };
+        let Ok(stub) = gdbstub::stub::GdbStub::builder(conn).packet_buffer_size(PACKET_SIZE).build() else {
+            return;
+        };
+        // The session may end when the bytes end, or on bytes no gdb sends (a bad checksum, a
+        // packet that does not parse); never on the target's side: a gdb that can send the
+        // packets would lose its session.
+        if let Err(e) = stub.run_blocking::<EventLoop<MemConn>>(target) {
+            let kind = format!("{e:?}");
+            let target_side =
+                ["TargetError", "Missing", "UnsupportedStopReason", "ImplicitSwBreakpoints", "Tracepoint"];
+            assert!(
+                !target_side.iter().any(|k| kind.contains(k)),
+                "the session ended on the target's side: {e}"
+            );
+        }
+    });
 }

@@ -70,3 +70,8 @@ fn monitor() {
 fn nettlp() {
     replay("nettlp");
 }
+
+#[test]
+fn protocol() {
+    replay("protocol");
+}

@@ -4,7 +4,7 @@
 use super::conn::{BufferedTcp, console_packet};
 use super::target::{CANNOT_RESUME, DmaTarget};
 use gdbstub::common::Signal;
-use gdbstub::conn::{Connection, ConnectionExt};
+use gdbstub::conn::ConnectionExt;
 use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
 use gdbstub::stub::{DisconnectReason, GdbStub, MultiThreadStopReason};
 use log::{info, warn};
@@ -100,7 +100,7 @@ impl Server {
             .packet_buffer_size(PACKET_SIZE)
             .build()
             .map_err(|e| io::Error::other(format!("cannot start a gdb session: {e}")))?;
-        match stub.run_blocking::<EventLoop>(target) {
+        match stub.run_blocking::<EventLoop<BufferedTcp>>(target) {
             Ok(DisconnectReason::Disconnect) => info!("gdb from {peer} detached"),
             Ok(DisconnectReason::Kill) => {
                 info!("gdb from {peer} sent kill: session ended (the machine is untouched)")
@@ -113,18 +113,22 @@ impl Server {
     }
 }
 
-/// gdbstub's blocking event loop. The target never runs: a resume request is answered at
-/// once with a console message and a stop.
-enum EventLoop {}
+/// gdbstub's blocking event loop over connection `C` (TCP when serving; an in-memory
+/// connection in the protocol fuzz target). The target never runs: a resume request is
+/// answered at once with a console message and a stop.
+pub enum EventLoop<C> {
+    #[doc(hidden)]
+    _Never(std::convert::Infallible, std::marker::PhantomData<C>),
+}
 
-impl BlockingEventLoop for EventLoop {
+impl<C: ConnectionExt<Error = io::Error>> BlockingEventLoop for EventLoop<C> {
     type Target = DmaTarget;
-    type Connection = BufferedTcp;
+    type Connection = C;
     type StopReason = MultiThreadStopReason<u64>;
 
     fn wait_for_stop_reason(
         target: &mut DmaTarget,
-        conn: &mut BufferedTcp,
+        conn: &mut C,
     ) -> Result<Event<Self::StopReason>, WaitForStopReasonError<super::target::FatalError, io::Error>> {
         if target.take_resume_request() {
             conn.write_all(&console_packet(CANNOT_RESUME)).map_err(WaitForStopReasonError::Connection)?;
