@@ -3,7 +3,8 @@
 # at low CPU priority, each with a 10 s per-input timeout and a 2 GiB memory limit. New inputs
 # go to fuzz/corpus/TARGET; a crash, hang or out-of-memory input to fuzz/artifacts/TARGET.
 # Each run's log is fuzz/logs/TARGET.log; the last lines printed are libFuzzer's final stats
-# (wall seconds and executions) for fuzz/RUNS.md.
+# (wall seconds and executions) for fuzz/RUNS.md. A crash input, once fixed, goes into
+# fuzz/corpus/TARGET under a name that says what it found (named files survive --cmin).
 #
 #   tools/fuzz.sh [MINUTES] [TARGET...]      e.g. tools/fuzz.sh 30, or JOBS=2 tools/fuzz.sh 10 nettlp image
 #
@@ -27,6 +28,8 @@ if [ "${1:-}" = "--cmin" ]; then
   [ ${#targets[@]} -gt 0 ] || targets=("${all[@]}")
   for t in "${targets[@]}"; do
     nice -n 15 cargo +nightly fuzz cmin -O "$t" "corpus/$t" -- -timeout=10 -rss_limit_mb=2048 -max_len="$(max_len "$t")"
+    # cmin renames everything to hashes: the named seeds and regression inputs come back.
+    git ls-files "corpus/$t" | grep -vE '/[0-9a-f]{40}$' | xargs -r git checkout --
   done
   exit 0
 fi
