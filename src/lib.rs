@@ -15,6 +15,7 @@
 
 pub mod addr;
 pub mod demo;
+pub mod fuzzing;
 pub mod gdb;
 pub mod linux;
 pub mod mmu;

@@ -41,8 +41,13 @@ const EXTRA_FEATURES: &[u8] = b";qXfer:osdata:read+";
 pub enum SessionError {
     #[error("the connection failed: {0}")]
     Connection(#[source] io::Error),
-    #[error("the gdb protocol session failed: {0}")]
-    Protocol(String),
+    #[error("the gdb protocol session failed: {message}")]
+    Protocol {
+        message: String,
+        /// gdbstub's own name for the failure (its `Debug` form), e.g. `TargetError(..)` or
+        /// `PacketParse(..)`: whether the client or the target ended the session.
+        kind: String,
+    },
 }
 
 impl SessionError {
@@ -57,7 +62,7 @@ impl From<GdbStubError<FatalError, io::Error>> for SessionError {
         if e.is_connection_error() {
             SessionError::Connection(io::Error::new(io::ErrorKind::ConnectionAborted, e.to_string()))
         } else {
-            SessionError::Protocol(e.to_string())
+            SessionError::Protocol { message: e.to_string(), kind: format!("{e:?}") }
         }
     }
 }
@@ -124,10 +129,9 @@ pub fn run<S: Read + Write>(
     target: &mut DmaTarget,
     conn: BufferedConn<S>,
 ) -> Result<DisconnectReason, SessionError> {
-    let stub = GdbStub::builder(conn)
-        .packet_buffer_size(PACKET_SIZE)
-        .build()
-        .map_err(|e| SessionError::Protocol(format!("cannot start a session: {e}")))?;
+    let stub = GdbStub::builder(conn).packet_buffer_size(PACKET_SIZE).build().map_err(|e| {
+        SessionError::Protocol { message: format!("cannot start a session: {e}"), kind: format!("{e:?}") }
+    })?;
     let mut gdb = stub.run_state_machine(target)?;
     let mut framer = Framer::default();
     let mut pending: VecDeque<u8> = VecDeque::new();

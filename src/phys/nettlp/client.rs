@@ -646,7 +646,15 @@ impl NetTlpMem {
         // Requests still out after a failure are abandoned: their late answers fit no request
         // (their identities stay quiet) and are dropped when they come.
         for tag in 0..self.slots.len() {
-            if self.slots[tag].is_some() {
+            if let Some(f) = &self.slots[tag] {
+                // An earlier segment whose read is abandoned is not filled: the error names the
+                // lowest segment that is not whole (every one before it is), with the cause.
+                let segment = chunks[f.chunk].segment;
+                if let Some(e) = failed.as_mut()
+                    && segment < e.index
+                {
+                    e.index = segment;
+                }
                 outcome.abandoned += 1;
                 self.abandon(tag, &chunks);
             }
@@ -980,8 +988,10 @@ impl NetTlpMem {
                 }
                 continue;
             }
-            if failed.is_some() {
-                // Lost with the read anyway: not worth a try, nor the blame.
+            if let Some(e) = failed.as_mut() {
+                // Lost with the read anyway: not worth a try, nor the blame; but its segment is
+                // not filled, so the error may not name a later one.
+                e.index = e.index.min(c.segment);
                 self.abandon(tag, chunks);
                 ended += 1;
                 outcome.abandoned += 1;
