@@ -170,16 +170,12 @@ pub fn run<S: Read + Write>(
                                         }
                                     };
                                 }
-                                if let GdbStubStateMachine::Idle(mut g) = state {
-                                    let conn = g.borrow_conn();
-                                    conn.set_hold(false);
-                                    let held = conn.take_held();
-                                    conn.send(&amend_reply(&held, &extra))
-                                        .map_err(SessionError::Connection)?;
-                                    g.into()
-                                } else {
-                                    state
-                                }
+                                // Whatever state gdbstub is in now, its reply goes out.
+                                let conn = conn_of(&mut state);
+                                conn.set_hold(false);
+                                let held = conn.take_held();
+                                conn.send(&amend_reply(&held, &extra)).map_err(SessionError::Connection)?;
+                                state
                             }
                             Some(Answer::Rewrite(body)) => {
                                 pending.extend(packet(&body));
@@ -219,6 +215,18 @@ pub fn run<S: Read + Write>(
             }
             GdbStubStateMachine::Disconnected(g) => return Ok(g.get_reason()),
         };
+    }
+}
+
+/// The connection, in any state of the session.
+fn conn_of<'a, 's, S: Read + Write>(
+    state: &'s mut GdbStubStateMachine<'a, DmaTarget, BufferedConn<S>>,
+) -> &'s mut BufferedConn<S> {
+    match state {
+        GdbStubStateMachine::Idle(g) => g.borrow_conn(),
+        GdbStubStateMachine::Running(g) => g.borrow_conn(),
+        GdbStubStateMachine::CtrlCInterrupt(g) => g.borrow_conn(),
+        GdbStubStateMachine::Disconnected(g) => g.borrow_conn(),
     }
 }
 
