@@ -9,6 +9,7 @@ use log::{info, warn};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,10 @@ const SILENT_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a new client waits for a session that is ending anyway (its client just closed).
 const SESSION_END_GRACE: Duration = Duration::from_millis(500);
+
+/// Refused clients being told why at once, at most [`MAX_REFUSING`].
+static REFUSING: AtomicUsize = AtomicUsize::new(0);
+const MAX_REFUSING: usize = 8;
 
 /// How long a refused client gets to send its first packet before it is told why.
 const REFUSAL_READ: Duration = Duration::from_secs(2);
@@ -96,7 +101,17 @@ impl Server {
                 };
                 if let Err(why) = make_room(&acceptor_current, peer, takeover_idle) {
                     warn!("refused the client from {peer}: {why}");
-                    std::thread::spawn(move || refuse(stream, &why));
+                    // Telling takes up to two reads' timeouts: a flood of connections gets a
+                    // bounded number of tellers, the rest are closed at once.
+                    if REFUSING.fetch_add(1, Ordering::AcqRel) < MAX_REFUSING {
+                        std::thread::spawn(move || {
+                            refuse(stream, &why);
+                            REFUSING.fetch_sub(1, Ordering::AcqRel);
+                        });
+                    } else {
+                        REFUSING.fetch_sub(1, Ordering::AcqRel);
+                        let _ = stream.shutdown(Shutdown::Both);
+                    }
                     continue;
                 }
                 let conn = match stream.try_clone().and_then(|handle| Ok((handle, BufferedTcp::new(stream)?)))

@@ -280,7 +280,7 @@ fn answer(target: &mut DmaTarget, body: &[u8]) -> Answer {
         return Answer::Rewrite(b"vCont;c".to_vec());
     }
     if body.first() == Some(&b's') && body[1..].iter().all(u8::is_ascii_hexdigit) {
-        return Answer::Rewrite(format!("vCont;s:{:x}", target.resume_stop_thread_peek()).into_bytes());
+        return Answer::Rewrite(format!("vCont;s:{:x}", target.last_stop_thread().get()).into_bytes());
     }
     // lldb's `process kill` wants an exit status; nothing is done to the machine.
     if body == b"k" && target.client() == Client::Lldb {

@@ -370,11 +370,12 @@ impl DmaTarget {
         first.and_then(|t| usize::try_from(t).ok()).and_then(Tid::new).unwrap_or(MACHINE_TID)
     }
 
-    /// The thread a resume request without a thread applies to: that of the last stop.
-    pub fn resume_stop_thread_peek(&mut self) -> usize {
+    /// The thread of the last stop reported after a resume (at first, the first thread): what
+    /// a resume request without a thread applies to, and lldb's memory context.
+    pub fn last_stop_thread(&mut self) -> Tid {
         match self.last_stop_tid {
-            Some(t) => t.get(),
-            None => self.first_thread().get(),
+            Some(t) => t,
+            None => self.first_thread(),
         }
     }
 
@@ -430,10 +431,7 @@ impl DmaTarget {
     fn memory_thread(&mut self, tid: Tid) -> Tid {
         match self.client {
             Client::Gdb => tid,
-            Client::Lldb => match self.last_stop_tid {
-                Some(t) => t,
-                None => self.first_thread(),
-            },
+            Client::Lldb => self.last_stop_thread(),
         }
     }
 
@@ -693,8 +691,8 @@ impl Target for DmaTarget {
         Some(self)
     }
 
-    // gdb would fall back to writing int3 into memory; breakpoints are refused explicitly
-    // (see `SwBreakpoint` below), so this acknowledges the guard rail without using it.
+    // gdb would fall back to writing int3 into memory; breakpoints are accepted and never
+    // inserted (see `SwBreakpoint` below), so this acknowledges the guard rail without using it.
     fn guard_rail_implicit_sw_breakpoints(&self) -> bool {
         true
     }
