@@ -678,15 +678,17 @@ fn free_port() -> Option<u16> {
 fn compare_live_dump(_fx: &Fixture) -> Comparison {
     let mut c = Comparison::new("gdb dump binary memory, 64 MiB, live VM");
     println!("\n== 1b. {} ==", c.title);
-    let missing = dmastub::vm::missing_packages();
+    let missing = dmastub_testkit::vm::missing_packages();
     if !missing.is_empty() {
         c.skip(format!("the live VM needs {} (apt-get install {})", missing.join(", "), missing.join(" ")));
         return c;
     }
-    let opts =
-        dmastub::vm::GuestOptions { cache: dmastub::vm::guest::default_cache_dir(), ..Default::default() };
+    let opts = dmastub_testkit::vm::GuestOptions {
+        cache: dmastub_testkit::vm::guest::default_cache_dir(),
+        ..Default::default()
+    };
     let mut progress = |line: &str| println!("  .. {line}");
-    let files = match dmastub::vm::guest::prepare(&opts, &mut progress) {
+    let files = match dmastub_testkit::vm::guest::prepare(&opts, &mut progress) {
         Ok(f) => f,
         Err(e) => {
             c.skip(format!("cannot prepare the guest: {e}"));
@@ -697,8 +699,8 @@ fn compare_live_dump(_fx: &Fixture) -> Comparison {
         c.skip("no free port for QEMU's gdbstub".into());
         return c;
     };
-    let cfg = dmastub::vm::VmConfig { qemu_gdb_port: Some(qemu_port), ..Default::default() };
-    let mut vm = match dmastub::vm::LiveVm::boot(&files, &cfg, &mut progress) {
+    let cfg = dmastub_testkit::vm::VmConfig { qemu_gdb_port: Some(qemu_port), ..Default::default() };
+    let mut vm = match dmastub_testkit::vm::LiveVm::boot(&files, &cfg, &mut progress) {
         Ok(vm) => vm,
         Err(e) => {
             c.skip(format!("the guest did not boot: {e}"));

@@ -7,9 +7,9 @@
 //! Prints numbers; asserts nothing about time.
 
 use dmastub::gdb::{DmaTarget, Server, bind};
-use dmastub::mmu::builder::PageTableBuilder;
 use dmastub::mmu::{AddressSpace, MmuConfig, Mode, Paging, bits};
 use dmastub::phys::{self, OpenOptions, PhysMem};
+use dmastub::testing::page_tables::PageTableBuilder;
 use dmastub::{PhysAddr, VirtAddr};
 use std::path::{Path, PathBuf};
 

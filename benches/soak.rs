@@ -470,7 +470,7 @@ fn packets(a: &Args, dir: &Path) {
 
 /// The live part's source: a booted guest's RAM file, or a rewritten copy of the fixture.
 enum LiveSource {
-    Guest(Box<dmastub::vm::LiveVm>),
+    Guest(Box<dmastub_testkit::vm::LiveVm>),
     Rewritten { path: PathBuf, stop: Arc<AtomicBool>, writes: Arc<AtomicU64>, _dir: PathBuf },
 }
 
@@ -483,8 +483,8 @@ impl Drop for LiveSource {
     }
 }
 
-fn boot_guest() -> Result<dmastub::vm::LiveVm, String> {
-    use dmastub::vm::{self, GuestOptions, LiveVm, VmConfig};
+fn boot_guest() -> Result<dmastub_testkit::vm::LiveVm, String> {
+    use dmastub_testkit::vm::{self, GuestOptions, LiveVm, VmConfig};
     let missing = vm::missing_packages();
     if !missing.is_empty() {
         return Err(format!("missing packages {missing:?}"));

@@ -1,6 +1,7 @@
 //! The `dmastub` command line: parse, open the memory source, serve or answer.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use dmastub::VirtAddr;
 use dmastub::gdb::monitor::parse_number;
 use dmastub::gdb::{DmaTarget, Server, bind};
 use dmastub::linux::btf::Btf;
@@ -8,11 +9,12 @@ use dmastub::linux::commands::Linux;
 use dmastub::linux::discover::{Hints, discover};
 use dmastub::linux::{profile, symfile};
 use dmastub::mmu::{AddressSpace, MmuConfig, Mode, Paging};
-use dmastub::phys::nettlp::emulator::{Emulator, EmulatorConfig};
 use dmastub::phys::nettlp::wire::RequesterId;
 use dmastub::phys::nettlp::{NetTlpConfig, NetTlpMem};
 use dmastub::phys::{self, Format, OpenOptions, PhysMem, WriteMode};
-use dmastub::{VirtAddr, demo};
+use dmastub_testkit::emulator::{Emulator, EmulatorConfig};
+
+mod demo;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -372,10 +374,10 @@ fn main() -> ExitCode {
         CommandLine::Demo(a) if a.vm => demo::vm::run(&demo::vm::VmDemoOptions {
             nettlp: a.nettlp,
             yes: a.yes,
-            guest: dmastub::vm::GuestOptions {
+            guest: dmastub_testkit::vm::GuestOptions {
                 kernel: a.kernel,
                 busybox: a.busybox,
-                cache: a.cache.unwrap_or_else(dmastub::vm::guest::default_cache_dir),
+                cache: a.cache.unwrap_or_else(dmastub_testkit::vm::guest::default_cache_dir),
             },
             vmlinux: a.vmlinux,
             panic: match a.panic {
@@ -383,7 +385,7 @@ fn main() -> ExitCode {
                 DemoPanic::Sysrq => demo::vm::PanicBy::Sysrq,
             },
         }),
-        CommandLine::Demo(a) => demo::run(&a.listen, !a.no_gdb).map_err(Into::into),
+        CommandLine::Demo(a) => demo::synthetic::run(&a.listen, !a.no_gdb).map_err(Into::into),
         CommandLine::NettlpEmulator(a) => nettlp_emulator(a),
     };
     match result {

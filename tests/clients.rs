@@ -10,7 +10,7 @@
 mod common;
 
 use common::*;
-use dmastub::demo::synthetic_machine;
+use dmastub::testing::synthetic_machine;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -88,7 +88,7 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 /// The synthetic machine served from a raw image through its CR3; the image's bytes.
-fn synthetic(dir: &Scratch, extra: &[&str]) -> (Stub, Vec<u8>, dmastub::demo::SyntheticFacts) {
+fn synthetic(dir: &Scratch, extra: &[&str]) -> (Stub, Vec<u8>, dmastub::testing::SyntheticFacts) {
     let (bytes, facts) = synthetic_machine().expect("build the synthetic machine");
     let raw = dir.0.join("m.raw");
     std::fs::write(&raw, &bytes).unwrap();

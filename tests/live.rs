@@ -13,8 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::BIN;
-use dmastub::demo::session::{DmastubChild, GdbSession};
-use dmastub::vm::{self, GuestOptions, GuestReport, LiveVm, VmConfig};
+use dmastub_testkit::child::{DmastubChild, GdbSession};
+use dmastub_testkit::vm::{self, GuestOptions, GuestReport, LiveVm, VmConfig};
 
 const GDB_TIMEOUT: Duration = Duration::from_secs(120);
 

@@ -9,10 +9,10 @@ mod common;
 
 use common::*;
 use dmastub::PhysAddr;
-use dmastub::phys::nettlp::emulator::{EmulatorConfig, EmulatorHandle};
 use dmastub::phys::nettlp::wire::{self, Completion, CplStatus, RequesterId, Tlp};
 use dmastub::phys::nettlp::{NetTlpConfig, NetTlpMem};
 use dmastub::phys::{self, OpenOptions, PhysError, PhysMem, RamRange, Segment, WriteMode};
+use dmastub_testkit::emulator::{EmulatorConfig, EmulatorHandle};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -172,8 +172,8 @@ fn every_command_is_right_or_a_clear_error_on_every_faulty_link() {
 /// attempt does reach it (the counter counts).
 #[test]
 fn nothing_is_written_over_nettlp_without_allow_write() {
-    use dmastub::phys::nettlp::emulator::{EmulatorConfig, EmulatorHandle};
     use dmastub::phys::{self, OpenOptions, WriteMode};
+    use dmastub_testkit::emulator::{EmulatorConfig, EmulatorHandle};
     let img = image();
     let listen = std::net::Ipv4Addr::new(127, 0, 60, 2);
     let cow = OpenOptions { write: WriteMode::CopyOnWrite, ..OpenOptions::default() };

@@ -5,9 +5,9 @@
 mod common;
 
 use common::*;
-use dmastub::demo::{SyntheticFacts, synthetic_machine};
-use dmastub::mmu::builder::PageTableBuilder;
 use dmastub::mmu::{PageSize, Paging, bits};
+use dmastub::testing::page_tables::PageTableBuilder;
+use dmastub::testing::{SyntheticFacts, synthetic_machine};
 use dmastub::{PhysAddr, VirtAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;

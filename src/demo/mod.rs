@@ -5,11 +5,7 @@
 //!   gdb session reads the running machine, panics it from outside and shows the panic.
 //! - [`synthetic`]: a made-up machine built in memory, for anywhere QEMU is not.
 //!
-//! [`session`] holds what both the VM demo and the live tests drive: a gdb run command by
-//! command, and `dmastub serve` / `nettlp-emulator` as child processes.
+//! Both drive gdb and dmastub as child processes through [`dmastub_testkit::child`].
 
-pub mod session;
 pub mod synthetic;
 pub mod vm;
-
-pub use synthetic::{RAM_BYTES, SyntheticFacts, run, synthetic_machine};

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::session::{DmastubChild, GdbSession};
-use crate::vm::{self, GuestOptions, LiveVm, VmConfig};
+use dmastub_testkit::child::{DmastubChild, GdbSession};
+use dmastub_testkit::vm::{self, GuestOptions, LiveVm, VmConfig};
 
 /// What `dmastub demo --vm` was asked for.
 #[derive(Debug, Clone)]
@@ -49,7 +49,13 @@ pub fn run(opts: &VmDemoOptions) -> Result<(), Box<dyn Error>> {
     let started = Instant::now();
     println!("dmastub demo --vm: a stock Linux kernel under QEMU, read from outside by dmastub");
     ensure_packages(opts.yes)?;
-    vm::cleanup_on_interrupt()?;
+    // On Ctrl-C, SIGTERM or SIGHUP: stop the VM, remove its files, exit 130.
+    ctrlc::set_handler(|| {
+        eprintln!("\ndmastub: interrupted; stopping the VM and removing its files");
+        vm::clean_up_registered();
+        std::process::exit(130);
+    })
+    .map_err(|e| format!("cannot catch Ctrl-C: {e}"))?;
     let mut progress = |line: &str| {
         println!("  .. {line}");
         let _ = io::stdout().flush();

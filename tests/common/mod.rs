@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dmastub");
 
-pub use dmastub::demo::session::DmastubChild;
+pub use dmastub_testkit::child::DmastubChild;
 
 /// The fixture folder `name` (e.g. `linux-6.1-kaslr`), or `None` with a message saying why the
 /// test is skipped.

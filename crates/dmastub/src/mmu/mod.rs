@@ -17,7 +17,6 @@
 //! Page tables come from the target, which may be corrupt or hostile: every walk is bounded by
 //! the paging depth, every cache by a fixed size, and nothing here panics on what it reads.
 
-pub mod builder;
 pub mod cache;
 pub mod space;
 pub mod walk;

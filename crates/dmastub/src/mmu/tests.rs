@@ -1,10 +1,10 @@
 //! Tests of the walk, the caches and `AddressSpace` on page tables built by the builder.
 
-use super::builder::PageTableBuilder;
 use super::walk::DirectReader;
 use super::*;
 use crate::phys::buffer::BufferMem;
 use crate::phys::{PhysMem, RamRange, SourceKind};
+use crate::testing::page_tables::PageTableBuilder;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 

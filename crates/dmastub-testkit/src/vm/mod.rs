@@ -181,11 +181,11 @@ pub struct LiveVm {
     pub boot_time: Duration,
 }
 
-/// Children and files to clean up if the process is interrupted (see [`cleanup_on_interrupt`]).
+/// Children and files to clean up if the process is interrupted (see [`clean_up_registered`]).
 static CLEANUP: Mutex<Vec<(u32, Vec<PathBuf>)>> = Mutex::new(Vec::new());
 
 /// Registers a child process (killed) and files or directories (removed) for
-/// [`cleanup_on_interrupt`]; [`forget`] takes them off again.
+/// [`clean_up_registered`]; [`forget`] takes them off again.
 pub fn register(pid: u32, paths: Vec<PathBuf>) {
     if let Ok(mut list) = CLEANUP.lock() {
         list.push((pid, paths));
@@ -198,22 +198,18 @@ pub fn forget(pid: u32) {
     }
 }
 
-/// On Ctrl-C, SIGTERM or SIGHUP: kill every registered child, remove its files, exit 130.
-pub fn cleanup_on_interrupt() -> Result<(), VmError> {
-    ctrlc::set_handler(|| {
-        eprintln!("\ndmastub: interrupted; stopping the VM and removing its files");
-        if let Ok(list) = CLEANUP.lock() {
-            for (pid, paths) in list.iter() {
-                // SAFETY: kill(2) on a child we spawned; no memory is touched.
-                unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
-                for p in paths {
-                    let _ = if p.is_dir() { fs::remove_dir_all(p) } else { fs::remove_file(p) };
-                }
+/// Kills every registered child and removes its files: what a process that is interrupted
+/// calls before it exits (the application installs the signal handler, not this kit).
+pub fn clean_up_registered() {
+    if let Ok(list) = CLEANUP.lock() {
+        for (pid, paths) in list.iter() {
+            // SAFETY: kill(2) on a child we spawned; no memory is touched.
+            unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
+            for p in paths {
+                let _ = if p.is_dir() { fs::remove_dir_all(p) } else { fs::remove_file(p) };
             }
         }
-        std::process::exit(130);
-    })
-    .map_err(|e| VmError::Msg(format!("cannot catch Ctrl-C: {e}")))
+    }
 }
 
 /// Why one boot attempt failed: the accelerator (retry with TCG), or anything else.

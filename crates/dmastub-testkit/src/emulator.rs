@@ -11,13 +11,13 @@
 //! from the socket of that port. One thread runs everything (edge-triggered `mio` polling), so
 //! there is no locking and requests on all 16 tags are served as they come.
 
-use super::mmsg::{self, RecvBatch};
-use super::wire::{
+use dmastub::PhysAddr;
+use dmastub::phys::nettlp::mmsg::{self, RecvBatch};
+use dmastub::phys::nettlp::wire::{
     self, Completion, CplStatus, MAX_DATAGRAM, MAX_TAGS, MemRequest, PORT_BASE, RequesterId, Tlp,
     port_for_tag,
 };
-use crate::addr::PhysAddr;
-use crate::phys::{PhysMem, find_range};
+use dmastub::phys::{PhysMem, find_range};
 use log::{debug, info, warn};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
@@ -1028,7 +1028,7 @@ impl Drop for EmulatorHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::phys::buffer::BufferMem;
+    use dmastub::phys::buffer::BufferMem;
     use std::net::UdpSocket as StdUdp;
 
     const REQUESTER: RequesterId = RequesterId(0x1b00);
@@ -1383,8 +1383,8 @@ mod tests {
         let bytes = image(0x2000);
         std::fs::write(&path, &bytes).unwrap();
         let opts =
-            crate::phys::OpenOptions { write: crate::phys::WriteMode::CopyOnWrite, ..Default::default() };
-        let mem = crate::phys::open_file(&path, &opts).unwrap();
+            dmastub::phys::OpenOptions { write: dmastub::phys::WriteMode::CopyOnWrite, ..Default::default() };
+        let mem = dmastub::phys::open_file(&path, &opts).unwrap();
         let cfg = EmulatorConfig { listen: ip(5, 10), allow_write: true, ..Default::default() };
         let _emu = EmulatorHandle::spawn(mem, cfg.clone()).unwrap();
         let host = Host::new(ip(5, 9), cfg.listen, 0);

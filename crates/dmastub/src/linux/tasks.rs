@@ -597,8 +597,8 @@ mod tests {
     use super::*;
     use crate::VirtAddr;
     use crate::linux::profile::Profile;
-    use crate::mmu::builder::PageTableBuilder;
     use crate::mmu::{AddressSpace, MmuConfig, PageSize, Paging, bits};
+    use crate::testing::page_tables::PageTableBuilder;
 
     /// A direct map at this base over all of the synthetic machine's memory.
     const DIRECT: u64 = 0xffff_8880_0000_0000;
@@ -769,8 +769,8 @@ mod tests {
 mod thread_tests {
     use super::*;
     use crate::VirtAddr;
-    use crate::mmu::builder::PageTableBuilder;
     use crate::mmu::{AddressSpace, MmuConfig, PageSize, Paging, bits};
+    use crate::testing::page_tables::PageTableBuilder;
 
     const DIRECT: u64 = 0xffff_8880_0000_0000;
 

@@ -956,8 +956,8 @@ mod tests {
     #[test]
     fn crash_notes_in_memory_give_the_registers_of_each_cpu_that_saved_them() {
         use crate::VirtAddr;
-        use crate::mmu::builder::PageTableBuilder;
         use crate::mmu::{AddressSpace, MmuConfig, PageSize, Paging, bits};
+        use crate::testing::page_tables::PageTableBuilder;
         const DIRECT: u64 = 0xffff_8880_0000_0000;
         let mut b = PageTableBuilder::new(Paging::Level4, 8 << 20);
         b.set_table_area((6u64 << 20).into(), (8u64 << 20).into()).unwrap();

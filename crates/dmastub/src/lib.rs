@@ -14,12 +14,14 @@
 //! `gdb → mmu → phys`: nothing points back up.
 
 pub mod addr;
-pub mod demo;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
 pub mod fuzzing;
 pub mod gdb;
 pub mod linux;
 pub mod mmu;
 pub mod phys;
-pub mod vm;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 pub use addr::{PAGE_SIZE, PhysAddr, VirtAddr};

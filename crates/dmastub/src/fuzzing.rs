@@ -182,7 +182,8 @@ fn unpack(src: &Path, name: &str) -> Option<PathBuf> {
 fn images() -> &'static [Image] {
     static IMAGES: OnceLock<Vec<Image>> = OnceLock::new();
     IMAGES.get_or_init(|| {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        // The repository: two levels above this crate.
+        let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
         let mut wanted: Vec<(PathBuf, String)> = ["linux-6.1-la57-trimmed", "linux-6.12.117-la57-trimmed"]
             .iter()
             .map(|d| (root.join("tests/fixtures").join(d).join("post-panic.lime.zst"), format!("{d}.lime")))
@@ -920,7 +921,7 @@ pub fn protocol(data: &[u8]) {
             let mut space = AddressSpace::new(Box::new(Overlay::new(image)), MmuConfig::default());
             let kernel = discover(&mut space, Hints::default()).expect("fuzzing: discovery on the 6.1 image");
             t.push(crate::gdb::DmaTarget::new(space, false, "fuzz").with_linux(Linux::new(kernel)));
-            let (ram, facts) = crate::demo::synthetic::synthetic_machine().expect("the synthetic machine");
+            let (ram, facts) = crate::testing::synthetic::synthetic_machine().expect("the synthetic machine");
             let mut space = AddressSpace::new(
                 Box::new(BufferMem::new("synthetic", ram).writable()),
                 MmuConfig::default(),

@@ -2,7 +2,7 @@
 //! synthetic demo machine.
 //!
 //! ```
-//! use dmastub::mmu::builder::PageTableBuilder;
+//! use dmastub::testing::page_tables::PageTableBuilder;
 //! use dmastub::mmu::{bits, PageSize, Paging};
 //! use dmastub::VirtAddr;
 //!
@@ -14,8 +14,8 @@
 //! # let _ = (cr3, mem);
 //! ```
 
-use super::{Level, MmuConfig, PageSize, Paging, bits};
 use crate::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
+use crate::mmu::{Level, MmuConfig, PageSize, Paging, bits};
 use crate::phys::buffer::BufferMem;
 
 /// Why the builder could not do what was asked (a bug in the caller's layout).

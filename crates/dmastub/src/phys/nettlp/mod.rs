@@ -5,8 +5,7 @@
 //! target's root complex over any other memory source, for tests and demos.
 
 pub mod client;
-pub mod emulator;
-mod mmsg;
+pub mod mmsg;
 pub mod wire;
 
 pub use client::{NetTlpConfig, NetTlpMem, NetTlpStats};
