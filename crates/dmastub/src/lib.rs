@@ -14,6 +14,7 @@
 //! `gdb → mmu → phys`: nothing points back up.
 
 pub mod addr;
+mod bytes;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
