@@ -3,12 +3,12 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dmastub::VirtAddr;
 use dmastub::gdb::monitor::parse_number;
-use dmastub::gdb::{DmaTarget, Server, bind};
+use dmastub::gdb::{DmaTarget, Mode, Server, SessionState, bind};
 use dmastub::linux::btf::Btf;
 use dmastub::linux::commands::Linux;
 use dmastub::linux::discover::{Hints, discover};
 use dmastub::linux::{profile, symfile};
-use dmastub::mmu::{AddressSpace, MmuConfig, Mode, Paging};
+use dmastub::mmu::{AddressSpace, MmuConfig, Paging};
 use dmastub::phys::nettlp::wire::RequesterId;
 use dmastub::phys::nettlp::{NetTlpConfig, NetTlpMem};
 use dmastub::phys::{self, Format, OpenOptions, PhysMem, WriteMode};
@@ -450,10 +450,6 @@ fn serve(a: ServeArgs) -> CliResult {
     let name = mem.name().to_string();
     let description = mem.describe();
     let mut space = AddressSpace::new(mem, mmu_config(&a.mmu));
-    if let Some(cr3) = a.cr3 {
-        space.set_cr3(cr3);
-        space.set_mode(Mode::Virt)?;
-    }
     let linux = if a.linux.no_linux {
         None
     } else {
@@ -494,7 +490,10 @@ fn serve(a: ServeArgs) -> CliResult {
     println!("dmastub: serving {name} ({description}) on {}, {access}", server.local_addr()?);
     println!("dmastub: memory packets address {mode}");
     std::io::stdout().flush()?;
-    let mut target = DmaTarget::new(space, a.allow_write, "--cr3");
+    let mut target = DmaTarget::new(space, a.allow_write);
+    if let Some(cr3) = a.cr3 {
+        target = target.with_cr3(cr3, "--cr3");
+    }
     if let Some(l) = linux {
         target = target.with_linux(l);
     }
@@ -505,9 +504,10 @@ fn serve(a: ServeArgs) -> CliResult {
 fn read(a: ReadArgs) -> CliResult {
     let mem = open_source(&a.source, WriteMode::ReadOnly)?;
     let mut space = AddressSpace::new(mem, mmu_config(&a.mmu));
+    let mut state = SessionState::new();
     if let Some(cr3) = a.cr3 {
-        space.set_cr3(cr3);
-        space.set_mode(Mode::Virt)?;
+        state.set_cr3(cr3);
+        state.set_mode(Mode::Virt)?;
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut buf = vec![0u8; 64 * 1024];
@@ -516,7 +516,7 @@ fn read(a: ReadArgs) -> CliResult {
         let n = (a.len - done).min(buf.len() as u64) as usize;
         let addr = a.addr.wrapping_add(done);
         let chunk = &mut buf[..n];
-        let got = match space.read(addr, chunk) {
+        let got = match state.read(&mut space, addr, chunk) {
             Ok(got) => got,
             Err(e) => {
                 out.flush()?;
@@ -532,7 +532,8 @@ fn read(a: ReadArgs) -> CliResult {
         if got < n {
             out.flush()?;
             let addr = a.addr.wrapping_add(done);
-            let why = space.read(addr, &mut [0u8; 1]).err().map(|e| e.to_string()).unwrap_or_default();
+            let why =
+                state.read(&mut space, addr, &mut [0u8; 1]).err().map(|e| e.to_string()).unwrap_or_default();
             return Err(format!("stopped after {done:#x} bytes: {why}").into());
         }
     }
@@ -572,8 +573,7 @@ fn hexdump(out: &mut impl Write, start: u64, bytes: &[u8]) -> std::io::Result<()
 fn vtop(a: VtopArgs) -> CliResult {
     let mem = open_source(&a.source, WriteMode::ReadOnly)?;
     let mut space = AddressSpace::new(mem, mmu_config(&a.mmu));
-    space.set_cr3(a.cr3);
-    let walk = space.vtop(VirtAddr(a.addr));
+    let walk = space.vtop_in(a.cr3, VirtAddr(a.addr));
     println!("{walk}");
     if walk.result.is_err() {
         return Err(format!("virt {:#x} does not translate under CR3 {:#x}", a.addr, a.cr3).into());

@@ -7,7 +7,9 @@ pub mod monitor;
 pub mod osdata;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod target;
 
 pub use server::{Server, bind};
+pub use state::{Mode, SessionState};
 pub use target::DmaTarget;

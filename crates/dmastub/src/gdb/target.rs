@@ -6,11 +6,12 @@
 
 use super::arch::{DmaRegId, DmaRegs, X86_64System, reg_name, regnum};
 use super::monitor::{self, Command, LinuxCommand};
+use super::state::{Mode, SessionState};
 use crate::addr::VirtAddr;
 use crate::linux::Symbols;
 use crate::linux::commands::Linux;
 use crate::linux::threads::{self, ThreadList};
-use crate::mmu::{AddressSpace, MemError, Mode};
+use crate::mmu::{AddressSpace, MemError};
 use gdbstub::common::Pid;
 use gdbstub::common::{Signal, Tid};
 use gdbstub::target::ext::base::BaseOps;
@@ -54,16 +55,6 @@ pub enum Client {
     Lldb,
 }
 
-/// The session state a new client starts from: what the server was started with.
-#[derive(Clone, Debug)]
-struct InitialState {
-    mode: Mode,
-    cr3: Option<u64>,
-    cr3_origin: String,
-    cr3_pinned: bool,
-    task_context: bool,
-}
-
 /// A breakpoint or watchpoint gdb asked for: accepted, never hit (the CPUs are not ours).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stopper {
@@ -87,21 +78,11 @@ pub struct DmaTarget {
     /// The kernel found in memory, when there is one.
     linux: Option<Linux>,
     allow_write: bool,
-    cr3_origin: String,
+    /// Mode, active CR3 and selected thread of the session being served.
+    state: SessionState,
     resume_requested: bool,
     /// Every task as a thread, read once per stop (see [`DmaTarget::on_stop`]).
     threads: Option<ThreadList>,
-    /// The thread whose registers or memory gdb last read, in whose context memory packets are
-    /// read: selecting another one (`Hg`, gdb's `thread N`) switches to its process's page
-    /// tables.
-    context_tid: Option<Tid>,
-    /// Whether the user chose the active CR3 (`--cr3`, `monitor switch`, `set-cr3`, `set $cr3`):
-    /// gdb's first thread selection of a session then leaves it in place.
-    cr3_pinned: bool,
-    /// Whether the active CR3 is a task's own (its thread selected, or `monitor switch PID`):
-    /// kernel addresses are then read through the kernel's tables, which map the kernel half
-    /// the same in every process, so that a change of process costs no page-table reads.
-    task_context: bool,
     /// Kernel text (`_stext`..`_etext`), and its pages read this stop: gdb reads the byte at
     /// each thread's pc twice when it lists threads, and most threads sleep at the same pc.
     text: Option<(u64, u64)>,
@@ -110,7 +91,7 @@ pub struct DmaTarget {
     text_pages: HashMap<u64, Box<[u8]>>,
     text_generation: u64,
     /// The state every session starts from, taken when the first client connects.
-    initial: Option<InitialState>,
+    initial: Option<SessionState>,
     client: Client,
     /// Whether gdb uses `target extended-remote` (it sent `!`).
     extended: bool,
@@ -148,20 +129,16 @@ const MACHINE_TID: Tid = match Tid::new(1) {
 };
 
 impl DmaTarget {
-    /// A target over `space`. Memory writes are refused unless `allow_write`. `cr3_origin`
-    /// says where the CR3 already set in `space` came from (`monitor cr3` shows it).
-    pub fn new(space: AddressSpace, allow_write: bool, cr3_origin: &str) -> Self {
-        let space_has_cr3 = space.cr3().is_some();
+    /// A target over `space`, in physical mode until a CR3 is given ([`Self::with_cr3`],
+    /// [`Self::with_linux`]). Memory writes are refused unless `allow_write`.
+    pub fn new(space: AddressSpace, allow_write: bool) -> Self {
         Self {
             space,
             linux: None,
             allow_write,
-            cr3_origin: cr3_origin.to_string(),
+            state: SessionState::new(),
             resume_requested: false,
             threads: None,
-            context_tid: None,
-            cr3_pinned: space_has_cr3,
-            task_context: false,
             text: None,
             text_pages: HashMap::new(),
             text_generation: 0,
@@ -184,7 +161,7 @@ impl DmaTarget {
             found => format!("the kernel's page tables, from {found}"),
         };
         self.activate(linux.kernel.cr3.value, &origin);
-        self.cr3_pinned = origin == "--cr3";
+        self.state.cr3_pinned = origin == "--cr3";
         let sym = |n: &str| linux.kernel.symbols.address(n);
         self.text = match (sym("_stext").or(sym("_text")), sym("_etext")) {
             (Some(lo), Some(hi)) if lo < hi && hi - lo < 1 << 30 => Some((lo, hi)),
@@ -194,26 +171,42 @@ impl DmaTarget {
         self
     }
 
+    /// Makes `cr3` the active page-table root, chosen by the user, and memory packets virtual;
+    /// `origin` says who chose it (`monitor cr3` shows it).
+    pub fn with_cr3(mut self, cr3: u64, origin: &str) -> Self {
+        self.activate(cr3, origin);
+        self
+    }
+
+    /// The kernel found in memory, when there is one.
     pub fn linux(&self) -> Option<&Linux> {
         self.linux.as_ref()
     }
 
     /// Makes `cr3` the active page-table root; `origin` says who set it (`monitor cr3` shows it).
     pub fn set_cr3(&mut self, cr3: u64, origin: &str) {
-        self.space.set_cr3(cr3);
-        self.cr3_origin = origin.to_string();
-        self.cr3_pinned = true;
-        self.task_context = false;
+        self.state.set_cr3(cr3);
+        self.state.cr3_origin = origin.to_string();
+        self.state.cr3_pinned = true;
+        self.state.task_context = false;
     }
 
+    /// The session's mode, active CR3 and selected thread.
+    pub fn state(&self) -> &SessionState {
+        &self.state
+    }
+
+    /// The address space memory is read through.
     pub fn space(&self) -> &AddressSpace {
         &self.space
     }
 
+    /// The address space memory is read through, to change its settings or its source.
     pub fn space_mut(&mut self) -> &mut AddressSpace {
         &mut self.space
     }
 
+    /// Whether gdb's memory writes are carried out.
     pub fn allow_write(&self) -> bool {
         self.allow_write
     }
@@ -255,28 +248,13 @@ impl DmaTarget {
     pub fn on_connect(&mut self) {
         match &self.initial {
             None => {
-                self.initial = Some(InitialState {
-                    mode: self.space.mode(),
-                    cr3: self.space.cr3(),
-                    cr3_origin: self.cr3_origin.clone(),
-                    cr3_pinned: self.cr3_pinned,
-                    task_context: self.task_context,
-                })
+                let mut init = self.state.clone();
+                init.selected = None;
+                self.initial = Some(init);
             }
-            Some(init) => {
-                let init = init.clone();
-                match init.cr3 {
-                    Some(cr3) => self.space.set_cr3(cr3),
-                    None => self.space.clear_cr3(),
-                }
-                // Cannot fail: virtual mode was in force with this CR3 before.
-                let _ = self.space.set_mode(init.mode);
-                self.cr3_origin = init.cr3_origin;
-                self.cr3_pinned = init.cr3_pinned;
-                self.task_context = init.task_context;
-            }
+            Some(init) => self.state = init.clone(),
         }
-        self.context_tid = None;
+        self.state.selected = None;
         self.resume_requested = false;
         self.client = Client::Gdb;
         self.extended = false;
@@ -288,6 +266,7 @@ impl DmaTarget {
         self.on_stop();
     }
 
+    /// Records which client is attached (from what it sent).
     pub fn set_client(&mut self, client: Client) {
         if client != self.client {
             debug!("the client is {client:?}");
@@ -295,6 +274,7 @@ impl DmaTarget {
         self.client = client;
     }
 
+    /// Which client is attached.
     pub fn client(&self) -> Client {
         self.client
     }
@@ -358,7 +338,7 @@ impl DmaTarget {
     /// The thread a stop is reported in: the one whose context memory is read in, so that gdb
     /// stays on it.
     pub fn stop_thread(&mut self) -> Tid {
-        match self.context_tid {
+        match self.state.selected {
             Some(tid) => tid,
             None => self.first_thread(),
         }
@@ -397,22 +377,22 @@ impl DmaTarget {
     /// `monitor bt` means; until gdb selects another thread, `monitor switch` and `set $cr3`
     /// still decide. A CR3 the user chose before the session's first selection stays.
     fn follow_thread(&mut self, tid: Tid) {
-        if self.context_tid == Some(tid) {
+        if self.state.selected == Some(tid) {
             return;
         }
-        let first = self.context_tid.is_none();
-        self.context_tid = Some(tid);
-        if first && self.cr3_pinned {
+        let first = self.state.selected.is_none();
+        self.state.selected = Some(tid);
+        if first && self.state.cr3_pinned {
             return;
         }
         let Some(t) = self.threads().get(tid.get() as u64) else { return };
         let (cr3, origin) = (t.cr3, format!("thread {} (pid {} {})", t.tid, t.task.pid, t.task.comm));
-        if self.space.cr3() != Some(cr3) || self.space.mode() != Mode::Virt {
+        if self.state.cr3() != Some(cr3) || self.state.mode() != Mode::Virt {
             debug!("memory now read as {origin}, CR3 {cr3:#x}");
         }
         self.activate(cr3, &origin);
-        self.cr3_pinned = false;
-        self.task_context = true;
+        self.state.cr3_pinned = false;
+        self.state.task_context = true;
     }
 
     /// A register read of thread `tid` selects it for gdb, which reads registers when the user
@@ -446,17 +426,17 @@ impl DmaTarget {
     /// `text_pages` for the two shortcuts.
     fn read_memory(&mut self, start: u64, data: &mut [u8]) -> Result<usize, MemError> {
         let kernel_cr3 = self.linux.as_ref().map(|l| l.kernel.cr3.value);
-        if self.space.mode() == Mode::Virt
+        if self.state.mode() == Mode::Virt
             && let Some(kernel_cr3) = kernel_cr3
         {
             if let Some(n) = self.read_text(kernel_cr3, start, data) {
                 return Ok(n);
             }
-            if self.task_context && start >> 63 == 1 {
+            if self.state.task_context && start >> 63 == 1 {
                 return self.space.read_in(kernel_cr3, start, data);
             }
         }
-        self.space.read(start, data)
+        self.state.read(&mut self.space, start, data)
     }
 
     /// `data` from kernel text, when all of it lies there and its pages can be read whole.
@@ -506,7 +486,7 @@ impl DmaTarget {
     /// instruction.
     fn registers(&mut self, tid: Tid) -> DmaRegs {
         let mut regs = DmaRegs::unknown();
-        let active = self.space.cr3();
+        let active = self.state.cr3();
         let list = self.threads();
         let first = list.threads.first().map(|t| t.tid);
         match list.get(tid.get() as u64) {
@@ -536,13 +516,13 @@ impl DmaTarget {
             Command::Help => monitor::help_text(),
             Command::Phys => {
                 // Setting phys mode cannot fail.
-                let _ = self.space.set_mode(Mode::Phys);
+                let _ = self.state.set_mode(Mode::Phys);
                 "memory packets now address physical memory\n".to_string()
             }
-            Command::Virt => match self.space.set_mode(Mode::Virt) {
+            Command::Virt => match self.state.set_mode(Mode::Virt) {
                 Ok(()) => format!(
                     "memory packets now address virtual memory through CR3 {:#x}\n",
-                    self.space.cr3().unwrap_or_default()
+                    self.state.cr3().unwrap_or_default()
                 ),
                 Err(_) => "no CR3 is known: give one with 'monitor set-cr3 ADDR' (or start with --cr3)\n"
                     .to_string(),
@@ -550,7 +530,7 @@ impl DmaTarget {
             Command::SetCr3(cr3) => {
                 self.set_cr3(cr3, "monitor set-cr3");
                 let mut s = format!("active CR3 = {cr3:#x}");
-                if self.space.mode() == Mode::Phys {
+                if self.state.mode() == Mode::Phys {
                     s.push_str(" (memory packets still address physical memory: 'monitor virt' to use it)");
                 }
                 // gdb caches registers until the next stop; it cannot be told from here.
@@ -563,11 +543,11 @@ impl DmaTarget {
                 "dropped cached page-table pages and translations\n".to_string()
             }
             Command::Vtop(virt) => {
-                if self.space.cr3().is_none() {
+                if self.state.cr3().is_none() {
                     return "no CR3 is known: give one with 'monitor set-cr3 ADDR' (or start with --cr3)\n"
                         .to_string();
                 }
-                format!("{}\n", self.space.vtop(VirtAddr(virt)))
+                format!("{}\n", self.state.vtop(&mut self.space, VirtAddr(virt)))
             }
             Command::QemuInfo(what) => {
                 info!(
@@ -614,7 +594,7 @@ impl DmaTarget {
                 let pid = i32::try_from(pid).map_err(|_| format!("{pid} is not a PID"))?;
                 let sw = linux.task_cr3(&mut self.space, pid)?;
                 self.activate(sw.cr3, &format!("monitor switch {} ({})", sw.pid, sw.comm));
-                self.task_context = true;
+                self.state.task_context = true;
                 let tid = threads::thread_id(sw.pid, None);
                 Ok(format!(
                     "active CR3 = {:#x}: the address space of pid {} ({}); kernel addresses still map\n\
@@ -645,18 +625,18 @@ impl DmaTarget {
     fn activate(&mut self, cr3: u64, origin: &str) {
         self.set_cr3(cr3, origin);
         // Cannot fail: a CR3 is set.
-        let _ = self.space.set_mode(Mode::Virt);
+        let _ = self.state.set_mode(Mode::Virt);
     }
 
     fn describe_cr3(&self) -> String {
-        let mode = match self.space.mode() {
+        let mode = match self.state.mode() {
             Mode::Phys => "phys",
             Mode::Virt => "virt",
         };
-        match self.space.cr3() {
+        match self.state.cr3() {
             Some(cr3) => format!(
                 "CR3 {cr3:#x} ({}), {}-level paging, memory packets in {mode} mode\n",
-                self.cr3_origin,
+                self.state.cr3_origin,
                 self.space.paging().levels()
             ),
             None => format!(
@@ -709,7 +689,7 @@ impl MultiThreadBase for DmaTarget {
         // gdb sends the whole set (`G`) only when it cannot write one register: honour a new
         // CR3 and nothing else.
         match regs.values[regnum::CR3] {
-            Some(cr3) if Some(cr3) != self.space.cr3() => {
+            Some(cr3) if Some(cr3) != self.state.cr3() => {
                 self.set_cr3(cr3, "set $cr3");
                 Ok(())
             }
@@ -774,7 +754,7 @@ impl MultiThreadBase for DmaTarget {
             );
             return Err(TargetError::NonFatal);
         }
-        self.space.write(start, data).map_err(|e| {
+        self.state.write(&mut self.space, start, data).map_err(|e| {
             warn!("write {start:#x} (+{:#x}): {e}", data.len());
             TargetError::NonFatal
         })

@@ -24,7 +24,7 @@ pub mod walk;
 #[cfg(test)]
 mod tests;
 
-pub use space::{AddressSpace, IDLE_FLUSH, MAX_BURST, MemError, MmuStats, Mode};
+pub use space::{AddressSpace, IDLE_FLUSH, MAX_BURST, MemError, MmuStats};
 pub use walk::{Translation, WalkStep, WalkTrace, walk, walk_trace};
 
 use crate::addr::{PhysAddr, VirtAddr};

@@ -58,13 +58,53 @@ fn walk_mem(
     walk(&mut DirectReader::new(mem), config, cr3, VirtAddr(virt), None)
 }
 
-fn space(b: PageTableBuilder) -> AddressSpace {
+/// An address space read in one root, as a debugger in virtual mode reads it.
+struct Rooted {
+    s: AddressSpace,
+    cr3: u64,
+}
+
+impl Rooted {
+    fn new(s: AddressSpace, cr3: u64) -> Self {
+        Self { s, cr3 }
+    }
+    fn cr3(&self) -> Option<u64> {
+        Some(self.cr3)
+    }
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, MemError> {
+        self.s.read_in(self.cr3, addr, buf)
+    }
+    fn read_virt(&mut self, virt: VirtAddr, buf: &mut [u8]) -> Result<(), MemError> {
+        self.s.read_virt_in(self.cr3, virt, buf)
+    }
+    fn translate(&mut self, virt: VirtAddr) -> Result<Translation, TranslateError> {
+        self.s.translate_in(self.cr3, virt)
+    }
+    fn vtop(&mut self, virt: VirtAddr) -> WalkTrace {
+        self.s.vtop_in(self.cr3, virt)
+    }
+    fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        self.s.write_virt_in(self.cr3, VirtAddr(addr), data)
+    }
+}
+
+impl std::ops::Deref for Rooted {
+    type Target = AddressSpace;
+    fn deref(&self) -> &AddressSpace {
+        &self.s
+    }
+}
+
+impl std::ops::DerefMut for Rooted {
+    fn deref_mut(&mut self) -> &mut AddressSpace {
+        &mut self.s
+    }
+}
+
+fn space(b: PageTableBuilder) -> Rooted {
     let paging = b.paging();
     let cr3 = b.root();
-    let mut s = AddressSpace::new(Box::new(b.into_mem("test")), MmuConfig::new(paging));
-    s.set_cr3(cr3);
-    s.set_mode(Mode::Virt).unwrap();
-    s
+    Rooted::new(AddressSpace::new(Box::new(b.into_mem("test")), MmuConfig::new(paging)), cr3)
 }
 
 /// Memory whose every byte says where it is: the byte at phys `p` is `p` mixed down to 8 bits.
@@ -261,8 +301,7 @@ fn self_referencing_tables_terminate() {
     assert!(tr.steps.iter().all(|s| s.entry_addr == PhysAddr(root + 510 * 8)));
 
     // Through an AddressSpace: reading the recursive mapping returns the PML4's own bytes.
-    let mut s = AddressSpace::new(Box::new(m), cfg);
-    s.set_cr3(cr3);
+    let mut s = Rooted::new(AddressSpace::new(Box::new(m), cfg), cr3);
     let mut e = [0u8; 8];
     s.read_virt(VirtAddr(recursive(510, 510, 510, 510) + 510 * 8), &mut e).unwrap();
     assert_eq!(u64::from_le_bytes(e), root | bits::PRESENT | W);
@@ -319,26 +358,7 @@ fn vtop_trace_reads_fresh_and_prints_every_level() {
     assert_eq!(text.lines().count(), 6, "{text}");
     let tr = s.vtop(VirtAddr(0xffff_ffff_8120_0000)).to_string();
     assert!(tr.contains("PD[9]     entry at phys 0x0000007fd048 = 0x0000000000000000  not present"), "{tr}");
-
-    let mut no_cr3 = AddressSpace::new(Box::new(BufferMem::new("x", vec![0; 4096])), MmuConfig::default());
-    let tr = no_cr3.vtop(VirtAddr(0x1000));
-    assert_eq!(tr.result, Err(TranslateError::NoCr3));
-    assert!(tr.to_string().contains("no page-table root"), "{tr}");
-}
-
-#[test]
-fn no_cr3_means_no_virtual_mode() {
-    let mut s = AddressSpace::new(Box::new(BufferMem::new("x", vec![1; 8192])), MmuConfig::default());
-    assert_eq!(s.mode(), Mode::Phys);
-    assert_eq!(s.set_mode(Mode::Virt), Err(TranslateError::NoCr3));
-    assert_eq!(s.translate(VirtAddr(0)), Err(TranslateError::NoCr3));
-    let mut buf = [0u8; 4];
-    assert_eq!(s.read_virt(VirtAddr(0), &mut buf), Err(MemError::Translate(TranslateError::NoCr3)));
-    assert_eq!(s.read(0, &mut buf), Ok(4));
-    s.set_cr3(0x1000);
-    assert_eq!(s.mode(), Mode::Phys, "setting CR3 leaves the mode alone");
-    s.set_mode(Mode::Virt).unwrap();
-    assert_eq!(s.cr3(), Some(0x1000));
+    // Without a CR3: see gdb::state's tests (the debugger's state decides the root).
 }
 
 #[test]
@@ -401,13 +421,15 @@ fn partial_reads_stop_at_the_first_bad_byte() {
     assert!(e.to_string().contains("0x40000010"), "{e}");
     assert_eq!(s.read(v, &mut []), Ok(0));
 
-    // Physical mode: a read running off the end of RAM returns what is inside.
-    s.set_mode(Mode::Phys).unwrap();
+    // Physical reads: one running off the end of RAM returns what is inside.
     let end = 2 * MIB;
     let mut buf = vec![0u8; 0x100];
-    assert_eq!(s.read(end - 0x10, &mut buf), Ok(0x10));
-    assert!(matches!(s.read(end, &mut buf), Err(MemError::Phys(PhysError::NotRam { .. }))));
-    assert!(matches!(s.read(u64::MAX - 3, &mut buf), Err(MemError::Phys(_))));
+    assert_eq!(s.read_phys_partial(PhysAddr(end - 0x10), &mut buf), Ok(0x10));
+    assert!(matches!(
+        s.read_phys_partial(PhysAddr(end), &mut buf),
+        Err(MemError::Phys(PhysError::NotRam { .. }))
+    ));
+    assert!(matches!(s.read_phys_partial(PhysAddr(u64::MAX - 3), &mut buf), Err(MemError::Phys(_))));
     assert!(s.read_phys(PhysAddr(end - 0x10), &mut buf).is_err());
 }
 
@@ -418,10 +440,10 @@ fn phys_reads_span_adjacent_ram_ranges() {
     m.add_range(PhysAddr(0x3000), vec![3; 0x1000]);
     let mut s = AddressSpace::new(Box::new(m), MmuConfig::default());
     let mut buf = vec![0u8; 0x3000];
-    assert_eq!(s.read(0x800, &mut buf), Ok(0x1800));
+    assert_eq!(s.read_phys_partial(PhysAddr(0x800), &mut buf), Ok(0x1800));
     assert_eq!(buf[0x7ff], 1);
     assert_eq!(buf[0x800], 2);
-    assert!(s.read(0x2000, &mut buf).is_err());
+    assert!(s.read_phys_partial(PhysAddr(0x2000), &mut buf).is_err());
 }
 
 #[test]
@@ -456,12 +478,10 @@ fn cache_64m_of_4k_pages_costs_one_read_per_page() {
     let pages = 64 * MIB / 4096;
     let cr3 = b.root();
     let (probe, reads) = Probe::new(b.into_mem("t"), false);
-    let mut s = AddressSpace::new(Box::new(probe), MmuConfig::new(Paging::Level4));
-    s.set_cr3(cr3);
-    s.set_mode(Mode::Virt).unwrap();
+    let mut s = Rooted::new(AddressSpace::new(Box::new(probe), MmuConfig::new(Paging::Level4)), cr3);
     let mut buf = vec![0u8; 64 * 1024];
 
-    let mut dump = |s: &mut AddressSpace| {
+    let mut dump = |s: &mut Rooted| {
         for chunk in 0..(64 * MIB / buf.len() as u64) {
             let a = v + chunk * buf.len() as u64;
             assert_eq!(s.read(a, &mut buf), Ok(buf.len()));
@@ -535,7 +555,7 @@ fn cache_gdb_sized_requests_and_large_pages() {
 }
 
 /// A two-page mapping whose PT entry the test can retarget from outside the `AddressSpace`.
-fn remappable(volatile: bool) -> (AddressSpace, u64, PhysAddr) {
+fn remappable(volatile: bool) -> (Rooted, u64, PhysAddr) {
     let mut b = PageTableBuilder::new(Paging::Level4, 2 * MIB as usize);
     let v = 0x5555_0000_0000u64;
     b.map(VirtAddr(v), PhysAddr(0x1000), PageSize::Size4K, W).unwrap();
@@ -544,13 +564,11 @@ fn remappable(volatile: bool) -> (AddressSpace, u64, PhysAddr) {
     let pte = b.entry_addr(VirtAddr(v), Level::Pt).unwrap();
     let cr3 = b.root();
     let (probe, _) = Probe::new(b.into_mem("live").writable(), volatile);
-    let mut s = AddressSpace::new(Box::new(probe), MmuConfig::default());
-    s.set_cr3(cr3);
-    s.set_mode(Mode::Virt).unwrap();
+    let s = Rooted::new(AddressSpace::new(Box::new(probe), MmuConfig::default()), cr3);
     (s, v, pte)
 }
 
-fn read8(s: &mut AddressSpace, v: u64) -> [u8; 8] {
+fn read8(s: &mut Rooted, v: u64) -> [u8; 8] {
     let mut b = [0u8; 8];
     assert_eq!(s.read(v, &mut b), Ok(8));
     b
@@ -596,9 +614,7 @@ fn writes_go_through_the_source_and_invalidate() {
     s.write(v + 4, b"NEW!").unwrap();
     assert_eq!(&read8(&mut s, v), b"old NEW!");
     // Writing a page-table entry through the space takes effect at once.
-    s.set_mode(Mode::Phys).unwrap();
-    s.write(pte.0, &(0x2000 | bits::PRESENT | W).to_le_bytes()).unwrap();
-    s.set_mode(Mode::Virt).unwrap();
+    s.write_phys(pte, &(0x2000 | bits::PRESENT | W).to_le_bytes()).unwrap();
     assert_eq!(&read8(&mut s, v), b"new page");
     // A write that crosses into an unmapped page writes nothing.
     assert!(s.write(v + 0xffc, b"12345678").is_err());
@@ -658,18 +674,18 @@ fn garbage_tables_never_panic() {
     for paging in [Paging::Level4, Paging::Level5] {
         for phys_bits in [52, 46, 12, 0, 255] {
             let cfg = MmuConfig { paging, phys_bits };
-            let mut s = AddressSpace::new(Box::new(BufferMem::new("junk", bytes.clone())), cfg);
+            let mut s =
+                Rooted::new(AddressSpace::new(Box::new(BufferMem::new("junk", bytes.clone())), cfg), 0);
             let mut buf = vec![0u8; 0x3000];
             let mut translated = 0;
             for i in 0..2000 {
-                s.set_cr3(if i % 8 == 0 { rnd() } else { rnd() & 0x3_ffff });
+                s.cr3 = if i % 8 == 0 { rnd() } else { rnd() & 0x3_ffff };
                 // Mostly canonical addresses, so walks get past the check.
                 let shift = 64 - u32::from(paging.va_bits());
                 let v = if i % 8 == 0 { rnd() } else { (((rnd() << shift) as i64) >> shift) as u64 };
                 translated += usize::from(s.translate(VirtAddr(v)).is_ok());
                 let _ = s.read_virt(VirtAddr(v), &mut buf[..(v as usize & 0x1fff) + 1]);
                 let _ = s.vtop(VirtAddr(v)).to_string();
-                s.set_mode(Mode::Virt).unwrap();
                 let _ = s.read(v, &mut buf);
             }
             assert!(translated > 100, "walks reached the leaves: {translated}");
