@@ -491,7 +491,7 @@ impl DmaTarget {
         let first = list.threads.first().map(|t| t.tid);
         match list.get(tid.get() as u64) {
             Some(t) => {
-                regs.values[..threads::REG_COUNT].copy_from_slice(&t.regs.0);
+                regs = DmaRegs::of_task(&t.regs);
                 // gdb cannot attach when the first thread has no pc, and threads are ordered so
                 // that it has one whenever any thread has: otherwise it reads 0, as without tasks.
                 if first == Some(t.tid) && t.regs.pc().is_none() {
