@@ -40,7 +40,8 @@ pub(crate) fn read(a: ReadArgs) -> CliResult {
         if got < n {
             out.flush()?;
             let addr = a.addr.wrapping_add(done);
-            let why = state.read(&mut space, addr, &mut [0u8; 1]).err().map(|e| e.to_string()).unwrap_or_default();
+            let why =
+                state.read(&mut space, addr, &mut [0u8; 1]).err().map(|e| e.to_string()).unwrap_or_default();
             return Err(format!("stopped after {done:#x} bytes: {why}").into());
         }
     }
