@@ -5,6 +5,8 @@
 //! ends it.
 
 use super::arch::{DmaRegId, DmaRegs, X86_64System, reg_name, regnum};
+pub use super::error::FatalError;
+use super::error::{CommandError, RequestError};
 use super::monitor::{self, Command, LinuxCommand};
 use super::state::{Mode, SessionState};
 use crate::addr::VirtAddr;
@@ -34,13 +36,6 @@ use gdbstub::target::{Target, TargetError, TargetResult};
 use log::{debug, info, warn};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-
-/// An error that ends the gdb session (the server keeps listening for the next one).
-#[derive(Debug, thiserror::Error)]
-pub enum FatalError {
-    #[error("memory source failed: {0}")]
-    Source(String),
-}
 
 /// What gdb is told when it tries to run the machine.
 pub const CANNOT_RESUME: &str = "dmastub: memory only: this target's CPUs cannot be continued or stepped: \
@@ -107,10 +102,6 @@ pub struct DmaTarget {
     /// Whether lldb's first `p` (its probe of `p` support) was answered.
     lldb_probed_p: bool,
 }
-
-/// What a Linux command answers without a kernel.
-const NO_LINUX: &str =
-    "no Linux kernel was found in this memory (see the server's log); this command needs one";
 
 /// A memory reply is sent with what was read once this much time has passed: well within gdb's
 /// default remote timeout of 2 s.
@@ -575,15 +566,17 @@ impl DmaTarget {
         }
     }
 
-    fn run_linux_command(&mut self, cmd: LinuxCommand) -> Result<String, String> {
+    fn run_linux_command(&mut self, cmd: LinuxCommand) -> Result<String, CommandError> {
         let Some(linux) = &self.linux else {
-            return Err(NO_LINUX.to_string());
+            return Err(CommandError::NoLinux);
         };
         match cmd {
-            LinuxCommand::Ps { threads } => linux.ps(&mut self.space, threads),
+            LinuxCommand::Ps { threads } => linux.ps(&mut self.space, threads).map_err(CommandError::linux),
             LinuxCommand::Threads => Ok(threads::render(self.threads())),
             LinuxCommand::Kernel => Ok(linux.kernel.report()),
-            LinuxCommand::Dmesg(n) => linux.dmesg(&mut self.space, n.map(|n| n as usize)),
+            LinuxCommand::Dmesg(n) => {
+                linux.dmesg(&mut self.space, n.map(|n| n as usize)).map_err(CommandError::linux)
+            }
             LinuxCommand::Switch(None) => {
                 let cr3 = linux.kernel.cr3.value;
                 self.activate(cr3, "monitor switch kernel");
@@ -591,8 +584,8 @@ impl DmaTarget {
             }
             LinuxCommand::Bt(pid) => self.backtrace(pid),
             LinuxCommand::Switch(Some(pid)) => {
-                let pid = i32::try_from(pid).map_err(|_| format!("{pid} is not a PID"))?;
-                let sw = linux.task_cr3(&mut self.space, pid)?;
+                let pid = i32::try_from(pid).map_err(|_| CommandError::NotAPid(pid))?;
+                let sw = linux.task_cr3(&mut self.space, pid).map_err(CommandError::linux)?;
                 self.activate(sw.cr3, &format!("monitor switch {} ({})", sw.pid, sw.comm));
                 self.state.task_context = true;
                 let tid = threads::thread_id(sw.pid, None);
@@ -606,17 +599,15 @@ impl DmaTarget {
     }
 
     /// `monitor bt [PID]`: the backtrace of task PID, or of the thread gdb has selected.
-    fn backtrace(&mut self, pid: Option<u64>) -> Result<String, String> {
+    fn backtrace(&mut self, pid: Option<u64>) -> Result<String, CommandError> {
         let selected = self.stop_thread();
         self.threads();
         let (Some(linux), Some(list)) = (&self.linux, &self.threads) else {
-            return Err(NO_LINUX.to_string());
+            return Err(CommandError::NoLinux);
         };
         let thread = match pid {
-            Some(pid) => list.by_pid(pid)?,
-            None => list
-                .get(selected.get() as u64)
-                .ok_or("gdb's selected thread is not a task (no task list was read): give a PID")?,
+            Some(pid) => list.by_pid(pid).map_err(CommandError::linux)?,
+            None => list.get(selected.get() as u64).ok_or(CommandError::NoSelectedTask)?,
         };
         Ok(linux.backtrace(&mut self.space, thread))
     }
@@ -748,14 +739,11 @@ impl MultiThreadBase for DmaTarget {
         self.follow_thread(tid);
         self.text_pages.clear();
         if !self.allow_write {
-            warn!(
-                "refused a write of {} bytes at {start:#x}: the server is read-only (start it with --allow-write)",
-                data.len()
-            );
+            warn!("refused a write of {} bytes at {start:#x}: {}", data.len(), RequestError::ReadOnly);
             return Err(TargetError::NonFatal);
         }
         self.state.write(&mut self.space, start, data).map_err(|e| {
-            warn!("write {start:#x} (+{:#x}): {e}", data.len());
+            warn!("write {start:#x} (+{:#x}): {}", data.len(), RequestError::from(e));
             TargetError::NonFatal
         })
     }
@@ -826,10 +814,8 @@ impl SingleRegisterAccess<Tid> for DmaTarget {
 
     fn write_register(&mut self, _tid: Tid, reg: DmaRegId, val: &[u8]) -> TargetResult<(), Self> {
         if reg.0 != regnum::CR3 {
-            warn!(
-                "refused a write of register {}: only cr3 (the page-table root dmastub walks) can be set",
-                reg_name(reg.0)
-            );
+            let name = reg_name(reg.0);
+            warn!("refused a write of register {name}: {}", RequestError::RegisterReadOnly { name });
             return Err(TargetError::NonFatal);
         }
         let mut le = [0u8; 8];
@@ -958,10 +944,7 @@ const MACHINE_PID: Pid = match Pid::new(1) {
 impl ExtendedMode for DmaTarget {
     fn run(&mut self, filename: Option<&[u8]>, _args: Args<'_, '_>) -> TargetResult<Pid, Self> {
         let name = filename.map(String::from_utf8_lossy).unwrap_or_default();
-        warn!(
-            "refused 'run {name}': dmastub cannot start programs on the machine, it only reads its memory \
-             ('attach PID' selects a task)"
-        );
+        warn!("refused 'run {name}': {}", RequestError::CannotRun);
         Err(TargetError::NonFatal)
     }
 
@@ -970,7 +953,7 @@ impl ExtendedMode for DmaTarget {
         let Some(tid) =
             self.threads().by_pid(pid).ok().and_then(|t| usize::try_from(t.tid).ok()).and_then(Tid::new)
         else {
-            warn!("refused 'attach {pid}': no task with that pid in the task list");
+            warn!("refused 'attach {pid}': {}", RequestError::NoSuchTask { pid });
             return Err(TargetError::NonFatal);
         };
         info!("attach {pid}: its thread {tid} is selected; memory is read in its address space");

@@ -262,17 +262,52 @@ impl MmuConfig {
 /// Why a virtual address did not translate. None of these end a gdb session: they become an
 /// error reply ("Cannot access memory at address …").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TranslateError {
+    /// The address is in the non-canonical hole of this paging depth.
     #[error("virt {virt} is not canonical under {paging} paging (bits 63..{top} must all be equal)", top = paging.va_bits() - 1)]
-    NotCanonical { virt: VirtAddr, paging: Paging },
+    NotCanonical {
+        /// The address.
+        virt: VirtAddr,
+        /// The paging depth that decides which addresses are canonical.
+        paging: Paging,
+    },
+    /// An entry on the way has its present bit clear.
     #[error(
         "page-table entry at phys {entry_addr} ({level} index {index}) for virt {virt} is not present (entry {entry:#x})"
     )]
-    NotPresent { virt: VirtAddr, level: Level, index: u16, entry_addr: PhysAddr, entry: u64 },
+    NotPresent {
+        /// The address being translated.
+        virt: VirtAddr,
+        /// The level of the table holding the entry.
+        level: Level,
+        /// The entry's index in its table.
+        index: u16,
+        /// The entry's physical address.
+        entry_addr: PhysAddr,
+        /// The entry as read.
+        entry: u64,
+    },
+    /// A table on the way could not be read.
     #[error("cannot read the {level} table at phys {table} for virt {virt}: {source}")]
-    TableUnreadable { virt: VirtAddr, level: Level, table: PhysAddr, source: PhysError },
+    TableUnreadable {
+        /// The address being translated.
+        virt: VirtAddr,
+        /// The level of the table.
+        level: Level,
+        /// The table's physical address.
+        table: PhysAddr,
+        /// Why the source could not read it.
+        #[source]
+        source: PhysError,
+    },
+    /// A range runs past the top of the address space.
     #[error("virtual range starting at {virt} wraps around the end of the address space")]
-    Wraps { virt: VirtAddr },
+    Wraps {
+        /// Where the range starts.
+        virt: VirtAddr,
+    },
+    /// Virtual addressing was asked for without a page-table root.
     #[error("no page-table root (CR3) is set, so virtual addresses cannot be translated")]
     NoCr3,
 }
@@ -287,5 +322,11 @@ impl TranslateError {
             | TranslateError::Wraps { virt } => Some(*virt),
             TranslateError::NoCr3 => None,
         }
+    }
+
+    /// Whether a page table could not be read because the device itself failed (no adapter,
+    /// timeouts).
+    pub fn is_device_failure(&self) -> bool {
+        matches!(self, TranslateError::TableUnreadable { source: PhysError::Device { .. }, .. })
     }
 }

@@ -18,10 +18,13 @@ pub const MAX_BURST: Duration = Duration::from_secs(1);
 /// A failed memory access: the address did not translate, or the physical read failed. Both
 /// name the address. Neither ends a gdb session.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MemError {
-    #[error("{0}")]
+    /// The virtual address did not translate.
+    #[error(transparent)]
     Translate(#[from] TranslateError),
-    #[error("{0}")]
+    /// The physical read or write failed.
+    #[error(transparent)]
     Phys(#[from] PhysError),
 }
 
@@ -29,14 +32,10 @@ impl MemError {
     /// Whether the device itself failed (no adapter, timeouts), reading the data or a page
     /// table on the way: reading on would only wait out its timeout again.
     pub fn is_device_failure(&self) -> bool {
-        matches!(
-            self,
-            MemError::Phys(PhysError::Device { .. })
-                | MemError::Translate(TranslateError::TableUnreadable {
-                    source: PhysError::Device { .. },
-                    ..
-                })
-        )
+        match self {
+            MemError::Phys(e) => matches!(e, PhysError::Device { .. }),
+            MemError::Translate(e) => e.is_device_failure(),
+        }
     }
 }
 
