@@ -12,6 +12,7 @@ pub mod kallsyms;
 pub mod layout;
 pub mod printk;
 pub mod profile;
+pub mod readahead;
 pub mod symfile;
 pub mod tasks;
 pub mod threads;

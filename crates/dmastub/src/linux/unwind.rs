@@ -15,6 +15,7 @@
 //! [`MAX_FRAMES`], and every stop says where and why.
 
 use super::kallsyms::Kallsyms;
+use super::readahead::ReadAhead;
 use super::threads::{IRET_FRAME_WORD, PT_REGS_WORDS, Regs, RegsOrigin, THREAD_SIZE, Thread, reg, user_regs};
 use super::{Member, Memory, Symbols, TypeInfo};
 use std::fmt::Write as _;
@@ -495,36 +496,20 @@ pub fn no_registers(thread: &Thread) -> Option<String> {
     }
 }
 
-/// Reads words of a backtrace: from the task's stack, read whole once, else from memory.
-struct StackWords<'m> {
-    view: &'m mut dyn Memory,
-    stack: Option<(u64, Vec<u8>)>,
+/// The words of a backtrace come through a [`ReadAhead`] holding the task's stack, read whole
+/// once; anything else falls through to memory.
+type StackWords<'m> = ReadAhead<'m>;
+
+/// The word at `addr`, naming `what` if it cannot be read.
+fn word(words: &mut StackWords, addr: u64, what: &str) -> Result<u64, String> {
+    words.read_u64(addr).map_err(|e| format!("{what} at {addr:#x}: {e}"))
 }
 
-impl StackWords<'_> {
-    fn word(&mut self, addr: u64, what: &str) -> Result<u64, String> {
-        if let Some((base, bytes)) = &self.stack
-            && let Some(off) = addr.checked_sub(*base)
-            && let Some(w) = bytes.get(off as usize..).and_then(|b| b.get(..8))
-        {
-            return Ok(u64::from_le_bytes(w.try_into().unwrap_or_default()));
-        }
-        self.view.read_u64(addr).map_err(|e| format!("{what} at {addr:#x}: {e}"))
-    }
-
-    /// `n` words at `addr`.
-    fn words(&mut self, addr: u64, n: usize, what: &str) -> Result<Vec<u8>, String> {
-        let mut buf = vec![0u8; n * 8];
-        if let Some((base, bytes)) = &self.stack
-            && let Some(off) = addr.checked_sub(*base)
-            && let Some(w) = bytes.get(off as usize..).and_then(|b| b.get(..n * 8))
-        {
-            buf.copy_from_slice(w);
-            return Ok(buf);
-        }
-        self.view.read(addr, &mut buf).map_err(|e| format!("{what} at {addr:#x}: {e}"))?;
-        Ok(buf)
-    }
+/// `n` words at `addr`.
+fn words_at(words: &mut StackWords, addr: u64, n: usize, what: &str) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; n * 8];
+    words.read(addr, &mut buf).map_err(|e| format!("{what} at {addr:#x}: {e}"))?;
+    Ok(buf)
 }
 
 /// The modules, read when a frame is first outside vmlinux.
@@ -666,11 +651,11 @@ pub fn unwind(view: &mut dyn Memory, symbols: &Kallsyms, orc: &Orc, start: &Star
         return bt;
     }
     // The whole kernel stack in one read: one round trip over DMA for most backtraces.
-    let stack = start.stack.and_then(|base| {
-        let mut bytes = vec![0u8; THREAD_SIZE as usize];
-        view.read(base, &mut bytes).ok().map(|()| (base, bytes))
-    });
-    let mut words = StackWords { view, stack };
+    let mut words = ReadAhead::new(view);
+    if let Some(base) = start.stack {
+        // Unreadable as a whole: every word is then read alone (and fails alone).
+        let _ = words.fetch(base, THREAD_SIZE as usize);
+    }
     let mut modules = Modules { list: None };
     let mut st = State {
         ip,
@@ -684,7 +669,7 @@ pub fn unwind(view: &mut dyn Memory, symbols: &Kallsyms, orc: &Orc, start: &Star
     let mut switches = 0;
     for _ in 0..MAX_FRAMES {
         let lookup = if st.signal { st.ip } else { st.ip.wrapping_sub(1) };
-        let name = name_of(words.view, symbols, orc, &mut modules, st.ip, lookup);
+        let name = name_of(&mut words, symbols, orc, &mut modules, st.ip, lookup);
         bt.lines.push(Line::Frame { ip: st.ip, sp: st.sp, name });
         let prev_sp = st.sp;
         let stop = match step(&mut words, orc, &mut modules, &mut st, lookup) {
@@ -760,7 +745,7 @@ fn entry_for(
     if !MODULE_SPACE.contains(&lookup) {
         return Err(format!("{ip:#x} is not kernel text"));
     }
-    let module = match modules.find(words.view, orc, lookup) {
+    let module = match modules.find(&mut *words, orc, lookup) {
         Ok(Some(m)) => m,
         Ok(None) => return Err(format!("{ip:#x} is in no loaded module's text (nor vmlinux's)")),
         Err(why) => {
@@ -769,7 +754,7 @@ fn entry_for(
     };
     let name = module.name.clone();
     let table = module
-        .table(words.view, &orc.layout)
+        .table(&mut *words, &orc.layout)
         .map_err(|why| format!("in module {name} code, no unwind table read: {why}"))?;
     table.find(&orc.layout, lookup).ok_or_else(|| format!("no ORC entry for {ip:#x} in module {name}"))
 }
@@ -803,10 +788,10 @@ fn step(
         orc_reg::SP => st.sp.wrapping_add_signed(off),
         orc_reg::BP => bp.clone()?.wrapping_add_signed(off),
         orc_reg::SP_INDIRECT => {
-            words.word(st.sp, "the stack pointer a stack switch saved")?.wrapping_add_signed(off)
+            word(words, st.sp, "the stack pointer a stack switch saved")?.wrapping_add_signed(off)
         }
         orc_reg::BP_INDIRECT => {
-            words.word(bp.clone()?.wrapping_add_signed(off), "an indirect stack pointer")?
+            word(words, bp.clone()?.wrapping_add_signed(off), "an indirect stack pointer")?
         }
         orc_reg::R10 => saved(reg::R10, "r10")?,
         orc_reg::R13 => saved(reg::R13, "r13")?,
@@ -816,14 +801,14 @@ fn step(
     };
     let found = match e.kind {
         FrameKind::Call => {
-            st.ip = words.word(cfa.wrapping_sub(8), "the return address")?;
+            st.ip = word(words, cfa.wrapping_sub(8), "the return address")?;
             st.sp = cfa;
             st.regs = None;
             st.prev_regs = None;
             Step::Caller
         }
         FrameKind::Regs => {
-            let raw = words.words(cfa, PT_REGS_WORDS, "the registers entry code saved (pt_regs)")?;
+            let raw = words_at(words, cfa, PT_REGS_WORDS, "the registers entry code saved (pt_regs)")?;
             let regs = user_regs(&raw, 0);
             st.regs = Some(regs);
             st.full = true;
@@ -831,7 +816,7 @@ fn step(
             took_regs(st, &regs)
         }
         _ => {
-            let raw = words.words(cfa, PT_REGS_WORDS - IRET_FRAME_WORD, "the interrupt frame")?;
+            let raw = words_at(words, cfa, PT_REGS_WORDS - IRET_FRAME_WORD, "the interrupt frame")?;
             let regs = user_regs(&raw, IRET_FRAME_WORD);
             if st.full {
                 st.prev_regs = st.regs;
@@ -852,8 +837,8 @@ fn step(
                 st.bp = Some(v);
             }
         }
-        orc_reg::PREV_SP => st.bp = Some(words.word(cfa.wrapping_add_signed(boff), "the saved rbp")?),
-        orc_reg::BP => st.bp = Some(words.word(bp?.wrapping_add_signed(boff), "the saved rbp")?),
+        orc_reg::PREV_SP => st.bp = Some(word(words, cfa.wrapping_add_signed(boff), "the saved rbp")?),
+        orc_reg::BP => st.bp = Some(word(words, bp?.wrapping_add_signed(boff), "the saved rbp")?),
         r => return Err(format!("{here} has an unknown frame-pointer base register {r}")),
     }
     Ok(found)
