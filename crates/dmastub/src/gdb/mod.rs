@@ -3,6 +3,7 @@
 
 pub mod arch;
 pub mod conn;
+pub mod error;
 pub mod monitor;
 pub mod osdata;
 pub mod server;
@@ -10,6 +11,7 @@ pub mod session;
 pub mod state;
 pub mod target;
 
+pub use error::{CommandError, FatalError, RequestError};
 pub use server::{Server, bind};
 pub use state::{Mode, SessionState};
 pub use target::DmaTarget;

@@ -1,11 +1,12 @@
 //! [`AddressSpace`]: what the gdb layer reads and writes through.
 
 use super::cache::{TABLE_BYTES, TableCache, TranslationCache};
+use super::error::{MemError, TranslateError};
+use super::stats::MmuStats;
 use super::walk::{DirectReader, TableReader, Translation, WalkTrace, walk, walk_trace};
-use super::{MmuConfig, Paging, TranslateError};
+use super::{MmuConfig, Paging};
 use crate::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use crate::phys::{PhysError, PhysMem, Segment, find_range};
-use std::fmt;
 use std::time::{Duration, Instant};
 
 /// An idle gap longer than this ends a burst of requests: on a volatile source everything
@@ -14,77 +15,6 @@ pub const IDLE_FLUSH: Duration = Duration::from_millis(50);
 
 /// Even a burst that never pauses does not keep a volatile source's tables longer than this.
 pub const MAX_BURST: Duration = Duration::from_secs(1);
-
-/// A failed memory access: the address did not translate, or the physical read failed. Both
-/// name the address. Neither ends a gdb session.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MemError {
-    #[error("{0}")]
-    Translate(#[from] TranslateError),
-    #[error("{0}")]
-    Phys(#[from] PhysError),
-}
-
-impl MemError {
-    /// Whether the device itself failed (no adapter, timeouts), reading the data or a page
-    /// table on the way: reading on would only wait out its timeout again.
-    pub fn is_device_failure(&self) -> bool {
-        matches!(
-            self,
-            MemError::Phys(PhysError::Device { .. })
-                | MemError::Translate(TranslateError::TableUnreadable {
-                    source: PhysError::Device { .. },
-                    ..
-                })
-        )
-    }
-}
-
-/// Counters of the work done, to check that caching works and to print in benchmarks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MmuStats {
-    /// Backend reads of page-table data (whole pages, or single entries for `vtop`).
-    pub table_reads: u64,
-    /// Walk steps answered by the table cache.
-    pub table_cache_hits: u64,
-    /// Backend reads of data.
-    pub data_reads: u64,
-    /// Bytes of data read from the backend.
-    pub data_bytes: u64,
-    /// Translations answered by the translation cache.
-    pub translation_hits: u64,
-    /// Translations that needed a walk.
-    pub translation_misses: u64,
-    /// Page walks (cached translations and `vtop` included).
-    pub walks: u64,
-    /// Times the caches were dropped (by `flush`, an idle gap, a write or a setting change).
-    pub flushes: u64,
-}
-
-impl MmuStats {
-    /// All backend reads, tables and data.
-    pub fn backend_reads(&self) -> u64 {
-        self.table_reads + self.data_reads
-    }
-}
-
-impl fmt::Display for MmuStats {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "backend reads: {} table, {} data ({} bytes); translations: {} cached, {} walked; \
-             table-cache hits: {}; walks: {}; flushes: {}",
-            self.table_reads,
-            self.data_reads,
-            self.data_bytes,
-            self.translation_hits,
-            self.translation_misses,
-            self.table_cache_hits,
-            self.walks,
-            self.flushes
-        )
-    }
-}
 
 /// Physical memory seen through an x86-64 MMU: reads and writes of physical memory, and of
 /// virtual memory in the address space a caller names by its CR3 (the page-table root).
