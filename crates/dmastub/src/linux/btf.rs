@@ -68,7 +68,34 @@ const KIND_ENUM64: u8 = 19;
 /// Why a blob was refused. Offsets are bytes from the start of the blob, so a report can be
 /// checked against a hex dump of it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BtfError {
+    /// A BTF file could not be read.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A BTF file is larger than any BTF.
+    #[error("{}: {len} bytes is larger than any BTF ({MAX_BLOB_LEN} at most)", path.display())]
+    FileTooLarge {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its length.
+        len: u64,
+    },
+    /// A BTF file's contents were refused.
+    #[error("{}: {source}", path.display())]
+    InFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why its contents were refused.
+        #[source]
+        source: Box<BtfError>,
+    },
     #[error("BTF header truncated: {have} bytes, need {need}")]
     TruncatedHeader { have: usize, need: usize },
     #[error("not BTF: magic at byte 0 is {found:#06x}, expected {BTF_MAGIC:#06x}")]
@@ -354,14 +381,15 @@ impl Btf {
     /// Parses and checks a whole blob. Bytes after the length its header gives are ignored.
     /// `origin` is what [`TypeInfo::source`] reports.
     /// A BTF file (a copy of `/sys/kernel/btf/vmlinux`); the error names the file.
-    pub fn load(path: &std::path::Path) -> Result<Btf, String> {
-        let what = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-        let len = std::fs::metadata(path).map_err(|e| what(&e))?.len();
+    pub fn load(path: &std::path::Path) -> Result<Btf, BtfError> {
+        let file = |source| BtfError::File { path: path.to_path_buf(), source };
+        let len = std::fs::metadata(path).map_err(file)?.len();
         if len > MAX_BLOB_LEN as u64 {
-            return Err(what(&format!("{len} bytes is larger than any BTF ({MAX_BLOB_LEN} at most)")));
+            return Err(BtfError::FileTooLarge { path: path.to_path_buf(), len });
         }
-        let data = std::fs::read(path).map_err(|e| what(&e))?;
-        Btf::parse(&data, format!("BTF file {}", path.display())).map_err(|e| what(&e))
+        let data = std::fs::read(path).map_err(file)?;
+        Btf::parse(&data, format!("BTF file {}", path.display()))
+            .map_err(|e| BtfError::InFile { path: path.to_path_buf(), source: Box::new(e) })
     }
 
     pub fn parse(data: &[u8], origin: impl Into<String>) -> Result<Btf, BtfError> {

@@ -24,7 +24,9 @@ const MAX_GAP: u64 = 256 << 20;
 /// Bytes read per step while following a table.
 const CHUNK: u64 = 64 * 1024;
 
+/// Why no kallsyms tables were found, or the ones found were not believed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KallsymsError {
     #[error(
         "no kallsyms address table in {start:#x}..{end:#x} ({sampled} pages sampled); give --system-map or --vmlinux"
@@ -33,7 +35,18 @@ pub enum KallsymsError {
     #[error("kallsyms tables near {at:#x} are inconsistent: {why}")]
     Inconsistent { at: u64, why: String },
     #[error("reading kallsyms at {at:#x}: {err}")]
-    Read { at: u64, err: MemError },
+    Read {
+        at: u64,
+        #[source]
+        err: MemError,
+    },
+}
+
+impl KallsymsError {
+    /// Whether the device itself failed (see [`MemError::is_device_failure`]).
+    pub fn is_device_failure(&self) -> bool {
+        matches!(self, KallsymsError::Read { err, .. } if err.is_device_failure())
+    }
 }
 
 fn inconsistent(at: u64, why: impl Into<String>) -> KallsymsError {
