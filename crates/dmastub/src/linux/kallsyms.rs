@@ -9,6 +9,7 @@
 //! no other data has — a long, sorted run of 32-bit offsets — and then checks every table against
 //! the others before believing any of it.
 
+use super::name_index::NameIndex;
 use super::readahead::ReadAhead;
 use super::{Memory, Symbols};
 use crate::mmu::MemError;
@@ -24,7 +25,9 @@ const MAX_GAP: u64 = 256 << 20;
 /// Bytes read per step while following a table.
 const CHUNK: u64 = 64 * 1024;
 
+/// Why no kallsyms tables were found, or the ones found were not believed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KallsymsError {
     #[error(
         "no kallsyms address table in {start:#x}..{end:#x} ({sampled} pages sampled); give --system-map or --vmlinux"
@@ -33,7 +36,18 @@ pub enum KallsymsError {
     #[error("kallsyms tables near {at:#x} are inconsistent: {why}")]
     Inconsistent { at: u64, why: String },
     #[error("reading kallsyms at {at:#x}: {err}")]
-    Read { at: u64, err: MemError },
+    Read {
+        at: u64,
+        #[source]
+        err: MemError,
+    },
+}
+
+impl KallsymsError {
+    /// Whether the device itself failed (see [`MemError::is_device_failure`]).
+    pub fn is_device_failure(&self) -> bool {
+        matches!(self, KallsymsError::Read { err, .. } if err.is_device_failure())
+    }
 }
 
 fn inconsistent(at: u64, why: impl Into<String>) -> KallsymsError {
@@ -100,9 +114,9 @@ pub struct Kallsyms {
     arena: String,
     /// (address, name start, name length), sorted by address.
     entries: Vec<(u64, u32, u32)>,
-    /// Hash table of indices into `entries` (`u32::MAX`: empty); a name's first entry by
-    /// address wins, as with `kallsyms_lookup_name()`.
-    by_name: Vec<u32>,
+    /// Indices into `entries` by name; a name's first entry by address wins, as with
+    /// `kallsyms_lookup_name()`.
+    by_name: NameIndex,
     /// Address of the table that located the rest (`kallsyms_offsets` or `kallsyms_addresses`).
     pub table_addr: u64,
     /// Bytes of kernel memory read to find and decode the tables.
@@ -151,26 +165,9 @@ impl Kallsyms {
     /// Builds a table from names already in `arena` and their spans.
     fn from_arena(arena: String, mut entries: Vec<(u64, u32, u32)>) -> Self {
         entries.sort_by_key(|e| e.0);
-        let mut k = Self { arena, entries, by_name: Vec::new(), table_addr: 0, bytes_read: 0 };
-        // At most two thirds full, so probes stay short and always end at an empty slot.
-        let slots = (k.entries.len() * 3 / 2 + 16).max(16);
-        let mut table = vec![u32::MAX; slots];
-        for i in 0..k.entries.len() {
-            let name = k.name(i);
-            let mut at = (name_hash(name) % slots as u64) as usize;
-            loop {
-                let slot = table[at];
-                if slot == u32::MAX {
-                    table[at] = i as u32;
-                    break;
-                }
-                if k.name(slot as usize) == name {
-                    break;
-                }
-                at = (at + 1) % slots;
-            }
-        }
-        k.by_name = table;
+        let mut k = Self { arena, entries, by_name: NameIndex::default(), table_addr: 0, bytes_read: 0 };
+        // Entries are sorted by address: the first of a name is the lowest.
+        k.by_name = NameIndex::build(k.entries.len(), |i| Some(k.name(i as usize)), |_, _| false);
         k
     }
 
@@ -198,28 +195,10 @@ impl Kallsyms {
     }
 }
 
-fn name_hash(name: &str) -> u64 {
-    crate::linux::hash_bytes(0, name.as_bytes())
-}
-
 impl Symbols for Kallsyms {
     fn address(&self, name: &str) -> Option<u64> {
-        let slots = self.by_name.len();
-        if slots == 0 {
-            return None;
-        }
-        let mut at = (name_hash(name) % slots as u64) as usize;
-        // The table is at most two thirds full, so an empty slot ends every probe.
-        loop {
-            let slot = self.by_name[at];
-            if slot == u32::MAX {
-                return None;
-            }
-            if self.name(slot as usize) == name {
-                return Some(self.entries[slot as usize].0);
-            }
-            at = (at + 1) % slots;
-        }
+        let i = self.by_name.get(name, |i| Some(self.name(i as usize)))?;
+        Some(self.entries[i as usize].0)
     }
 }
 

@@ -17,6 +17,7 @@
 
 use super::readahead::ReadAhead;
 use super::{Memory, Symbols, TypeInfo};
+use crate::mmu::MemError;
 
 /// Largest `prb_desc_ring.count_bits` accepted: 16 Mi descriptors, far above any real kernel
 /// (`log_buf_len` is at most 2 GiB with 32 bytes per descriptor on average), small enough that
@@ -63,6 +64,7 @@ pub struct KernelLog {
 
 /// Why no log could be read at all.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PrintkError {
     #[error(
         "no kernel log symbol: looked for `prb` (printk ring buffer, Linux 5.10+) and `log_buf` (Linux 3.5-5.9)"
@@ -74,10 +76,26 @@ pub enum PrintkError {
     MissingSize { ty: String, origin: String },
     #[error("the layout ({origin}) is not believable: {why}")]
     BadLayout { origin: String, why: String },
-    #[error("cannot read {what} at {addr:#x}: {why}")]
-    Unreadable { what: String, addr: u64, why: String },
+    #[error("cannot read {what} at {addr:#x}: {source}")]
+    Unreadable {
+        what: String,
+        addr: u64,
+        #[source]
+        source: MemError,
+    },
+    #[error("cannot read {what} at {addr:#x}: the read limit was reached")]
+    ReadLimit { what: String, addr: u64 },
+    #[error("cannot read {what} at {addr:#x}: outside its array")]
+    OutsideArray { what: String, addr: u64 },
     #[error("{what} at {addr:#x} is corrupt: {why}")]
     Corrupt { what: String, addr: u64, why: String },
+}
+
+impl PrintkError {
+    /// Whether the device itself failed (see [`MemError::is_device_failure`]).
+    pub fn is_device_failure(&self) -> bool {
+        matches!(self, PrintkError::Unreadable { source, .. } if source.is_device_failure())
+    }
 }
 
 /// Reads the kernel log: the printk ring buffer if there is a `prb` symbol, else `log_buf`.
@@ -144,7 +162,7 @@ fn clean_text(bytes: &[u8]) -> String {
 enum Fetch {
     Unreadable {
         addr: u64,
-        why: String,
+        why: MemError,
     },
     Cap,
     /// The walk computed an offset outside its array: a bug or a layout we failed to check.
@@ -176,9 +194,9 @@ impl Fetch {
     fn into_error(self, what: &str, addr: u64) -> PrintkError {
         let what = what.to_string();
         match self {
-            Fetch::Unreadable { addr, why } => PrintkError::Unreadable { what, addr, why },
-            Fetch::Cap => PrintkError::Unreadable { what, addr, why: "the read limit was reached".into() },
-            Fetch::Outside { .. } => PrintkError::Unreadable { what, addr, why: "outside its array".into() },
+            Fetch::Unreadable { addr, why } => PrintkError::Unreadable { what, addr, source: why },
+            Fetch::Cap => PrintkError::ReadLimit { what, addr },
+            Fetch::Outside { .. } => PrintkError::OutsideArray { what, addr },
         }
     }
 }
@@ -203,8 +221,8 @@ impl Reader<'_> {
             self.spend(buf.len() as u64)?;
         }
         self.ra.read(addr, buf).map_err(|e| match self.ra.hole_in(addr, buf.len()) {
-            Some((addr, why)) => Fetch::Unreadable { addr, why: why.to_string() },
-            None => Fetch::Unreadable { addr, why: e.to_string() },
+            Some((addr, why)) => Fetch::Unreadable { addr, why: why.clone() },
+            None => Fetch::Unreadable { addr, why: e },
         })
     }
 
