@@ -5,6 +5,7 @@ pub mod arch;
 pub mod conn;
 pub mod monitor;
 pub mod osdata;
+mod reply;
 pub mod server;
 pub mod session;
 pub mod target;
