@@ -6,6 +6,7 @@ pub mod conn;
 pub mod error;
 pub mod monitor;
 pub mod osdata;
+mod reply;
 pub mod server;
 pub mod session;
 pub mod state;
