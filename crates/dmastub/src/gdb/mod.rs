@@ -10,7 +10,8 @@
 //! * [`arch`]: the x86-64 register set gdb is shown, and gdb's register numbers ([`arch::regnum`]).
 //! * `monitor.rs`: the `monitor` command language; `osdata.rs`: `info os`.
 //! * [`Server`] (`server.rs`): the TCP server, one client at a time, the next one after it;
-//!   [`session`] and [`conn`]: one client's session and its buffered connection.
+//!   [`session`] and [`conn`]: one client's session and its buffered connection; `reply.rs`:
+//!   memory replies encoded in bulk.
 //! * Errors, typed by what they do to the session (`error.rs`): a refused request is an error
 //!   reply and the session goes on; only a [`FatalError`] would end it.
 
@@ -19,6 +20,7 @@ pub mod conn;
 mod error;
 pub(crate) mod monitor;
 pub(crate) mod osdata;
+mod reply;
 mod server;
 pub mod session;
 mod state;

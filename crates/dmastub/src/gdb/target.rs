@@ -90,6 +90,19 @@ pub struct DmaTarget {
     last_stop_tid: Option<Tid>,
     /// Whether lldb's first `p` (its probe of `p` support) was answered.
     lldb_probed_p: bool,
+    /// A memory read the session encodes itself (see [`Self::capture_next_read`]).
+    read_capture: ReadCapture,
+}
+
+/// The state of [`DmaTarget::capture_next_read`].
+#[derive(Default)]
+pub(super) enum ReadCapture {
+    #[default]
+    Off,
+    /// The next read that succeeds is kept in this buffer.
+    Armed(Vec<u8>),
+    /// A read succeeded: its bytes.
+    Done(Vec<u8>),
 }
 
 /// A memory reply is sent with what was read once this much time has passed: well within gdb's
@@ -129,6 +142,7 @@ impl DmaTarget {
             resume_tid: None,
             last_stop_tid: None,
             lldb_probed_p: false,
+            read_capture: ReadCapture::Off,
         }
     }
 
@@ -369,5 +383,22 @@ impl DmaTarget {
             at += n as u64;
         }
         Some(data.len())
+    }
+
+    /// Makes the next memory read that succeeds give gdbstub no bytes (it answers an empty
+    /// reply) and keep them, in `buf`, for [`Self::take_captured_read`]: the session then
+    /// sends their reply itself, encoded in bulk. Errors and short reads are decided as usual.
+    pub(crate) fn capture_next_read(&mut self, mut buf: Vec<u8>) {
+        buf.clear();
+        self.read_capture = ReadCapture::Armed(buf);
+    }
+
+    /// The bytes of the read captured since [`Self::capture_next_read`], if one succeeded;
+    /// the capture ends either way.
+    pub(crate) fn take_captured_read(&mut self) -> Option<Vec<u8>> {
+        match std::mem::take(&mut self.read_capture) {
+            ReadCapture::Done(bytes) => Some(bytes),
+            ReadCapture::Off | ReadCapture::Armed(_) => None,
+        }
     }
 }

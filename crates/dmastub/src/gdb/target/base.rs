@@ -1,6 +1,7 @@
 //! gdbstub's base traits: the target itself, registers, memory, the thread list and resume
 //! requests (answered at once: the machine's CPUs are not dmastub's to run).
 
+use super::ReadCapture;
 use super::{Client, DmaTarget, FatalError, MACHINE_TID, READ_PIECE, REPLY_BUDGET};
 use crate::gdb::arch::{DmaRegId, DmaRegs, X86_64System, reg_name, regnum};
 use crate::gdb::error::RequestError;
@@ -113,6 +114,11 @@ impl MultiThreadBase for DmaTarget {
                 );
                 break;
             }
+        }
+        if let ReadCapture::Armed(mut buf) = std::mem::take(&mut self.read_capture) {
+            buf.extend_from_slice(&data[..done]);
+            self.read_capture = ReadCapture::Done(buf);
+            return Ok(0);
         }
         Ok(done)
     }
