@@ -51,6 +51,18 @@ impl MemoryReply {
     }
 }
 
+/// Stops gdbstub's checksum scan early in the packet buffer a captured read left: `buf` is the
+/// read's part of that buffer, which starts just past the `m` packet.
+///
+/// gdbstub 0.7.10 takes a packet's checksum as the bytes from its `#` to the next `#` anywhere in
+/// its 128 KiB packet buffer (then the first two of them), and an `m` read leaves memory there:
+/// in zeroed memory every packet scanned to the buffer's end, a quarter of dmastub's CPU time
+/// in a dump. `#`s where the read began, beyond the end of any read request, end the scan there.
+pub(crate) fn stop_checksum_scan(buf: &mut [u8]) {
+    let n = buf.len().min(64);
+    buf[..n].fill(b'#');
+}
+
 /// Appends `hex` to `out` with gdbstub's run-length encoding.
 fn run_length_encode(hex: &[u8], out: &mut Vec<u8>) {
     let mut plain = 0;
@@ -60,7 +72,7 @@ fn run_length_encode(hex: &[u8], out: &mut Vec<u8>) {
         // would have been found one place earlier).
         out.extend_from_slice(&hex[plain..start]);
         let digit = hex[start];
-        let len = hex[start..].iter().position(|&b| b != digit).unwrap_or(hex.len() - start);
+        let len = run_end(hex, start) - start;
         let mut left = len;
         while left > 0 {
             let n = left.min(MAX_RUN);
@@ -83,6 +95,21 @@ fn encode_run(digit: u8, n: usize, out: &mut Vec<u8>) {
         }
         _ => out.extend_from_slice(&[digit, b'*', 28 + n as u8]),
     }
+}
+
+/// The end of the run of equal digits at `start`, found eight digits at a time.
+fn run_end(hex: &[u8], start: usize) -> usize {
+    let digit = hex[start];
+    let all = u64::from_ne_bytes([digit; 8]);
+    let mut at = start;
+    while let Some(word) = hex.get(at..at + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+        let diff = u64::from_le_bytes(word) ^ all;
+        if diff != 0 {
+            return at + (diff.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + hex[at..].iter().position(|&b| b != digit).unwrap_or(hex.len() - at)
 }
 
 /// The first position at or after `from` where four equal digits begin.
@@ -218,6 +245,16 @@ mod tests {
             }
             assert_eq!(encoded(&data), model(&data), "round {round}");
         }
+    }
+
+    #[test]
+    fn finds_where_a_run_ends() {
+        assert_eq!(run_end(b"0", 0), 1);
+        assert_eq!(run_end(b"00000000000000000001", 0), 19);
+        assert_eq!(run_end(b"00000000000000000001", 5), 19);
+        assert_eq!(run_end(b"0000000a", 0), 7);
+        assert_eq!(run_end(b"000000000", 0), 9);
+        assert_eq!(run_end(b"01", 1), 2);
     }
 
     #[test]
