@@ -36,19 +36,38 @@ impl MemoryReply {
     /// Appends gdbstub's reply to a read of `data` to `out`: `$`, the run-length encoded hex
     /// of `data`, `#` and the checksum.
     pub(crate) fn encode(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        self.hex.clear();
-        self.hex.resize(data.len() * 2, 0);
-        for (pair, &b) in self.hex.chunks_exact_mut(2).zip(data) {
+        let len = data.len() * 2;
+        if self.hex.len() < len {
+            self.hex.resize(len, 0);
+        }
+        let hex = &mut self.hex[..len];
+        let mut words = data.chunks_exact(4);
+        let mut digits = hex.chunks_exact_mut(8);
+        for (word, eight) in words.by_ref().zip(digits.by_ref()) {
+            eight.copy_from_slice(&hex_of_four(word));
+        }
+        for (&b, pair) in words.remainder().iter().zip(digits.into_remainder().chunks_exact_mut(2)) {
             pair.copy_from_slice(&HEX[usize::from(b)]);
         }
-        out.reserve(self.hex.len() + 4);
+        out.reserve(len + 4);
         out.push(b'$');
         let body = out.len();
-        run_length_encode(&self.hex, out);
+        run_length_encode(hex, out);
         let sum = out[body..].iter().fold(0u8, |s, &b| s.wrapping_add(b));
         out.push(b'#');
         out.extend_from_slice(&HEX[usize::from(sum)]);
     }
+}
+
+/// The eight hex digits of four bytes, computed in one word: each nibble spread into a byte,
+/// then `'0' + n`, plus `'a' - '0' - 10` where `n` is 10 or more.
+fn hex_of_four(bytes: &[u8]) -> [u8; 8] {
+    let mut x = u64::from(u32::from_be_bytes(bytes.try_into().unwrap_or([0; 4])));
+    x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    x = (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (x + 0x3030_3030_3030_3030 + letters * 39).to_be_bytes()
 }
 
 /// Stops gdbstub's checksum scan early in the packet buffer a captured read left: `buf` is the
@@ -244,6 +263,15 @@ mod tests {
                 }
             }
             assert_eq!(encoded(&data), model(&data), "round {round}");
+        }
+    }
+
+    #[test]
+    fn hex_digits_of_every_byte() {
+        for b in 0..=255u8 {
+            let four = [b, b.wrapping_add(1), b ^ 0xa5, b.rotate_left(4)];
+            let want: Vec<u8> = four.iter().flat_map(|&b| format!("{b:02x}").into_bytes()).collect();
+            assert_eq!(hex_of_four(&four).as_slice(), want.as_slice(), "{four:x?}");
         }
     }
 
