@@ -118,6 +118,7 @@ impl MultiThreadBase for DmaTarget {
         if let ReadCapture::Armed(mut buf) = std::mem::take(&mut self.read_capture) {
             buf.extend_from_slice(&data[..done]);
             self.read_capture = ReadCapture::Done(buf);
+            crate::gdb::reply::stop_checksum_scan(data);
             return Ok(0);
         }
         Ok(done)
