@@ -11,7 +11,7 @@ use dmastub::linux::{profile, symfile};
 use dmastub::mmu::{AddressSpace, MmuConfig, Mode, Paging};
 use dmastub::phys::nettlp::wire::RequesterId;
 use dmastub::phys::nettlp::{NetTlpConfig, NetTlpMem};
-use dmastub::phys::{self, Format, OpenOptions, PhysMem, WriteMode};
+use dmastub::phys::{self, Format, NetTlpSetting, OpenOptions, PhysMem, Remedy, WriteMode};
 use dmastub_testkit::emulator::{Emulator, EmulatorConfig};
 
 mod demo;
@@ -416,7 +416,11 @@ fn open_source(src: &SourceArgs, write: WriteMode) -> Result<Box<dyn PhysMem>, B
                 None => None,
             },
         };
-        return Ok(Box::new(NetTlpMem::connect(config)?));
+        let mem = NetTlpMem::connect(config).map_err(|e| {
+            let remedy = e.remedy();
+            with_remedy(e, remedy)
+        })?;
+        return Ok(Box::new(mem));
     }
     let (path, live) = match (&src.image, &src.live) {
         (Some(p), _) => (p, false),
@@ -430,7 +434,26 @@ fn open_source(src: &SourceArgs, write: WriteMode) -> Result<Box<dyn PhysMem>, B
         FormatArg::Elf => Format::Elf,
         FormatArg::Lime => Format::Lime,
     });
-    Ok(phys::open_file(path, &OpenOptions { live, write, format })?)
+    phys::open_file(path, &OpenOptions { live, write, format }).map_err(|e| {
+        let remedy = e.remedy();
+        with_remedy(e, remedy)
+    })
+}
+
+/// The library's error, with what it says to change put as this command line's flags.
+fn with_remedy(e: impl std::error::Error + 'static, remedy: Option<Remedy>) -> Box<dyn std::error::Error> {
+    let hint = match remedy {
+        Some(Remedy::AllowWrite) => "start the server with --allow-write to change memory",
+        Some(Remedy::ForceRawFormat) => "pass --format raw to read it anyway",
+        Some(Remedy::NetTlp(NetTlpSetting::Local)) => "--nettlp-local must be an address of this machine",
+        Some(Remedy::NetTlp(NetTlpSetting::Tags)) => "see --tags",
+        Some(Remedy::NetTlp(NetTlpSetting::Mrrs)) => "see --mrrs",
+        Some(Remedy::NetTlp(NetTlpSetting::Timeout)) => "see --timeout",
+        Some(Remedy::NetTlp(NetTlpSetting::Retries)) => "see --retries",
+        Some(Remedy::NetTlp(NetTlpSetting::Deadline)) => "see --deadline",
+        _ => return Box::new(e),
+    };
+    format!("{e}; {hint}").into()
 }
 
 fn mmu_config(m: &MmuArgs) -> MmuConfig {
@@ -643,7 +666,10 @@ fn write_profile(a: ProfileArgs) -> CliResult {
     let prof = match (&a.btf, &a.image) {
         (Some(p), _) => profile::Profile::from_types(&a.name, a.release.as_deref(), &Btf::load(p)?),
         (None, Some(image)) => {
-            let mem = phys::open_file(image, &OpenOptions::default())?;
+            let mem = phys::open_file(image, &OpenOptions::default()).map_err(|e| {
+                let remedy = e.remedy();
+                with_remedy(e, remedy)
+            })?;
             let mut space = AddressSpace::new(mem, MmuConfig::new(Paging::Level4));
             let kernel = discover(&mut space, Hints::default())?;
             let types =

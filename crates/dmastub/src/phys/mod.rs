@@ -10,13 +10,22 @@
 //! [`nettlp::NetTlpMem`], a machine read by DMA through a NetTLP adapter.
 
 pub mod buffer;
-pub mod elf;
-pub mod file;
-pub mod lime;
+mod elf;
+mod error;
+mod file;
+mod format;
+mod lime;
 pub mod nettlp;
+mod open;
+mod ranges;
 
-pub use elf::CoreNote;
-pub use file::{FileMem, FileRange, Format, OpenError, OpenOptions, WriteMode, open_file};
+pub use elf::{CoreNote, ElfError};
+pub use error::{IoError, NetTlpSetting, PhysError, Remedy, SegmentError};
+pub use file::FileMem;
+pub use format::{Format, Unreadable};
+pub use lime::LimeError;
+pub use open::{OpenError, OpenOptions, WriteMode, open_file};
+pub use ranges::{FileRange, RangeError, RangeOrigin};
 
 use crate::addr::PhysAddr;
 use std::fmt;
@@ -76,31 +85,13 @@ impl fmt::Display for SourceKind {
     }
 }
 
-/// A failed read or write of physical memory. None of these end a gdb session: they become
-/// an error reply ("Cannot access memory at address …").
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum PhysError {
-    #[error("phys {addr} (+{len:#x} bytes) is not RAM in {source_name}")]
-    NotRam { addr: PhysAddr, len: u64, source_name: String },
-    #[error("{source_name} is read-only (start the server with --allow-write to change memory)")]
-    ReadOnly { source_name: String },
-    #[error("reading phys {addr} from {source_name} failed: {why}")]
-    Device { addr: PhysAddr, source_name: String, why: String },
-}
-
 /// One piece of a scattered read: fill `buf` from `addr`.
 #[derive(Debug)]
 pub struct Segment<'a> {
+    /// Where the bytes start.
     pub addr: PhysAddr,
+    /// Where they go; its length is how many to read.
     pub buf: &'a mut [u8],
-}
-
-/// A scattered read that stopped: segment `index` failed, and every segment before it was
-/// filled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SegmentError {
-    pub index: usize,
-    pub error: PhysError,
 }
 
 /// A source of physical memory.
@@ -148,8 +139,7 @@ pub trait PhysMem: Send {
 
     /// Writes `data` at `addr`. Sources are read-only unless opened for writing.
     fn write(&mut self, addr: PhysAddr, data: &[u8]) -> Result<(), PhysError> {
-        let _ = data;
-        let _ = addr;
+        let _ = (addr, data);
         Err(PhysError::ReadOnly { source_name: self.name().to_string() })
     }
 

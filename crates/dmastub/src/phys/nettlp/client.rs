@@ -20,7 +20,9 @@
 use super::mmsg::{MAX_BATCH, RecvBatch};
 use super::wire::{self, CplStatus, MAX_DATAGRAM, MAX_TAGS, MemRequest, RequesterId, Tlp};
 use crate::addr::PhysAddr;
-use crate::phys::{PhysError, PhysMem, RamRange, Segment, SegmentError, SourceKind};
+use crate::phys::{
+    IoError, NetTlpSetting, PhysError, PhysMem, RamRange, Remedy, Segment, SegmentError, SourceKind,
+};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -109,26 +111,86 @@ impl Default for NetTlpConfig {
 
 impl NetTlpConfig {
     /// Checks the settings against what PCIe and the adapter allow.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), NetTlpError> {
         if !(1..=MAX_TAGS).contains(&self.tags) {
-            return Err(format!(
-                "--tags {}: the adapter tells requests apart by the low 4 bits of the tag, so 1 to {MAX_TAGS}",
-                self.tags
-            ));
+            return Err(NetTlpError::Tags(self.tags));
         }
         if !self.mrrs.is_power_of_two() || !(128..=4096).contains(&self.mrrs) {
-            return Err(format!(
-                "--mrrs {}: PCIe max read request size is a power of two from 128 to 4096",
-                self.mrrs
-            ));
+            return Err(NetTlpError::Mrrs(self.mrrs));
         }
         if self.timeout.is_zero() {
-            return Err("--timeout must be at least 1 ms".into());
+            return Err(NetTlpError::Timeout);
         }
-        if self.retries > 30 {
-            return Err(format!("--retries {}: at most 30", self.retries));
+        if self.retries > MAX_RETRIES {
+            return Err(NetTlpError::Retries(self.retries));
         }
         Ok(())
+    }
+}
+
+/// Why a NetTLP client could not be set up. Reads that fail later are [`PhysError`]s.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetTlpError {
+    /// [`NetTlpConfig::tags`] out of range.
+    #[error("{0} tags: the adapter tells requests apart by the low 4 bits of the tag, so 1 to {MAX_TAGS}")]
+    Tags(u8),
+    /// [`NetTlpConfig::mrrs`] not a PCIe max read request size.
+    #[error("max read request size {0}: PCIe max read request size is a power of two from 128 to 4096")]
+    Mrrs(u32),
+    /// [`NetTlpConfig::timeout`] zero.
+    #[error("the timeout must be at least 1 ms")]
+    Timeout,
+    /// [`NetTlpConfig::retries`] too many.
+    #[error("{0} retries: at most {MAX_RETRIES}")]
+    Retries(u32),
+    /// epoll could not be set up.
+    #[error("epoll: {0}")]
+    Poll(#[source] io::Error),
+    /// A tag's socket could not be opened, bound, connected or registered.
+    #[error("NetTLP tag {tag}: socket {local} -> {remote}: {source}{}", socket_hint(source))]
+    Socket {
+        /// The tag (and port `0x3000 + tag`).
+        tag: u8,
+        /// Our end.
+        local: SocketAddrV4,
+        /// The adapter's end.
+        remote: SocketAddrV4,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The most retries [`NetTlpConfig::validate`] accepts.
+const MAX_RETRIES: u32 = 30;
+
+fn socket_hint(e: &io::Error) -> &'static str {
+    match e.kind() {
+        ErrorKind::AddrInUse => " (another NetTLP client, or libtlp, uses this address)",
+        ErrorKind::AddrNotAvailable => " (the local address must be an address of this machine)",
+        _ => "",
+    }
+}
+
+impl NetTlpError {
+    /// The setting to change, when one is wrong.
+    pub fn setting(&self) -> Option<NetTlpSetting> {
+        match self {
+            NetTlpError::Tags(_) => Some(NetTlpSetting::Tags),
+            NetTlpError::Mrrs(_) => Some(NetTlpSetting::Mrrs),
+            NetTlpError::Timeout => Some(NetTlpSetting::Timeout),
+            NetTlpError::Retries(_) => Some(NetTlpSetting::Retries),
+            NetTlpError::Socket { source, .. } if source.kind() == ErrorKind::AddrNotAvailable => {
+                Some(NetTlpSetting::Local)
+            }
+            _ => None,
+        }
+    }
+
+    /// What the user can change, if anything: [`NetTlpError::setting`] as a [`Remedy`].
+    pub fn remedy(&self) -> Option<Remedy> {
+        self.setting().map(Remedy::NetTlp)
     }
 }
 
@@ -307,27 +369,19 @@ pub struct NetTlpMem {
 impl NetTlpMem {
     /// Opens one socket per tag: bound to `local:0x3000+T`, connected to `adapter:0x3000+T`.
     /// Nothing is sent yet.
-    pub fn connect(config: NetTlpConfig) -> Result<Self, String> {
+    pub fn connect(config: NetTlpConfig) -> Result<Self, NetTlpError> {
         config.validate()?;
-        let poll = Poll::new().map_err(|e| format!("epoll: {e}"))?;
+        let poll = Poll::new().map_err(NetTlpError::Poll)?;
         let mut sockets = Vec::with_capacity(usize::from(config.tags));
         for tag in 0..config.tags {
             let port = wire::port_for_tag(tag);
             let local = SocketAddrV4::new(config.local, port);
             let remote = SocketAddrV4::new(config.adapter, port);
-            let mut socket = open_socket(local, remote).map_err(|e| {
-                let hint = if e.kind() == ErrorKind::AddrInUse {
-                    " (another NetTLP client, or libtlp, uses this address)"
-                } else if e.kind() == ErrorKind::AddrNotAvailable {
-                    " (--nettlp-local must be an address of this machine)"
-                } else {
-                    ""
-                };
-                format!("NetTLP tag {tag}: socket {local} -> {remote}: {e}{hint}")
-            })?;
+            let socket_error = |source| NetTlpError::Socket { tag, local, remote, source };
+            let mut socket = open_socket(local, remote).map_err(socket_error)?;
             poll.registry()
                 .register(&mut socket, Token(usize::from(tag)), Interest::READABLE)
-                .map_err(|e| format!("epoll: registering {local}: {e}"))?;
+                .map_err(socket_error)?;
             sockets.push(socket);
         }
         let name = format!("NetTLP adapter {} (requester {})", config.adapter, config.requester);
@@ -587,7 +641,7 @@ impl NetTlpMem {
                 let c = self.slots.iter().flatten().map(|f| chunks[f.chunk]).min_by_key(|c| c.segment);
                 let c = c.unwrap_or(chunks[next.min(chunks.len() - 1)]);
                 let why = format!(
-                    "gave up: the deadline of {:.1} s for DMA (--deadline) passed with {done} of {} reads of this batch done \
+                    "gave up: the deadline of {:.1} s for DMA passed with {done} of {} reads of this batch done \
                      ({}, {} sent again)",
                     self.config.deadline.unwrap_or_default().as_secs_f64(),
                     chunks.len(),
@@ -765,7 +819,7 @@ impl NetTlpMem {
             Ok(_) => Ok(()),
             // A full socket buffer: the timeout sends it again.
             Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Err(self.device_error(c.addr, self.socket_error(tag, &e))),
+            Err(e) => Err(self.socket_failure(c.addr, tag, "", e)),
         }
     }
 
@@ -782,7 +836,14 @@ impl NetTlpMem {
     }
 
     fn device_error(&self, addr: u64, why: String) -> PhysError {
-        PhysError::Device { addr: PhysAddr(addr), source_name: self.name.clone(), why }
+        PhysError::device(PhysAddr(addr), self.name.clone(), why)
+    }
+
+    /// A socket's failure on `tag`, the OS error kept as the source.
+    fn socket_failure(&self, addr: u64, tag: usize, what: &str, e: io::Error) -> PhysError {
+        let why = format!("{what}{}", self.socket_error(tag, &e));
+        let source = Some(IoError::from(e));
+        PhysError::Device { addr: PhysAddr(addr), source_name: self.name.clone(), why, source }
     }
 
     /// Takes every datagram queued on `tag`'s socket. Returns how many requests ended, and
@@ -810,15 +871,16 @@ impl NetTlpMem {
                 }
                 Ok(n) => n,
                 Err(e) => {
+                    let would_block = e.kind() == ErrorKind::WouldBlock;
                     if let Some(f) = self.slots[tag].as_ref() {
                         let c = chunks[f.chunk];
                         self.abandon(tag, chunks);
                         ended += 1;
                         outcome.failed += 1;
-                        let err = self.device_error(c.addr, self.socket_error(tag, &e));
+                        let err = self.socket_failure(c.addr, tag, "", e);
                         fail(failed, c.segment, err);
                     }
-                    if e.kind() == ErrorKind::WouldBlock {
+                    if would_block {
                         self.batch = batch;
                         return (ended, whole);
                     }
@@ -1099,11 +1161,7 @@ impl PhysMem for NetTlpMem {
                         tries += 1;
                         std::thread::sleep(Duration::from_micros(50));
                     }
-                    Err(e) => {
-                        return Err(
-                            self.device_error(a, format!("Memory Write: {}", self.socket_error(0, &e)))
-                        );
-                    }
+                    Err(e) => return Err(self.socket_failure(a, 0, "Memory Write: ", e)),
                 }
             }
             self.stats.writes += 1;
@@ -1174,6 +1232,7 @@ mod tests {
         let ok = NetTlpConfig::default();
         assert!(ok.validate().is_ok());
         for bad in [
+            NetTlpConfig { retries: 31, ..ok.clone() },
             NetTlpConfig { tags: 0, ..ok.clone() },
             NetTlpConfig { tags: 17, ..ok.clone() },
             NetTlpConfig { mrrs: 100, ..ok.clone() },

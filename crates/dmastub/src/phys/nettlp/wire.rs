@@ -46,8 +46,8 @@ pub struct RequesterId(pub u16);
 
 impl RequesterId {
     /// Parses `1b:00` (bus 0x1b, devfn 0x00) or `1b:00.1` (bus, device, function).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || format!("'{text}' is not a requester ID (BB:DD in hex, e.g. 1b:00, or BB:DD.F)");
+    pub fn parse(text: &str) -> Result<Self, BadRequesterId> {
+        let bad = || BadRequesterId(text.to_string());
         let (bus, rest) = text.split_once(':').ok_or_else(bad)?;
         let bus = u8::from_str_radix(bus, 16).map_err(|_| bad())?;
         let devfn = match rest.split_once('.') {
@@ -64,6 +64,11 @@ impl RequesterId {
         Ok(RequesterId(u16::from(bus) << 8 | u16::from(devfn)))
     }
 }
+
+/// Text that is not a requester ID.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a requester ID (BB:DD in hex, e.g. 1b:00, or BB:DD.F)")]
+pub struct BadRequesterId(pub String);
 
 impl fmt::Display for RequesterId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
