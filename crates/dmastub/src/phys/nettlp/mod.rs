@@ -4,8 +4,10 @@
 //! [`crate::phys::PhysMem`] that keeps every tag busy; [`emulator`] plays the adapter and the
 //! target's root complex over any other memory source, for tests and demos.
 
-pub mod client;
+mod client;
+mod config;
 pub mod mmsg;
 pub mod wire;
 
-pub use client::{NetTlpConfig, NetTlpMem, NetTlpStats};
+pub use client::NetTlpMem;
+pub use config::{NetTlpConfig, NetTlpError, NetTlpStats};
