@@ -237,11 +237,12 @@ pub(crate) fn parse(data: &dyn ReadAt) -> Result<ElfCore, ElfError> {
 
     let phnum = if e_phnum == PN_XNUM {
         // sh_info of section header 0 is at offset 44 inside it.
-        let sh_info = in_file(e_shoff, SHDR_SIZE, size)
-            .then(|| array_at::<4>(data, e_shoff + 44))
+        let shdr = in_file(e_shoff, SHDR_SIZE, size)
+            .then(|| array_at::<{ SHDR_SIZE as usize }>(data, e_shoff))
             .flatten()
             .ok_or(ElfError::SectionHeaderPastEnd { e_shoff, size })?;
-        u64::from(u32::from_le_bytes(sh_info))
+        // `shdr` is 64 bytes: the field lies inside it.
+        u64::from(shdr[..].u32_at(44).unwrap_or_default())
     } else {
         u64::from(e_phnum)
     };
