@@ -242,6 +242,7 @@ impl Emulator {
         &self.core.cfg
     }
 
+    /// What it has done so far.
     pub fn stats(&self) -> EmulatorStats {
         self.core.tx.counters.snapshot()
     }
@@ -357,6 +358,7 @@ impl EmulatorHandle {
         Ok(EmulatorHandle { stop, thread: Some(thread), counters })
     }
 
+    /// What the emulator has done so far, read while it runs.
     pub fn stats(&self) -> EmulatorStats {
         self.counters.snapshot()
     }

@@ -3,7 +3,7 @@
 use super::faults::split;
 use super::tx::{CPLD_HEADER, MAX_QUEUED, cpld_header};
 use super::*;
-use dmastub::phys::buffer::BufferMem;
+use dmastub::phys::BufferMem;
 use dmastub::phys::nettlp::wire::{Completion, CplStatus, RequesterId};
 use std::net::UdpSocket as StdUdp;
 

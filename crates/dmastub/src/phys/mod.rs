@@ -4,12 +4,19 @@
 //! ranges it holds ([`PhysMem::ram`]); a read that touches anything else is an error, never
 //! zeros, because a forensic tool that makes up bytes is worse than one that says "I can't".
 //!
-//! Sources: [`buffer::BufferMem`] (bytes in memory: tests and the synthetic demo), the
+//! Sources: [`BufferMem`] (bytes in memory: tests and the synthetic demo), the
 //! file-backed sources opened by [`open_file`]: raw images and live RAM files, ELF cores
 //! (QEMU `dump-guest-memory`, kdump) and LiME dumps, told apart by their first bytes; and
 //! [`nettlp::NetTlpMem`], a machine read by DMA through a NetTLP adapter.
+//!
+//! Errors: a failed read is a [`PhysError`] (never fatal to a gdb session; a device failure says
+//! so through [`PhysError::is_device_failure`]); a file that cannot be opened is an
+//! [`OpenError`], which keeps the parser's [`ElfError`] or [`LimeError`] as its source; a
+//! NetTLP client that cannot be set up is a [`nettlp::NetTlpError`]. Where the user can do
+//! something about an error, its `remedy()` says what as a [`Remedy`], for each front end to
+//! put in its own words.
 
-pub mod buffer;
+pub(crate) mod buffer;
 mod elf;
 mod error;
 mod file;
@@ -19,6 +26,7 @@ pub mod nettlp;
 mod open;
 mod ranges;
 
+pub use buffer::BufferMem;
 pub use elf::{CoreNote, ElfError};
 pub use error::{IoError, NetTlpSetting, PhysError, Remedy, SegmentError};
 pub use file::FileMem;
@@ -33,7 +41,9 @@ use std::fmt;
 /// One range of physical memory a source holds: `[start, start + len)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RamRange {
+    /// The first address.
     pub start: PhysAddr,
+    /// Bytes in the range.
     pub len: u64,
 }
 
@@ -176,7 +186,7 @@ pub trait PhysMem: Send {
 }
 
 /// `bytes` as "256 MiB", "1.5 GiB", "12 KiB" or "100 bytes".
-pub fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
     for (unit, size) in UNITS {
         if bytes >= size {

@@ -148,10 +148,12 @@ impl NetTlpMem {
         })
     }
 
+    /// The settings it was opened with.
     pub fn config(&self) -> &NetTlpConfig {
         &self.config
     }
 
+    /// What it has carried since it was opened (or since [`PhysMem::reset_traffic`]).
     pub fn stats(&self) -> NetTlpStats {
         self.stats
     }
