@@ -50,7 +50,7 @@ impl Linux {
 
     /// The kernel's ORC tables: read once (a few MiB), then kept. A failed read is tried again
     /// next time (a DMA link may come back).
-    fn orc(&self, view: &mut View) -> Result<&Orc, String> {
+    fn orc(&self, view: &mut View) -> Result<&Orc, unwind::UnwindError> {
         if let Some(orc) = self.orc.get() {
             return Ok(orc);
         }
