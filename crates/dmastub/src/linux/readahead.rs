@@ -27,7 +27,7 @@ impl Window {
 /// Memory with read-ahead windows over a wrapped [`Memory`]: a read wholly inside the windows
 /// is answered from them; any other read goes to the wrapped memory. Counts the bytes it
 /// reads from the wrapped memory.
-pub struct ReadAhead<'m, M: Memory + ?Sized = dyn Memory + 'm> {
+pub(crate) struct ReadAhead<'m, M: Memory + ?Sized = dyn Memory + 'm> {
     mem: &'m mut M,
     /// Sorted by base, not overlapping.
     windows: Vec<Window>,

@@ -1,10 +1,10 @@
-use super::orc::orc_reg;
+use super::orc::{FrameKind, OrcEntry, OrcTable, orc_reg};
 use super::walk::check_sp;
 use super::*;
-use crate::testing::{FakeMemory, XorShift};
 use crate::linux::Member;
 use crate::linux::TypeMap;
 use crate::linux::threads::{PT_REGS_WORDS, THREAD_SIZE};
+use crate::testing::{FakeMemory, XorShift};
 
 const TEXT: u64 = 0xffff_ffff_8100_0000;
 const ORC: u64 = 0xffff_ffff_8200_0000;
