@@ -11,19 +11,29 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_dmastub");
 
 pub use dmastub_testkit::child::DmastubChild;
 
+/// The public fixture set the suite is written for (`../shared/fixtures/README.md`); other
+/// folders (more kernels, built with the fixtures' `tools/`) are used when present.
+pub const BASE_FIXTURE: &str = "linux-6.1-kaslr";
+
 /// The fixture folder `name` (e.g. `linux-6.1-kaslr`), or `None` with a message saying why the
-/// test is skipped.
+/// test is skipped. With `DMASTUB_FIXTURES_REQUIRED=1` (CI) a missing [`BASE_FIXTURE`] fails the
+/// test instead: a suite that skips its real-image tests must not pass unnoticed.
 pub fn fixture_dir(name: &str) -> Option<PathBuf> {
     let root = std::env::var_os("DMASTUB_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
     let dir = root.join(name);
     if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("SKIP: fixture folder {} not found (set DMASTUB_FIXTURES)", dir.display());
-        None
+        return Some(dir);
     }
+    let required = std::env::var_os("DMASTUB_FIXTURES_REQUIRED").is_some_and(|v| v == "1");
+    assert!(
+        !(required && name == BASE_FIXTURE),
+        "fixture folder {} not found and DMASTUB_FIXTURES_REQUIRED=1 (set DMASTUB_FIXTURES)",
+        dir.display()
+    );
+    eprintln!("SKIP: fixture folder {} not found (set DMASTUB_FIXTURES)", dir.display());
+    None
 }
 
 /// `dir/name`, unpacked with `zstd -d` into a cache under the temp dir when it ends in `.zst`.

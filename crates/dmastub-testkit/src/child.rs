@@ -188,6 +188,7 @@ impl DmastubChild {
 }
 
 impl DmastubChild {
+    /// The child's process ID.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -6,10 +6,15 @@
 use std::io::{self, Write};
 
 /// One archive member.
+#[allow(missing_docs)] // the fields are the cpio header's, named as there
 pub enum Entry<'a> {
+    /// A directory.
     Dir { path: &'a str },
+    /// A regular file with its permission bits and contents.
     File { path: &'a str, mode: u32, data: &'a [u8] },
+    /// A symbolic link.
     Symlink { path: &'a str, target: &'a str },
+    /// A character device node.
     CharDev { path: &'a str, major: u32, minor: u32 },
 }
 

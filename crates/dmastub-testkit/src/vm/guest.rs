@@ -29,9 +29,11 @@ pub struct GuestOptions {
 /// The files QEMU boots, and what they are.
 #[derive(Debug, Clone)]
 pub struct GuestFiles {
+    /// The bzImage.
     pub kernel: PathBuf,
     /// The kernel's package (`linux-image-6.1.0-56-amd64`), or the file the user gave.
     pub kernel_origin: String,
+    /// The initramfs built for it.
     pub initramfs: PathBuf,
     /// The ticker binary that runs in the guest: `add-symbol-file` gives gdb its symbols.
     pub ticker: PathBuf,

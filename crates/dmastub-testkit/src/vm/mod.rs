@@ -26,10 +26,17 @@ use qmp::Qmp;
 /// What went wrong while preparing, booting or talking to the guest.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
+    /// What went wrong, said in full.
     #[error("{0}")]
     Msg(String),
+    /// An I/O error, and what was being done.
     #[error("{what}: {source}")]
-    Io { what: String, source: io::Error },
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: io::Error,
+    },
 }
 
 impl VmError {
@@ -87,7 +94,9 @@ fn static_libc_present() -> bool {
 /// How to run the guest.
 #[derive(Debug, Clone)]
 pub struct VmConfig {
+    /// The guest's RAM in MiB.
     pub mem_mib: u32,
+    /// Its virtual CPUs.
     pub cpus: u32,
     /// Force TCG even where KVM works (also `DMASTUB_VM_ACCEL=tcg`).
     pub tcg_only: bool,
@@ -112,19 +121,26 @@ impl Default for VmConfig {
 /// What the guest said about itself when it was ready (see `guest/init.sh`).
 #[derive(Debug, Clone, Default)]
 pub struct GuestReport {
+    /// `uname -r`.
     pub release: String,
+    /// The PID of the ticker, the guest's own program.
     pub ticker_pid: u32,
     /// `/proc/kallsyms` lines: address and name.
     pub kallsyms: Vec<(u64, String)>,
+    /// Its processes.
     pub ps: Vec<GuestProcess>,
 }
 
 /// One line of the guest's `ps -o pid,ppid,stat,comm`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestProcess {
+    /// Process ID.
     pub pid: u32,
+    /// Parent's process ID.
     pub ppid: u32,
+    /// State letters, as `ps` prints them.
     pub stat: String,
+    /// Command name.
     pub comm: String,
 }
 
@@ -175,9 +191,13 @@ pub struct LiveVm {
     console: PathBuf,
     control: BufReader<UnixStream>,
     qmp: Qmp,
+    /// The accelerator QEMU runs with: `kvm` or `tcg`.
     pub accel: &'static str,
+    /// The files it booted.
     pub guest: GuestFiles,
+    /// What the guest said about itself once up.
     pub report: GuestReport,
+    /// From QEMU's start to the guest's report.
     pub boot_time: Duration,
 }
 
@@ -192,6 +212,7 @@ pub fn register(pid: u32, paths: Vec<PathBuf>) {
     }
 }
 
+/// Takes `pid` and its files off the clean-up list (it was stopped and cleaned up normally).
 pub fn forget(pid: u32) {
     if let Ok(mut list) = CLEANUP.lock() {
         list.retain(|(p, _)| *p != pid);

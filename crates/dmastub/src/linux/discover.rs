@@ -127,11 +127,13 @@ pub enum DiscoverError {
 }
 
 /// Why the real-mode trampoline was not found.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum TrampolineError {
     /// Memory was read, and holds no trampoline.
+    #[error("no real-mode trampoline below 1 MiB: {0}")]
     Absent(String),
     /// The source itself failed: how many reads, and the first error.
+    #[error("the memory below 1 MiB cannot be read: {0}")]
     Unreadable(String),
 }
 

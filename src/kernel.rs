@@ -1,0 +1,91 @@
+//! `dmastub kernel`, `ps`, `dmesg`, `bt` and `profile`: the kernel in the memory, without gdb.
+
+use crate::CliResult;
+use crate::cli::{BtArgs, DmesgArgs, LinuxArgs, LinuxCmdArgs, ProfileArgs, PsArgs};
+use crate::source::{mmu_config, open_source};
+use dmastub::linux::btf::Btf;
+use dmastub::linux::commands::Linux;
+use dmastub::linux::discover::{Hints, discover};
+use dmastub::linux::{profile, symfile};
+use dmastub::mmu::{AddressSpace, MmuConfig, Paging};
+use dmastub::phys::{self, OpenOptions, WriteMode};
+
+/// Finds the kernel with the user's hints.
+pub(crate) fn find_linux(
+    space: &mut AddressSpace,
+    cr3: Option<u64>,
+    a: &LinuxArgs,
+) -> Result<Linux, Box<dyn std::error::Error>> {
+    let mut hints = Hints { cr3, kaslr: a.kaslr, ..Default::default() };
+    if let Some(p) = &a.system_map {
+        hints.link_symbols = Some((symfile::load_system_map(p)?, format!("System.map {}", p.display())));
+    }
+    if let Some(p) = &a.vmlinux {
+        hints.link_symbols = Some((symfile::load_vmlinux(p)?, format!("vmlinux {}", p.display())));
+    }
+    if let Some(p) = &a.btf {
+        hints.types = Some(Box::new(Btf::load(p)?));
+    }
+    if let Some(name) = &a.profile {
+        let prof = profile::Profile::load(name)?;
+        if hints.link_symbols.is_none() {
+            hints.link_symbols = prof.link_symbols();
+        }
+        hints.types = Some(Box::new(prof.types()));
+    }
+    let kernel = discover(space, hints)?;
+    Ok(Linux::new(kernel))
+}
+
+fn open_linux(a: &LinuxCmdArgs) -> Result<(AddressSpace, Linux), Box<dyn std::error::Error>> {
+    let mem = open_source(&a.source, WriteMode::ReadOnly)?;
+    let mut space = AddressSpace::new(mem, mmu_config(&a.mmu));
+    let linux = find_linux(&mut space, a.cr3, &a.linux)?;
+    Ok((space, linux))
+}
+
+pub(crate) fn kernel(a: LinuxCmdArgs) -> CliResult {
+    let (_, linux) = open_linux(&a)?;
+    print!("{}", linux.kernel.report());
+    Ok(())
+}
+
+pub(crate) fn ps(a: PsArgs) -> CliResult {
+    let (mut space, linux) = open_linux(&a.common)?;
+    print!("{}", linux.ps(&mut space, a.threads)?);
+    Ok(())
+}
+
+pub(crate) fn dmesg(a: DmesgArgs) -> CliResult {
+    let (mut space, linux) = open_linux(&a.common)?;
+    print!("{}", linux.dmesg(&mut space, a.lines)?);
+    Ok(())
+}
+
+pub(crate) fn bt(a: BtArgs) -> CliResult {
+    let (mut space, linux) = open_linux(&a.common)?;
+    print!("{}", linux.bt(&mut space, a.pid)?);
+    Ok(())
+}
+
+pub(crate) fn write_profile(a: ProfileArgs) -> CliResult {
+    let prof = match (&a.btf, &a.image) {
+        (Some(p), _) => profile::Profile::from_types(&a.name, a.release.as_deref(), &Btf::load(p)?),
+        (None, Some(image)) => {
+            let mem = phys::open_file(image, &OpenOptions::default())?;
+            let mut space = AddressSpace::new(mem, MmuConfig::new(Paging::Level4));
+            let kernel = discover(&mut space, Hints::default())?;
+            let types =
+                kernel.types.as_deref().ok_or("the image's kernel has no BTF to write a profile from")?;
+            let release = a.release.clone().or(kernel.release.as_ref().map(|r| r.value.clone()));
+            profile::Profile::from_types(&a.name, release.as_deref(), types)
+        }
+        (None, None) => return Err("give --btf FILE or --image FILE".into()),
+    };
+    match &a.output {
+        Some(path) => std::fs::write(path, prof.to_toml())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+        None => print!("{}", prof.to_toml()),
+    }
+    Ok(())
+}
