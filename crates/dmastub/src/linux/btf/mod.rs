@@ -21,6 +21,7 @@ mod parse;
 #[cfg(test)]
 mod tests;
 
+/// The magic a BTF blob starts with (`BTF_MAGIC`), little-endian.
 pub const BTF_MAGIC: u16 = 0xeb9f;
 /// The header as version 1 defines it; `hdr_len` may announce a longer one.
 pub const HEADER_LEN: usize = 24;
@@ -95,35 +96,131 @@ pub enum BtfError {
         #[source]
         source: Box<BtfError>,
     },
+    /// The blob is shorter than a header.
     #[error("BTF header truncated: {have} bytes, need {need}")]
-    TruncatedHeader { have: usize, need: usize },
+    TruncatedHeader {
+        /// Bytes there are.
+        have: usize,
+        /// Bytes needed.
+        need: usize,
+    },
+    /// The blob does not start with BTF's magic.
     #[error("not BTF: magic at byte 0 is {found:#06x}, expected {BTF_MAGIC:#06x}")]
-    BadMagic { found: u16 },
+    BadMagic {
+        /// The magic found.
+        found: u16,
+    },
+    /// A BTF version other than 1.
     #[error("BTF version {version} at byte 2 is not supported (only version 1)")]
-    BadVersion { version: u8 },
+    BadVersion {
+        /// The version found.
+        version: u8,
+    },
+    /// A header field is out of range.
     #[error("BTF header field {field} at byte {offset} is {value:#x}: {why}")]
-    BadHeader { field: &'static str, offset: usize, value: u64, why: &'static str },
+    BadHeader {
+        /// The header field, by name.
+        field: &'static str,
+        /// Byte offset in the blob.
+        offset: usize,
+        /// Its value.
+        value: u64,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// The header gives a length over [`MAX_BLOB_LEN`].
     #[error("BTF blob is {len} bytes by its header, more than the {MAX_BLOB_LEN} accepted")]
-    TooLarge { len: u64 },
+    TooLarge {
+        /// The length.
+        len: u64,
+    },
+    /// The blob ends before the length its header gives.
     #[error("BTF blob truncated: its header says {need} bytes, only {have} given")]
-    TruncatedBlob { have: usize, need: usize },
+    TruncatedBlob {
+        /// Bytes there are.
+        have: usize,
+        /// Bytes needed.
+        need: usize,
+    },
+    /// The string section is not NUL-terminated UTF-8.
     #[error("BTF string section at byte {offset}: {why}")]
-    BadStrings { offset: usize, why: &'static str },
+    BadStrings {
+        /// Byte offset in the blob.
+        offset: usize,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// A type record runs past the type section.
     #[error("BTF type {id} at byte {offset}: truncated {what}")]
-    TruncatedType { id: u32, offset: usize, what: &'static str },
+    TruncatedType {
+        /// The type's id.
+        id: u32,
+        /// Byte offset in the blob.
+        offset: usize,
+        /// What was being read.
+        what: &'static str,
+    },
+    /// A type of a kind this parser does not know.
     #[error("BTF type {id} at byte {offset}: unknown kind {kind}")]
-    UnknownKind { id: u32, offset: usize, kind: u8 },
+    UnknownKind {
+        /// The type's id.
+        id: u32,
+        /// Byte offset in the blob.
+        offset: usize,
+        /// The kind found.
+        kind: u8,
+    },
+    /// A type's count of members, enumerators or parameters exceeds the bytes left.
     #[error("BTF type {id} at byte {offset}: {count} {what} need {need} bytes, only {have} left")]
-    CountTooLarge { id: u32, offset: usize, what: &'static str, count: u32, need: u64, have: usize },
+    CountTooLarge {
+        /// The type's id.
+        id: u32,
+        /// Byte offset in the blob.
+        offset: usize,
+        /// What was being read.
+        what: &'static str,
+        /// How many.
+        count: u32,
+        /// Bytes needed.
+        need: u64,
+        /// Bytes there are.
+        have: usize,
+    },
+    /// A name offset outside the string section or inside a character.
     #[error("BTF type {id} at byte {offset}: name offset {name_off} is {why}")]
-    BadName { id: u32, offset: usize, name_off: u32, why: &'static str },
+    BadName {
+        /// The type's id.
+        id: u32,
+        /// Byte offset in the blob.
+        offset: usize,
+        /// The name offset.
+        name_off: u32,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// A reference to a type that does not exist (split BTF without its base).
     #[error(
         "BTF type {id} at byte {offset}: refers to type {target}, but there are only {count} types \
          (split BTF needs its base)"
     )]
-    BadTypeRef { id: u32, offset: usize, target: u32, count: usize },
+    BadTypeRef {
+        /// The type's id.
+        id: u32,
+        /// Byte offset in the blob.
+        offset: usize,
+        /// The type referred to.
+        target: u32,
+        /// How many.
+        count: usize,
+    },
+    /// More types than BTF ids allow.
     #[error("BTF has more than {MAX_TYPES} types (type {id} at byte {offset})")]
-    TooManyTypes { id: u32, offset: usize },
+    TooManyTypes {
+        /// The type's id.
+        id: u32,
+        /// Byte offset in the blob.
+        offset: usize,
+    },
 }
 
 /// One type record, decoded. Variable-length parts live in [`Btf`]'s shared tables, as

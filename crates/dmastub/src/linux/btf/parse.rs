@@ -142,8 +142,6 @@ impl Btf {
         header(header_bytes).map(|h| h.total)
     }
 
-    /// Parses and checks a whole blob. Bytes after the length its header gives are ignored.
-    /// `origin` is what [`TypeInfo::source`] reports.
     /// A BTF file (a copy of `/sys/kernel/btf/vmlinux`); the error names the file.
     pub fn load(path: &std::path::Path) -> Result<Btf, BtfError> {
         let file = |source| BtfError::File { path: path.to_path_buf(), source };
@@ -156,6 +154,8 @@ impl Btf {
             .map_err(|e| BtfError::InFile { path: path.to_path_buf(), source: Box::new(e) })
     }
 
+    /// Parses and checks a whole blob. Bytes after the length its header gives are ignored.
+    /// `origin` is what [`TypeInfo::source`] reports.
     pub fn parse(data: &[u8], origin: impl Into<String>) -> Result<Btf, BtfError> {
         let h = header(data)?;
         if data.len() < h.total {

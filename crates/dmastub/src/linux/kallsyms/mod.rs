@@ -19,10 +19,10 @@ mod search;
 #[cfg(test)]
 mod tests;
 
-pub use search::find;
+pub(crate) use search::find;
 
 /// Sampling stride through `.rodata`: smaller than any kernel's address table (≥ 20k symbols).
-pub const SAMPLE_STRIDE: u64 = 64 * 1024;
+pub(crate) const SAMPLE_STRIDE: u64 = 64 * 1024;
 /// Largest symbol count believed (a kernel with everything built in has about 250k).
 const MAX_SYMBOLS: u64 = 2_000_000;
 /// Largest `kallsyms_names` table believed.
@@ -36,15 +36,32 @@ const CHUNK: u64 = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KallsymsError {
+    /// No sampled page starts a believable address table.
     #[error(
         "no kallsyms address table in {start:#x}..{end:#x} ({sampled} pages sampled); give --system-map or --vmlinux"
     )]
-    NotFound { start: u64, end: u64, sampled: u64 },
+    NotFound {
+        /// Start of the range searched.
+        start: u64,
+        /// End of the range searched.
+        end: u64,
+        /// Pages sampled.
+        sampled: u64,
+    },
+    /// A candidate's tables disagree with each other.
     #[error("kallsyms tables near {at:#x} are inconsistent: {why}")]
-    Inconsistent { at: u64, why: String },
+    Inconsistent {
+        /// Where.
+        at: u64,
+        /// What is wrong.
+        why: String,
+    },
+    /// Memory the tables need could not be read.
     #[error("reading kallsyms at {at:#x}: {err}")]
     Read {
+        /// The address.
         at: u64,
+        /// Why it could not be.
         #[source]
         err: MemError,
     },
@@ -131,10 +148,12 @@ pub struct Kallsyms {
 }
 
 impl Kallsyms {
+    /// How many symbols there are.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -48,7 +48,7 @@ fn page_is_table(page: &[u8], enc: Encoding) -> bool {
 /// Finds and decodes the kallsyms tables. `samples` are the addresses of pages to probe for the
 /// address table (the kernel's read-only data, `SAMPLE_STRIDE` apart); `region` bounds every
 /// table (the kernel image).
-pub fn find(
+pub(crate) fn find(
     mem: &mut dyn Memory,
     samples: &[u64],
     region: std::ops::Range<u64>,

@@ -78,29 +78,72 @@ pub struct KernelLog {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PrintkError {
+    /// Neither a `prb` nor a `log_buf` symbol.
     #[error(
         "no kernel log symbol: looked for `prb` (printk ring buffer, Linux 5.10+) and `log_buf` (Linux 3.5-5.9)"
     )]
     NoSymbol,
+    /// The layout lacks a member the log needs.
     #[error("the kernel log needs the offset of {field}, which the layout ({origin}) does not give")]
-    MissingOffset { field: String, origin: String },
+    MissingOffset {
+        /// The header field, by name.
+        field: String,
+        /// Where the layout came from.
+        origin: String,
+    },
+    /// The layout lacks a struct's size.
     #[error("the kernel log needs the size of struct {ty}, which the layout ({origin}) does not give")]
-    MissingSize { ty: String, origin: String },
+    MissingSize {
+        /// The struct.
+        ty: String,
+        /// Where the layout came from.
+        origin: String,
+    },
+    /// The layout's offsets or sizes cannot be right.
     #[error("the layout ({origin}) is not believable: {why}")]
-    BadLayout { origin: String, why: String },
+    BadLayout {
+        /// Where the layout came from.
+        origin: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// Memory the log needs could not be read.
     #[error("cannot read {what} at {addr:#x}: {source}")]
     Unreadable {
+        /// What was being read.
         what: String,
+        /// The address.
         addr: u64,
+        /// Why it could not be.
         #[source]
         source: MemError,
     },
+    /// The [`MAX_READ_BYTES`] budget ran out.
     #[error("cannot read {what} at {addr:#x}: the read limit was reached")]
-    ReadLimit { what: String, addr: u64 },
+    ReadLimit {
+        /// What was being read.
+        what: String,
+        /// The address.
+        addr: u64,
+    },
+    /// An offset computed from the rings lies outside their array.
     #[error("cannot read {what} at {addr:#x}: outside its array")]
-    OutsideArray { what: String, addr: u64 },
+    OutsideArray {
+        /// What was being read.
+        what: String,
+        /// The address.
+        addr: u64,
+    },
+    /// A structure read is not believable.
     #[error("{what} at {addr:#x} is corrupt: {why}")]
-    Corrupt { what: String, addr: u64, why: String },
+    Corrupt {
+        /// What was being read.
+        what: String,
+        /// The address.
+        addr: u64,
+        /// What is wrong.
+        why: String,
+    },
 }
 
 impl PrintkError {

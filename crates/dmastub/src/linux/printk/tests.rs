@@ -1,9 +1,8 @@
 use super::prb::*;
 use super::*;
-use crate::addr::PhysAddr;
+use crate::bytes::LeBytes;
 use crate::linux::TypeMap;
-use crate::mmu::MemError;
-use crate::phys::PhysError;
+use crate::testing::FakeMemory;
 use std::collections::{HashMap, VecDeque};
 
 const BASE: u64 = 0xffff_8880_0100_0000;
@@ -15,47 +14,9 @@ const DATA: u64 = BASE + 0x40000;
 const LOG_VARS: u64 = BASE + 0x200;
 const LOG_BUF: u64 = BASE + 0x60000;
 
-/// Kernel memory as one buffer at [`BASE`], with holes, counting reads.
-struct TestMem {
-    bytes: Vec<u8>,
-    holes: Vec<(u64, u64)>,
-    reads: u64,
-    read_bytes: u64,
-}
-
-impl TestMem {
-    fn new() -> Self {
-        Self { bytes: vec![0; 0x80000], holes: Vec::new(), reads: 0, read_bytes: 0 }
-    }
-    fn write(&mut self, addr: u64, b: &[u8]) {
-        let at = (addr - BASE) as usize;
-        self.bytes[at..at + b.len()].copy_from_slice(b);
-    }
-    fn w64(&mut self, addr: u64, v: u64) {
-        self.write(addr, &v.to_le_bytes());
-    }
-}
-
-impl Memory for TestMem {
-    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        self.reads += 1;
-        self.read_bytes += buf.len() as u64;
-        let end = addr.wrapping_add(buf.len() as u64);
-        let bad = addr < BASE
-            || end < addr
-            || end > BASE + self.bytes.len() as u64
-            || self.holes.iter().any(|&(s, e)| s < end && e > addr);
-        if bad {
-            return Err(MemError::Phys(PhysError::NotRam {
-                addr: PhysAddr(addr),
-                len: buf.len() as u64,
-                source_name: "test".into(),
-            }));
-        }
-        let at = (addr - BASE) as usize;
-        buf.copy_from_slice(&self.bytes[at..at + buf.len()]);
-        Ok(())
-    }
+/// Kernel memory: one buffer at [`BASE`].
+fn test_mem() -> FakeMemory {
+    FakeMemory::new().with_region(BASE, vec![0; 0x80000])
 }
 
 struct Syms(HashMap<&'static str, u64>);
@@ -100,7 +61,7 @@ fn prb_types() -> TypeMap {
 /// A printk ring buffer written the way the kernel writes it (bootstrap descriptor, ids
 /// and seqs advancing by whole wraps, wrapping data blocks stored at the ring start).
 struct PrbSim {
-    mem: TestMem,
+    mem: FakeMemory,
     count_bits: u32,
     size_bits: u32,
     head_id: u64,
@@ -117,7 +78,7 @@ impl PrbSim {
         let desc0 = 0u64.wrapping_sub(count + 1) & DESC_ID_MASK;
         let blk0 = 0u64.wrapping_sub(1 << size_bits);
         let mut s = Self {
-            mem: TestMem::new(),
+            mem: test_mem(),
             count_bits,
             size_bits,
             head_id: desc0,
@@ -127,9 +88,9 @@ impl PrbSim {
             live: VecDeque::new(),
             wrapping_blocks: 0,
         };
-        s.mem.w64(PRB_VAR, RB);
+        s.mem.put_u64(PRB_VAR, RB);
         s.write_desc(desc0, 3 << DESC_FLAGS_SHIFT | desc0, 1, 1);
-        s.mem.w64(INFOS, 0u64.wrapping_sub(count));
+        s.mem.put_u64(INFOS, 0u64.wrapping_sub(count));
         s.sync();
         s
     }
@@ -144,28 +105,28 @@ impl PrbSim {
     }
     fn write_desc(&mut self, id: u64, sv: u64, begin: u64, next: u64) {
         let a = self.desc_addr(id);
-        self.mem.w64(a, sv);
-        self.mem.w64(a + 8, begin);
-        self.mem.w64(a + 16, next);
+        self.mem.put_u64(a, sv);
+        self.mem.put_u64(a + 8, begin);
+        self.mem.put_u64(a + 16, next);
     }
     fn sync(&mut self) {
         let m = &mut self.mem;
-        m.write(RB, &self.count_bits.to_le_bytes());
-        m.w64(RB + 8, DESCS);
-        m.w64(RB + 16, INFOS);
-        m.w64(RB + 24, self.head_id);
-        m.w64(RB + 32, self.tail_id);
-        m.write(RB + 48, &self.size_bits.to_le_bytes());
-        m.w64(RB + 56, DATA);
-        m.w64(RB + 64, self.head_lpos);
-        m.w64(RB + 72, self.tail_lpos);
+        m.put(RB, &self.count_bits.to_le_bytes());
+        m.put_u64(RB + 8, DESCS);
+        m.put_u64(RB + 16, INFOS);
+        m.put_u64(RB + 24, self.head_id);
+        m.put_u64(RB + 32, self.tail_id);
+        m.put(RB + 48, &self.size_bits.to_le_bytes());
+        m.put_u64(RB + 56, DATA);
+        m.put_u64(RB + 64, self.head_lpos);
+        m.put_u64(RB + 72, self.tail_lpos);
     }
     fn evict(&mut self) {
         match self.live.front() {
             Some(&(id, _, next)) if id == self.tail_id => {
                 self.live.pop_front();
                 let a = self.desc_addr(id);
-                self.mem.w64(a, 3 << DESC_FLAGS_SHIFT | id);
+                self.mem.put_u64(a, 3 << DESC_FLAGS_SHIFT | id);
                 if next & 1 == 0 {
                     self.tail_lpos = next;
                 }
@@ -196,25 +157,25 @@ impl PrbSim {
             }
             if begin >> self.size_bits != next >> self.size_bits {
                 self.wrapping_blocks += 1;
-                self.mem.w64(DATA + (begin & (size - 1)), id);
-                self.mem.w64(DATA, id);
-                self.mem.write(DATA + 8, text.as_bytes());
+                self.mem.put_u64(DATA + (begin & (size - 1)), id);
+                self.mem.put_u64(DATA, id);
+                self.mem.put(DATA + 8, text.as_bytes());
             } else {
-                self.mem.w64(DATA + (begin & (size - 1)), id);
-                self.mem.write(DATA + (begin & (size - 1)) + 8, text.as_bytes());
+                self.mem.put_u64(DATA + (begin & (size - 1)), id);
+                self.mem.put(DATA + (begin & (size - 1)) + 8, text.as_bytes());
             }
             self.head_lpos = next;
             (begin, next)
         };
         let ia = self.info_addr(id);
         let idx = id & (count - 1);
-        let old = self.mem.bytes[(ia - BASE) as usize..][..8].try_into().map(u64::from_le_bytes).unwrap();
+        let old = self.mem.get(ia, 8).u64_at(0).unwrap_or_default();
         let seq = if old == 0 && idx != 0 { idx } else { old.wrapping_add(count) };
-        self.mem.write(ia, &[0; 88]);
-        self.mem.w64(ia, seq);
-        self.mem.w64(ia + 8, ts);
-        self.mem.write(ia + 16, &(text.len() as u16).to_le_bytes());
-        self.mem.write(ia + 19, &[level << 5]);
+        self.mem.put(ia, &[0; 88]);
+        self.mem.put_u64(ia, seq);
+        self.mem.put_u64(ia + 8, ts);
+        self.mem.put(ia + 16, &(text.len() as u16).to_le_bytes());
+        self.mem.put(ia + 19, &[level << 5]);
         self.write_desc(id, state << DESC_FLAGS_SHIFT | id, begin, next);
         self.head_id = id;
         self.live.push_back((id, begin, next));
@@ -253,7 +214,7 @@ fn normal_records_in_few_reads() {
     assert!(log.problems.is_empty(), "{:?}", log.problems);
     assert!(log.layout.contains("printk_info.level assumed"), "{}", log.layout);
     // The pointer, the header, then one read per array.
-    assert!(sim.mem.reads <= 5, "{} reads", sim.mem.reads);
+    assert!(sim.mem.reads() <= 5, "{} reads", sim.mem.reads());
     assert_eq!(
         log.render(None),
         "[    0.000000] Linux version 6.1.0\n[    1.234567] second\\x1b[31m red\n[    2.000000]\n\
@@ -287,7 +248,7 @@ fn a_half_written_record_after_a_crash_is_skipped() {
     sim.push("two", 2);
     let id = sim.add("thr", 3, 0, DESC_RESERVED);
     // The writer died before filling in the text length.
-    sim.mem.write(sim.info_addr(id) + 16, &[0, 0]);
+    sim.mem.put(sim.info_addr(id) + 16, &[0, 0]);
     let log = sim.read().unwrap();
     assert_eq!(texts(&log), ["one", "two"]);
     assert_eq!(log.problems.len(), 1, "{:?}", log.problems);
@@ -308,8 +269,8 @@ fn descriptors_and_seqs_that_do_not_match_are_skipped() {
     let ids: Vec<u64> = (0..5).map(|i| sim.push(&format!("r{i}"), i)).collect();
     // Record 1's descriptor was reused for a later id; record 3's info is from another wrap.
     let a = sim.desc_addr(ids[1]);
-    sim.mem.w64(a, DESC_FINALIZED << DESC_FLAGS_SHIFT | (ids[1] + 16));
-    sim.mem.w64(sim.info_addr(ids[3]), 3 + 5);
+    sim.mem.put_u64(a, DESC_FINALIZED << DESC_FLAGS_SHIFT | (ids[1] + 16));
+    sim.mem.put_u64(sim.info_addr(ids[3]), 3 + 5);
     let log = sim.read().unwrap();
     assert_eq!(texts(&log), ["r0", "r2", "r4"]);
     let p = log.problems.join("\n");
@@ -323,10 +284,10 @@ fn overwritten_text_and_bad_positions_are_skipped() {
     let ids: Vec<u64> = (0..4).map(|i| sim.push(&format!("rec{i}"), i)).collect();
     // Record 1's block claims another id; record 2's positions are in unrelated wraps.
     let begin = sim.live[1].1;
-    sim.mem.w64(DATA + (begin & 1023), 0x77);
+    sim.mem.put_u64(DATA + (begin & 1023), 0x77);
     let a = sim.desc_addr(ids[2]);
-    sim.mem.w64(a + 8, 0x10_0000);
-    sim.mem.w64(a + 16, 0x8);
+    sim.mem.put_u64(a + 8, 0x10_0000);
+    sim.mem.put_u64(a + 16, 0x8);
     let log = sim.read().unwrap();
     assert_eq!(texts(&log), ["rec0", "rec3"]);
     let p = log.problems.join("\n");
@@ -338,11 +299,11 @@ fn overwritten_text_and_bad_positions_are_skipped() {
 fn garbage_ring_sizes_are_refused() {
     let mut sim = PrbSim::new(4, 10);
     sim.push("x", 0);
-    sim.mem.write(RB, &60u32.to_le_bytes());
+    sim.mem.put(RB, &60u32.to_le_bytes());
     let e = sim.read().unwrap_err().to_string();
     assert!(e.contains("count_bits is 60"), "{e}");
-    sim.mem.write(RB, &4u32.to_le_bytes());
-    sim.mem.write(RB + 48, &31u32.to_le_bytes());
+    sim.mem.put(RB, &4u32.to_le_bytes());
+    sim.mem.put(RB + 48, &31u32.to_le_bytes());
     let e = sim.read().unwrap_err().to_string();
     assert!(e.contains("size_bits is 31"), "{e}");
 }
@@ -354,16 +315,15 @@ fn corrupt_head_and_tail_ids_are_bounded_by_the_ring() {
         sim.push(&format!("m{i}"), i);
     }
     // tail just after head: 2^62 - 1 descriptors apart.
-    sim.mem.w64(RB + 32, sim.head_id + 1);
+    sim.mem.put_u64(RB + 32, sim.head_id + 1);
     let log = sim.read().unwrap();
     assert_eq!(texts(&log), ["m0", "m1", "m2"]);
     let p = log.problems.join("\n");
     assert!(p.contains("span more than the 16 descriptors"), "{p}");
     // Garbage everywhere: still bounded, no panic.
     let mut junk = PrbSim::new(4, 10);
-    for (i, b) in junk.mem.bytes[0x1000..0x50000].iter_mut().enumerate() {
-        *b = (i.wrapping_mul(2_654_435_761) >> 7) as u8;
-    }
+    let garbage: Vec<u8> = (0..0x4f000usize).map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8).collect();
+    junk.mem.put(BASE + 0x1000, &garbage);
     let log = junk.read().unwrap();
     assert!(log.records.len() <= 16);
 }
@@ -373,7 +333,7 @@ fn unreadable_memory_is_named() {
     let mut sim = PrbSim::new(4, 10);
     sim.push("a", 0);
     sim.push("b", 1);
-    sim.mem.holes.push((DATA, DATA + 0x1000));
+    sim.mem.add_hole(DATA, DATA + 0x1000);
     let log = sim.read().unwrap();
     assert!(log.records.is_empty());
     let p = log.problems.join("\n");
@@ -381,7 +341,7 @@ fn unreadable_memory_is_named() {
         p.contains("skipped 2 records whose text is unreadable (e.g. seq 1 at 0xffff888001040010"),
         "{p}"
     );
-    sim.mem.holes.push((DESCS, DESCS + 0x1000));
+    sim.mem.add_hole(DESCS, DESCS + 0x1000);
     let log = sim.read().unwrap();
     assert!(log.problems[0].ends_with("3 descriptors not read (this one and older)"), "{:?}", log.problems);
     assert!(
@@ -390,14 +350,14 @@ fn unreadable_memory_is_named() {
         "{:?}",
         log.problems
     );
-    sim.mem.w64(PRB_VAR, 0x1234);
+    sim.mem.put_u64(PRB_VAR, 0x1234);
     let e = sim.read().unwrap_err().to_string();
     assert!(e.starts_with("cannot read struct printk_ringbuffer (*prb) at 0x1234"), "{e}");
 }
 
 #[test]
 fn missing_symbols_and_offsets_are_named() {
-    let mut mem = TestMem::new();
+    let mut mem = test_mem();
     let e = read_log(&mut mem, &Syms(HashMap::new()), &prb_types()).unwrap_err().to_string();
     assert!(e.contains("`prb`") && e.contains("`log_buf`"), "{e}");
     let mut t = prb_types();
@@ -408,7 +368,7 @@ fn missing_symbols_and_offsets_are_named() {
 
 /// `log_buf` written as Linux 3.5-5.9's `log_store` writes it.
 struct LogBufSim {
-    mem: TestMem,
+    mem: FakeMemory,
     len: u64,
     first: u64,
     next: u64,
@@ -419,14 +379,13 @@ struct LogBufSim {
 
 impl LogBufSim {
     fn new(len: u64) -> Self {
-        let mut s = Self { mem: TestMem::new(), len, first: 0, next: 0, first_seq: 0, next_seq: 0, wraps: 0 };
-        s.mem.w64(LOG_VARS, LOG_BUF);
+        let mut s = Self { mem: test_mem(), len, first: 0, next: 0, first_seq: 0, next_seq: 0, wraps: 0 };
+        s.mem.put_u64(LOG_VARS, LOG_BUF);
         s.sync();
         s
     }
-    fn rec_len(&self, idx: u64) -> u64 {
-        let at = (LOG_BUF - BASE + idx) as usize + 8;
-        u16::from_le_bytes([self.mem.bytes[at], self.mem.bytes[at + 1]]) as u64
+    fn rec_len(&mut self, idx: u64) -> u64 {
+        u64::from(self.mem.get(LOG_BUF + idx + 8, 2).u16_at(0).unwrap_or_default())
     }
     fn has_space(&self, size: u64) -> bool {
         let free = if self.next > self.first || self.first_seq == self.next_seq {
@@ -444,26 +403,26 @@ impl LogBufSim {
             self.first_seq += 1;
         }
         if self.next + size + 16 > self.len {
-            self.mem.write(LOG_BUF + self.next, &[0; 16]);
+            self.mem.put(LOG_BUF + self.next, &[0; 16]);
             self.next = 0;
             self.wraps += 1;
         }
         let at = LOG_BUF + self.next;
-        self.mem.w64(at, ts);
-        self.mem.write(at + 8, &(size as u16).to_le_bytes());
-        self.mem.write(at + 10, &(text.len() as u16).to_le_bytes());
-        self.mem.write(at + 12, &[0, 0, 0, level << 5]);
-        self.mem.write(at + 16, text.as_bytes());
+        self.mem.put_u64(at, ts);
+        self.mem.put(at + 8, &(size as u16).to_le_bytes());
+        self.mem.put(at + 10, &(text.len() as u16).to_le_bytes());
+        self.mem.put(at + 12, &[0, 0, 0, level << 5]);
+        self.mem.put(at + 16, text.as_bytes());
         self.next += size;
         self.next_seq += 1;
         self.sync();
     }
     fn sync(&mut self) {
         let m = &mut self.mem;
-        m.write(LOG_VARS + 8, &(self.len as u32).to_le_bytes());
-        m.write(LOG_VARS + 16, &(self.first as u32).to_le_bytes());
-        m.write(LOG_VARS + 24, &(self.next as u32).to_le_bytes());
-        m.w64(LOG_VARS + 32, self.first_seq);
+        m.put(LOG_VARS + 8, &(self.len as u32).to_le_bytes());
+        m.put(LOG_VARS + 16, &(self.first as u32).to_le_bytes());
+        m.put(LOG_VARS + 24, &(self.next as u32).to_le_bytes());
+        m.put_u64(LOG_VARS + 32, self.first_seq);
     }
     fn read(&mut self) -> Result<KernelLog, PrintkError> {
         let syms = Syms(HashMap::from([
@@ -505,7 +464,7 @@ fn corrupt_log_buf_stops_with_a_reason() {
     }
     // The second record claims to run past the end of the buffer.
     let second = sim.rec_len(0);
-    sim.mem.write(LOG_BUF + second + 8, &600u16.to_le_bytes());
+    sim.mem.put(LOG_BUF + second + 8, &600u16.to_le_bytes());
     let log = sim.read().unwrap();
     assert_eq!(texts(&log), ["line 0"]);
     assert!(
@@ -514,11 +473,11 @@ fn corrupt_log_buf_stops_with_a_reason() {
         log.problems
     );
     // A loop of end markers: the first record wraps to itself.
-    sim.mem.write(LOG_BUF + 8, &[0, 0]);
+    sim.mem.put(LOG_BUF + 8, &[0, 0]);
     let log = sim.read().unwrap();
     assert!(log.records.is_empty());
     assert!(log.problems[0].contains("a second end-of-buffer marker"), "{:?}", log.problems);
-    sim.mem.write(LOG_VARS + 8, &u32::MAX.to_le_bytes());
+    sim.mem.put(LOG_VARS + 8, &u32::MAX.to_le_bytes());
     let e = sim.read().unwrap_err().to_string();
     assert!(e.contains("log_buf_len is 4294967295"), "{e}");
 }

@@ -21,8 +21,9 @@ mod render;
 mod tests;
 mod walk;
 
-pub use orc::{FrameKind, Orc, OrcEntry, OrcLayout, OrcTable};
-pub use render::render;
+pub use orc::Orc;
+pub(crate) use orc::OrcLayout;
+pub(crate) use render::render;
 pub use walk::unwind;
 
 use super::Memory;
@@ -150,6 +151,7 @@ pub struct Backtrace {
 /// Where a backtrace starts: a thread's registers, and whether its pc is exact.
 #[derive(Clone, Debug)]
 pub struct Start {
+    /// The registers to start from: at least rip and rsp.
     pub regs: Regs,
     /// The pc is where the CPU was (registers from the CPU), not a return address.
     pub signal: bool,
@@ -176,7 +178,7 @@ impl Start {
 }
 
 /// Why `thread` has no backtrace before any table is read: it has no registers to start from.
-pub fn no_registers(thread: &Thread) -> Option<UnwindError> {
+pub(crate) fn no_registers(thread: &Thread) -> Option<UnwindError> {
     match &thread.origin {
         RegsOrigin::Unavailable(why) => Some(UnwindError::NoRegisters(why.to_string())),
         _ if thread.regs.pc().is_none() || thread.regs.get(reg::RSP).is_none() => {
@@ -187,7 +189,7 @@ pub fn no_registers(thread: &Thread) -> Option<UnwindError> {
 }
 
 /// The backtrace of `thread`, with the unwind tables in `orc`.
-pub fn backtrace(
+pub(crate) fn backtrace(
     view: &mut dyn Memory,
     symbols: &Kallsyms,
     orc: &Orc,

@@ -22,7 +22,7 @@ pub(super) mod orc_reg {
 
 /// What an ORC entry says the frame is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FrameKind {
+pub(crate) enum FrameKind {
     /// A function called by another: the return address is just below the caller's sp.
     Call,
     /// Entry code that saved a whole `struct pt_regs` at the computed sp.
@@ -38,7 +38,7 @@ pub enum FrameKind {
 
 /// One decoded `struct orc_entry`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OrcEntry {
+pub(crate) struct OrcEntry {
     pub sp_offset: i16,
     pub bp_offset: i16,
     pub sp_reg: u8,
@@ -53,7 +53,7 @@ pub struct OrcEntry {
 /// 6.3 (`type:2, signal:1, end:1`), and from 6.4 (`type:3, signal:1`: UNDEFINED 0,
 /// END_OF_STACK 1, CALL 2, REGS 3, REGS_PARTIAL 4).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OrcLayout {
+pub(crate) struct OrcLayout {
     pub(super) size: usize,
     pub(super) sp_offset: Member,
     pub(super) bp_offset: Member,
@@ -183,7 +183,7 @@ impl OrcLayout {
 
 /// One ORC table: instruction addresses, sorted, and their entries.
 #[derive(Clone, Debug)]
-pub struct OrcTable {
+pub(crate) struct OrcTable {
     pub(super) ips: Vec<u64>,
     pub(super) entries: Vec<u8>,
     pub(super) entry_size: usize,

@@ -1,10 +1,10 @@
-use super::orc::orc_reg;
+use super::orc::{FrameKind, OrcEntry, OrcTable, orc_reg};
 use super::walk::check_sp;
 use super::*;
 use crate::linux::Member;
 use crate::linux::TypeMap;
 use crate::linux::threads::{PT_REGS_WORDS, THREAD_SIZE};
-use crate::mmu::MemError;
+use crate::testing::{FakeMemory, XorShift};
 
 const TEXT: u64 = 0xffff_ffff_8100_0000;
 const ORC: u64 = 0xffff_ffff_8200_0000;
@@ -26,44 +26,13 @@ const MOD: u64 = 0xffff_ffff_c000_0000;
 const MODS: u64 = 0xffff_ffff_c010_0000;
 
 /// Kernel memory in a few regions; anything else does not read.
-struct Sparse(Vec<(u64, Vec<u8>)>);
-
-impl Sparse {
-    fn new() -> Self {
-        Self(vec![
-            (ORC, vec![0; 0x2000]),
-            (STACK, vec![0; THREAD_SIZE as usize]),
-            (IRQ, vec![0; 0x1000]),
-            (MODS, vec![0; 0x1000]),
-        ])
-    }
-    fn put(&mut self, addr: u64, bytes: &[u8]) {
-        let (base, region) =
-            self.0.iter_mut().find(|(b, r)| addr >= *b && addr < b + r.len() as u64).unwrap();
-        let off = (addr - *base) as usize;
-        region[off..off + bytes.len()].copy_from_slice(bytes);
-    }
-    fn put_u64(&mut self, addr: u64, v: u64) {
-        self.put(addr, &v.to_le_bytes());
-    }
-}
-
-impl Memory for Sparse {
-    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        for (base, region) in &self.0 {
-            if let Some(off) = addr.checked_sub(*base).map(|o| o as usize)
-                && let Some(src) = region.get(off..off + buf.len())
-            {
-                buf.copy_from_slice(src);
-                return Ok(());
-            }
-        }
-        Err(MemError::Phys(crate::phys::PhysError::NotRam {
-            addr: crate::PhysAddr(addr),
-            len: buf.len() as u64,
-            source_name: "test".into(),
-        }))
-    }
+/// Zeroed memory at the tables, the task's stack, an IRQ stack and the modules; nothing else.
+fn sparse() -> FakeMemory {
+    FakeMemory::new()
+        .with_region(ORC, vec![0; 0x2000])
+        .with_region(STACK, vec![0; THREAD_SIZE as usize])
+        .with_region(IRQ, vec![0; 0x1000])
+        .with_region(MODS, vec![0; 0x1000])
 }
 
 /// `struct orc_entry` as BTF describes it: before 6.3 (`type:2, end:1`) or from 6.4
@@ -168,9 +137,9 @@ fn orc_entries_decode_in_both_layouts() {
 /// stack holding: f_a (a frame with rbp saved) called by f_b, called from entry code
 /// that saved pt_regs, which interrupted f_c (a frame-pointer function), called from
 /// ret_from_fork, the end of the stack.
-fn machine(new: bool, user: bool) -> (Sparse, Kallsyms, Orc) {
+fn machine(new: bool, user: bool) -> (FakeMemory, Kallsyms, Orc) {
     use super::orc::orc_reg::*;
-    let mut mem = Sparse::new();
+    let mut mem = sparse();
     let entries = [
         (F_A, encode(new, SP, 16, PREV_SP, -16, FrameKind::Call)),
         (F_B, encode(new, SP, 8, UNDEFINED, 0, FrameKind::Call)),
@@ -230,7 +199,7 @@ fn machine(new: bool, user: bool) -> (Sparse, Kallsyms, Orc) {
 
 /// One module, `mymod`, whose function m_f (0x40 bytes at `MOD`) has its own ORC entry and
 /// symbol, on the `modules` list at `MODS + 0x700`.
-fn with_module(mem: &mut Sparse, new: bool) -> TypeMap {
+fn with_module(mem: &mut FakeMemory, new: bool) -> TypeMap {
     let mut t = types(new);
     for (ty, path, off, size) in [
         ("module", "list", 8, 16),
@@ -446,13 +415,8 @@ fn a_recursion_stops_after_the_frame_limit() {
 
 #[test]
 fn garbage_stacks_end_in_a_bounded_walk() {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = XorShift::new(0x2545_f491_4f6c_dd1d);
+    let mut next = || rng.next_u64();
     for round in 0..200 {
         let (mut mem, symbols, orc) = machine(round % 2 == 0, false);
         // Words that are text addresses, stack addresses, small numbers or anything.
@@ -496,7 +460,7 @@ fn stack_switches_are_bounded_and_never_leave_the_task_stack_downwards() {
 #[test]
 fn tables_are_bounded_and_sorted() {
     let layout = OrcLayout::from_types(&types(false)).unwrap();
-    let mut mem = Sparse::new();
+    let mut mem = sparse();
     let e = OrcTable::read(&mut mem, &layout, ORC, ORC_ENTRIES, 0, "vmlinux").unwrap_err().to_string();
     assert!(e.contains("0 entries"), "{e}");
     let e = OrcTable::read(&mut mem, &layout, ORC, ORC_ENTRIES, 1 << 40, "vmlinux").unwrap_err().to_string();
