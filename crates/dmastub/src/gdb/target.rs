@@ -10,6 +10,7 @@ use crate::addr::VirtAddr;
 use crate::linux::Symbols;
 use crate::linux::commands::Linux;
 use crate::linux::threads::{self, ThreadList};
+use crate::linux::{Hint, Origin, render};
 use crate::mmu::{AddressSpace, MemError, Mode};
 use gdbstub::common::Pid;
 use gdbstub::common::{Signal, Tid};
@@ -179,12 +180,16 @@ impl DmaTarget {
     /// Makes the target Linux-aware: the `ps`/`switch`/`kernel`/`dmesg` commands, `qOffsets`
     /// with the KASLR slide, and the kernel's CR3 as the active one (virtual mode).
     pub fn with_linux(mut self, linux: Linux) -> Self {
-        let origin = match linux.kernel.cr3.source.as_str() {
-            "--cr3" => "--cr3".to_string(),
-            found => format!("the kernel's page tables, from {found}"),
+        let pinned = linux.kernel.cr3.origin == Origin::Hint(Hint::Cr3);
+        let origin = match pinned {
+            true => linux.hint_names()(Hint::Cr3).to_string(),
+            false => format!(
+                "the kernel's page tables, from {}",
+                linux.kernel.cr3.origin.render(linux.hint_names())
+            ),
         };
         self.activate(linux.kernel.cr3.value, &origin);
-        self.cr3_pinned = origin == "--cr3";
+        self.cr3_pinned = pinned;
         let sym = |n: &str| linux.kernel.symbols.address(n);
         self.text = match (sym("_stext").or(sym("_text")), sym("_etext")) {
             (Some(lo), Some(hi)) if lo < hi && hi - lo < 1 << 30 => Some((lo, hi)),
@@ -600,10 +605,16 @@ impl DmaTarget {
             return Err(NO_LINUX.to_string());
         };
         match cmd {
-            LinuxCommand::Ps { threads } => linux.ps(&mut self.space, threads),
-            LinuxCommand::Threads => Ok(threads::render(self.threads())),
-            LinuxCommand::Kernel => Ok(linux.kernel.report()),
-            LinuxCommand::Dmesg(n) => linux.dmesg(&mut self.space, n.map(|n| n as usize)),
+            LinuxCommand::Ps { threads } => match linux.tasks(&mut self.space, threads) {
+                Ok(list) => Ok(render::ps(&list)),
+                Err(e) => Err(linux.explain(&e)),
+            },
+            LinuxCommand::Threads => Ok(render::threads(self.threads())),
+            LinuxCommand::Kernel => Ok(render::kernel_report(&linux.kernel, linux.hint_names())),
+            LinuxCommand::Dmesg(n) => match linux.log(&mut self.space) {
+                Ok(log) => Ok(render::dmesg(&log, n.map(|n| n as usize))),
+                Err(e) => Err(linux.explain(&e)),
+            },
             LinuxCommand::Switch(None) => {
                 let cr3 = linux.kernel.cr3.value;
                 self.activate(cr3, "monitor switch kernel");
@@ -612,7 +623,7 @@ impl DmaTarget {
             LinuxCommand::Bt(pid) => self.backtrace(pid),
             LinuxCommand::Switch(Some(pid)) => {
                 let pid = i32::try_from(pid).map_err(|_| format!("{pid} is not a PID"))?;
-                let sw = linux.task_cr3(&mut self.space, pid)?;
+                let sw = linux.task_cr3(&mut self.space, pid).map_err(|e| linux.explain(&e))?;
                 self.activate(sw.cr3, &format!("monitor switch {} ({})", sw.pid, sw.comm));
                 self.task_context = true;
                 let tid = threads::thread_id(sw.pid, None);
@@ -633,12 +644,12 @@ impl DmaTarget {
             return Err(NO_LINUX.to_string());
         };
         let thread = match pid {
-            Some(pid) => list.by_pid(pid)?,
+            Some(pid) => list.by_pid(pid).map_err(|e| linux.explain(&e))?,
             None => list
                 .get(selected.get() as u64)
                 .ok_or("gdb's selected thread is not a task (no task list was read): give a PID")?,
         };
-        Ok(linux.backtrace(&mut self.space, thread))
+        Ok(render::backtrace(thread, linux.backtrace(&mut self.space, thread)))
     }
 
     /// Makes `cr3` the active root and memory packets virtual.

@@ -8,17 +8,29 @@
 pub mod btf;
 pub mod commands;
 pub mod discover;
+mod error;
 pub mod kallsyms;
 pub mod layout;
+pub mod origin;
 pub mod printk;
 pub mod profile;
+pub mod render;
 pub mod symfile;
 pub mod tasks;
 pub mod threads;
 pub mod unwind;
 pub mod vmcoreinfo;
+pub mod vmlayout;
 
+pub use commands::{Linux, Switch};
+pub use discover::{DiscoverError, Hints, Kernel, discover};
+pub use error::{LayoutError, LinuxError};
 pub use layout::{Member, TypeInfo, TypeMap};
+pub use origin::{Found, Hint, HintNames, Origin};
+pub use printk::{KernelLog, Record as LogRecord};
+pub use tasks::{Task, TaskList};
+pub use threads::{Thread, ThreadList};
+pub use unwind::Backtrace;
 
 use crate::addr::{PhysAddr, VirtAddr};
 pub use crate::mmu::TranslateError;

@@ -6,9 +6,9 @@
 //! of tasks and bytes; a walk that stops keeps what it read and says where and why it stopped,
 //! and a list the budget cut says it is truncated.
 
+use super::error::LayoutError;
 use super::{Memory, TypeInfo, View};
 use std::collections::HashSet;
-use std::fmt::Write as _;
 
 /// Most threads walked in one thread group (all groups together are bounded by the budget).
 const MAX_THREADS: usize = 1 << 16;
@@ -41,22 +41,6 @@ pub struct TaskLayout {
     /// `thread.sp`: the saved kernel stack pointer of a task that is not running.
     pub thread_sp: Option<u64>,
     pub stack: Option<u64>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LayoutError {
-    #[error(
-        "the struct layout ({origin}) has no {what}; give --btf FILE (a copy of /sys/kernel/btf/vmlinux) or --profile NAME"
-    )]
-    Missing { what: String, origin: String },
-    #[error(
-        "no struct layout: the kernel has no BTF in memory and no built-in profile matches it; give --btf FILE (a copy of /sys/kernel/btf/vmlinux) or --profile NAME|FILE"
-    )]
-    NoLayout,
-    #[error(
-        "no struct layout: the kernel's BTF is in memory, but {0}; give --btf FILE (a copy of /sys/kernel/btf/vmlinux) or --profile NAME|FILE, or read again"
-    )]
-    BtfUnreadable(String),
 }
 
 impl TaskLayout {
@@ -575,23 +559,6 @@ fn thread_addrs(mem: &mut View, l: &TaskLayout, leader: &Task, problems: &mut Ve
     Vec::new()
 }
 
-/// The table `monitor ps` and `dmastub ps` print: aligned, one task a line, then one line per
-/// problem.
-pub fn render(list: &TaskList) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "{:>7} {:>7}  ST  {:<16} {:<18}  CR3", "PID", "PPID", "COMM", "TASK");
-    for t in &list.tasks {
-        let ppid = t.ppid.map(|p| p.to_string()).unwrap_or_else(|| "?".into());
-        let cr3 = t.cr3.map(|c| format!("{c:#x}")).unwrap_or_else(|| "-".into());
-        let comm = if t.comm.is_empty() { "?" } else { &t.comm };
-        let _ = writeln!(s, "{:>7} {:>7}  {}   {:<16} {:#018x}  {}", t.pid, ppid, t.state, comm, t.addr, cr3);
-    }
-    for p in &list.problems {
-        let _ = writeln!(s, "ps: {p}");
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -695,7 +662,7 @@ mod tests {
             let missing = l.unavailable();
             assert!(missing.iter().any(|m| m.contains("CR3 unavailable")), "{missing:?}");
             assert!(!missing.iter().any(|m| m.contains("PPID")), "{missing:?}");
-            assert!(render(&got).contains("     57       1  S   timekeeper"));
+            assert!(crate::linux::render::ps(&got).contains("     57       1  S   timekeeper"));
         }
     }
 
@@ -726,7 +693,7 @@ mod tests {
         assert!(got.tasks.iter().any(|t| t.comm == "??x"));
         let p = got.problems.join("\n");
         assert!(p.contains("children of task") && p.contains("0xffff888040000000"), "{p}");
-        assert!(render(&got).lines().last().unwrap().starts_with("ps: "));
+        assert!(crate::linux::render::ps(&got).lines().last().unwrap().starts_with("ps: "));
     }
 
     #[test]
@@ -877,7 +844,7 @@ mod thread_tests {
             assert!(why.starts_with("truncated: the budget of 4 tasks and threads"), "{why}");
             assert!(why.contains("threads of pid 10") && why.contains("first 4 tasks"), "{why}");
             assert_eq!(got.problems.last().map(String::as_str), Some(why));
-            assert!(render(&got).ends_with(&format!("ps: {why}\n")));
+            assert!(crate::linux::render::ps(&got).ends_with(&format!("ps: {why}\n")));
             // Without threads the same budget is enough: nothing is marked.
             let procs = run_with(via_signal, false, Budget { tasks: 4, ..Budget::DEFAULT });
             assert!(procs.truncated.is_none() && procs.problems.is_empty(), "{:?}", procs.problems);

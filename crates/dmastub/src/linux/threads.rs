@@ -10,6 +10,7 @@
 //! any other register is unavailable, never made up.
 
 use super::discover::Kernel;
+use super::error::LinuxError;
 use super::tasks::{self, Task, TaskLayout};
 use super::{Memory, Symbols, TypeInfo, View};
 use crate::phys::CoreNote;
@@ -177,16 +178,12 @@ impl ThreadList {
 
     /// The thread of task `pid` (a thread's own id, as the kernel numbers them: a thread of a
     /// multi-threaded process by its tid); for 0, CPU 0's idle task.
-    pub fn by_pid(&self, pid: u64) -> Result<&Thread, String> {
+    pub fn by_pid(&self, pid: u64) -> Result<&Thread, LinuxError> {
         let found = self.threads.iter().filter(|t| u64::try_from(t.task.pid).ok() == Some(pid));
-        found.min_by_key(|t| t.tid).ok_or_else(|| {
-            let why = self
-                .truncated
-                .as_ref()
-                .or(self.problems.first())
-                .map(|p| format!(" ({p})"))
-                .unwrap_or_default();
-            format!("no task with pid {pid} among the {} tasks and threads{why}", self.threads.len())
+        found.min_by_key(|t| t.tid).ok_or_else(|| LinuxError::NoSuchPid {
+            pid,
+            among: format!("among the {} tasks and threads", self.threads.len()),
+            why: self.truncated.as_ref().or(self.problems.first()).cloned(),
         })
     }
 
@@ -877,32 +874,6 @@ fn order(threads: &mut [Thread]) {
     }
 }
 
-/// `monitor threads`: one row per thread, with where its registers came from.
-pub fn render(list: &ThreadList) -> String {
-    let mut s = format!("{:>8}  {:>7}  {:<16} {:<18} {:<18} REGISTERS\n", "TID", "PID", "COMM", "RIP", "RSP");
-    for t in &list.threads {
-        let hex = |v: Option<u64>| v.map(|v| format!("{v:#x}")).unwrap_or_else(|| "-".to_string());
-        let marks = match t.marks() {
-            m if m.is_empty() => m,
-            m => format!("[{m}] "),
-        };
-        s.push_str(&format!(
-            "{:>8}  {:>7}  {:<16} {:<18} {:<18} {}{}\n",
-            t.tid,
-            t.task.pid,
-            t.task.comm,
-            hex(t.regs.pc()),
-            hex(t.regs.get(reg::RSP)),
-            marks,
-            t.origin_text()
-        ));
-    }
-    for p in &list.problems {
-        s.push_str(&format!("note: {p}\n"));
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1044,7 +1015,7 @@ mod tests {
         list.index();
         assert_eq!(list.by_pid(0).unwrap().tid, 1);
         assert_eq!(list.by_pid(7).unwrap().tid, 8);
-        let e = list.by_pid(u64::MAX).unwrap_err();
+        let e = list.by_pid(u64::MAX).unwrap_err().to_string();
         assert!(e.contains("no task with pid 18446744073709551615 among the 3"), "{e}");
     }
 
