@@ -13,14 +13,13 @@
 //! Only self-contained BTF is understood; split BTF (a module's, whose ids continue its base's)
 //! fails at parse time with [`BtfError::BadTypeRef`].
 
-use std::collections::HashMap;
-
 use nom::IResult;
 use nom::number::Endianness;
 use nom::number::complete::{i32 as nom_i32, u8 as nom_u8, u16 as nom_u16, u32 as nom_u32};
 use nom::sequence::tuple;
 
 use super::layout::{Member, TypeInfo};
+use super::name_index::NameIndex;
 
 pub const BTF_MAGIC: u16 = 0xeb9f;
 /// The header as version 1 defines it; `hdr_len` may announce a longer one.
@@ -68,7 +67,34 @@ const KIND_ENUM64: u8 = 19;
 /// Why a blob was refused. Offsets are bytes from the start of the blob, so a report can be
 /// checked against a hex dump of it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BtfError {
+    /// A BTF file could not be read.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A BTF file is larger than any BTF.
+    #[error("{}: {len} bytes is larger than any BTF ({MAX_BLOB_LEN} at most)", path.display())]
+    FileTooLarge {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Its length.
+        len: u64,
+    },
+    /// A BTF file's contents were refused.
+    #[error("{}: {source}", path.display())]
+    InFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why its contents were refused.
+        #[source]
+        source: Box<BtfError>,
+    },
     #[error("BTF header truncated: {have} bytes, need {need}")]
     TruncatedHeader { have: usize, need: usize },
     #[error("not BTF: magic at byte 0 is {found:#06x}, expected {BTF_MAGIC:#06x}")]
@@ -157,22 +183,6 @@ impl Kind {
         }
     }
 }
-
-/// Hashes type names for [`NameIndex`] with the name indexes' shared hash.
-#[derive(Default)]
-struct NameHasher(u64);
-
-impl std::hash::Hasher for NameHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        self.0 = crate::linux::hash_bytes(self.0, bytes);
-    }
-}
-
-/// Type names to ids; the default SipHash costs more than the rest of building the index.
-type NameIndex = HashMap<Box<str>, u32, std::hash::BuildHasherDefault<NameHasher>>;
 
 /// A struct or union member as recorded. `bits` is the width for kind_flag bitfields; for the
 /// older encoding it is 0 and the width comes from the member's INT type.
@@ -354,14 +364,15 @@ impl Btf {
     /// Parses and checks a whole blob. Bytes after the length its header gives are ignored.
     /// `origin` is what [`TypeInfo::source`] reports.
     /// A BTF file (a copy of `/sys/kernel/btf/vmlinux`); the error names the file.
-    pub fn load(path: &std::path::Path) -> Result<Btf, String> {
-        let what = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-        let len = std::fs::metadata(path).map_err(|e| what(&e))?.len();
+    pub fn load(path: &std::path::Path) -> Result<Btf, BtfError> {
+        let file = |source| BtfError::File { path: path.to_path_buf(), source };
+        let len = std::fs::metadata(path).map_err(file)?.len();
         if len > MAX_BLOB_LEN as u64 {
-            return Err(what(&format!("{len} bytes is larger than any BTF ({MAX_BLOB_LEN} at most)")));
+            return Err(BtfError::FileTooLarge { path: path.to_path_buf(), len });
         }
-        let data = std::fs::read(path).map_err(|e| what(&e))?;
-        Btf::parse(&data, format!("BTF file {}", path.display())).map_err(|e| what(&e))
+        let data = std::fs::read(path).map_err(file)?;
+        Btf::parse(&data, format!("BTF file {}", path.display()))
+            .map_err(|e| BtfError::InFile { path: path.to_path_buf(), source: Box::new(e) })
     }
 
     pub fn parse(data: &[u8], origin: impl Into<String>) -> Result<Btf, BtfError> {
@@ -577,26 +588,19 @@ impl Btf {
     }
 
     fn build_index(&mut self) {
-        let mut by_name = NameIndex::with_capacity_and_hasher(self.types.len() / 2, Default::default());
-        for (id, t) in self.types.iter().enumerate() {
-            let rank = t.kind.name_rank();
-            if rank == 0 || t.name == 0 {
-                continue;
-            }
-            let name = self.name(t.name);
-            if name.is_empty() {
-                continue;
-            }
-            match by_name.get_mut(name) {
-                // Of equals, the first keeps its place, so answers do not depend on hash order.
-                Some(best) if self.types[*best as usize].kind.name_rank() < rank => *best = id as u32,
-                Some(_) => {}
-                None => {
-                    by_name.insert(name.into(), id as u32);
-                }
-            }
-        }
-        self.by_name = by_name;
+        let name = |id: u32| {
+            let t = self.types.get(id as usize)?;
+            let n = self.name(t.name);
+            (t.kind.name_rank() != 0 && t.name != 0 && !n.is_empty()).then_some(n)
+        };
+        // Of equals, the first keeps its place, so answers do not depend on hash order.
+        let rank = |id: u32| self.types[id as usize].kind.name_rank();
+        self.by_name = NameIndex::build(self.types.len(), name, |id, kept| rank(kept) < rank(id));
+    }
+
+    /// The id the index keeps for `name`.
+    fn by_name(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name, |id| self.types.get(id as usize).map(|t| self.name(t.name)))
     }
 
     /// A slice of one of the shared tables; empty if the range is off (it cannot be for a
@@ -632,10 +636,10 @@ impl Btf {
         } else if let Some(n) = ty.strip_prefix("enum ") {
             (|k| matches!(k, Kind::Enum { .. }), n)
         } else {
-            return self.by_name.get(ty).copied();
+            return self.by_name(ty);
         };
         let name = name.trim();
-        if let Some(&id) = self.by_name.get(name)
+        if let Some(id) = self.by_name(name)
             && self.get(id).is_some_and(|t| want(&t.kind))
         {
             return Some(id);

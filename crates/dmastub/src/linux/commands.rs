@@ -90,7 +90,7 @@ impl Linux {
 
     /// The kernel's ORC tables: read once (a few MiB), then kept. A failed read is tried again
     /// next time (a DMA link may come back).
-    fn orc(&self, view: &mut View) -> Result<&Orc, String> {
+    fn orc(&self, view: &mut View) -> Result<&Orc, unwind::UnwindError> {
         if let Some(orc) = self.orc.get() {
             return Ok(orc);
         }
@@ -116,11 +116,11 @@ impl Linux {
         let mut view = View::new(space, self.kernel.cr3.value);
         // Tables are read only for a thread that has registers to start from.
         if let Some(why) = unwind::no_registers(thread) {
-            return Err(LinuxError::NoBacktrace(why));
+            return Err(why.into());
         }
         self.orc(&mut view)
             .and_then(|orc| unwind::backtrace(&mut view, &self.kernel.symbols, orc, thread))
-            .map_err(LinuxError::NoBacktrace)
+            .map_err(LinuxError::from)
     }
 
     /// Every task and idle task as a thread, with registers and contexts (CPU registers from

@@ -3,6 +3,7 @@
 use super::discover::FailedReads;
 use super::origin::{Hint, Remedies};
 use super::printk::PrintkError;
+use super::unwind::UnwindError;
 
 /// Why there is no task layout (the struct layout lacks what the task list needs).
 #[derive(Clone, Debug, thiserror::Error)]
@@ -78,9 +79,9 @@ pub enum LinuxError {
     /// The kernel log could not be read.
     #[error(transparent)]
     Log(#[from] PrintkError),
-    /// No backtrace for the thread: why (no registers, no unwind tables).
-    #[error("{0}")]
-    NoBacktrace(String),
+    /// No backtrace for the thread: why (no registers, no unwind tables, unreadable memory).
+    #[error(transparent)]
+    Unwind(#[from] UnwindError),
 }
 
 impl LinuxError {
@@ -88,6 +89,8 @@ impl LinuxError {
     pub fn is_device_failure(&self) -> bool {
         match self {
             LinuxError::Layout(e) => e.is_device_failure(),
+            LinuxError::Log(e) => e.is_device_failure(),
+            LinuxError::Unwind(e) => e.is_device_failure(),
             _ => false,
         }
     }

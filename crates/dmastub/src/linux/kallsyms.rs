@@ -9,6 +9,8 @@
 //! no other data has — a long, sorted run of 32-bit offsets — and then checks every table against
 //! the others before believing any of it.
 
+use super::name_index::NameIndex;
+use super::readahead::ReadAhead;
 use super::{Memory, Symbols};
 use crate::mmu::MemError;
 
@@ -23,7 +25,9 @@ const MAX_GAP: u64 = 256 << 20;
 /// Bytes read per step while following a table.
 const CHUNK: u64 = 64 * 1024;
 
+/// Why no kallsyms tables were found, or the ones found were not believed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KallsymsError {
     #[error(
         "no kallsyms address table in {start:#x}..{end:#x} ({sampled} pages sampled); give --system-map or --vmlinux"
@@ -32,7 +36,18 @@ pub enum KallsymsError {
     #[error("kallsyms tables near {at:#x} are inconsistent: {why}")]
     Inconsistent { at: u64, why: String },
     #[error("reading kallsyms at {at:#x}: {err}")]
-    Read { at: u64, err: MemError },
+    Read {
+        at: u64,
+        #[source]
+        err: MemError,
+    },
+}
+
+impl KallsymsError {
+    /// Whether the device itself failed (see [`MemError::is_device_failure`]).
+    pub fn is_device_failure(&self) -> bool {
+        matches!(self, KallsymsError::Read { err, .. } if err.is_device_failure())
+    }
 }
 
 fn inconsistent(at: u64, why: impl Into<String>) -> KallsymsError {
@@ -99,9 +114,9 @@ pub struct Kallsyms {
     arena: String,
     /// (address, name start, name length), sorted by address.
     entries: Vec<(u64, u32, u32)>,
-    /// Hash table of indices into `entries` (`u32::MAX`: empty); a name's first entry by
-    /// address wins, as with `kallsyms_lookup_name()`.
-    by_name: Vec<u32>,
+    /// Indices into `entries` by name; a name's first entry by address wins, as with
+    /// `kallsyms_lookup_name()`.
+    by_name: NameIndex,
     /// Address of the table that located the rest (`kallsyms_offsets` or `kallsyms_addresses`).
     pub table_addr: u64,
     /// Bytes of kernel memory read to find and decode the tables.
@@ -150,26 +165,9 @@ impl Kallsyms {
     /// Builds a table from names already in `arena` and their spans.
     fn from_arena(arena: String, mut entries: Vec<(u64, u32, u32)>) -> Self {
         entries.sort_by_key(|e| e.0);
-        let mut k = Self { arena, entries, by_name: Vec::new(), table_addr: 0, bytes_read: 0 };
-        // At most two thirds full, so probes stay short and always end at an empty slot.
-        let slots = (k.entries.len() * 3 / 2 + 16).max(16);
-        let mut table = vec![u32::MAX; slots];
-        for i in 0..k.entries.len() {
-            let name = k.name(i);
-            let mut at = (name_hash(name) % slots as u64) as usize;
-            loop {
-                let slot = table[at];
-                if slot == u32::MAX {
-                    table[at] = i as u32;
-                    break;
-                }
-                if k.name(slot as usize) == name {
-                    break;
-                }
-                at = (at + 1) % slots;
-            }
-        }
-        k.by_name = table;
+        let mut k = Self { arena, entries, by_name: NameIndex::default(), table_addr: 0, bytes_read: 0 };
+        // Entries are sorted by address: the first of a name is the lowest.
+        k.by_name = NameIndex::build(k.entries.len(), |i| Some(k.name(i as usize)), |_, _| false);
         k
     }
 
@@ -197,48 +195,26 @@ impl Kallsyms {
     }
 }
 
-fn name_hash(name: &str) -> u64 {
-    crate::linux::hash_bytes(0, name.as_bytes())
-}
-
 impl Symbols for Kallsyms {
     fn address(&self, name: &str) -> Option<u64> {
-        let slots = self.by_name.len();
-        if slots == 0 {
-            return None;
-        }
-        let mut at = (name_hash(name) % slots as u64) as usize;
-        // The table is at most two thirds full, so an empty slot ends every probe.
-        loop {
-            let slot = self.by_name[at];
-            if slot == u32::MAX {
-                return None;
-            }
-            if self.name(slot as usize) == name {
-                return Some(self.entries[slot as usize].0);
-            }
-            at = (at + 1) % slots;
-        }
+        let i = self.by_name.get(name, |i| Some(self.name(i as usize)))?;
+        Some(self.entries[i as usize].0)
     }
 }
 
-/// Memory wrapper counting what the search reads.
-struct Counting<'a> {
-    mem: &'a mut dyn Memory,
-    bytes: u64,
+/// What the search reads goes through a [`ReadAhead`] without windows, which counts it.
+type Counting<'a> = ReadAhead<'a>;
+
+/// `len` bytes at `addr`.
+fn read(c: &mut Counting, addr: u64, len: u64) -> Result<Vec<u8>, KallsymsError> {
+    let mut buf = vec![0u8; len as usize];
+    c.read(addr, &mut buf).map_err(|err| KallsymsError::Read { at: addr, err })?;
+    Ok(buf)
 }
 
-impl Counting<'_> {
-    fn read(&mut self, addr: u64, len: u64) -> Result<Vec<u8>, KallsymsError> {
-        let mut buf = vec![0u8; len as usize];
-        self.bytes += len;
-        self.mem.read(addr, &mut buf).map_err(|err| KallsymsError::Read { at: addr, err })?;
-        Ok(buf)
-    }
-
-    fn try_read(&mut self, addr: u64, len: u64) -> Option<Vec<u8>> {
-        self.read(addr, len).ok()
-    }
+/// `len` bytes at `addr`, if they can be read.
+fn try_read(c: &mut Counting, addr: u64, len: u64) -> Option<Vec<u8>> {
+    read(c, addr, len).ok()
 }
 
 fn u16_at(b: &[u8], i: usize) -> u16 {
@@ -285,11 +261,11 @@ pub fn find(
     samples: &[u64],
     region: std::ops::Range<u64>,
 ) -> Result<Kallsyms, KallsymsError> {
-    let mut c = Counting { mem, bytes: 0 };
+    let mut c = ReadAhead::new(mem);
     let mut last_err = None;
     let mut rejected: Vec<(Encoding, std::ops::Range<u64>)> = Vec::new();
     for &page_addr in samples {
-        let Some(page) = c.try_read(page_addr, 4096) else { continue };
+        let Some(page) = try_read(&mut c, page_addr, 4096) else { continue };
         for enc in [Encoding::AbsolutePercpu, Encoding::Relative, Encoding::Absolute] {
             if rejected.iter().any(|(e, r)| *e == enc && r.contains(&page_addr)) || !page_is_table(&page, enc)
             {
@@ -297,7 +273,7 @@ pub fn find(
             }
             match decode_around(&mut c, page_addr, enc, &region, &mut rejected) {
                 Ok(mut k) => {
-                    k.bytes_read = c.bytes;
+                    k.bytes_read = c.bytes_read();
                     return Ok(k);
                 }
                 Err(e) => {
@@ -324,14 +300,14 @@ fn table_bounds(
 ) -> Result<(u64, Vec<u8>), KallsymsError> {
     let w = enc.width();
     let wu = w as usize;
-    let here = c.read(page_addr, w)?;
+    let here = read(c, page_addr, w)?;
     // Backwards, a chunk at a time, to the first entry that breaks the order.
     let mut back: Vec<Vec<u8>> = Vec::new();
     let mut start = page_addr;
     let mut first = entry(&here, 0, enc);
     while start > region.start {
         let from = start.saturating_sub(CHUNK).max(region.start);
-        let chunk = c.read(from, start - from)?;
+        let chunk = read(c, from, start - from)?;
         let n = chunk.len() / wu;
         let mut taken = n;
         for i in (0..n).rev() {
@@ -358,7 +334,7 @@ fn table_bounds(
     let mut last = entry(&here, 0, enc);
     while end < region.end {
         let to = (end + CHUNK).min(region.end);
-        let chunk = c.read(end, to - end)?;
+        let chunk = read(c, end, to - end)?;
         let n = chunk.len() / wu;
         let mut taken = 0;
         for i in 0..n {
@@ -387,7 +363,7 @@ fn align8(x: u64) -> u64 {
 
 /// The token table and index: 256 NUL-terminated strings and their offsets.
 fn tokens_at(c: &mut Counting, table: u64, index: u64) -> Option<Vec<Vec<u8>>> {
-    let idx = c.try_read(index, 512)?;
+    let idx = try_read(c, index, 512)?;
     if u16_at(&idx, 0) != 0 {
         return None;
     }
@@ -396,7 +372,7 @@ fn tokens_at(c: &mut Counting, table: u64, index: u64) -> Option<Vec<Vec<u8>>> {
         return None;
     }
     let len = offs[255] as u64 + 256;
-    let text = c.try_read(table, len.min(index.saturating_sub(table)))?;
+    let text = try_read(c, table, len.min(index.saturating_sub(table)))?;
     let mut tokens = Vec::with_capacity(256);
     for (i, &o) in offs.iter().enumerate() {
         let s = text.get(o as usize..)?;
@@ -412,10 +388,10 @@ fn tokens_at(c: &mut Counting, table: u64, index: u64) -> Option<Vec<Vec<u8>>> {
 /// The token table that ends just before `index` (up to 7 bytes of alignment between them):
 /// its last string ends at a NUL, and starts `token_index[255]` bytes after the table.
 fn tokens_ending_at(c: &mut Counting, index: u64) -> Option<(u64, Vec<Vec<u8>>)> {
-    let idx = c.try_read(index, 512)?;
+    let idx = try_read(c, index, 512)?;
     let last = u16_at(&idx, 510) as u64;
     let before = 512u64.min(index);
-    let tail = c.try_read(index - before, before)?;
+    let tail = try_read(c, index - before, before)?;
     for pad in 1..=8u64 {
         let Some(nul) = before.checked_sub(pad).map(|n| n as usize) else { break };
         if tail[nul] != 0 {
@@ -482,7 +458,7 @@ fn decode_names(
 /// Checks the decoded name offsets against `kallsyms_markers` at `at` (4- or 8-byte entries).
 fn markers_match(c: &mut Counting, at: u64, markers: &[u64]) -> Option<u64> {
     for width in [4u64, 8] {
-        let Some(raw) = c.try_read(at, markers.len() as u64 * width) else { continue };
+        let Some(raw) = try_read(c, at, markers.len() as u64 * width) else { continue };
         let ok = markers.iter().enumerate().all(|(i, &m)| {
             let v = if width == 4 { u32_at(&raw, i * 4) as u64 } else { u64_at(&raw, i * 8) };
             v == m
@@ -540,13 +516,13 @@ fn decode_table(
         return Err(inconsistent(start, format!("only {num} sorted entries")));
     }
     let after = align8(end);
-    let tail = c.read(after, 16)?;
+    let tail = read(c, after, 16)?;
     let base = if enc == Encoding::Absolute { 0 } else { u64_at(&tail, 0) };
     if enc != Encoding::Absolute && base < 0xffff_0000_0000_0000 {
         return Err(inconsistent(after, format!("relative base {base:#x} is not a kernel address")));
     }
     let num_at = if enc == Encoding::Absolute { after } else { after + 8 };
-    let (raw_names, tokens) = if u32_at(&c.read(num_at, 4)?, 0) as u64 == num {
+    let (raw_names, tokens) = if u32_at(&read(c, num_at, 4)?, 0) as u64 == num {
         // Before 6.4: num_syms, names, markers, [seqs_of_names], token_table, token_index follow.
         tokens_after(c, align8(num_at + 4), num, region)?
     } else {
@@ -586,7 +562,7 @@ fn tokens_after(
             break;
         }
         // The index follows the 256th NUL of the table.
-        let blob = c.read(table, (16 * 1024).min(region.end - table))?;
+        let blob = read(c, table, (16 * 1024).min(region.end - table))?;
         if blob.first() == Some(&0) {
             continue;
         }
@@ -626,7 +602,7 @@ fn walk_names(
             if to <= from || raw.len() as u64 > MAX_NAMES_BYTES {
                 return Err(inconsistent(names + pos as u64, format!("name {i} runs past the names table")));
             }
-            raw.extend(c.read(from, to - from)?);
+            raw.extend(read(c, from, to - from)?);
         }
         let b0 = raw[pos] as usize;
         let len = if b0 & 0x80 != 0 { 2 + ((b0 & 0x7f) | ((raw[pos + 1] as usize) << 7)) } else { 1 + b0 };
@@ -654,7 +630,7 @@ fn names_before(
         if markers % 4 != 0 {
             continue;
         }
-        let Some(raw) = c.try_read(markers, markers_len) else { continue };
+        let Some(raw) = try_read(c, markers, markers_len) else { continue };
         if u32_at(&raw, 0) != 0 {
             continue;
         }
@@ -664,7 +640,7 @@ fn names_before(
         let hi = markers.saturating_sub(last);
         let lo = hi.saturating_sub(256 * 600).max(region.start);
         let at = align8(lo);
-        let window = c.read(at, hi.saturating_sub(at))?;
+        let window = read(c, at, hi.saturating_sub(at))?;
         for off in (0..window.len().saturating_sub(7)).step_by(8) {
             if u32_at(&window, off) as u64 != num {
                 continue;

@@ -11,9 +11,11 @@ pub mod discover;
 mod error;
 pub mod kallsyms;
 pub mod layout;
+mod name_index;
 pub mod origin;
 pub mod printk;
 pub mod profile;
+pub mod readahead;
 pub mod render;
 pub mod symfile;
 pub mod tasks;
@@ -242,19 +244,3 @@ impl Memory for View<'_> {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct BudgetSpent(pub String);
-
-/// A multiply-rotate hash eight bytes at a time, continuing from `seed`, for the name indexes
-/// of kallsyms and BTF: names are short, and not adversarial to tables only this process sees.
-pub(crate) fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = seed ^ (bytes.len() as u64).wrapping_mul(K);
-    let mut chunks = bytes.chunks_exact(8);
-    for c in chunks.by_ref() {
-        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        h = (h ^ w).wrapping_mul(K).rotate_left(29);
-    }
-    let mut last = [0u8; 8];
-    last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    h = (h ^ u64::from_le_bytes(last)).wrapping_mul(K);
-    h ^ (h >> 32)
-}

@@ -15,8 +15,9 @@
 //! Arrays are read in [`CHUNK`]-sized pieces on first use, not field by field, because a read
 //! may be a DMA round trip of ~10 µs.
 
+use super::readahead::ReadAhead;
 use super::{Memory, Symbols, TypeInfo};
-use std::collections::HashMap;
+use crate::mmu::MemError;
 
 /// Largest `prb_desc_ring.count_bits` accepted: 16 Mi descriptors, far above any real kernel
 /// (`log_buf_len` is at most 2 GiB with 32 bytes per descriptor on average), small enough that
@@ -63,6 +64,7 @@ pub struct KernelLog {
 
 /// Why no log could be read at all.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PrintkError {
     #[error(
         "no kernel log symbol: looked for `prb` (printk ring buffer, Linux 5.10+) and `log_buf` (Linux 3.5-5.9)"
@@ -74,10 +76,26 @@ pub enum PrintkError {
     MissingSize { ty: String, origin: String },
     #[error("the layout ({origin}) is not believable: {why}")]
     BadLayout { origin: String, why: String },
-    #[error("cannot read {what} at {addr:#x}: {why}")]
-    Unreadable { what: String, addr: u64, why: String },
+    #[error("cannot read {what} at {addr:#x}: {source}")]
+    Unreadable {
+        what: String,
+        addr: u64,
+        #[source]
+        source: MemError,
+    },
+    #[error("cannot read {what} at {addr:#x}: the read limit was reached")]
+    ReadLimit { what: String, addr: u64 },
+    #[error("cannot read {what} at {addr:#x}: outside its array")]
+    OutsideArray { what: String, addr: u64 },
     #[error("{what} at {addr:#x} is corrupt: {why}")]
     Corrupt { what: String, addr: u64, why: String },
+}
+
+impl PrintkError {
+    /// Whether the device itself failed (see [`MemError::is_device_failure`]).
+    pub fn is_device_failure(&self) -> bool {
+        matches!(self, PrintkError::Unreadable { source, .. } if source.is_device_failure())
+    }
 }
 
 /// Reads the kernel log: the printk ring buffer if there is a `prb` symbol, else `log_buf`.
@@ -86,7 +104,7 @@ pub fn read_log(
     syms: &dyn Symbols,
     types: &dyn TypeInfo,
 ) -> Result<KernelLog, PrintkError> {
-    let mut rd = Reader { mem, read: 0, cap: MAX_READ_BYTES };
+    let mut rd = Reader { ra: ReadAhead::new(mem), cap: MAX_READ_BYTES };
     if let Some(prb) = syms.address("prb") {
         read_prb(&mut rd, prb, types)
     } else if let Some(log_buf) = syms.address("log_buf") {
@@ -144,7 +162,7 @@ fn clean_text(bytes: &[u8]) -> String {
 enum Fetch {
     Unreadable {
         addr: u64,
-        why: String,
+        why: MemError,
     },
     Cap,
     /// The walk computed an offset outside its array: a bug or a layout we failed to check.
@@ -176,28 +194,36 @@ impl Fetch {
     fn into_error(self, what: &str, addr: u64) -> PrintkError {
         let what = what.to_string();
         match self {
-            Fetch::Unreadable { addr, why } => PrintkError::Unreadable { what, addr, why },
-            Fetch::Cap => PrintkError::Unreadable { what, addr, why: "the read limit was reached".into() },
-            Fetch::Outside { .. } => PrintkError::Unreadable { what, addr, why: "outside its array".into() },
+            Fetch::Unreadable { addr, why } => PrintkError::Unreadable { what, addr, source: why },
+            Fetch::Cap => PrintkError::ReadLimit { what, addr },
+            Fetch::Outside { .. } => PrintkError::OutsideArray { what, addr },
         }
     }
 }
 
-/// [`Memory`] with a byte budget.
+/// [`Memory`] with a byte budget, and the arrays the walk reads ahead.
 struct Reader<'a> {
-    mem: &'a mut dyn Memory,
-    read: u64,
+    ra: ReadAhead<'a>,
     cap: u64,
 }
 
 impl Reader<'_> {
-    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Fetch> {
-        let n = buf.len() as u64;
-        if self.read.saturating_add(n) > self.cap {
+    /// Fails once reading `n` more bytes from memory would pass the budget.
+    fn spend(&self, n: u64) -> Result<(), Fetch> {
+        if self.ra.bytes_read().saturating_add(n) > self.cap {
             return Err(Fetch::Cap);
         }
-        self.read += n;
-        self.mem.read(addr, buf).map_err(|e| Fetch::Unreadable { addr, why: e.to_string() })
+        Ok(())
+    }
+
+    fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), Fetch> {
+        if !self.ra.covers(addr, buf.len()) {
+            self.spend(buf.len() as u64)?;
+        }
+        self.ra.read(addr, buf).map_err(|e| match self.ra.hole_in(addr, buf.len()) {
+            Some((addr, why)) => Fetch::Unreadable { addr, why: why.clone() },
+            None => Fetch::Unreadable { addr, why: e },
+        })
     }
 
     /// A small item read whole, as a top-level error if it fails.
@@ -223,72 +249,34 @@ fn le(b: &[u8], off: u64, size: u64) -> u64 {
     u64::from_le_bytes(v)
 }
 
-/// An array in kernel memory (descriptors, infos, the text ring), read [`CHUNK`] by chunk on
-/// first use. A chunk that fails as a whole is read again page by page, so that one missing
-/// page costs only the records on it.
+/// An array in kernel memory (descriptors, infos, the text ring), read ahead [`CHUNK`] by
+/// chunk on first use. A chunk that fails as a whole is read again page by page, so that one
+/// missing page costs only the records on it.
+#[derive(Clone, Copy)]
 struct Region {
     base: u64,
     len: u64,
-    chunks: HashMap<u64, Chunk>,
-}
-
-struct Chunk {
-    bytes: Vec<u8>,
-    /// `[start, end)` within the chunk that could not be read, and why.
-    holes: Vec<(u64, u64, String)>,
 }
 
 impl Region {
     fn new(base: u64, len: u64) -> Self {
-        Self { base, len, chunks: HashMap::new() }
+        Self { base, len }
     }
 
     fn get(&mut self, rd: &mut Reader, off: u64, len: u64) -> Result<Vec<u8>, Fetch> {
         let end = off.checked_add(len).filter(|&e| e <= self.len).ok_or(Fetch::Outside { off, len })?;
-        let mut out = Vec::with_capacity(len as usize);
-        let mut pos = off;
-        let base = self.base;
-        while pos < end {
-            let ci = pos / CHUNK;
-            let chunk = self.chunk(rd, ci)?;
-            let at = pos - ci * CHUNK;
-            let take = (end - pos).min(chunk.bytes.len() as u64 - at);
-            if let Some((s, _, why)) = chunk.holes.iter().find(|(s, e, _)| *s < at + take && *e > at) {
-                return Err(Fetch::Unreadable { addr: base + ci * CHUNK + (*s).max(at), why: why.clone() });
+        let mut ci = off / CHUNK;
+        while ci * CHUNK < end {
+            let (start, n) = (self.base + ci * CHUNK, CHUNK.min(self.len - ci * CHUNK));
+            if !rd.ra.covers(start, n as usize) {
+                rd.spend(n)?;
+                rd.ra.fetch_pages(start, n as usize);
             }
-            out.extend_from_slice(&chunk.bytes[at as usize..(at + take) as usize]);
-            pos += take;
+            ci += 1;
         }
+        let mut out = vec![0u8; len as usize];
+        rd.read(self.base + off, &mut out)?;
         Ok(out)
-    }
-
-    fn chunk(&mut self, rd: &mut Reader, ci: u64) -> Result<&Chunk, Fetch> {
-        if !self.chunks.contains_key(&ci) {
-            let start = ci * CHUNK;
-            let len = CHUNK.min(self.len - start);
-            let mut bytes = vec![0u8; len as usize];
-            let mut holes = Vec::new();
-            match rd.read(self.base + start, &mut bytes) {
-                Ok(()) => {}
-                Err(Fetch::Unreadable { .. }) => {
-                    let mut p = 0;
-                    while p < len {
-                        let addr = self.base + start + p;
-                        let n = (0x1000 - (addr & 0xfff)).min(len - p);
-                        if let Err(f) = rd.read(addr, &mut bytes[p as usize..(p + n) as usize]) {
-                            match f {
-                                Fetch::Unreadable { why, .. } => holes.push((p, p + n, why)),
-                                other => return Err(other),
-                            }
-                        }
-                        p += n;
-                    }
-                }
-                Err(other) => return Err(other),
-            }
-            self.chunks.insert(ci, Chunk { bytes, holes });
-        }
-        Ok(&self.chunks[&ci])
     }
 }
 

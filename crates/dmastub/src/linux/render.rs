@@ -8,7 +8,7 @@ use super::origin::{Hint, HintNames, render_remedies};
 use super::printk::KernelLog;
 use super::tasks::TaskList;
 use super::threads::{Thread, ThreadList, reg};
-use super::unwind::{self, Backtrace};
+use super::unwind::Backtrace;
 use std::fmt::Write as _;
 
 /// One line for the server's banner.
@@ -128,7 +128,11 @@ pub fn threads(list: &ThreadList) -> String {
 /// `monitor bt` for one thread: the thread and where its registers came from, then its frames;
 /// one line when there are none.
 pub fn backtrace(thread: &Thread, bt: Result<Backtrace, LinuxError>) -> String {
-    unwind::render(thread, bt.map_err(|e| e.to_string()))
+    let head = format!("thread {}: {}", thread.tid, thread.describe());
+    match bt {
+        Ok(bt) => format!("{head}; registers: {}\n{}", thread.origin_text(), bt.render()),
+        Err(why) => format!("{head}; no backtrace: {why}\n"),
+    }
 }
 
 /// `dmastub bt`: [`backtrace`] of the thread [`Linux::pick_thread`](super::Linux::pick_thread)

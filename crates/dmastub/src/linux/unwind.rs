@@ -15,8 +15,10 @@
 //! [`MAX_FRAMES`], and every stop says where and why.
 
 use super::kallsyms::Kallsyms;
+use super::readahead::ReadAhead;
 use super::threads::{IRET_FRAME_WORD, PT_REGS_WORDS, Regs, RegsOrigin, THREAD_SIZE, Thread, reg, user_regs};
 use super::{Member, Memory, Symbols, TypeInfo};
+use crate::mmu::MemError;
 use std::fmt::Write as _;
 
 /// Most frames one backtrace shows.
@@ -35,6 +37,70 @@ const MAX_MODULE_SYMBOLS: u64 = 1 << 20;
 const ELF_SYM_SIZE: usize = 24;
 /// Longest symbol name read from a module's string table.
 const MAX_NAME: usize = 256;
+
+/// Why there is no backtrace, or why one stopped. The text is what `monitor bt` shows.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnwindError {
+    /// The struct layout lacks what ORC unwinding needs, or is one dmastub cannot read.
+    #[error("{0}")]
+    Layout(String),
+    /// The ORC tables or the symbols around them are missing or not believable.
+    #[error("{0}")]
+    Tables(String),
+    /// Memory the walk needed could not be read; `what` names it and where it is.
+    #[error("{what}: {source}")]
+    Read {
+        /// What was being read, and at which address.
+        what: String,
+        /// The address read.
+        addr: u64,
+        /// Why it could not be.
+        #[source]
+        source: MemError,
+    },
+    /// A frame is in module space, and the modules could not be read.
+    #[error("{ip:#x} is in module space: in module code, no unwind table read ({source})")]
+    NoModules {
+        /// The frame's pc.
+        ip: u64,
+        /// Why the modules could not be read.
+        #[source]
+        source: Box<UnwindError>,
+    },
+    /// A frame is in a module whose ORC table could not be read.
+    #[error("in module {module} code, no unwind table read: {source}")]
+    NoModuleTable {
+        /// The module's name.
+        module: String,
+        /// Why its table could not be read.
+        #[source]
+        source: Box<UnwindError>,
+    },
+    /// The thread has no registers to start from.
+    #[error("registers unavailable: {0}")]
+    NoRegisters(String),
+    /// The unwind data or the stack says the walk cannot go on here.
+    #[error("{0}")]
+    Stop(String),
+}
+
+impl UnwindError {
+    /// Whether the device itself failed (see [`MemError::is_device_failure`]).
+    pub fn is_device_failure(&self) -> bool {
+        match self {
+            UnwindError::Read { source, .. } => source.is_device_failure(),
+            UnwindError::NoModules { source, .. } | UnwindError::NoModuleTable { source, .. } => {
+                source.is_device_failure()
+            }
+            _ => false,
+        }
+    }
+
+    fn read(what: String, addr: u64, source: MemError) -> Self {
+        UnwindError::Read { what, addr, source }
+    }
+}
 
 /// ORC's register numbers (`ORC_REG_*` in `arch/x86/include/asm/orc_types.h`).
 mod orc_reg {
@@ -95,27 +161,33 @@ pub struct OrcLayout {
 }
 
 impl OrcLayout {
-    pub fn from_types(t: &dyn TypeInfo) -> Result<Self, String> {
+    pub fn from_types(t: &dyn TypeInfo) -> Result<Self, UnwindError> {
         let origin = t.source();
         let ty = "orc_entry";
         let size = t.size_of(ty).ok_or_else(|| {
-            format!("the struct layout ({origin}) has no struct orc_entry: no ORC unwinding")
+            UnwindError::Layout(format!(
+                "the struct layout ({origin}) has no struct orc_entry: no ORC unwinding"
+            ))
         })?;
         if !(4..=16).contains(&size) {
-            return Err(format!(
+            return Err(UnwindError::Layout(format!(
                 "struct orc_entry ({origin}) is {size} bytes: not an ORC entry dmastub knows"
-            ));
+            )));
         }
-        let member = |name: &str| -> Result<Option<Member>, String> {
+        let member = |name: &str| -> Result<Option<Member>, UnwindError> {
             let Some(m) = t.member(ty, name) else { return Ok(None) };
             let (bit, width) = m.bitfield.unwrap_or((0, m.size as u32 * 8));
             if width == 0 || width > 16 || m.offset * 8 + u64::from(bit) + u64::from(width) > size * 8 {
-                return Err(format!("orc_entry.{name} ({origin}) does not fit a {size}-byte entry"));
+                return Err(UnwindError::Layout(format!(
+                    "orc_entry.{name} ({origin}) does not fit a {size}-byte entry"
+                )));
             }
             Ok(Some(m))
         };
         let need = |name: &str| {
-            member(name)?.ok_or_else(|| format!("struct orc_entry ({origin}) has no member {name}"))
+            member(name)?.ok_or_else(|| {
+                UnwindError::Layout(format!("struct orc_entry ({origin}) has no member {name}"))
+            })
         };
         let layout = Self {
             size: size as usize,
@@ -134,10 +206,10 @@ impl OrcLayout {
             (None, None) => false,
         };
         if !known {
-            return Err(format!(
+            return Err(UnwindError::Layout(format!(
                 "struct orc_entry ({origin}) has neither the `end` nor the `signal` bit dmastub knows: an ORC \
                  layout it cannot read"
-            ));
+            )));
         }
         Ok(layout)
     }
@@ -223,28 +295,33 @@ impl OrcTable {
         orc_at: u64,
         count: u64,
         what: &str,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, UnwindError> {
         if count == 0 || count > MAX_ORC_ENTRIES {
-            return Err(format!(
+            return Err(UnwindError::Tables(format!(
                 "{what}'s ORC table at {ip_at:#x} has {count} entries: not a plausible size (1 to {MAX_ORC_ENTRIES})"
-            ));
+            )));
         }
         let n = count as usize;
         let mut raw_ips = vec![0u8; n * 4];
-        mem.read(ip_at, &mut raw_ips)
-            .map_err(|e| format!("{what}'s ORC ip table at {ip_at:#x} ({n} entries): {e}"))?;
+        mem.read(ip_at, &mut raw_ips).map_err(|e| {
+            UnwindError::read(format!("{what}'s ORC ip table at {ip_at:#x} ({n} entries)"), ip_at, e)
+        })?;
         let mut entries = vec![0u8; n * layout.size];
         mem.read(orc_at, &mut entries).map_err(|e| {
-            format!("{what}'s ORC entries at {orc_at:#x} ({n} of {} bytes): {e}", layout.size)
+            UnwindError::read(
+                format!("{what}'s ORC entries at {orc_at:#x} ({n} of {} bytes)", layout.size),
+                orc_at,
+                e,
+            )
         })?;
         let mut ips = Vec::with_capacity(n);
         for (i, w) in raw_ips.chunks_exact(4).enumerate() {
             let rel = i32::from_le_bytes([w[0], w[1], w[2], w[3]]);
             let ip = ip_at.wrapping_add(4 * i as u64).wrapping_add_signed(i64::from(rel));
             if ips.last().is_some_and(|&prev| ip < prev) {
-                return Err(format!(
+                return Err(UnwindError::Tables(format!(
                     "{what}'s ORC ip table at {ip_at:#x} is not sorted at entry {i} ({ip:#x}): not an ORC table"
-                ));
+                )));
             }
             ips.push(ip);
         }
@@ -275,10 +352,12 @@ struct ModuleLayout {
 }
 
 impl ModuleLayout {
-    fn from_types(t: &dyn TypeInfo) -> Result<Self, String> {
+    fn from_types(t: &dyn TypeInfo) -> Result<Self, UnwindError> {
         let origin = t.source();
         let m = |ty: &str, path: &str| {
-            t.member(ty, path).ok_or_else(|| format!("the struct layout ({origin}) has no {ty}.{path}"))
+            t.member(ty, path).ok_or_else(|| {
+                UnwindError::Layout(format!("the struct layout ({origin}) has no {ty}.{path}"))
+            })
         };
         let sized = |mm: Member| (mm.offset, mm.size);
         // Before 6.4: core_layout.{base,text_size}; from 6.4: mem[MOD_TEXT].{base,size}, and
@@ -296,7 +375,11 @@ impl ModuleLayout {
                 let size = m("module_memory", "size")?;
                 (mem.offset + base.offset, (mem.offset + size.offset, size.size))
             }
-            (None, None) => return Err(format!("the struct layout ({origin}) has no module text layout")),
+            (None, None) => {
+                return Err(UnwindError::Layout(format!(
+                    "the struct layout ({origin}) has no module text layout"
+                )));
+            }
         };
         let kallsyms = (|| {
             Some((
@@ -325,7 +408,7 @@ struct Module {
     text: (u64, u64),
     orc_at: (u64, u64, u64),
     /// Its ORC table, read when a frame first needs it.
-    table: Option<Result<OrcTable, String>>,
+    table: Option<Result<OrcTable, UnwindError>>,
     kallsyms: Option<u64>,
 }
 
@@ -336,7 +419,7 @@ pub struct Orc {
     /// vmlinux's text: what its table covers (`_stext`..`_etext`, `_sinittext`..`_einittext`).
     text: Vec<(u64, u64)>,
     /// How to find modules, or why that is not possible.
-    modules: Result<(u64, ModuleLayout), String>,
+    modules: Result<(u64, ModuleLayout), UnwindError>,
     /// `ret_from_fork` (and 6.5's `ret_from_fork_asm`): a new task's switch frame returns
     /// there exactly, not after a call.
     ret_from_fork: Vec<u64>,
@@ -349,31 +432,36 @@ impl Orc {
         mem: &mut dyn Memory,
         symbols: &Kallsyms,
         types: Option<&dyn TypeInfo>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, UnwindError> {
         let sym = |n: &str| symbols.address(n);
-        let types =
-            types.ok_or("no struct layout: the ORC entry's layout comes from BTF (give --btf FILE)")?;
+        let types = types.ok_or_else(|| {
+            UnwindError::Layout(
+                "no struct layout: the ORC entry's layout comes from BTF (give --btf FILE)".into(),
+            )
+        })?;
         let layout = OrcLayout::from_types(types)?;
         let (Some(ip_start), Some(ip_stop), Some(orc_start)) =
             (sym("__start_orc_unwind_ip"), sym("__stop_orc_unwind_ip"), sym("__start_orc_unwind"))
         else {
-            return Err("no ORC tables: kallsyms has no __start_orc_unwind_ip/__stop_orc_unwind_ip/\
+            return Err(UnwindError::Tables(
+                "no ORC tables: kallsyms has no __start_orc_unwind_ip/__stop_orc_unwind_ip/\
                         __start_orc_unwind (a kernel without CONFIG_UNWINDER_ORC, or without KALLSYMS_ALL: \
                         give --system-map FILE)"
-                .to_string());
+                    .to_string(),
+            ));
         };
         let bytes = ip_stop.checked_sub(ip_start).filter(|b| b % 4 == 0).ok_or_else(|| {
-            format!("__stop_orc_unwind_ip {ip_stop:#x} is not 4-byte entries after __start_orc_unwind_ip {ip_start:#x}")
+            UnwindError::Tables(format!("__stop_orc_unwind_ip {ip_stop:#x} is not 4-byte entries after __start_orc_unwind_ip {ip_start:#x}"))
         })?;
         let count = bytes / 4;
         if let Some(orc_stop) = sym("__stop_orc_unwind")
             && orc_stop.checked_sub(orc_start) != Some(count.saturating_mul(layout.size as u64))
         {
-            return Err(format!(
+            return Err(UnwindError::Tables(format!(
                 "vmlinux's ORC tables disagree: {count} addresses at {ip_start:#x}, but {orc_start:#x}..{orc_stop:#x} \
                  is not {count} entries of {} bytes",
                 layout.size
-            ));
+            )));
         }
         let vmlinux = OrcTable::read(mem, &layout, ip_start, orc_start, count, "vmlinux")?;
         let mut text = Vec::new();
@@ -387,11 +475,13 @@ impl Orc {
             }
         }
         if text.is_empty() {
-            return Err("no _stext/_etext symbols: where kernel text is, is unknown".to_string());
+            return Err(UnwindError::Tables(
+                "no _stext/_etext symbols: where kernel text is, is unknown".to_string(),
+            ));
         }
         let modules = match sym("modules") {
             Some(head) => ModuleLayout::from_types(types).map(|l| (head, l)),
-            None => Err("no `modules` symbol".to_string()),
+            None => Err(UnwindError::Tables("no `modules` symbol".to_string())),
         };
         let ret_from_fork = ["ret_from_fork", "ret_from_fork_asm"].into_iter().filter_map(sym).collect();
         Ok(Self { layout, vmlinux, text, modules, ret_from_fork })
@@ -417,7 +507,7 @@ pub enum Line {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Backtrace {
     pub lines: Vec<Line>,
-    pub stopped: Option<String>,
+    pub stopped: Option<UnwindError>,
 }
 
 impl Backtrace {
@@ -470,7 +560,7 @@ pub struct Start {
 
 impl Start {
     /// The thread's registers, or why there are none.
-    pub fn of(thread: &Thread, orc: &Orc) -> Result<Self, String> {
+    pub fn of(thread: &Thread, orc: &Orc) -> Result<Self, UnwindError> {
         if let Some(why) = no_registers(thread) {
             return Err(why);
         }
@@ -485,62 +575,50 @@ impl Start {
 }
 
 /// Why `thread` has no backtrace before any table is read: it has no registers to start from.
-pub fn no_registers(thread: &Thread) -> Option<String> {
+pub fn no_registers(thread: &Thread) -> Option<UnwindError> {
     match &thread.origin {
-        RegsOrigin::Unavailable(why) => Some(format!("registers unavailable: {why}")),
+        RegsOrigin::Unavailable(why) => Some(UnwindError::NoRegisters(why.to_string())),
         _ if thread.regs.pc().is_none() || thread.regs.get(reg::RSP).is_none() => {
-            Some("registers unavailable: no rip and rsp".to_string())
+            Some(UnwindError::NoRegisters("no rip and rsp".to_string()))
         }
         _ => None,
     }
 }
 
-/// Reads words of a backtrace: from the task's stack, read whole once, else from memory.
-struct StackWords<'m> {
-    view: &'m mut dyn Memory,
-    stack: Option<(u64, Vec<u8>)>,
+/// The words of a backtrace come through a [`ReadAhead`] holding the task's stack, read whole
+/// once; anything else falls through to memory.
+type StackWords<'m> = ReadAhead<'m>;
+
+/// The word at `addr`, naming `what` if it cannot be read.
+fn word(words: &mut StackWords, addr: u64, what: &str) -> Result<u64, UnwindError> {
+    words.read_u64(addr).map_err(|e| UnwindError::read(format!("{what} at {addr:#x}"), addr, e))
 }
 
-impl StackWords<'_> {
-    fn word(&mut self, addr: u64, what: &str) -> Result<u64, String> {
-        if let Some((base, bytes)) = &self.stack
-            && let Some(off) = addr.checked_sub(*base)
-            && let Some(w) = bytes.get(off as usize..).and_then(|b| b.get(..8))
-        {
-            return Ok(u64::from_le_bytes(w.try_into().unwrap_or_default()));
-        }
-        self.view.read_u64(addr).map_err(|e| format!("{what} at {addr:#x}: {e}"))
-    }
-
-    /// `n` words at `addr`.
-    fn words(&mut self, addr: u64, n: usize, what: &str) -> Result<Vec<u8>, String> {
-        let mut buf = vec![0u8; n * 8];
-        if let Some((base, bytes)) = &self.stack
-            && let Some(off) = addr.checked_sub(*base)
-            && let Some(w) = bytes.get(off as usize..).and_then(|b| b.get(..n * 8))
-        {
-            buf.copy_from_slice(w);
-            return Ok(buf);
-        }
-        self.view.read(addr, &mut buf).map_err(|e| format!("{what} at {addr:#x}: {e}"))?;
-        Ok(buf)
-    }
+/// `n` words at `addr`.
+fn words_at(words: &mut StackWords, addr: u64, n: usize, what: &str) -> Result<Vec<u8>, UnwindError> {
+    let mut buf = vec![0u8; n * 8];
+    words.read(addr, &mut buf).map_err(|e| UnwindError::read(format!("{what} at {addr:#x}"), addr, e))?;
+    Ok(buf)
 }
 
 /// The modules, read when a frame is first outside vmlinux.
 struct Modules {
-    list: Option<Result<Vec<Module>, String>>,
+    list: Option<Result<Vec<Module>, UnwindError>>,
 }
 
 impl Modules {
-    fn read(view: &mut dyn Memory, orc: &Orc) -> Result<Vec<Module>, String> {
+    fn read(view: &mut dyn Memory, orc: &Orc) -> Result<Vec<Module>, UnwindError> {
         let (head, l) = orc.modules.as_ref().map_err(|e| e.clone())?;
         let mut out = Vec::new();
-        let mut node = view.read_u64(*head).map_err(|e| format!("the modules list at {head:#x}: {e}"))?;
+        let mut node = view
+            .read_u64(*head)
+            .map_err(|e| UnwindError::read(format!("the modules list at {head:#x}"), *head, e))?;
         let mut seen = std::collections::HashSet::new();
         while node != *head {
             if out.len() >= MAX_MODULES || !seen.insert(node) {
-                return Err(format!("the modules list at {head:#x} loops or is corrupt (at {node:#x})"));
+                return Err(UnwindError::Tables(format!(
+                    "the modules list at {head:#x} loops or is corrupt (at {node:#x})"
+                )));
             }
             let m = node.wrapping_sub(l.list);
             let field =
@@ -564,8 +642,10 @@ impl Modules {
                 };
                 Ok(Module { name, text: (base, base.wrapping_add(size)), orc_at, table: None, kallsyms })
             };
-            out.push(read(view).map_err(|e| format!("module at {m:#x}: {e}"))?);
-            node = view.read_u64(node).map_err(|e| format!("the modules list at {node:#x}: {e}"))?;
+            out.push(read(view).map_err(|e| UnwindError::read(format!("module at {m:#x}"), m, e))?);
+            node = view
+                .read_u64(node)
+                .map_err(|e| UnwindError::read(format!("the modules list at {node:#x}"), node, e))?;
         }
         Ok(out)
     }
@@ -575,7 +655,7 @@ impl Modules {
         view: &mut dyn Memory,
         orc: &Orc,
         ip: u64,
-    ) -> Result<Option<&'m mut Module>, String> {
+    ) -> Result<Option<&'m mut Module>, UnwindError> {
         let list = self.list.get_or_insert_with(|| Self::read(view, orc));
         let list = list.as_mut().map_err(|e| e.clone())?;
         Ok(list.iter_mut().find(|m| ip >= m.text.0 && ip < m.text.1))
@@ -583,7 +663,7 @@ impl Modules {
 }
 
 impl Module {
-    fn table(&mut self, view: &mut dyn Memory, layout: &OrcLayout) -> Result<&OrcTable, String> {
+    fn table(&mut self, view: &mut dyn Memory, layout: &OrcLayout) -> Result<&OrcTable, UnwindError> {
         let (ip_at, orc_at, count) = self.orc_at;
         let what = format!("module {}", self.name);
         self.table
@@ -653,24 +733,24 @@ pub fn unwind(view: &mut dyn Memory, symbols: &Kallsyms, orc: &Orc, start: &Star
     let mut bt = Backtrace::default();
     let regs = start.regs;
     let (Some(ip), Some(sp)) = (regs.pc(), regs.get(reg::RSP)) else {
-        bt.stopped = Some("no rip and rsp to start from".to_string());
+        bt.stopped = Some(UnwindError::Stop("no rip and rsp to start from".to_string()));
         return bt;
     };
     if regs.get(reg::CS).is_some_and(|cs| cs & 3 != 0) {
         bt.lines.push(Line::Entry { ip, sp, user: true });
-        bt.stopped = Some("the CPU was in user mode: no kernel stack to walk".to_string());
+        bt.stopped = Some(UnwindError::Stop("the CPU was in user mode: no kernel stack to walk".to_string()));
         return bt;
     }
     if sp >> 63 == 0 {
-        bt.stopped = Some(format!("the stack pointer {sp:#x} is not a kernel address"));
+        bt.stopped = Some(UnwindError::Stop(format!("the stack pointer {sp:#x} is not a kernel address")));
         return bt;
     }
     // The whole kernel stack in one read: one round trip over DMA for most backtraces.
-    let stack = start.stack.and_then(|base| {
-        let mut bytes = vec![0u8; THREAD_SIZE as usize];
-        view.read(base, &mut bytes).ok().map(|()| (base, bytes))
-    });
-    let mut words = StackWords { view, stack };
+    let mut words = ReadAhead::new(view);
+    if let Some(base) = start.stack {
+        // Unreadable as a whole: every word is then read alone (and fails alone).
+        let _ = words.fetch(base, THREAD_SIZE as usize);
+    }
     let mut modules = Modules { list: None };
     let mut st = State {
         ip,
@@ -684,7 +764,7 @@ pub fn unwind(view: &mut dyn Memory, symbols: &Kallsyms, orc: &Orc, start: &Star
     let mut switches = 0;
     for _ in 0..MAX_FRAMES {
         let lookup = if st.signal { st.ip } else { st.ip.wrapping_sub(1) };
-        let name = name_of(words.view, symbols, orc, &mut modules, st.ip, lookup);
+        let name = name_of(&mut words, symbols, orc, &mut modules, st.ip, lookup);
         bt.lines.push(Line::Frame { ip: st.ip, sp: st.sp, name });
         let prev_sp = st.sp;
         let stop = match step(&mut words, orc, &mut modules, &mut st, lookup) {
@@ -704,7 +784,7 @@ pub fn unwind(view: &mut dyn Memory, symbols: &Kallsyms, orc: &Orc, start: &Star
             return bt;
         }
     }
-    bt.stopped = Some(format!("after {MAX_FRAMES} frames"));
+    bt.stopped = Some(UnwindError::Stop(format!("after {MAX_FRAMES} frames")));
     bt
 }
 
@@ -721,21 +801,24 @@ enum Step {
 /// The caller's stack pointer may only go up on one stack; it may go down when an interrupt
 /// or exception stack returns to the stack it interrupted, a few times, never back from the
 /// task's own stack.
-fn check_sp(prev: u64, sp: u64, stack: Option<u64>, switches: &mut u32) -> Result<(), String> {
+fn check_sp(prev: u64, sp: u64, stack: Option<u64>, switches: &mut u32) -> Result<(), UnwindError> {
     let top = |b: u64| b.wrapping_add(THREAD_SIZE);
     let on_task_stack = |sp: u64| stack.is_some_and(|b| sp >= b && sp <= top(b));
     if sp >> 63 == 0 {
-        return Err(format!("stack pointer {sp:#x} is not a kernel address"));
+        return Err(UnwindError::Stop(format!("stack pointer {sp:#x} is not a kernel address")));
     }
     if on_task_stack(prev) && !on_task_stack(sp) {
         let b = stack.unwrap_or_default();
-        return Err(format!("stack pointer {sp:#x} left the task's stack ({b:#x}..{:#x})", top(b)));
+        return Err(UnwindError::Stop(format!(
+            "stack pointer {sp:#x} left the task's stack ({b:#x}..{:#x})",
+            top(b)
+        )));
     }
     if sp <= prev {
         if on_task_stack(prev) || *switches >= MAX_STACK_SWITCHES {
-            return Err(format!(
+            return Err(UnwindError::Stop(format!(
                 "stack pointer went from {prev:#x} down to {sp:#x}: a loop or bad unwind data"
-            ));
+            )));
         }
         *switches += 1;
     }
@@ -750,28 +833,30 @@ fn entry_for(
     modules: &mut Modules,
     ip: u64,
     lookup: u64,
-) -> Result<(u64, OrcEntry), String> {
+) -> Result<(u64, OrcEntry), UnwindError> {
     if orc.in_vmlinux_text(lookup) {
         return orc
             .vmlinux
             .find(&orc.layout, lookup)
-            .ok_or_else(|| format!("no ORC entry for {ip:#x} in vmlinux"));
+            .ok_or_else(|| UnwindError::Stop(format!("no ORC entry for {ip:#x} in vmlinux")));
     }
     if !MODULE_SPACE.contains(&lookup) {
-        return Err(format!("{ip:#x} is not kernel text"));
+        return Err(UnwindError::Stop(format!("{ip:#x} is not kernel text")));
     }
-    let module = match modules.find(words.view, orc, lookup) {
+    let module = match modules.find(&mut *words, orc, lookup) {
         Ok(Some(m)) => m,
-        Ok(None) => return Err(format!("{ip:#x} is in no loaded module's text (nor vmlinux's)")),
-        Err(why) => {
-            return Err(format!("{ip:#x} is in module space: in module code, no unwind table read ({why})"));
+        Ok(None) => {
+            return Err(UnwindError::Stop(format!("{ip:#x} is in no loaded module's text (nor vmlinux's)")));
         }
+        Err(why) => return Err(UnwindError::NoModules { ip, source: Box::new(why) }),
     };
     let name = module.name.clone();
     let table = module
-        .table(words.view, &orc.layout)
-        .map_err(|why| format!("in module {name} code, no unwind table read: {why}"))?;
-    table.find(&orc.layout, lookup).ok_or_else(|| format!("no ORC entry for {ip:#x} in module {name}"))
+        .table(&mut *words, &orc.layout)
+        .map_err(|why| UnwindError::NoModuleTable { module: name.clone(), source: Box::new(why) })?;
+    table
+        .find(&orc.layout, lookup)
+        .ok_or_else(|| UnwindError::Stop(format!("no ORC entry for {ip:#x} in module {name}")))
 }
 
 /// One step of `unwind_next_frame`: the caller's ip, sp and bp from the entry for `lookup`.
@@ -781,49 +866,52 @@ fn step(
     modules: &mut Modules,
     st: &mut State,
     lookup: u64,
-) -> Result<Step, String> {
+) -> Result<Step, UnwindError> {
     let (at, e) = entry_for(words, orc, modules, st.ip, lookup)?;
     let here = format!("the ORC entry at {at:#x} for {:#x}", st.ip);
     match e.kind {
         FrameKind::EndOfStack => return Ok(Step::End),
-        FrameKind::Undefined => return Err(format!("{here} says the stack cannot be unwound there")),
+        FrameKind::Undefined => {
+            return Err(UnwindError::Stop(format!("{here} says the stack cannot be unwound there")));
+        }
         FrameKind::Unknown(k) => {
-            return Err(format!(
+            return Err(UnwindError::Stop(format!(
                 "{here} has type {k}, unknown to struct orc_entry {}",
                 orc.layout.describe()
-            ));
+            )));
         }
         FrameKind::Call | FrameKind::Regs | FrameKind::RegsPartial => {}
     }
-    let bp = st.bp.ok_or_else(|| format!("{here} needs rbp, which is unknown"));
-    let saved =
-        |r: usize, name: &str| st.get(r).ok_or_else(|| format!("{here} needs {name}, which nothing saved"));
+    let bp = st.bp.ok_or_else(|| UnwindError::Stop(format!("{here} needs rbp, which is unknown")));
+    let saved = |r: usize, name: &str| {
+        st.get(r).ok_or_else(|| UnwindError::Stop(format!("{here} needs {name}, which nothing saved")))
+    };
     let off = i64::from(e.sp_offset);
     let cfa = match e.sp_reg {
         orc_reg::SP => st.sp.wrapping_add_signed(off),
         orc_reg::BP => bp.clone()?.wrapping_add_signed(off),
         orc_reg::SP_INDIRECT => {
-            words.word(st.sp, "the stack pointer a stack switch saved")?.wrapping_add_signed(off)
+            word(words, st.sp, "the stack pointer a stack switch saved")?.wrapping_add_signed(off)
         }
         orc_reg::BP_INDIRECT => {
-            words.word(bp.clone()?.wrapping_add_signed(off), "an indirect stack pointer")?
+            word(words, bp.clone()?.wrapping_add_signed(off), "an indirect stack pointer")?
         }
         orc_reg::R10 => saved(reg::R10, "r10")?,
         orc_reg::R13 => saved(reg::R13, "r13")?,
         orc_reg::DI => saved(reg::RDI, "rdi")?,
         orc_reg::DX => saved(reg::RDX, "rdx")?,
-        r => return Err(format!("{here} has an unknown stack base register {r}")),
+        r => return Err(UnwindError::Stop(format!("{here} has an unknown stack base register {r}"))),
     };
     let found = match e.kind {
         FrameKind::Call => {
-            st.ip = words.word(cfa.wrapping_sub(8), "the return address")?;
+            st.ip = word(words, cfa.wrapping_sub(8), "the return address")?;
             st.sp = cfa;
             st.regs = None;
             st.prev_regs = None;
             Step::Caller
         }
         FrameKind::Regs => {
-            let raw = words.words(cfa, PT_REGS_WORDS, "the registers entry code saved (pt_regs)")?;
+            let raw = words_at(words, cfa, PT_REGS_WORDS, "the registers entry code saved (pt_regs)")?;
             let regs = user_regs(&raw, 0);
             st.regs = Some(regs);
             st.full = true;
@@ -831,7 +919,7 @@ fn step(
             took_regs(st, &regs)
         }
         _ => {
-            let raw = words.words(cfa, PT_REGS_WORDS - IRET_FRAME_WORD, "the interrupt frame")?;
+            let raw = words_at(words, cfa, PT_REGS_WORDS - IRET_FRAME_WORD, "the interrupt frame")?;
             let regs = user_regs(&raw, IRET_FRAME_WORD);
             if st.full {
                 st.prev_regs = st.regs;
@@ -852,9 +940,9 @@ fn step(
                 st.bp = Some(v);
             }
         }
-        orc_reg::PREV_SP => st.bp = Some(words.word(cfa.wrapping_add_signed(boff), "the saved rbp")?),
-        orc_reg::BP => st.bp = Some(words.word(bp?.wrapping_add_signed(boff), "the saved rbp")?),
-        r => return Err(format!("{here} has an unknown frame-pointer base register {r}")),
+        orc_reg::PREV_SP => st.bp = Some(word(words, cfa.wrapping_add_signed(boff), "the saved rbp")?),
+        orc_reg::BP => st.bp = Some(word(words, bp?.wrapping_add_signed(boff), "the saved rbp")?),
+        r => return Err(UnwindError::Stop(format!("{here} has an unknown frame-pointer base register {r}"))),
     }
     Ok(found)
 }
@@ -901,7 +989,7 @@ fn name_of(
 
 /// `monitor bt`: the thread and where its registers came from, then its frames; one line when
 /// there are none.
-pub fn render(thread: &Thread, result: Result<Backtrace, String>) -> String {
+pub fn render(thread: &Thread, result: Result<Backtrace, UnwindError>) -> String {
     let head = format!("thread {}: {}", thread.tid, thread.describe());
     match result {
         Ok(bt) => format!("{head}; registers: {}\n{}", thread.origin_text(), bt.render()),
@@ -915,7 +1003,7 @@ pub fn backtrace(
     symbols: &Kallsyms,
     orc: &Orc,
     thread: &Thread,
-) -> Result<Backtrace, String> {
+) -> Result<Backtrace, UnwindError> {
     let start = Start::of(thread, orc)?;
     Ok(unwind(view, symbols, orc, &start))
 }
@@ -1075,11 +1163,16 @@ mod tests {
         // A layout with neither bit, or fields past the struct's end, is refused by name.
         let mut odd = types(false);
         odd.members.remove(&("orc_entry".to_string(), "end".to_string()));
-        let e = OrcLayout::from_types(&odd).unwrap_err();
+        let e = OrcLayout::from_types(&odd).unwrap_err().to_string();
         assert!(e.contains("neither") && e.contains("test BTF"), "{e}");
         odd.insert_size("orc_entry", 4);
-        assert!(OrcLayout::from_types(&odd).unwrap_err().contains("does not fit"));
-        assert!(OrcLayout::from_types(&TypeMap::new("empty")).unwrap_err().contains("no struct orc_entry"));
+        assert!(OrcLayout::from_types(&odd).unwrap_err().to_string().contains("does not fit"));
+        assert!(
+            OrcLayout::from_types(&TypeMap::new("empty"))
+                .unwrap_err()
+                .to_string()
+                .contains("no struct orc_entry")
+        );
     }
 
     /// A kernel with five functions, their ORC entries in `new` or the old layout, and a task
@@ -1282,7 +1375,7 @@ mod tests {
             let orc = Orc::load(&mut mem, &symbols, Some(&types(new))).unwrap();
             let bt = unwind(&mut mem, &symbols, &orc, &start(MOD + 0x10, S0 + 8, Some(STACK)));
             assert_eq!(bt.functions(), ["??"]);
-            let why = bt.stopped.unwrap();
+            let why = bt.stopped.unwrap().to_string();
             assert!(why.contains("in module code, no unwind table read"), "{why}");
         }
     }
@@ -1299,7 +1392,7 @@ mod tests {
         let mut s = start(0x40_1000, 0x7ffc_0000, Some(STACK));
         s.regs.0[reg::CS] = Some(0x33);
         let bt = unwind(&mut mem, &symbols, &orc, &s);
-        assert!(bt.functions().is_empty() && bt.stopped.unwrap().contains("user mode"));
+        assert!(bt.functions().is_empty() && bt.stopped.unwrap().to_string().contains("user mode"));
     }
 
     #[test]
@@ -1309,26 +1402,52 @@ mod tests {
         mem.put_u64(S0 + 8, 0x1234);
         let bt = unwind(&mut mem, &symbols, &orc, &start(F_A + 0x10, S0, Some(STACK)));
         assert_eq!(bt.functions(), ["f_a", "??"]);
-        assert!(bt.stopped.as_deref().unwrap().contains("0x1234 is not kernel text"), "{:?}", bt.stopped);
+        assert!(
+            bt.stopped
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref()
+                .unwrap()
+                .contains("0x1234 is not kernel text"),
+            "{:?}",
+            bt.stopped
+        );
         // A return address that leads back into the same frame: the stack pointer must rise.
         mem.put_u64(S0 + 8, F_A + 0x10);
         mem.put(ORC_ENTRIES, &encode(false, orc_reg::SP, 0, 0, 0, FrameKind::Call));
         let orc = Orc::load(&mut mem, &symbols, Some(&types(false))).unwrap();
         mem.put_u64(S0 - 8, F_A + 0x10);
         let bt = unwind(&mut mem, &symbols, &orc, &start(F_A + 0x10, S0, Some(STACK)));
-        assert!(bt.stopped.as_deref().unwrap().contains("down to"), "{:?}", bt.stopped);
+        assert!(
+            bt.stopped.as_ref().map(ToString::to_string).as_deref().unwrap().contains("down to"),
+            "{:?}",
+            bt.stopped
+        );
         assert_eq!(bt.lines.len(), 1);
         // A stack pointer outside the task's stack, and one that is not a kernel address.
         let (mut mem, symbols, orc) = machine(false, false);
         mem.put_u64(S0 + 16, ENTRY + 0x30);
         mem.put_u64(S0 + 24 + 19 * 8, STACK + 0x8000);
         let bt = unwind(&mut mem, &symbols, &orc, &start(F_A + 0x10, S0, Some(STACK)));
-        assert!(bt.stopped.as_deref().unwrap().contains("left the task's stack"), "{:?}", bt.stopped);
+        assert!(
+            bt.stopped
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref()
+                .unwrap()
+                .contains("left the task's stack"),
+            "{:?}",
+            bt.stopped
+        );
         let bt = unwind(&mut mem, &symbols, &orc, &start(F_A + 0x10, 0x7fff_0000, Some(STACK)));
-        assert!(bt.stopped.as_deref().unwrap().contains("not a kernel address"), "{:?}", bt.stopped);
+        assert!(
+            bt.stopped.as_ref().map(ToString::to_string).as_deref().unwrap().contains("not a kernel address"),
+            "{:?}",
+            bt.stopped
+        );
         // Unreadable stack: the error names what and where.
         let bt = unwind(&mut mem, &symbols, &orc, &start(F_A + 0x10, STACK + 0x10_0000, None));
-        let why = bt.stopped.unwrap();
+        let why = bt.stopped.unwrap().to_string();
         assert!(why.contains("the return address at 0xffffc90000110008"), "{why}");
     }
 
@@ -1341,7 +1460,7 @@ mod tests {
         }
         let bt = unwind(&mut mem, &symbols, &orc, &start(F_A + 0x10, STACK, Some(STACK)));
         assert_eq!(bt.lines.len(), MAX_FRAMES);
-        assert_eq!(bt.stopped.as_deref(), Some("after 64 frames"));
+        assert_eq!(bt.stopped.as_ref().map(ToString::to_string).as_deref(), Some("after 64 frames"));
     }
 
     #[test]
@@ -1381,8 +1500,13 @@ mod tests {
         assert!(check_sp(STACK + 0x10_0000, S0, task, &mut n).is_ok());
         assert_eq!(n, 1);
         // On the task stack, down is a loop; up past its top is leaving it.
-        assert!(check_sp(S0, S0 - 8, task, &mut n).unwrap_err().contains("down to"));
-        assert!(check_sp(S0, STACK + 0x5000, task, &mut n).unwrap_err().contains("left the task's stack"));
+        assert!(check_sp(S0, S0 - 8, task, &mut n).unwrap_err().to_string().contains("down to"));
+        assert!(
+            check_sp(S0, STACK + 0x5000, task, &mut n)
+                .unwrap_err()
+                .to_string()
+                .contains("left the task's stack")
+        );
         // Between foreign stacks, a few switches at most.
         let mut n = 0;
         for _ in 0..MAX_STACK_SWITCHES {
@@ -1395,27 +1519,31 @@ mod tests {
     fn tables_are_bounded_and_sorted() {
         let layout = OrcLayout::from_types(&types(false)).unwrap();
         let mut mem = Sparse::new();
-        let e = OrcTable::read(&mut mem, &layout, ORC, ORC_ENTRIES, 0, "vmlinux").unwrap_err();
+        let e = OrcTable::read(&mut mem, &layout, ORC, ORC_ENTRIES, 0, "vmlinux").unwrap_err().to_string();
         assert!(e.contains("0 entries"), "{e}");
-        let e = OrcTable::read(&mut mem, &layout, ORC, ORC_ENTRIES, 1 << 40, "vmlinux").unwrap_err();
+        let e =
+            OrcTable::read(&mut mem, &layout, ORC, ORC_ENTRIES, 1 << 40, "vmlinux").unwrap_err().to_string();
         assert!(e.contains("not a plausible size"), "{e}");
         // Offsets are relative to each entry: 0x100 then 0x100 from 4 bytes further is sorted,
         // a drop back is not.
         mem.put(ORC, &[0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
         let t = OrcTable::read(&mut mem, &layout, ORC, ORC_ENTRIES, 2, "vmlinux").unwrap();
         assert_eq!(t.ips, [ORC + 0x100, ORC + 0x104]);
-        let e = OrcTable::read(&mut mem, &layout, ORC, ORC_ENTRIES, 3, "vmlinux").unwrap_err();
+        let e = OrcTable::read(&mut mem, &layout, ORC, ORC_ENTRIES, 3, "vmlinux").unwrap_err().to_string();
         assert!(e.contains("not sorted at entry 2"), "{e}");
-        let e = OrcTable::read(&mut mem, &layout, ORC + 0x1ff0, ORC_ENTRIES, 16, "module x").unwrap_err();
+        let e = OrcTable::read(&mut mem, &layout, ORC + 0x1ff0, ORC_ENTRIES, 16, "module x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("module x's ORC ip table at 0xffffffff82001ff0"), "{e}");
         // Symbols missing, or tables of different lengths.
-        let e = Orc::load(&mut mem, &Kallsyms::default(), Some(&types(false))).err().unwrap();
+        let e = Orc::load(&mut mem, &Kallsyms::default(), Some(&types(false))).err().unwrap().to_string();
         assert!(e.contains("no ORC tables"), "{e}");
         let (mut mem, symbols, _) = machine(false, false);
         let mut pairs: Vec<(String, u64)> = symbols.iter().map(|(n, a)| (n.to_string(), a)).collect();
         pairs.retain(|(n, _)| n != "__stop_orc_unwind");
         pairs.push(("__stop_orc_unwind".into(), ORC_ENTRIES + 7));
-        let e = Orc::load(&mut mem, &Kallsyms::from_pairs(pairs), Some(&types(false))).err().unwrap();
+        let e =
+            Orc::load(&mut mem, &Kallsyms::from_pairs(pairs), Some(&types(false))).err().unwrap().to_string();
         assert!(e.contains("disagree"), "{e}");
     }
 }
