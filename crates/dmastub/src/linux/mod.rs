@@ -11,6 +11,7 @@ pub mod discover;
 mod error;
 pub mod kallsyms;
 pub mod layout;
+mod list;
 mod name_index;
 pub mod origin;
 pub mod printk;
