@@ -104,15 +104,73 @@ const SSE: &[RegDef] = &[
 ];
 
 /// gdb's numbers of the registers dmastub can know; the x87 and SSE registers never are. The
-/// first [`REG_COUNT`](crate::linux::threads::REG_COUNT), rax … gs_base, are a task's, in the
-/// order `linux::threads` keeps them.
+/// first [`Reg::COUNT`](crate::linux::Reg::COUNT), rax … gs_base, are a task's.
 pub mod regnum {
-    pub use crate::linux::threads::reg::*;
+    use crate::linux::Reg;
+
+    pub const RAX: usize = 0;
+    pub const RBX: usize = 1;
+    pub const RCX: usize = 2;
+    pub const RDX: usize = 3;
+    pub const RSI: usize = 4;
+    pub const RDI: usize = 5;
+    pub const RBP: usize = 6;
+    pub const RSP: usize = 7;
+    pub const R8: usize = 8;
+    pub const R9: usize = 9;
+    pub const R10: usize = 10;
+    pub const R11: usize = 11;
+    pub const R12: usize = 12;
+    pub const R13: usize = 13;
+    pub const R14: usize = 14;
+    pub const R15: usize = 15;
+    pub const RIP: usize = 16;
+    pub const EFLAGS: usize = 17;
+    pub const CS: usize = 18;
+    pub const SS: usize = 19;
+    pub const DS: usize = 20;
+    pub const ES: usize = 21;
+    pub const FS: usize = 22;
+    pub const GS: usize = 23;
+    pub const FS_BASE: usize = 24;
+    pub const GS_BASE: usize = 25;
     pub const CR0: usize = 27;
     pub const CR2: usize = 28;
     pub const CR3: usize = 29;
     pub const CR4: usize = 30;
     pub const EFER: usize = 32;
+
+    /// gdb's number of a task's register.
+    pub fn of(r: Reg) -> usize {
+        match r {
+            Reg::Rax => RAX,
+            Reg::Rbx => RBX,
+            Reg::Rcx => RCX,
+            Reg::Rdx => RDX,
+            Reg::Rsi => RSI,
+            Reg::Rdi => RDI,
+            Reg::Rbp => RBP,
+            Reg::Rsp => RSP,
+            Reg::R8 => R8,
+            Reg::R9 => R9,
+            Reg::R10 => R10,
+            Reg::R11 => R11,
+            Reg::R12 => R12,
+            Reg::R13 => R13,
+            Reg::R14 => R14,
+            Reg::R15 => R15,
+            Reg::Rip => RIP,
+            Reg::Eflags => EFLAGS,
+            Reg::Cs => CS,
+            Reg::Ss => SS,
+            Reg::Ds => DS,
+            Reg::Es => ES,
+            Reg::Fs => FS,
+            Reg::Gs => GS,
+            Reg::FsBase => FS_BASE,
+            Reg::GsBase => GS_BASE,
+        }
+    }
 }
 
 /// How many registers, from number 0, fit in a `u64` and so can hold a known value.
@@ -255,7 +313,10 @@ mod tests {
         for (i, n) in names.iter().enumerate() {
             assert_eq!(reg_name(i), *n);
         }
-        assert_eq!(crate::linux::threads::REG_COUNT, 26);
+        assert_eq!(crate::linux::Reg::COUNT, 26);
+        for r in crate::linux::Reg::ALL {
+            assert_eq!(reg_name(regnum::of(r)).replace('_', ""), format!("{r:?}").to_lowercase());
+        }
         assert_eq!(reg_name(regnum::R15), "r15");
         assert_eq!(reg_name(regnum::EFLAGS), "eflags");
         assert_eq!(reg_name(regnum::GS), "gs");

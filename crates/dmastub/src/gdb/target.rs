@@ -516,7 +516,9 @@ impl DmaTarget {
         let first = list.threads.first().map(|t| t.tid);
         match list.get(tid.get() as u64) {
             Some(t) => {
-                regs.values[..threads::REG_COUNT].copy_from_slice(&t.regs.0);
+                for (r, v) in t.regs.iter() {
+                    regs.values[regnum::of(r)] = v;
+                }
                 // gdb cannot attach when the first thread has no pc, and threads are ordered so
                 // that it has one whenever any thread has: otherwise it reads 0, as without tasks.
                 if first == Some(t.tid) && t.regs.pc().is_none() {

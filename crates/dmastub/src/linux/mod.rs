@@ -32,7 +32,7 @@ pub use layout::{Member, TypeInfo, TypeMap};
 pub use origin::{Found, Hint, HintNames, Origin};
 pub use printk::{KernelLog, Record as LogRecord};
 pub use tasks::{Task, TaskList};
-pub use threads::{Thread, ThreadList};
+pub use threads::{Reg, Regs, Thread, ThreadList};
 pub use unwind::Backtrace;
 
 use crate::addr::{PhysAddr, VirtAddr};

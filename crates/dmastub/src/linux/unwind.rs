@@ -16,7 +16,9 @@
 
 use super::kallsyms::Kallsyms;
 use super::readahead::ReadAhead;
-use super::threads::{IRET_FRAME_WORD, PT_REGS_WORDS, Regs, RegsOrigin, THREAD_SIZE, Thread, reg, user_regs};
+use super::threads::{
+    IRET_FRAME_WORD, PT_REGS_WORDS, Reg, Regs, RegsOrigin, THREAD_SIZE, Thread, reg, user_regs,
+};
 use super::{Member, Memory, Symbols, TypeInfo};
 use crate::mmu::MemError;
 use std::fmt::Write as _;
@@ -718,7 +720,7 @@ struct State {
 }
 
 impl State {
-    fn get(&self, r: usize) -> Option<u64> {
+    fn get(&self, r: Reg) -> Option<u64> {
         match (&self.regs, self.full, &self.prev_regs) {
             (Some(regs), true, _) => regs.get(r),
             (Some(_), false, Some(prev)) => prev.get(r),
@@ -883,7 +885,7 @@ fn step(
         FrameKind::Call | FrameKind::Regs | FrameKind::RegsPartial => {}
     }
     let bp = st.bp.ok_or_else(|| UnwindError::Stop(format!("{here} needs rbp, which is unknown")));
-    let saved = |r: usize, name: &str| {
+    let saved = |r: Reg, name: &str| {
         st.get(r).ok_or_else(|| UnwindError::Stop(format!("{here} needs {name}, which nothing saved")))
     };
     let off = i64::from(e.sp_offset);
@@ -1300,10 +1302,10 @@ mod tests {
 
     fn start(ip: u64, sp: u64, stack: Option<u64>) -> Start {
         let mut regs = Regs::default();
-        regs.0[reg::RIP] = Some(ip);
-        regs.0[reg::RSP] = Some(sp);
-        regs.0[reg::RBP] = Some(0xdead);
-        regs.0[reg::CS] = Some(0x10);
+        regs[reg::RIP] = Some(ip);
+        regs[reg::RSP] = Some(sp);
+        regs[reg::RBP] = Some(0xdead);
+        regs[reg::CS] = Some(0x10);
         Start { regs, signal: false, full: false, stack }
     }
 
@@ -1390,7 +1392,7 @@ mod tests {
         assert!(bt.render().contains("user mode: user rip 0x401000, rsp 0x7ffc0000"));
         // A CPU caught in user mode has no kernel stack to walk.
         let mut s = start(0x40_1000, 0x7ffc_0000, Some(STACK));
-        s.regs.0[reg::CS] = Some(0x33);
+        s.regs[reg::CS] = Some(0x33);
         let bt = unwind(&mut mem, &symbols, &orc, &s);
         assert!(bt.functions().is_empty() && bt.stopped.unwrap().to_string().contains("user mode"));
     }

@@ -22,41 +22,7 @@ mod regs;
 
 use cpus::{Cpus, cpu_stacks, crash_note_registers, note_registers, read_cpus};
 use panic::reconstruct_panic;
-pub use regs::{IRET_FRAME_WORD, PT_REGS_WORDS, parse_prstatus, user_regs};
-
-/// Registers a task can have, in the order of gdb's x86-64 core registers (which
-/// `gdb/arch.rs` serves): rax … gs_base.
-pub const REG_COUNT: usize = 26;
-
-/// Indexes into [`Regs`].
-pub mod reg {
-    pub const RAX: usize = 0;
-    pub const RBX: usize = 1;
-    pub const RCX: usize = 2;
-    pub const RDX: usize = 3;
-    pub const RSI: usize = 4;
-    pub const RDI: usize = 5;
-    pub const RBP: usize = 6;
-    pub const RSP: usize = 7;
-    pub const R8: usize = 8;
-    pub const R9: usize = 9;
-    pub const R10: usize = 10;
-    pub const R11: usize = 11;
-    pub const R12: usize = 12;
-    pub const R13: usize = 13;
-    pub const R14: usize = 14;
-    pub const R15: usize = 15;
-    pub const RIP: usize = 16;
-    pub const EFLAGS: usize = 17;
-    pub const CS: usize = 18;
-    pub const SS: usize = 19;
-    pub const DS: usize = 20;
-    pub const ES: usize = 21;
-    pub const FS: usize = 22;
-    pub const GS: usize = 23;
-    pub const FS_BASE: usize = 24;
-    pub const GS_BASE: usize = 25;
-}
+pub use regs::{IRET_FRAME_WORD, PT_REGS_WORDS, Reg, Regs, parse_prstatus, reg, user_regs};
 
 /// `__KERNEL_CS` and `__KERNEL_DS` on x86-64: what a task in the kernel runs with.
 const KERNEL_CS: u64 = 0x10;
@@ -70,20 +36,6 @@ const MAX_CPUS: u32 = 8192;
 const IDLE_TID_BASE: u64 = 1 << 22;
 /// Functions whose frame on the panicking task's stack anchors a rebuilt register set.
 const PANIC_ANCHORS: &[&str] = &["vpanic", "panic"];
-
-/// One task's registers; `None` is unknown.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Regs(pub [Option<u64>; REG_COUNT]);
-
-impl Regs {
-    pub fn get(&self, r: usize) -> Option<u64> {
-        self.0.get(r).copied().flatten()
-    }
-
-    pub fn pc(&self) -> Option<u64> {
-        self.get(reg::RIP)
-    }
-}
 
 /// Where a thread's registers came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -221,7 +173,7 @@ pub struct ThreadLayout {
 pub struct SwitchFrame {
     size: u64,
     /// (register index, offset in the frame).
-    saved: Vec<(usize, u64)>,
+    saved: Vec<(Reg, u64)>,
     ret_addr: u64,
 }
 
@@ -437,12 +389,12 @@ fn switch_frames(view: &mut View, l: &ThreadLayout, threads: &mut [Thread]) {
         };
         let mut regs = Regs::default();
         for &(r, off) in &frame.saved {
-            regs.0[r] = word(off);
+            regs[r] = word(off);
         }
-        regs.0[reg::RIP] = word(frame.ret_addr);
-        regs.0[reg::RSP] = Some(sp.wrapping_add(frame.size));
-        regs.0[reg::CS] = Some(KERNEL_CS);
-        regs.0[reg::SS] = Some(KERNEL_DS);
+        regs[reg::RIP] = word(frame.ret_addr);
+        regs[reg::RSP] = Some(sp.wrapping_add(frame.size));
+        regs[reg::CS] = Some(KERNEL_CS);
+        regs[reg::SS] = Some(KERNEL_DS);
         t.regs = regs;
         t.origin = RegsOrigin::SwitchFrame;
     }

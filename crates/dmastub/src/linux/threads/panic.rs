@@ -68,10 +68,10 @@ pub(super) fn panic_frame_in(
         let start = value - 1 - offset;
         let slot = stack + (i as u64) * 8;
         let mut regs = Regs::default();
-        regs.0[reg::RIP] = Some(value);
-        regs.0[reg::RSP] = Some(slot + 8);
-        regs.0[reg::CS] = Some(KERNEL_CS);
-        regs.0[reg::SS] = Some(KERNEL_DS);
+        regs[reg::RIP] = Some(value);
+        regs[reg::RSP] = Some(slot + 8);
+        regs[reg::CS] = Some(KERNEL_CS);
+        regs[reg::SS] = Some(KERNEL_DS);
         let mut how = format!("return address into {anchor} at {what} slot {slot:#x}");
         if keeps_frame_pointer(view, start) {
             // The call into the anchor: the first return address above whose call targets it.
@@ -83,7 +83,7 @@ pub(super) fn panic_frame_in(
                 .find(|&(_, &w)| in_text(w) && call_target(view, w) == Some(start));
             if let Some((j, _)) = caller {
                 let rbp = stack + (j as u64) * 8 - 8;
-                regs.0[reg::RBP] = Some(rbp);
+                regs[reg::RBP] = Some(rbp);
                 how.push_str(&format!(", rbp {rbp:#x} below the return address of the call into {anchor}"));
             }
         }

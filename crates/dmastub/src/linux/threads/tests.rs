@@ -102,7 +102,7 @@ fn thread(
     pc: Option<u64>,
 ) -> Thread {
     let mut regs = Regs::default();
-    regs.0[reg::RIP] = pc;
+    regs[reg::RIP] = pc;
     Thread {
         tid: thread_id(pid, idle_of),
         task: Task {
