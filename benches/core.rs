@@ -7,7 +7,7 @@
 //! Prints numbers; asserts nothing about time.
 
 use dmastub::gdb::{DmaTarget, Server, bind};
-use dmastub::mmu::{AddressSpace, MmuConfig, Mode, Paging, bits};
+use dmastub::mmu::{AddressSpace, MmuConfig, Paging, bits};
 use dmastub::phys::{self, OpenOptions, PhysMem};
 use dmastub::testing::page_tables::PageTableBuilder;
 use dmastub::{PhysAddr, VirtAddr};
@@ -69,7 +69,6 @@ fn synthetic() -> (Box<dyn PhysMem>, u64) {
 fn walks() {
     let (mem, cr3) = synthetic();
     let mut space = AddressSpace::new(mem, MmuConfig::new(Paging::Level4));
-    space.set_cr3(cr3);
     let pages = DUMP / 4096;
     let run = |space: &mut AddressSpace, flush_each: bool| -> (f64, f64) {
         space.reset_stats();
@@ -78,7 +77,7 @@ fn walks() {
             if flush_each {
                 space.flush();
             }
-            space.translate(VirtAddr(SYNTH_VIRT + i * 4096)).expect("mapped");
+            space.translate_in(cr3, VirtAddr(SYNTH_VIRT + i * 4096)).expect("mapped");
         }
         let secs = start.elapsed().as_secs_f64();
         (pages as f64 / secs, space.stats().table_reads as f64 / pages as f64)
@@ -105,10 +104,8 @@ fn walks() {
 /// Serves `mem` in this process and times gdb's `dump binary memory` of 64 MiB at `virt`
 /// (virtual mode) and at `phys` (physical mode), alternating, best of 3 each.
 fn dump_case(title: &str, mem: Box<dyn PhysMem>, cr3: u64, virt: u64, phys: u64) {
-    let mut space = AddressSpace::new(mem, MmuConfig::new(Paging::Level4));
-    space.set_cr3(cr3);
-    space.set_mode(Mode::Virt).expect("cr3 set");
-    let mut target = DmaTarget::new(space, false, "the benchmark's machine");
+    let space = AddressSpace::new(mem, MmuConfig::new(Paging::Level4));
+    let mut target = DmaTarget::new(space, false).with_cr3(cr3, "the benchmark's machine");
     let server = Server::new(bind("127.0.0.1:0").expect("bind"));
     let port = server.local_addr().expect("port").port();
     std::thread::spawn(move || server.serve_forever(&mut target));

@@ -4,16 +4,18 @@ use crate::CliResult;
 use crate::cli::{ReadArgs, VtopArgs};
 use crate::source::{mmu_config, open_source};
 use dmastub::VirtAddr;
-use dmastub::mmu::{AddressSpace, Mode};
+use dmastub::gdb::{Mode, SessionState};
+use dmastub::mmu::AddressSpace;
 use dmastub::phys::WriteMode;
 use std::io::Write;
 
 pub(crate) fn read(a: ReadArgs) -> CliResult {
     let mem = open_source(&a.source, WriteMode::ReadOnly)?;
     let mut space = AddressSpace::new(mem, mmu_config(&a.mmu));
+    let mut state = SessionState::new();
     if let Some(cr3) = a.cr3 {
-        space.set_cr3(cr3);
-        space.set_mode(Mode::Virt)?;
+        state.set_cr3(cr3);
+        state.set_mode(Mode::Virt)?;
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut buf = vec![0u8; 64 * 1024];
@@ -22,7 +24,7 @@ pub(crate) fn read(a: ReadArgs) -> CliResult {
         let n = (a.len - done).min(buf.len() as u64) as usize;
         let addr = a.addr.wrapping_add(done);
         let chunk = &mut buf[..n];
-        let got = match space.read(addr, chunk) {
+        let got = match state.read(&mut space, addr, chunk) {
             Ok(got) => got,
             Err(e) => {
                 out.flush()?;
@@ -38,7 +40,8 @@ pub(crate) fn read(a: ReadArgs) -> CliResult {
         if got < n {
             out.flush()?;
             let addr = a.addr.wrapping_add(done);
-            let why = space.read(addr, &mut [0u8; 1]).err().map(|e| e.to_string()).unwrap_or_default();
+            let why =
+                state.read(&mut space, addr, &mut [0u8; 1]).err().map(|e| e.to_string()).unwrap_or_default();
             return Err(format!("stopped after {done:#x} bytes: {why}").into());
         }
     }
@@ -78,8 +81,7 @@ fn hexdump(out: &mut impl Write, start: u64, bytes: &[u8]) -> std::io::Result<()
 pub(crate) fn vtop(a: VtopArgs) -> CliResult {
     let mem = open_source(&a.source, WriteMode::ReadOnly)?;
     let mut space = AddressSpace::new(mem, mmu_config(&a.mmu));
-    space.set_cr3(a.cr3);
-    let walk = space.vtop(VirtAddr(a.addr));
+    let walk = space.vtop_in(a.cr3, VirtAddr(a.addr));
     println!("{walk}");
     if walk.result.is_err() {
         return Err(format!("virt {:#x} does not translate under CR3 {:#x}", a.addr, a.cr3).into());

@@ -5,7 +5,7 @@ use crate::cli::ServeArgs;
 use crate::kernel::find_linux;
 use crate::source::{mmu_config, open_source};
 use dmastub::gdb::{DmaTarget, Server, bind};
-use dmastub::mmu::{AddressSpace, Mode};
+use dmastub::mmu::AddressSpace;
 use dmastub::phys::WriteMode;
 use std::io::Write;
 use std::time::Duration;
@@ -22,10 +22,6 @@ pub(crate) fn serve(a: ServeArgs) -> CliResult {
     let name = mem.name().to_string();
     let description = mem.describe();
     let mut space = AddressSpace::new(mem, mmu_config(&a.mmu));
-    if let Some(cr3) = a.cr3 {
-        space.set_cr3(cr3);
-        space.set_mode(Mode::Virt)?;
-    }
     let linux = if a.linux.no_linux {
         None
     } else {
@@ -66,7 +62,10 @@ pub(crate) fn serve(a: ServeArgs) -> CliResult {
     println!("dmastub: serving {name} ({description}) on {}, {access}", server.local_addr()?);
     println!("dmastub: memory packets address {mode}");
     std::io::stdout().flush()?;
-    let mut target = DmaTarget::new(space, a.allow_write, "--cr3");
+    let mut target = DmaTarget::new(space, a.allow_write);
+    if let Some(cr3) = a.cr3 {
+        target = target.with_cr3(cr3, "--cr3");
+    }
     if let Some(l) = linux {
         target = target.with_linux(l);
     }

@@ -2,7 +2,7 @@
 //! with a short gdb session against it.
 
 use dmastub::gdb::{DmaTarget, Server, bind};
-use dmastub::mmu::{AddressSpace, MmuConfig, Mode, Paging};
+use dmastub::mmu::{AddressSpace, MmuConfig, Paging};
 use dmastub::phys::buffer::BufferMem;
 use dmastub::testing::{RAM_BYTES, SyntheticFacts, synthetic_machine};
 use std::io::{self, Write};
@@ -41,10 +41,8 @@ pub fn run(listen: &str, run_gdb: bool) -> io::Result<()> {
     let (bytes, facts) =
         synthetic_machine().map_err(|e| io::Error::other(format!("building the demo machine: {e}")))?;
     let mem = BufferMem::new("synthetic demo machine", bytes);
-    let mut space = AddressSpace::new(Box::new(mem), MmuConfig::new(Paging::Level4));
-    space.set_cr3(facts.cr3);
-    space.set_mode(Mode::Virt).map_err(|e| io::Error::other(e.to_string()))?;
-    let mut target = DmaTarget::new(space, false, "the synthetic machine's own");
+    let space = AddressSpace::new(Box::new(mem), MmuConfig::new(Paging::Level4));
+    let mut target = DmaTarget::new(space, false).with_cr3(facts.cr3, "the synthetic machine's own");
     let listener =
         bind(listen).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {listen}: {e}")))?;
     let server = Server::new(listener);

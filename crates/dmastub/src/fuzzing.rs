@@ -614,7 +614,7 @@ pub fn monitor(data: &[u8]) {
             let image = &images()[0];
             let mut space = AddressSpace::new(Box::new(Overlay::new(image)), MmuConfig::default());
             let kernel = discover(&mut space, Hints::default()).expect("fuzzing: discovery on the 6.1 image");
-            crate::gdb::DmaTarget::new(space, false, "fuzz").with_linux(Linux::new(kernel))
+            crate::gdb::DmaTarget::new(space, false).with_linux(Linux::new(kernel))
         });
         // Each input starts from the kernel's page tables in virtual mode.
         if let Some(cr3) = target.linux().map(|l| l.kernel.cr3.value) {
@@ -925,17 +925,16 @@ pub fn protocol(data: &[u8]) {
             let image = &images()[0];
             let mut space = AddressSpace::new(Box::new(Overlay::new(image)), MmuConfig::default());
             let kernel = discover(&mut space, Hints::default()).expect("fuzzing: discovery on the 6.1 image");
-            t.push(crate::gdb::DmaTarget::new(space, false, "fuzz").with_linux(Linux::new(kernel)));
+            t.push(crate::gdb::DmaTarget::new(space, false).with_linux(Linux::new(kernel)));
             let (ram, facts) = crate::testing::synthetic::synthetic_machine().expect("the synthetic machine");
-            let mut space = AddressSpace::new(
+            let space = AddressSpace::new(
                 Box::new(BufferMem::new("synthetic", ram).writable()),
                 MmuConfig::default(),
             );
-            space.set_cr3(facts.cr3);
-            t.push(crate::gdb::DmaTarget::new(space, true, "fuzz"));
+            t.push(crate::gdb::DmaTarget::new(space, true).with_cr3(facts.cr3, "fuzz"));
         }
         let target = &mut t[usize::from(mode & 1)];
-        let cr3 = target.linux().map(|l| l.kernel.cr3.value).or(target.space().cr3());
+        let cr3 = target.linux().map(|l| l.kernel.cr3.value).or(target.state().cr3());
         if let Some(cr3) = cr3 {
             target.set_cr3(cr3, "fuzz");
         }

@@ -1,17 +1,34 @@
-//! dmastub: a GDB remote-protocol stub that gives stock gdb the memory of an x86-64 Linux machine
-//! it can only read from outside: by DMA (NetTLP), from a live VM's RAM file, or from a dump.
+//! Read the memory of an x86-64 Linux machine from outside — by DMA through a NetTLP adapter,
+//! from a live VM's RAM file, or from an ELF core, raw or LiME dump — find the kernel in it with
+//! no hints, and serve it to stock gdb.
 //!
-//! The layers, each usable alone, and the one direction in which they depend on each other:
+//! This crate is the library: it opens no terminal, installs nothing and starts no process. The
+//! `dmastub` command (the workspace's root package) is a thin shell over it, and
+//! `dmastub-testkit` holds what tests and demos drive (a NetTLP adapter emulator, a Linux guest
+//! under QEMU, child processes).
 //!
-//! * [`phys`]: physical memory sources behind the [`phys::PhysMem`] trait (raw and live RAM
-//!   files, ELF cores, LiME, a NetTLP adapter by DMA, and an emulator of that adapter). Knows
-//!   nothing of paging.
-//! * [`mmu`]: the x86-64 page walk and the [`mmu::AddressSpace`] that gdb's reads go through
-//!   (physical or virtual mode, the active CR3, caches). Knows nothing of Linux.
-//! * [`gdb`]: the gdbstub target, the `monitor` commands and the TCP server.
-//! * [`demo`]: a synthetic machine with real page tables, to try dmastub without a dump.
+//! The layers, each usable alone, depend on each other in one direction,
+//! `gdb → linux → mmu → phys`:
 //!
-//! `gdb → mmu → phys`: nothing points back up.
+//! * **phys**: physical memory sources behind the [`PhysMem`](phys::PhysMem) trait: raw and live
+//!   RAM files, ELF cores and LiME dumps read with `pread`, bytes held in memory, and a NetTLP
+//!   adapter read by DMA (its wire format is public, for the emulator and for other tools).
+//!   Knows nothing of paging.
+//! * **mmu**: the x86-64 page walk (4- and 5-level), its caches, and reads in a given address
+//!   space. Knows nothing of Linux or of gdb.
+//! * **linux**: the kernel found in memory with no hints (KASLR slide, page tables, kallsyms,
+//!   BTF layouts, VMCOREINFO), its tasks and threads with their registers, backtraces from the
+//!   kernel's own ORC tables, and its log — as data, with text rendering kept apart.
+//! * **gdb**: the remote-protocol target over gdbstub, the `monitor` commands, the session state
+//!   gdb owns (physical or virtual mode, the active page tables, the selected thread), and the
+//!   TCP server.
+//!
+//! Errors are typed per layer; a lower layer's error is kept as the source, so a caller can
+//! still ask whether the device failed. Everything read from the target, a file or the network
+//! is untrusted: every walk has a budget and every wait a deadline.
+//!
+//! Feature `test-util` adds `testing`: a page-table builder, a synthetic machine, one fake
+//! memory and one seeded generator, for tests and demos.
 
 pub mod addr;
 mod bytes;

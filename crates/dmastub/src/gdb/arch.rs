@@ -7,6 +7,7 @@
 //! prints `<unavailable>` instead of a made-up zero, and `p $cr3` shows the active page-table
 //! root.
 
+use crate::linux::threads::{Reg, Regs, reg};
 use gdbstub::arch::{Arch, RegId, Registers};
 use std::fmt::Write;
 use std::num::NonZeroUsize;
@@ -103,75 +104,107 @@ const SSE: &[RegDef] = &[
     grouped("mxcsr", 32, "int", "vector"),
 ];
 
-/// gdb's numbers of the registers dmastub can know; the x87 and SSE registers never are. The
-/// first [`Reg::COUNT`](crate::linux::Reg::COUNT), rax … gs_base, are a task's.
+/// gdb's numbers of the registers dmastub can know (the order of the target description, as
+/// QEMU numbers them); the x87 and SSE registers never are.
 pub mod regnum {
-    use crate::linux::Reg;
-
+    /// `rax`.
     pub const RAX: usize = 0;
+    /// `rbx`.
     pub const RBX: usize = 1;
+    /// `rcx`.
     pub const RCX: usize = 2;
+    /// `rdx`.
     pub const RDX: usize = 3;
+    /// `rsi`.
     pub const RSI: usize = 4;
+    /// `rdi`.
     pub const RDI: usize = 5;
+    /// `rbp`.
     pub const RBP: usize = 6;
+    /// `rsp`.
     pub const RSP: usize = 7;
+    /// `r8`.
     pub const R8: usize = 8;
+    /// `r9`.
     pub const R9: usize = 9;
+    /// `r10`.
     pub const R10: usize = 10;
+    /// `r11`.
     pub const R11: usize = 11;
+    /// `r12`.
     pub const R12: usize = 12;
+    /// `r13`.
     pub const R13: usize = 13;
+    /// `r14`.
     pub const R14: usize = 14;
+    /// `r15`.
     pub const R15: usize = 15;
+    /// `rip`.
     pub const RIP: usize = 16;
+    /// `eflags`.
     pub const EFLAGS: usize = 17;
+    /// `cs`.
     pub const CS: usize = 18;
+    /// `ss`.
     pub const SS: usize = 19;
+    /// `ds`.
     pub const DS: usize = 20;
+    /// `es`.
     pub const ES: usize = 21;
+    /// `fs`.
     pub const FS: usize = 22;
+    /// `gs`.
     pub const GS: usize = 23;
+    /// `fs_base`.
     pub const FS_BASE: usize = 24;
+    /// `gs_base`.
     pub const GS_BASE: usize = 25;
+    /// `k_gs_base`: the kernel's GS base while user GS is loaded.
+    pub const K_GS_BASE: usize = 26;
+    /// `cr0`.
     pub const CR0: usize = 27;
+    /// `cr2`.
     pub const CR2: usize = 28;
+    /// `cr3`: the page-table root memory is read through.
     pub const CR3: usize = 29;
+    /// `cr4`.
     pub const CR4: usize = 30;
+    /// `cr8`.
+    pub const CR8: usize = 31;
+    /// `efer`.
     pub const EFER: usize = 32;
-
-    /// gdb's number of a task's register.
-    pub fn of(r: Reg) -> usize {
-        match r {
-            Reg::Rax => RAX,
-            Reg::Rbx => RBX,
-            Reg::Rcx => RCX,
-            Reg::Rdx => RDX,
-            Reg::Rsi => RSI,
-            Reg::Rdi => RDI,
-            Reg::Rbp => RBP,
-            Reg::Rsp => RSP,
-            Reg::R8 => R8,
-            Reg::R9 => R9,
-            Reg::R10 => R10,
-            Reg::R11 => R11,
-            Reg::R12 => R12,
-            Reg::R13 => R13,
-            Reg::R14 => R14,
-            Reg::R15 => R15,
-            Reg::Rip => RIP,
-            Reg::Eflags => EFLAGS,
-            Reg::Cs => CS,
-            Reg::Ss => SS,
-            Reg::Ds => DS,
-            Reg::Es => ES,
-            Reg::Fs => FS,
-            Reg::Gs => GS,
-            Reg::FsBase => FS_BASE,
-            Reg::GsBase => GS_BASE,
-        }
-    }
 }
+
+/// Where each register a Linux task can have goes in gdb's numbering: Linux names its
+/// registers ([`threads::reg`]) and gdb numbers them, and only this table knows both.
+const TASK_REGS: [(Reg, usize); Reg::COUNT] = [
+    (reg::RAX, regnum::RAX),
+    (reg::RBX, regnum::RBX),
+    (reg::RCX, regnum::RCX),
+    (reg::RDX, regnum::RDX),
+    (reg::RSI, regnum::RSI),
+    (reg::RDI, regnum::RDI),
+    (reg::RBP, regnum::RBP),
+    (reg::RSP, regnum::RSP),
+    (reg::R8, regnum::R8),
+    (reg::R9, regnum::R9),
+    (reg::R10, regnum::R10),
+    (reg::R11, regnum::R11),
+    (reg::R12, regnum::R12),
+    (reg::R13, regnum::R13),
+    (reg::R14, regnum::R14),
+    (reg::R15, regnum::R15),
+    (reg::RIP, regnum::RIP),
+    (reg::EFLAGS, regnum::EFLAGS),
+    (reg::CS, regnum::CS),
+    (reg::SS, regnum::SS),
+    (reg::DS, regnum::DS),
+    (reg::ES, regnum::ES),
+    (reg::FS, regnum::FS),
+    (reg::GS, regnum::GS),
+    (reg::FS_BASE, regnum::FS_BASE),
+    (reg::GS_BASE, regnum::GS_BASE),
+];
 
 /// How many registers, from number 0, fit in a `u64` and so can hold a known value.
 pub const SCALAR_REGS: usize = 33;
@@ -217,6 +250,7 @@ fn target_xml() -> &'static str {
 /// The register file: a value for each register dmastub knows, `None` for the rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DmaRegs {
+    /// Values by gdb's register number ([`regnum`]).
     pub values: [Option<u64>; SCALAR_REGS],
 }
 
@@ -224,6 +258,15 @@ impl DmaRegs {
     /// Every register unknown.
     pub fn unknown() -> Self {
         Self { values: [None; SCALAR_REGS] }
+    }
+
+    /// A Linux task's registers in gdb's numbering; the rest unknown.
+    pub fn of_task(task: &Regs) -> Self {
+        let mut regs = Self::unknown();
+        for (linux, gdb) in TASK_REGS {
+            regs.values[gdb] = task.get(linux);
+        }
+        regs
     }
 }
 
@@ -313,10 +356,7 @@ mod tests {
         for (i, n) in names.iter().enumerate() {
             assert_eq!(reg_name(i), *n);
         }
-        assert_eq!(crate::linux::Reg::COUNT, 26);
-        for r in crate::linux::Reg::ALL {
-            assert_eq!(reg_name(regnum::of(r)).replace('_', ""), format!("{r:?}").to_lowercase());
-        }
+        assert_eq!(Reg::COUNT, 26);
         assert_eq!(reg_name(regnum::R15), "r15");
         assert_eq!(reg_name(regnum::EFLAGS), "eflags");
         assert_eq!(reg_name(regnum::GS), "gs");
@@ -324,6 +364,25 @@ mod tests {
         assert_eq!(reg_name(regnum::RIP), "rip");
         assert_eq!(reg_name(SCALAR_REGS), "st0");
         assert!(target_xml().contains("<reg name=\"cr3\" bitsize=\"64\" type=\"int64\" regnum=\"29\""));
+    }
+
+    #[test]
+    fn a_task_s_registers_land_by_name() {
+        let mut task = Regs::default();
+        task[reg::RIP] = Some(0xffff_ffff_8100_0000);
+        task[reg::RSP] = Some(0xffff_c900_0000_3f00);
+        task[reg::GS_BASE] = Some(0xffff_8880_7fc0_0000);
+        let regs = DmaRegs::of_task(&task);
+        assert_eq!(regs.values[regnum::RIP], Some(0xffff_ffff_8100_0000));
+        assert_eq!(regs.values[regnum::RSP], Some(0xffff_c900_0000_3f00));
+        assert_eq!(regs.values[regnum::GS_BASE], Some(0xffff_8880_7fc0_0000));
+        assert_eq!(regs.values.iter().filter(|v| v.is_some()).count(), 3);
+        // Every gdb number is named once, and every one of them is a scalar register.
+        let mut seen: Vec<usize> = TASK_REGS.iter().map(|&(_, g)| g).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), Reg::COUNT);
+        assert!(seen.iter().all(|&g| g < SCALAR_REGS));
     }
 
     #[test]

@@ -94,6 +94,11 @@ impl<S: Read + Write> BufferedConn<S> {
         std::mem::take(&mut self.out)
     }
 
+    /// What was written and not sent, to amend in place.
+    pub(crate) fn held_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
     /// Sends `bytes` at once, after anything already written.
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.out.extend_from_slice(bytes);

@@ -75,11 +75,69 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("dmesg [N]", "the kernel log from memory, last N lines"),
 ];
 
+/// Text that is not a number as [`parse_number`] takes them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{text}' is not a number (use 0x… hex or decimal)")]
+pub struct NumberError {
+    /// The text, trimmed.
+    pub text: String,
+}
+
+/// Why a `monitor` line did not parse: one line to show the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    /// Nothing but blanks.
+    #[error("empty command; 'monitor help' lists the commands")]
+    Empty,
+    /// A verb no command has.
+    #[error("unknown command '{0}'; 'monitor help' lists the commands")]
+    Unknown(String),
+    /// A command that takes an address got none.
+    #[error("'{0}' needs an address, e.g. 'monitor {0} 0x1a20000'")]
+    NeedsAddress(&'static str),
+    /// A command that takes no arguments got some.
+    #[error("'{command}' takes no arguments (got '{got}')")]
+    NoArguments {
+        /// The command.
+        command: &'static str,
+        /// What followed it.
+        got: String,
+    },
+    /// A command with one optional word got another.
+    #[error("'{command}' takes nothing or '{option}' (got '{got}')")]
+    BadOption {
+        /// The command.
+        command: &'static str,
+        /// The word it takes.
+        option: &'static str,
+        /// What followed it.
+        got: String,
+    },
+    /// `switch` without a PID or `kernel`.
+    #[error("'switch' needs a PID or 'kernel', e.g. 'monitor switch 57'")]
+    SwitchNeedsTarget,
+    /// A command's number did not parse.
+    #[error("{command}: {source}")]
+    BadNumber {
+        /// The command.
+        command: &'static str,
+        /// What was wrong with the number.
+        #[source]
+        source: NumberError,
+    },
+}
+
 /// A number as the monitor and the command line take it: `0x` hex or decimal.
-pub fn parse_number(text: &str) -> Result<u64, String> {
+pub fn parse_number(text: &str) -> Result<u64, NumberError> {
     all_consuming(number)(text.trim())
         .map(|(_, v)| v)
-        .map_err(|_| format!("'{}' is not a number (use 0x… hex or decimal)", text.trim()))
+        .map_err(|_| NumberError { text: text.trim().to_string() })
+}
+
+/// [`parse_number`] for command `command`'s argument.
+fn number_arg(command: &'static str, text: &str) -> Result<u64, ParseError> {
+    parse_number(text).map_err(|source| ParseError::BadNumber { command, source })
 }
 
 fn number(i: &str) -> IResult<&str, u64> {
@@ -94,72 +152,70 @@ fn verb(i: &str) -> IResult<&str, &str> {
 }
 
 /// The one argument of a command that takes an address.
-fn address_arg(name: &str, rest: &str) -> Result<u64, String> {
+fn address_arg(command: &'static str, rest: &str) -> Result<u64, ParseError> {
     let arg = rest.trim();
     if arg.is_empty() {
-        return Err(format!("'{name}' needs an address, e.g. 'monitor {name} 0x1a20000'"));
+        return Err(ParseError::NeedsAddress(command));
     }
-    parse_number(arg).map_err(|e| format!("{name}: {e}"))
+    number_arg(command, arg)
 }
 
-fn no_args(name: &str, rest: &str, cmd: Command) -> Result<Command, String> {
+fn no_args(command: &'static str, rest: &str, cmd: Command) -> Result<Command, ParseError> {
     if rest.trim().is_empty() {
         Ok(cmd)
     } else {
-        Err(format!("'{name}' takes no arguments (got '{}')", rest.trim()))
+        Err(ParseError::NoArguments { command, got: rest.trim().to_string() })
     }
 }
 
 /// Parses one `monitor` line. The error is the one line to show the user.
-pub fn parse(line: &str) -> Result<Command, String> {
+pub fn parse(line: &str) -> Result<Command, ParseError> {
     let Ok((rest, word)) = verb(line) else {
-        return Err("empty command; 'monitor help' lists the commands".to_string());
+        return Err(ParseError::Empty);
     };
-    let lower = word.to_ascii_lowercase();
-    match lower.as_str() {
-        "help" | "?" => no_args(&lower, rest, Command::Help),
-        "phys" => no_args(&lower, rest, Command::Phys),
-        "virt" => no_args(&lower, rest, Command::Virt),
-        "cr3" => no_args(&lower, rest, Command::Cr3),
-        "flush" => no_args(&lower, rest, Command::Flush),
-        "set-cr3" => address_arg(&lower, rest).map(Command::SetCr3),
-        "vtop" => address_arg(&lower, rest).map(Command::Vtop),
+    match word.to_ascii_lowercase().as_str() {
+        "help" => no_args("help", rest, Command::Help),
+        "?" => no_args("?", rest, Command::Help),
+        "phys" => no_args("phys", rest, Command::Phys),
+        "virt" => no_args("virt", rest, Command::Virt),
+        "cr3" => no_args("cr3", rest, Command::Cr3),
+        "flush" => no_args("flush", rest, Command::Flush),
+        "set-cr3" => address_arg("set-cr3", rest).map(Command::SetCr3),
+        "vtop" => address_arg("vtop", rest).map(Command::Vtop),
         "stats" => {
             let parsed: IResult<&str, Option<&str>> =
                 all_consuming(preceded(space0, opt(preceded(space0, tag_no_case("reset")))))(rest.trim_end());
             match parsed {
                 Ok((_, r)) => Ok(Command::Stats { reset: r.is_some() }),
-                Err(_) => Err(format!("'stats' takes nothing or 'reset' (got '{}')", rest.trim())),
+                Err(_) => Err(ParseError::BadOption {
+                    command: "stats",
+                    option: "reset",
+                    got: rest.trim().to_string(),
+                }),
             }
         }
-        "kernel" => no_args(&lower, rest, Command::Linux(LinuxCommand::Kernel)),
-        "threads" => no_args(&lower, rest, Command::Linux(LinuxCommand::Threads)),
+        "kernel" => no_args("kernel", rest, Command::Linux(LinuxCommand::Kernel)),
+        "threads" => no_args("threads", rest, Command::Linux(LinuxCommand::Threads)),
         "info" => Ok(Command::QemuInfo(rest.trim().to_string())),
         "ps" => match rest.trim() {
             "" => Ok(Command::Linux(LinuxCommand::Ps { threads: false })),
             "-t" => Ok(Command::Linux(LinuxCommand::Ps { threads: true })),
-            other => Err(format!("'ps' takes nothing or '-t' (got '{other}')")),
+            other => Err(ParseError::BadOption { command: "ps", option: "-t", got: other.to_string() }),
         },
         "switch" => match rest.trim() {
-            "" => Err("'switch' needs a PID or 'kernel', e.g. 'monitor switch 57'".to_string()),
+            "" => Err(ParseError::SwitchNeedsTarget),
             k if k.eq_ignore_ascii_case("kernel") => Ok(Command::Linux(LinuxCommand::Switch(None))),
-            pid => parse_number(pid)
-                .map(|p| Command::Linux(LinuxCommand::Switch(Some(p))))
-                .map_err(|e| format!("switch: {e}")),
+            pid => number_arg("switch", pid).map(|p| Command::Linux(LinuxCommand::Switch(Some(p)))),
         },
         "bt" => match rest.trim() {
             "" => Ok(Command::Linux(LinuxCommand::Bt(None))),
-            pid => parse_number(pid)
-                .map(|p| Command::Linux(LinuxCommand::Bt(Some(p))))
-                .map_err(|e| format!("bt: {e}")),
+            pid => number_arg("bt", pid).map(|p| Command::Linux(LinuxCommand::Bt(Some(p)))),
         },
         "dmesg" => match rest.trim() {
             "" => Ok(Command::Linux(LinuxCommand::Dmesg(None))),
-            n => parse_number(n)
-                .map(|n| Command::Linux(LinuxCommand::Dmesg(Some(n))))
-                .map_err(|e| format!("dmesg: {e}")),
+            n => number_arg("dmesg", n).map(|n| Command::Linux(LinuxCommand::Dmesg(Some(n)))),
         },
-        _ => Err(format!("unknown command '{word}'; 'monitor help' lists the commands")),
+        _ => Err(ParseError::Unknown(word.to_string())),
     }
 }
 
@@ -226,7 +282,7 @@ mod tests {
             ("dmesg lots", "'lots' is not a number"),
             ("bt crasher", "bt: 'crasher' is not a number"),
         ] {
-            let err = parse(line).unwrap_err();
+            let err = parse(line).unwrap_err().to_string();
             assert!(err.contains(want), "{line:?} gave {err:?}");
             assert!(!err.contains('\n'));
         }

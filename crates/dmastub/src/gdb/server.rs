@@ -48,6 +48,19 @@ const MAX_REFUSING: usize = 8;
 /// How long a refused client gets to send its first packet before it is told why.
 const REFUSAL_READ: Duration = Duration::from_secs(2);
 
+/// Why a new client is not served: it is told so (gdb prints "Remote failure reply:
+/// E.dmastub: …") and disconnected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum Refusal {
+    #[error(
+        "dmastub: another client ({peer}) is attached and active (last packet {idle_secs} s ago); one client at a \
+         time. Detach it, or connect again once it has been idle for {takeover_secs} s, when a new client takes over."
+    )]
+    Busy { peer: SocketAddr, idle_secs: u64, takeover_secs: u64 },
+    #[error("dmastub: the previous client's session did not end within 5 s of being taken over")]
+    TakeoverStuck,
+}
+
 /// A listening gdb server.
 pub struct Server {
     listener: TcpListener,
@@ -64,6 +77,7 @@ struct Current {
 }
 
 impl Server {
+    /// A server that accepts clients on `listener` (see [`bind`]).
     pub fn new(listener: TcpListener) -> Self {
         Self { listener, takeover_idle: DEFAULT_TAKEOVER_IDLE }
     }
@@ -74,6 +88,7 @@ impl Server {
         self
     }
 
+    /// The address the server listens on.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
     }
@@ -99,7 +114,8 @@ impl Server {
                         continue;
                     }
                 };
-                if let Err(why) = make_room(&acceptor_current, peer, takeover_idle) {
+                if let Err(refusal) = make_room(&acceptor_current, peer, takeover_idle) {
+                    let why = refusal.to_string();
                     warn!("refused the client from {peer}: {why}");
                     // Telling takes up to two reads' timeouts: a flood of connections gets a
                     // bounded number of tellers, the rest are closed at once.
@@ -170,7 +186,7 @@ fn make_room(
     current: &Mutex<Option<Current>>,
     peer: SocketAddr,
     takeover_idle: Duration,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     // A client that just closed its connection may reconnect before its session noticed.
     let settle = Instant::now() + SESSION_END_GRACE;
     while Instant::now() < settle && current.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
@@ -185,14 +201,11 @@ fn make_room(
             None => Duration::ZERO,
         };
         if idle < takeover_idle {
-            let why = format!(
-                "dmastub: another client ({}) is attached and active (last packet {} s ago); one client at a \
-                 time. Detach it, or connect again once it has been idle for {} s, when a new client takes over.",
-                cur.peer,
-                idle.as_secs(),
-                takeover_idle.as_secs()
-            );
-            return Err(why);
+            return Err(Refusal::Busy {
+                peer: cur.peer,
+                idle_secs: idle.as_secs(),
+                takeover_secs: takeover_idle.as_secs(),
+            });
         }
         let why = if idle == Duration::MAX {
             "never sent anything".to_string()
@@ -213,7 +226,7 @@ fn make_room(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    Err("dmastub: the previous client's session did not end within 5 s of being taken over".to_string())
+    Err(Refusal::TakeoverStuck)
 }
 
 /// Tells a refused client why: its first packet is answered with `E.<why>` (gdb prints "Remote

@@ -8,6 +8,8 @@
 //! - `D` in extended mode: detached, and the session goes on (gdbstub would end it).
 //! - `m` longer than one reply: shortened to what one reply holds, which the protocol allows;
 //!   gdbstub would read it in chunks and glue a short chunk to the next chunk's bytes.
+//! - `m`: gdbstub parses it and the target reads, but the bytes read are encoded here, in bulk
+//!   and byte for byte as gdbstub would ([`super::reply`]): its writer takes a call per byte.
 //! - `qOffsets` from lldb: one uniform offset, the only form lldb applies.
 //! - a bare `c` or `s`: applied to the thread of the last stop (gdbstub would use thread 1).
 //! - `k` from lldb: an exit status, which lldb waits for.
@@ -16,6 +18,7 @@
 //! answered with a console message saying why and a stop.
 
 use super::conn::{BufferedConn, console_packet, packet};
+use super::reply::MemoryReply;
 use super::server::PACKET_SIZE;
 use super::target::{Client, DmaTarget, FatalError};
 use gdbstub::common::Signal;
@@ -129,6 +132,20 @@ pub fn run<S: Read + Write>(
     target: &mut DmaTarget,
     conn: BufferedConn<S>,
 ) -> Result<DisconnectReason, SessionError> {
+    run_session(target, conn, true)
+}
+
+/// [`run`], with memory replies encoded by the session (`fast_memory`) or by gdbstub (the tests
+/// compare the two).
+fn run_session<S: Read + Write>(
+    target: &mut DmaTarget,
+    conn: BufferedConn<S>,
+    fast_memory: bool,
+) -> Result<DisconnectReason, SessionError> {
+    // A session that failed mid-read may have left a capture behind.
+    target.take_captured_read();
+    let mut encoder = MemoryReply::default();
+    let mut read_buf = Vec::new();
     let stub = GdbStub::builder(conn).packet_buffer_size(PACKET_SIZE).build().map_err(|e| {
         SessionError::Protocol { message: format!("cannot start a session: {e}"), kind: format!("{e:?}") }
     })?;
@@ -149,7 +166,14 @@ pub fn run<S: Read + Write>(
                             pending.extend(bytes);
                             g.into()
                         }
-                        Some(Frame::Packet(raw)) => match checked_body(&raw).map(|b| answer(target, b)) {
+                        Some(Frame::Packet(raw)) => match checked_body(&raw).map(|b| {
+                            match answer(target, b) {
+                                Answer::Memory(rewritten) if !fast_memory => {
+                                    rewritten.map_or(Answer::Pass, Answer::Rewrite)
+                                }
+                                other => other,
+                            }
+                        }) {
                             Some(Answer::Reply(body)) => {
                                 let conn = g.borrow_conn();
                                 if !no_ack {
@@ -160,21 +184,33 @@ pub fn run<S: Read + Write>(
                             }
                             Some(Answer::Amend(extra)) => {
                                 g.borrow_conn().set_hold(true);
-                                let mut state: GdbStubStateMachine<'_, _, _> = g.into();
-                                for b in raw {
-                                    state = match state {
-                                        GdbStubStateMachine::Idle(g) => g.incoming_data(target, b)?,
-                                        other => {
-                                            pending.push_back(b);
-                                            other
-                                        }
-                                    };
-                                }
+                                let mut state = feed(g.into(), target, &raw, &mut pending)?;
                                 // Whatever state gdbstub is in now, its reply goes out.
                                 let conn = conn_of(&mut state);
                                 conn.set_hold(false);
                                 let held = conn.take_held();
                                 conn.send(&amend_reply(&held, &extra)).map_err(SessionError::Connection)?;
+                                state
+                            }
+                            Some(Answer::Memory(rewritten)) => {
+                                // gdbstub parses the packet, picks the thread and reads (errors,
+                                // short reads and the reply budget stay its and the target's);
+                                // the bytes read come back here and are encoded in bulk.
+                                let packet = rewritten.map_or(raw, |body| packet(&body));
+                                target.capture_next_read(std::mem::take(&mut read_buf));
+                                g.borrow_conn().set_hold(true);
+                                let mut state = feed(g.into(), target, &packet, &mut pending)?;
+                                let conn = conn_of(&mut state);
+                                conn.set_hold(false);
+                                if let Some(bytes) = target.take_captured_read() {
+                                    // gdbstub answered the read that gave it no bytes with
+                                    // `[+]$#00`: the acknowledgement stays, the reply is ours.
+                                    let out = conn.held_mut();
+                                    out.truncate(out.iter().position(|&b| b == b'$').unwrap_or(out.len()));
+                                    encoder.encode(&bytes, out);
+                                    read_buf = bytes;
+                                }
+                                conn.send(&[]).map_err(SessionError::Connection)?;
                                 state
                             }
                             Some(Answer::Rewrite(body)) => {
@@ -218,6 +254,26 @@ pub fn run<S: Read + Write>(
     }
 }
 
+/// Gives gdbstub `bytes` while it waits for input; the rest, once it is in another state, waits
+/// in `pending`.
+fn feed<'a, S: Read + Write>(
+    mut state: GdbStubStateMachine<'a, DmaTarget, BufferedConn<S>>,
+    target: &mut DmaTarget,
+    bytes: &[u8],
+    pending: &mut VecDeque<u8>,
+) -> Result<GdbStubStateMachine<'a, DmaTarget, BufferedConn<S>>, SessionError> {
+    for &b in bytes {
+        state = match state {
+            GdbStubStateMachine::Idle(g) => g.incoming_data(target, b)?,
+            other => {
+                pending.push_back(b);
+                other
+            }
+        };
+    }
+    Ok(state)
+}
+
 /// The connection, in any state of the session.
 fn conn_of<'a, 's, S: Read + Write>(
     state: &'s mut GdbStubStateMachine<'a, DmaTarget, BufferedConn<S>>,
@@ -240,6 +296,9 @@ enum Answer {
     Amend(Vec<u8>),
     /// gdbstub answers this packet instead.
     Rewrite(Vec<u8>),
+    /// A memory read: gdbstub answers it (or the packet with this body instead), and the
+    /// session encodes the bytes read.
+    Memory(Option<Vec<u8>>),
 }
 
 fn answer(target: &mut DmaTarget, body: &[u8]) -> Answer {
@@ -290,10 +349,12 @@ fn answer(target: &mut DmaTarget, body: &[u8]) -> Answer {
     if let Some(args) = body.strip_prefix(b"m")
         && let Some((addr, len)) = args.iter().position(|&b| b == b',').map(|i| args.split_at(i))
         && let (Some(addr), Some(len)) = (hex(addr), hex(&len[1..]))
-        && len > MAX_READ
     {
-        debug!("m {addr:#x},{len:#x}: answered with at most {MAX_READ:#x} bytes, as one reply holds");
-        return Answer::Rewrite(format!("m{addr:x},{MAX_READ:x}").into_bytes());
+        if len > MAX_READ {
+            debug!("m {addr:#x},{len:#x}: answered with at most {MAX_READ:#x} bytes, as one reply holds");
+            return Answer::Memory(Some(format!("m{addr:x},{MAX_READ:x}").into_bytes()));
+        }
+        return Answer::Memory(None);
     }
     Answer::Pass
 }
@@ -375,6 +436,77 @@ mod tests {
         assert_eq!(checked_body(b"$g#68"), None);
         assert_eq!(checked_body(b"$#00"), Some(&b""[..]));
         assert_eq!(checked_body(b"$g#zz"), None);
+    }
+
+    /// Everything the session sends for `input`, with memory replies encoded here or by gdbstub.
+    fn session_output(input: &[u8], fast_memory: bool) -> Vec<u8> {
+        use crate::mmu::{AddressSpace, MmuConfig};
+        use std::cell::RefCell;
+        use std::rc::Rc;
+        struct Stream {
+            input: io::Cursor<Vec<u8>>,
+            output: Rc<RefCell<Vec<u8>>>,
+        }
+        impl Read for Stream {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.input.read(buf)
+            }
+        }
+        impl Write for Stream {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.output.borrow_mut().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        // 192 KiB at 0x10000: random bytes, then zeros, then small values; nothing elsewhere.
+        let mut ram = vec![0u8; 0x30000];
+        let mut rng = crate::testing::XorShift::new(7);
+        rng.fill(&mut ram[..0x10000]);
+        rng.fill(&mut ram[0x20000..]);
+        ram[0x20000..].iter_mut().for_each(|b| *b &= 0x11);
+        let mem = crate::testing::FakeMemory::new().with_region(0x10000, ram).into_phys();
+        let mut target =
+            DmaTarget::new(AddressSpace::new(Box::new(mem), MmuConfig::default()), false);
+        target.on_connect();
+        let output = Rc::new(RefCell::new(Vec::new()));
+        let stream = Stream { input: io::Cursor::new(input.to_vec()), output: output.clone() };
+        let _ = run_session(&mut target, BufferedConn::over(stream), fast_memory);
+        output.take()
+    }
+
+    #[test]
+    fn memory_replies_are_gdbstubs_byte_for_byte() {
+        let reads = [
+            "m10000,10",
+            "m10000,0",
+            "m1fff0,40",
+            // Longer than one reply: shortened.
+            "m10000,30000",
+            "m20000,fff0",
+            // Unmapped: an error; across the end of memory: the readable pieces, else an error.
+            "m0,10",
+            "m3fff0,20",
+            "m38000,10000",
+            "M10000,1:00",
+            "g",
+        ];
+        let mut input: Vec<u8> = reads.iter().flat_map(|r| packet(r.as_bytes())).collect();
+        input.extend(packet(b"QStartNoAckMode"));
+        input.push(b'+');
+        input.extend(reads.iter().flat_map(|r| packet(r.as_bytes())));
+        let fast = session_output(&input, true);
+        let slow = session_output(&input, false);
+        assert!(fast.len() > 0x40000, "the reads were answered: {} bytes", fast.len());
+        assert!(fast.windows(5).any(|w| w == b"$E79#"), "an error reply among them");
+        assert!(
+            fast == slow,
+            "the replies differ:\n{}\n{}",
+            String::from_utf8_lossy(&fast),
+            String::from_utf8_lossy(&slow)
+        );
     }
 
     #[test]

@@ -1,34 +1,39 @@
-//! x86-64 address translation: the page walk, its caches, and the [`AddressSpace`] that gdb's
-//! memory requests go through.
+//! x86-64 address translation: the page walk, its caches, and the [`AddressSpace`] that reads
+//! memory in a given address space.
 //!
 //! The layer knows paging and nothing else: no Linux, no gdb. It reads physical memory only
-//! through [`PhysMem`](crate::phys::PhysMem).
+//! through [`PhysMem`](crate::phys::PhysMem). Which address space a debugger means (physical
+//! or virtual, under which CR3) is the debugger's state: [`crate::gdb::SessionState`].
 //!
 //! * [`mod@walk`]: the x86-64 walk (4- and 5-level, 4 KiB / 2 MiB / 1 GiB pages) as a pure function
 //!   over a [`walk::TableReader`], optionally recording every step for `vtop`.
 //! * [`cache`]: a bounded cache of whole page-table pages and a bounded translation cache, so a
 //!   large virtual read costs about one backend read per data page. Data is never cached.
-//! * [`AddressSpace`]: physical or virtual mode, the active CR3, partial reads that stop at the
-//!   first byte that fails, and the rule that nothing cached outlives a burst of requests on a
-//!   source that changes under us.
-//! * [`builder::PageTableBuilder`]: builds real page tables in a byte vector, for tests and the
-//!   synthetic demo machine.
+//! * [`AddressSpace`]: reads and writes of physical memory, and of virtual memory under a CR3
+//!   the caller names (`*_in(cr3, …)`); partial reads that stop at the first byte that fails;
+//!   batches of objects read together; and the rule that nothing cached outlives a burst of
+//!   requests on a source that changes under us.
+//! * [`MemError`] and [`TranslateError`]: why an access failed, the physical error kept as the
+//!   source ([`MemError::is_device_failure`]); [`MmuStats`]: counters of the work done.
 //!
 //! Page tables come from the target, which may be corrupt or hostile: every walk is bounded by
 //! the paging depth, every cache by a fixed size, and nothing here panics on what it reads.
 
 pub mod cache;
+mod error;
 pub mod space;
+mod stats;
 pub mod walk;
 
 #[cfg(test)]
 mod tests;
 
-pub use space::{AddressSpace, IDLE_FLUSH, MAX_BURST, MemError, MmuStats, Mode};
+pub use error::{MemError, TranslateError};
+pub use space::{AddressSpace, IDLE_FLUSH, MAX_BURST};
+pub use stats::MmuStats;
 pub use walk::{Translation, WalkStep, WalkTrace, walk, walk_trace};
 
 use crate::addr::{PhysAddr, VirtAddr};
-use crate::phys::PhysError;
 use std::fmt;
 
 /// Entry bits of x86-64 page-table entries (Intel SDM vol. 3, 4.5), as `u64` masks.
@@ -256,36 +261,5 @@ impl MmuConfig {
     /// low 12 bits, the no-flush bit 63 and the LAM bits 61/62 are dropped.
     pub const fn root_of(self, cr3: u64) -> PhysAddr {
         PhysAddr(cr3 & self.addr_mask())
-    }
-}
-
-/// Why a virtual address did not translate. None of these end a gdb session: they become an
-/// error reply ("Cannot access memory at address …").
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TranslateError {
-    #[error("virt {virt} is not canonical under {paging} paging (bits 63..{top} must all be equal)", top = paging.va_bits() - 1)]
-    NotCanonical { virt: VirtAddr, paging: Paging },
-    #[error(
-        "page-table entry at phys {entry_addr} ({level} index {index}) for virt {virt} is not present (entry {entry:#x})"
-    )]
-    NotPresent { virt: VirtAddr, level: Level, index: u16, entry_addr: PhysAddr, entry: u64 },
-    #[error("cannot read the {level} table at phys {table} for virt {virt}: {source}")]
-    TableUnreadable { virt: VirtAddr, level: Level, table: PhysAddr, source: PhysError },
-    #[error("virtual range starting at {virt} wraps around the end of the address space")]
-    Wraps { virt: VirtAddr },
-    #[error("no page-table root (CR3) is set, so virtual addresses cannot be translated")]
-    NoCr3,
-}
-
-impl TranslateError {
-    /// The virtual address the error is about, if it names one.
-    pub fn virt(&self) -> Option<VirtAddr> {
-        match self {
-            TranslateError::NotCanonical { virt, .. }
-            | TranslateError::NotPresent { virt, .. }
-            | TranslateError::TableUnreadable { virt, .. }
-            | TranslateError::Wraps { virt } => Some(*virt),
-            TranslateError::NoCr3 => None,
-        }
     }
 }

@@ -1,11 +1,12 @@
 //! [`AddressSpace`]: what the gdb layer reads and writes through.
 
 use super::cache::{TABLE_BYTES, TableCache, TranslationCache};
+use super::error::{MemError, TranslateError};
+use super::stats::MmuStats;
 use super::walk::{DirectReader, TableReader, Translation, WalkTrace, walk, walk_trace};
-use super::{MmuConfig, Paging, TranslateError};
+use super::{MmuConfig, Paging};
 use crate::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
 use crate::phys::{PhysError, PhysMem, Segment, find_range};
-use std::fmt;
 use std::time::{Duration, Instant};
 
 /// An idle gap longer than this ends a burst of requests: on a volatile source everything
@@ -15,96 +16,11 @@ pub const IDLE_FLUSH: Duration = Duration::from_millis(50);
 /// Even a burst that never pauses does not keep a volatile source's tables longer than this.
 pub const MAX_BURST: Duration = Duration::from_secs(1);
 
-/// Whether gdb's addresses are physical or virtual (through the active CR3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Mode {
-    #[default]
-    Phys,
-    Virt,
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(match self {
-            Mode::Phys => "physical",
-            Mode::Virt => "virtual",
-        })
-    }
-}
-
-/// A failed memory access: the address did not translate, or the physical read failed. Both
-/// name the address. Neither ends a gdb session.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum MemError {
-    #[error("{0}")]
-    Translate(#[from] TranslateError),
-    #[error("{0}")]
-    Phys(#[from] PhysError),
-}
-
-impl MemError {
-    /// Whether the device itself failed (no adapter, timeouts), reading the data or a page
-    /// table on the way: reading on would only wait out its timeout again.
-    pub fn is_device_failure(&self) -> bool {
-        matches!(
-            self,
-            MemError::Phys(PhysError::Device { .. })
-                | MemError::Translate(TranslateError::TableUnreadable {
-                    source: PhysError::Device { .. },
-                    ..
-                })
-        )
-    }
-}
-
-/// Counters of the work done, to check that caching works and to print in benchmarks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MmuStats {
-    /// Backend reads of page-table data (whole pages, or single entries for `vtop`).
-    pub table_reads: u64,
-    /// Walk steps answered by the table cache.
-    pub table_cache_hits: u64,
-    /// Backend reads of data.
-    pub data_reads: u64,
-    /// Bytes of data read from the backend.
-    pub data_bytes: u64,
-    /// Translations answered by the translation cache.
-    pub translation_hits: u64,
-    /// Translations that needed a walk.
-    pub translation_misses: u64,
-    /// Page walks (cached translations and `vtop` included).
-    pub walks: u64,
-    /// Times the caches were dropped (by `flush`, an idle gap, a write or a setting change).
-    pub flushes: u64,
-}
-
-impl MmuStats {
-    /// All backend reads, tables and data.
-    pub fn backend_reads(&self) -> u64 {
-        self.table_reads + self.data_reads
-    }
-}
-
-impl fmt::Display for MmuStats {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "backend reads: {} table, {} data ({} bytes); translations: {} cached, {} walked; \
-             table-cache hits: {}; walks: {}; flushes: {}",
-            self.table_reads,
-            self.data_reads,
-            self.data_bytes,
-            self.translation_hits,
-            self.translation_misses,
-            self.table_cache_hits,
-            self.walks,
-            self.flushes
-        )
-    }
-}
-
-/// Physical memory seen through an x86-64 MMU: reads and writes in physical or virtual mode,
-/// under a CR3 that the caller sets.
+/// Physical memory seen through an x86-64 MMU: reads and writes of physical memory, and of
+/// virtual memory in the address space a caller names by its CR3 (the page-table root).
+///
+/// Which addresses a debugger means (physical or virtual, under which CR3) is the debugger's
+/// state, not this type's: see [`crate::gdb::SessionState`].
 ///
 /// Table pages and translations are cached. For a static source (a dump) the caches last until
 /// [`AddressSpace::flush`]; for a volatile one (live RAM, DMA) they are also dropped whenever
@@ -112,8 +28,6 @@ impl fmt::Display for MmuStats {
 pub struct AddressSpace {
     mem: Box<dyn PhysMem>,
     config: MmuConfig,
-    mode: Mode,
-    cr3: Option<u64>,
     tables: TableCache,
     tlb: TranslationCache,
     stats: MmuStats,
@@ -151,13 +65,11 @@ impl TableReader for CachedTables<'_> {
 }
 
 impl AddressSpace {
-    /// Physical mode, no CR3.
+    /// An address space over `mem`, translating as `config` says, with empty caches.
     pub fn new(mem: Box<dyn PhysMem>, config: MmuConfig) -> Self {
         Self {
             mem,
             config,
-            mode: Mode::Phys,
-            cr3: None,
             tables: TableCache::default(),
             tlb: TranslationCache::new(),
             stats: MmuStats::default(),
@@ -181,36 +93,6 @@ impl AddressSpace {
     /// after changing page tables that way.
     pub fn mem_mut(&mut self) -> &mut dyn PhysMem {
         &mut *self.mem
-    }
-
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
-    /// Switches between physical and virtual addressing; virtual needs a CR3.
-    pub fn set_mode(&mut self, mode: Mode) -> Result<(), TranslateError> {
-        if mode == Mode::Virt && self.cr3.is_none() {
-            return Err(TranslateError::NoCr3);
-        }
-        self.mode = mode;
-        Ok(())
-    }
-
-    /// The active CR3 as it was set (flag bits included).
-    pub fn cr3(&self) -> Option<u64> {
-        self.cr3
-    }
-
-    /// Sets the active CR3 (the mode is unchanged). Caches are keyed by root, so switching
-    /// between processes keeps what was learnt about each.
-    pub fn set_cr3(&mut self, cr3: u64) {
-        self.cr3 = Some(cr3);
-    }
-
-    /// Forgets the CR3 and goes back to physical mode.
-    pub fn clear_cr3(&mut self) {
-        self.cr3 = None;
-        self.mode = Mode::Phys;
     }
 
     pub fn config(&self) -> MmuConfig {
@@ -282,19 +164,8 @@ impl AddressSpace {
         }
     }
 
-    fn root(&self) -> Result<PhysAddr, TranslateError> {
-        self.cr3.map(|c| self.config.root_of(c)).ok_or(TranslateError::NoCr3)
-    }
-
-    /// Translates `virt` under the active CR3, through the caches.
-    pub fn translate(&mut self, virt: VirtAddr) -> Result<Translation, TranslateError> {
-        self.begin();
-        let root = self.root()?;
-        self.translate_at(root, virt)
-    }
-
-    /// Translates `virt` under another page-table root (e.g. a process's `pgd`), through the
-    /// caches, without changing the active CR3.
+    /// Translates `virt` under the page-table root named by `cr3` (e.g. a process's `pgd`),
+    /// through the caches.
     pub fn translate_in(&mut self, cr3: u64, virt: VirtAddr) -> Result<Translation, TranslateError> {
         self.begin();
         self.translate_at(self.config.root_of(cr3), virt)
@@ -315,22 +186,8 @@ impl AddressSpace {
         Ok(t)
     }
 
-    /// The walk of `virt` under the active CR3, every entry read fresh from the source (not
-    /// the caches), for display.
-    pub fn vtop(&mut self, virt: VirtAddr) -> WalkTrace {
-        match self.cr3 {
-            Some(cr3) => self.vtop_in(cr3, virt),
-            None => WalkTrace {
-                virt,
-                cr3: 0,
-                paging: self.config.paging,
-                steps: Vec::new(),
-                result: Err(TranslateError::NoCr3),
-            },
-        }
-    }
-
-    /// Like [`vtop`](Self::vtop) under another CR3.
+    /// The walk of `virt` under `cr3`, every entry read fresh from the source (not the
+    /// caches), for display.
     pub fn vtop_in(&mut self, cr3: u64, virt: VirtAddr) -> WalkTrace {
         let mut reader = DirectReader::new(&mut *self.mem);
         let trace = walk_trace(&mut reader, self.config, cr3, virt);
@@ -339,30 +196,22 @@ impl AddressSpace {
         trace
     }
 
-    /// Reads at `addr` in the active mode, filling `buf` from the start and stopping at the
-    /// first byte that fails: `Ok(n)` when `n > 0` bytes were read (or `buf` is empty), else
-    /// why the first byte failed.
-    pub fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<usize, MemError> {
+    /// Reads at physical `addr`, filling `buf` from the start and stopping at the first byte
+    /// that fails: `Ok(n)` when `n > 0` bytes were read (or `buf` is empty), else why the first
+    /// byte failed.
+    pub fn read_phys_partial(&mut self, addr: PhysAddr, buf: &mut [u8]) -> Result<usize, MemError> {
         self.begin();
-        let (n, err) = match self.mode {
-            Mode::Phys => {
-                let (n, e) = self.read_phys_partial(PhysAddr(addr), buf);
-                (n, e.map(MemError::Phys))
-            }
-            Mode::Virt => match self.root() {
-                Ok(root) => self.read_virt_partial(root, VirtAddr(addr), buf),
-                Err(e) => (0, Some(e.into())),
-            },
-        };
+        let (n, err) = self.phys_partial(addr, buf);
         self.end();
         match err {
-            Some(e) if n == 0 => Err(e),
+            Some(e) if n == 0 => Err(e.into()),
             _ => Ok(n),
         }
     }
 
-    /// Like [`AddressSpace::read`] in virtual mode, under another CR3: filling `buf` from the
-    /// start, stopping at the first byte that fails.
+    /// Reads at virtual `addr` under `cr3`, filling `buf` from the start and stopping at the
+    /// first byte that fails: `Ok(n)` when `n > 0` bytes were read (or `buf` is empty), else
+    /// why the first byte failed.
     pub fn read_in(&mut self, cr3: u64, addr: u64, buf: &mut [u8]) -> Result<usize, MemError> {
         self.begin();
         let (n, err) = self.read_virt_partial(self.config.root_of(cr3), VirtAddr(addr), buf);
@@ -376,21 +225,12 @@ impl AddressSpace {
     /// Reads all of `buf` at physical `addr`, or fails.
     pub fn read_phys(&mut self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), MemError> {
         self.begin();
-        let (_, err) = self.read_phys_partial(addr, buf);
+        let (_, err) = self.phys_partial(addr, buf);
         self.end();
         err.map_or(Ok(()), |e| Err(e.into()))
     }
 
-    /// Reads all of `buf` at `virt` under the active CR3 (whatever the mode), or fails.
-    pub fn read_virt(&mut self, virt: VirtAddr, buf: &mut [u8]) -> Result<(), MemError> {
-        self.begin();
-        let root = self.root()?;
-        let (_, err) = self.read_virt_partial(root, virt, buf);
-        self.end();
-        err.map_or(Ok(()), Err)
-    }
-
-    /// Reads all of `buf` at `virt` under another CR3, or fails.
+    /// Reads all of `buf` at `virt` under `cr3`, or fails.
     pub fn read_virt_in(&mut self, cr3: u64, virt: VirtAddr, buf: &mut [u8]) -> Result<(), MemError> {
         self.begin();
         let (_, err) = self.read_virt_partial(self.config.root_of(cr3), virt, buf);
@@ -399,7 +239,7 @@ impl AddressSpace {
     }
 
     /// Reads physical memory up to the first failure, one backend read per RAM range touched.
-    fn read_phys_partial(&mut self, addr: PhysAddr, buf: &mut [u8]) -> (usize, Option<PhysError>) {
+    fn phys_partial(&mut self, addr: PhysAddr, buf: &mut [u8]) -> (usize, Option<PhysError>) {
         let len = buf.len();
         self.read_runs(&[(addr, len)], buf)
     }
@@ -591,16 +431,11 @@ impl AddressSpace {
         results
     }
 
-    /// Writes `data` at `addr` in the active mode through the source (which refuses when
-    /// read-only). In virtual mode every page is translated before anything is written, so a
-    /// hole in the range writes nothing. Caches are flushed afterwards: the write may have
-    /// changed page tables.
-    pub fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+    /// Writes `data` at physical `addr` through the source (which refuses when read-only).
+    /// Caches are flushed when anything was written: the write may have changed page tables.
+    pub fn write_phys(&mut self, addr: PhysAddr, data: &[u8]) -> Result<(), MemError> {
         self.begin();
-        let r = match self.mode {
-            Mode::Phys => self.mem.write(PhysAddr(addr), data).map_err(MemError::from),
-            Mode::Virt => self.write_virt_inner(VirtAddr(addr), data),
-        };
+        let r = self.mem.write(addr, data).map_err(MemError::from);
         if !data.is_empty() {
             self.flush();
         }
@@ -608,24 +443,20 @@ impl AddressSpace {
         r
     }
 
-    /// Writes `data` at physical `addr` (whatever the mode); flushes.
-    pub fn write_phys(&mut self, addr: PhysAddr, data: &[u8]) -> Result<(), MemError> {
+    /// Writes `data` at `virt` under `cr3` through the source. Every page is translated before
+    /// anything is written, so a hole in the range writes nothing. Caches are flushed when
+    /// anything was written.
+    pub fn write_virt_in(&mut self, cr3: u64, virt: VirtAddr, data: &[u8]) -> Result<(), MemError> {
         self.begin();
-        let r = self.mem.write(addr, data).map_err(MemError::from);
-        self.flush();
+        let r = self.write_virt_at(self.config.root_of(cr3), virt, data);
+        if !data.is_empty() {
+            self.flush();
+        }
+        self.end();
         r
     }
 
-    /// Writes `data` at `virt` under the active CR3 (whatever the mode); flushes.
-    pub fn write_virt(&mut self, virt: VirtAddr, data: &[u8]) -> Result<(), MemError> {
-        self.begin();
-        let r = self.write_virt_inner(virt, data);
-        self.flush();
-        r
-    }
-
-    fn write_virt_inner(&mut self, virt: VirtAddr, data: &[u8]) -> Result<(), MemError> {
-        let root = self.root()?;
+    fn write_virt_at(&mut self, root: PhysAddr, virt: VirtAddr, data: &[u8]) -> Result<(), MemError> {
         // (physical address, start, end) of each piece of `data`; at most one per page + 1.
         let mut pieces: Vec<(PhysAddr, usize, usize)> =
             Vec::with_capacity(data.len() / PAGE_SIZE as usize + 2);

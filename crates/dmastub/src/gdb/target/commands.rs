@@ -1,0 +1,165 @@
+//! The `monitor` commands: parsed by [`crate::gdb::monitor`], run here against the target.
+
+use super::DmaTarget;
+use crate::addr::VirtAddr;
+use crate::gdb::error::{CommandError, FatalError};
+use crate::gdb::monitor::{self, Command, LinuxCommand};
+use crate::gdb::state::Mode;
+use crate::linux::render;
+use crate::linux::threads;
+use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, outputln};
+use log::info;
+
+impl DmaTarget {
+    /// Runs one parsed monitor command and returns what to print.
+    pub fn run_command(&mut self, cmd: Command) -> String {
+        match cmd {
+            Command::Help => monitor::help_text(),
+            Command::Phys => {
+                // Setting phys mode cannot fail.
+                let _ = self.state.set_mode(Mode::Phys);
+                "memory packets now address physical memory\n".to_string()
+            }
+            Command::Virt => match self.state.set_mode(Mode::Virt) {
+                Ok(()) => format!(
+                    "memory packets now address virtual memory through CR3 {:#x}\n",
+                    self.state.cr3().unwrap_or_default()
+                ),
+                Err(_) => "no CR3 is known: give one with 'monitor set-cr3 ADDR' (or start with --cr3)\n"
+                    .to_string(),
+            },
+            Command::SetCr3(cr3) => {
+                self.set_cr3(cr3, "monitor set-cr3");
+                let mut s = format!("active CR3 = {cr3:#x}");
+                if self.state.mode() == Mode::Phys {
+                    s.push_str(" (memory packets still address physical memory: 'monitor virt' to use it)");
+                }
+                // gdb caches registers until the next stop; it cannot be told from here.
+                s.push_str("\n(gdb's $cr3 shows it after 'maint flush register-cache'; 'set $cr3 = ADDR' does both)\n");
+                s
+            }
+            Command::Cr3 => self.describe_cr3(),
+            Command::Flush => {
+                self.space.flush();
+                "dropped cached page-table pages and translations\n".to_string()
+            }
+            Command::Vtop(virt) => {
+                if self.state.cr3().is_none() {
+                    return "no CR3 is known: give one with 'monitor set-cr3 ADDR' (or start with --cr3)\n"
+                        .to_string();
+                }
+                format!("{}\n", self.state.vtop(&mut self.space, VirtAddr(virt)))
+            }
+            Command::QemuInfo(what) => {
+                info!(
+                    "monitor info {what}: that is QEMU's monitor, not dmastub's; answered with nothing, so that \
+                     Linux's gdb scripts do not take dmastub for QEMU ('monitor help' lists dmastub's commands)"
+                );
+                String::new()
+            }
+            Command::Linux(cmd) => match self.run_linux_command(cmd) {
+                Ok(s) => s,
+                Err(e) => format!("{e}\n"),
+            },
+            Command::Stats { reset } => {
+                let mut s = format!("{}\n", self.space.stats());
+                if let Some(t) = self.space.mem().traffic() {
+                    s.push_str(&t);
+                    s.push('\n');
+                }
+                if reset {
+                    self.space.reset_stats();
+                    self.space.mem_mut().reset_traffic();
+                }
+                s
+            }
+        }
+    }
+
+    fn run_linux_command(&mut self, cmd: LinuxCommand) -> Result<String, CommandError> {
+        let Some(linux) = &self.linux else {
+            return Err(CommandError::NoLinux);
+        };
+        match cmd {
+            LinuxCommand::Ps { threads } => match linux.tasks(&mut self.space, threads) {
+                Ok(list) => Ok(render::ps(&list)),
+                Err(e) => Err(CommandError::linux(linux.explain(&e))),
+            },
+            LinuxCommand::Threads => Ok(render::threads(self.threads())),
+            LinuxCommand::Kernel => Ok(render::kernel_report(&linux.kernel, linux.hint_names())),
+            LinuxCommand::Dmesg(n) => match linux.log(&mut self.space) {
+                Ok(log) => Ok(render::dmesg(&log, n.map(|n| n as usize))),
+                Err(e) => Err(CommandError::linux(linux.explain(&e))),
+            },
+            LinuxCommand::Switch(None) => {
+                let cr3 = linux.kernel.cr3.value;
+                self.activate(cr3, "monitor switch kernel");
+                Ok(format!("active CR3 = {cr3:#x} (the kernel's page tables)\n"))
+            }
+            LinuxCommand::Bt(pid) => self.backtrace(pid),
+            LinuxCommand::Switch(Some(pid)) => {
+                let pid = i32::try_from(pid).map_err(|_| CommandError::NotAPid(pid))?;
+                let sw = linux
+                    .task_cr3(&mut self.space, pid)
+                    .map_err(|e| CommandError::linux(linux.explain(&e)))?;
+                self.activate(sw.cr3, &format!("monitor switch {} ({})", sw.pid, sw.comm));
+                self.state.task_context = true;
+                let tid = threads::thread_id(sw.pid, None);
+                Ok(format!(
+                    "active CR3 = {:#x}: the address space of pid {} ({}); kernel addresses still map\n\
+                     (its gdb thread, Thread {tid} in 'info threads', reads the same; until gdb selects another thread)\n",
+                    sw.cr3, sw.pid, sw.comm
+                ))
+            }
+        }
+    }
+
+    /// `monitor bt [PID]`: the backtrace of task PID, or of the thread gdb has selected.
+    fn backtrace(&mut self, pid: Option<u64>) -> Result<String, CommandError> {
+        let selected = self.stop_thread();
+        self.threads();
+        let (Some(linux), Some(list)) = (&self.linux, &self.threads) else {
+            return Err(CommandError::NoLinux);
+        };
+        let thread = match pid {
+            Some(pid) => list.by_pid(pid).map_err(|e| CommandError::linux(linux.explain(&e)))?,
+            None => list.get(selected.get() as u64).ok_or(CommandError::NoSelectedTask)?,
+        };
+        Ok(render::backtrace(thread, linux.backtrace(&mut self.space, thread)))
+    }
+
+    fn describe_cr3(&self) -> String {
+        let mode = match self.state.mode() {
+            Mode::Phys => "phys",
+            Mode::Virt => "virt",
+        };
+        match self.state.cr3() {
+            Some(cr3) => format!(
+                "CR3 {cr3:#x} ({}), {}-level paging, memory packets in {mode} mode\n",
+                self.state.cr3_origin,
+                self.space.paging().levels()
+            ),
+            None => format!(
+                "no CR3 is known: give one with 'monitor set-cr3 ADDR' (or start with --cr3); memory packets in {mode} mode\n"
+            ),
+        }
+    }
+}
+
+impl MonitorCmd for DmaTarget {
+    fn handle_monitor_cmd(&mut self, cmd: &[u8], mut out: ConsoleOutput<'_>) -> Result<(), FatalError> {
+        // Every monitor command starts a new burst: nothing cached from a live source survives it.
+        self.on_stop();
+        let text = match std::str::from_utf8(cmd) {
+            Ok(line) => match monitor::parse(line) {
+                Ok(c) => self.run_command(c),
+                Err(e) => format!("{e}\n"),
+            },
+            Err(_) => "the command is not UTF-8 text; 'monitor help' lists the commands\n".to_string(),
+        };
+        for line in text.lines() {
+            outputln!(out, "{line}");
+        }
+        Ok(())
+    }
+}
