@@ -44,18 +44,21 @@ pub trait Memory {
     /// Reads all of `buf` at virtual `addr`, or fails.
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemError>;
 
+    /// A little-endian `u64` at `addr`.
     fn read_u64(&mut self, addr: u64) -> Result<u64, MemError> {
         let mut b = [0u8; 8];
         self.read(addr, &mut b)?;
         Ok(u64::from_le_bytes(b))
     }
 
+    /// A little-endian `u32` at `addr`.
     fn read_u32(&mut self, addr: u64) -> Result<u32, MemError> {
         let mut b = [0u8; 4];
         self.read(addr, &mut b)?;
         Ok(u32::from_le_bytes(b))
     }
 
+    /// A little-endian `u16` at `addr`.
     fn read_u16(&mut self, addr: u64) -> Result<u16, MemError> {
         let mut b = [0u8; 2];
         self.read(addr, &mut b)?;
@@ -124,6 +127,7 @@ impl<'a> View<'a> {
         Self::with_budget(space, cr3, Budget::DEFAULT)
     }
 
+    /// A view that may spend `budget` on one operation.
     pub fn with_budget(space: &'a mut AddressSpace, cr3: u64, budget: Budget) -> Self {
         Self { space, cr3, bytes_read: 0, lent: 0, budget, tasks: 0, spent: None }
     }
@@ -219,6 +223,7 @@ impl<'a> View<'a> {
         results.into_iter().zip(words).map(|(r, w)| r.map(|()| u64::from_le_bytes(w))).collect()
     }
 
+    /// The root this view reads under.
     pub fn cr3(&self) -> u64 {
         self.cr3
     }

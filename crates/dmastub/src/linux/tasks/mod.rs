@@ -17,6 +17,7 @@ use std::collections::HashSet;
 
 /// Most threads walked in one thread group (all groups together are bounded by the budget).
 const MAX_THREADS: usize = 1 << 16;
+/// `TASK_COMM_LEN`: bytes of a task's name.
 pub const COMM_LEN: usize = 16;
 
 /// Where the fields the commands need sit in `task_struct` (and `mm_struct.pgd`).
@@ -24,27 +25,42 @@ pub const COMM_LEN: usize = 16;
 pub struct TaskLayout {
     /// `tasks`: the list of every process. Profiles without it walk `children`/`sibling`.
     pub tasks: Option<u64>,
+    /// `children`: the list of a task's children.
     pub children: Option<u64>,
+    /// `sibling`: a child's place in its parent's `children`.
     pub sibling: Option<u64>,
+    /// `pid`.
     pub pid: u64,
+    /// `tgid`: the thread group (process) id.
     pub tgid: Option<u64>,
+    /// `comm`: the name.
     pub comm: u64,
+    /// `real_parent`.
     pub real_parent: Option<u64>,
     /// `__state` (5.14+) or `state`, and its size (4, or 8 for the old `long`).
     pub state: Option<(u64, u64)>,
+    /// `exit_state`.
     pub exit_state: Option<u64>,
+    /// `flags` (`PF_*`).
     pub flags: Option<u64>,
+    /// `mm`: the address space (0 for kernel threads).
     pub mm: Option<u64>,
+    /// `active_mm`: the address space a kernel thread borrows.
     pub active_mm: Option<u64>,
+    /// `mm_struct.pgd`: the page-table root.
     pub mm_pgd: Option<u64>,
     /// Threads of a group: `thread_group` (before 6.7), or `signal` → `thread_head` with
     /// each task's `thread_node`.
     pub thread_group: Option<u64>,
+    /// `signal`: the group's `signal_struct`.
     pub signal: Option<u64>,
+    /// `signal_struct.thread_head` (6.7 on).
     pub signal_thread_head: Option<u64>,
+    /// `thread_node`: a task's place in `thread_head`.
     pub thread_node: Option<u64>,
     /// `thread.sp`: the saved kernel stack pointer of a task that is not running.
     pub thread_sp: Option<u64>,
+    /// `stack`: the base of the kernel stack.
     pub stack: Option<u64>,
 }
 
@@ -85,6 +101,7 @@ impl TaskLayout {
         v
     }
 
+    /// The layout from a struct layout; fails when a field the list needs is missing.
     pub fn from_types(t: &dyn TypeInfo) -> Result<Self, LayoutError> {
         let off = |ty: &str, f: &str| t.member(ty, f).map(|m| m.offset);
         let need = |ty: &str, f: &str| {
@@ -124,12 +141,19 @@ impl TaskLayout {
 /// One task as read from memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Task {
+    /// Its `task_struct`'s address.
     pub addr: u64,
+    /// Its pid (a thread's own id).
     pub pid: i32,
+    /// Its process's id.
     pub tgid: i32,
+    /// Its parent's process id, when read.
     pub ppid: Option<i32>,
+    /// Its name, unprintable bytes as `?`.
     pub comm: String,
+    /// Its state letter, as `ps` shows it (`?` unknown).
     pub state: char,
+    /// Its `PF_*` flags, when read.
     pub flags: Option<u32>,
     /// `mm` (0 for kernel threads).
     pub mm: Option<u64>,
@@ -138,6 +162,7 @@ pub struct Task {
 }
 
 impl Task {
+    /// Whether it is a kernel thread (no address space of its own).
     pub fn is_kernel_thread(&self) -> bool {
         self.mm == Some(0) || self.flags.is_some_and(|f| f & PF_KTHREAD != 0)
     }
@@ -149,7 +174,9 @@ pub const PF_KTHREAD: u32 = 0x0020_0000;
 /// The result of a walk: what was read, and why it stopped early, if it did.
 #[derive(Clone, Debug, Default)]
 pub struct TaskList {
+    /// The tasks read, in list order.
     pub tasks: Vec<Task>,
+    /// What could not be read, one sentence each.
     pub problems: Vec<String>,
     /// Why the list is incomplete when the operation's budget cut it (also the last problem).
     pub truncated: Option<String>,

@@ -44,7 +44,12 @@ pub enum RegsOrigin {
     SwitchFrame,
     /// The CPU's registers when the image was taken: an NT_PRSTATUS note of the core, or the
     /// kernel's crash note.
-    Cpu { cpu: u32, from: &'static str },
+    Cpu {
+        /// The CPU.
+        cpu: u32,
+        /// What kept them.
+        from: &'static str,
+    },
     /// Rebuilt from a return address on the kernel stack: only rip and rsp are known.
     Reconstructed(String),
     /// None known, and why.
@@ -56,13 +61,17 @@ pub enum RegsOrigin {
 pub struct Thread {
     /// gdb's thread id: pid + 1, or for the idle tasks of CPUs 1.. `IDLE_TID_BASE` + cpu.
     pub tid: u64,
+    /// The task.
     pub task: Task,
     /// The CPU whose idle task this is.
     pub idle_of: Option<u32>,
     /// The CPU running it when the image was taken.
     pub running_on: Option<u32>,
+    /// Whether it is the task that panicked.
     pub panicking: bool,
+    /// Its registers, as far as known.
     pub regs: Regs,
+    /// Where its registers came from.
     pub origin: RegsOrigin,
     /// The base of its kernel stack (`task->stack`, [`THREAD_SIZE`] bytes), when known.
     pub stack: Option<u64>,
@@ -122,6 +131,7 @@ pub fn thread_id(pid: i32, idle_of: Option<u32>) -> u64 {
 /// Every task as a thread, the stop thread (the panicking task, when there is one) first.
 #[derive(Clone, Debug, Default)]
 pub struct ThreadList {
+    /// The threads, the stop thread first.
     pub threads: Vec<Thread>,
     /// What could not be read, one line each.
     pub problems: Vec<String>,
@@ -132,6 +142,7 @@ pub struct ThreadList {
 }
 
 impl ThreadList {
+    /// The thread with gdb's id `tid`.
     pub fn get(&self, tid: u64) -> Option<&Thread> {
         self.by_tid.get(&tid).map(|&i| &self.threads[i])
     }
@@ -178,6 +189,7 @@ pub struct SwitchFrame {
 }
 
 impl ThreadLayout {
+    /// The layout from a struct layout; says what is missing.
     pub fn from_types(t: &dyn TypeInfo, tasks: &TaskLayout) -> Result<Self, String> {
         let origin = t.source();
         let missing =
