@@ -2,7 +2,7 @@
 //! backtraces, the kernel log). [`render`](super::render) turns the data into the commands' text.
 
 use super::discover::Kernel;
-use super::error::{LayoutError, LinuxError};
+use super::error::{LayoutError, LinuxError, ThreadLayoutError};
 use super::origin::{Hint, HintNames, render_remedies};
 use super::printk::{self, KernelLog};
 use super::tasks::{self, TaskLayout, TaskList};
@@ -19,7 +19,7 @@ pub struct Linux {
     /// The task layout, or why there is none (which hint to give).
     pub(crate) layout: Result<TaskLayout, LayoutError>,
     /// Where a task's saved registers and the runqueues are, or why that is unknown.
-    pub(crate) thread_layout: Result<ThreadLayout, String>,
+    pub(crate) thread_layout: Result<ThreadLayout, ThreadLayoutError>,
     /// The kernel's unwind tables, read at the first backtrace.
     orc: OnceLock<Orc>,
     /// How hints are named to the user.
@@ -52,8 +52,8 @@ impl Linux {
         };
         let thread_layout = match (&kernel.types, &layout) {
             (Some(t), Ok(l)) => ThreadLayout::from_types(t.as_ref(), l),
-            (_, Err(e)) => Err(e.to_string()),
-            (None, Ok(_)) => Err(LayoutError::NoLayout.to_string()),
+            (_, Err(e)) => Err(e.clone().into()),
+            (None, Ok(_)) => Err(LayoutError::NoLayout.into()),
         };
         Self { kernel, layout, thread_layout, orc: OnceLock::new(), hint_names: Hint::describe }
     }
@@ -129,13 +129,7 @@ impl Linux {
         let layout = self.layout.as_ref().map_err(LayoutError::clone)?;
         let notes = space.mem().core_notes().to_vec();
         let mut view = View::new(space, self.kernel.cr3.value);
-        Ok(threads::list(
-            &mut view,
-            &self.kernel,
-            layout,
-            self.thread_layout.as_ref().map_err(|e| e.as_str()),
-            &notes,
-        ))
+        Ok(threads::list(&mut view, &self.kernel, layout, self.thread_layout.as_ref(), &notes))
     }
 
     fn init_task(&self) -> Result<u64, LinuxError> {

@@ -32,6 +32,29 @@ impl LayoutError {
     }
 }
 
+/// Why tasks' registers cannot be read: where the scheduler saves them is unknown.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ThreadLayoutError {
+    /// The struct layout lacks what the switch frame needs.
+    #[error("the struct layout ({origin}) has no {what}: task registers unavailable")]
+    Missing {
+        /// The field or struct.
+        what: &'static str,
+        /// Where the layout came from.
+        origin: String,
+    },
+    /// The layout's `inactive_task_frame` cannot be the kernel's.
+    #[error("the struct layout ({origin}) gives an implausible inactive_task_frame")]
+    Implausible {
+        /// Where the layout came from.
+        origin: String,
+    },
+    /// There is no task layout either.
+    #[error(transparent)]
+    NoTasks(#[from] LayoutError),
+}
+
 /// Why a Linux command (`ps`, `threads`, `bt`, `dmesg`, `switch`) failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

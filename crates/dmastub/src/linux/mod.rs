@@ -27,7 +27,7 @@ pub mod vmlayout;
 
 pub use commands::{Linux, Switch};
 pub use discover::{DiscoverError, Hints, Kernel, discover};
-pub use error::{LayoutError, LinuxError};
+pub use error::{LayoutError, LinuxError, ThreadLayoutError};
 pub use layout::{Member, TypeInfo, TypeMap};
 pub use origin::{Found, Hint, HintNames, Origin};
 pub use printk::{KernelLog, Record as LogRecord};

@@ -8,7 +8,7 @@
 
 mod read;
 
-pub use read::{read_task, read_tasks};
+pub use read::{TaskError, read_task, read_tasks};
 
 use super::error::LayoutError;
 use super::list::{Head, walk_list};
@@ -251,12 +251,12 @@ pub fn list(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -> Ta
                     for r in read_tasks(mem, l, &members) {
                         match r {
                             Ok(t) => tasks.push(t),
-                            Err(e) => problems.push(e),
+                            Err(e) => problems.push(e.to_string()),
                         }
                     }
                 }
             }
-            Err(e) => problems.push(e),
+            Err(e) => problems.push(e.to_string()),
         }
     }
     TaskList { tasks, problems, truncated: None }.finish(mem)
@@ -291,7 +291,7 @@ fn list_by_tree(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -
                 }
             }
             Err(e) => {
-                problems.push(e);
+                problems.push(e.to_string());
                 continue;
             }
         }

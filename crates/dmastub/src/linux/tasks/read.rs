@@ -4,17 +4,62 @@
 use super::{COMM_LEN, Task, TaskLayout, clean_comm, state_letter};
 use crate::linux::readahead::ReadAhead;
 use crate::linux::{Memory, View};
+use crate::mmu::MemError;
+
+/// Why a task could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// Its `task_struct` could not be read: the device failed.
+    #[error("task {addr:#x}: {source}")]
+    Unreadable {
+        /// The `task_struct`'s address.
+        addr: u64,
+        /// Why.
+        #[source]
+        source: MemError,
+    },
+    /// A field it must have could not be read.
+    #[error("task {addr:#x}: reading {field}: {source}")]
+    Field {
+        /// The `task_struct`'s address.
+        addr: u64,
+        /// The field.
+        field: &'static str,
+        /// Why.
+        #[source]
+        source: MemError,
+    },
+    /// It was not read: the operation's budget was spent.
+    #[error("task {addr:#x}: not read")]
+    NotRead {
+        /// The `task_struct`'s address.
+        addr: u64,
+    },
+}
+
+impl TaskError {
+    /// Whether the device failed.
+    pub fn is_device_failure(&self) -> bool {
+        match self {
+            TaskError::Unreadable { source, .. } | TaskError::Field { source, .. } => {
+                source.is_device_failure()
+            }
+            TaskError::NotRead { .. } => false,
+        }
+    }
+}
 
 /// Reads one task. The kernel CR3 view is used for `task_struct` and `mm`.
-pub fn read_task(view: &mut View, l: &TaskLayout, addr: u64) -> Result<Task, String> {
-    read_tasks(view, l, &[addr]).pop().unwrap_or_else(|| Err(format!("task {addr:#x}: not read")))
+pub fn read_task(view: &mut View, l: &TaskLayout, addr: u64) -> Result<Task, TaskError> {
+    read_tasks(view, l, &[addr]).pop().unwrap_or(Err(TaskError::NotRead { addr }))
 }
 
 /// Reads tasks in three batches, however many there are: every task's fields, then every
 /// parent's tgid and mm's pgd, then (cached) translations. Over DMA that is a few round trips
 /// in all instead of a few per task.
 /// Stops early, with fewer results than `addrs`, once the operation's budget is spent.
-pub fn read_tasks(view: &mut View, l: &TaskLayout, addrs: &[u64]) -> Vec<Result<Task, String>> {
+pub fn read_tasks(view: &mut View, l: &TaskLayout, addrs: &[u64]) -> Vec<Result<Task, TaskError>> {
     // Batches of a bounded size: a long list must not hold every task's bytes at once.
     let mut out = Vec::with_capacity(addrs.len());
     for batch in addrs.chunks(256) {
@@ -26,7 +71,7 @@ pub fn read_tasks(view: &mut View, l: &TaskLayout, addrs: &[u64]) -> Vec<Result<
     out
 }
 
-fn read_batch(view: &mut View, l: &TaskLayout, addrs: &[u64]) -> Vec<Result<Task, String>> {
+fn read_batch(view: &mut View, l: &TaskLayout, addrs: &[u64]) -> Vec<Result<Task, TaskError>> {
     // One read per task for all its fields (a DMA round trip each would cost more than the
     // bytes), all of them asked for together.
     let (lo, hi) = l.span();
@@ -34,13 +79,13 @@ fn read_batch(view: &mut View, l: &TaskLayout, addrs: &[u64]) -> Vec<Result<Task
     let mut reads: Vec<(u64, &mut [u8])> =
         addrs.iter().zip(spans.iter_mut()).map(|(a, b)| (a.wrapping_add(lo), &mut b[..])).collect();
     let results = view.read_together(&mut reads);
-    let mut pending: Vec<Result<Pending, String>> = Vec::with_capacity(addrs.len());
+    let mut pending: Vec<Result<Pending, TaskError>> = Vec::with_capacity(addrs.len());
     for ((&addr, mut bytes), r) in addrs.iter().zip(spans).zip(results) {
         match r {
             Ok(()) => {}
             // The device failing: field by field would only wait out its timeout again.
             Err(e) if e.is_device_failure() => {
-                pending.push(Err(format!("task {addr:#x}: {e}")));
+                pending.push(Err(TaskError::Unreadable { addr, source: e }));
                 continue;
             }
             Err(_) => bytes.clear(), // Read field by field, to say which one fails.
@@ -102,8 +147,8 @@ struct Pending {
     pgd_at: Option<u64>,
 }
 
-fn read_fields(mem: &mut dyn Memory, l: &TaskLayout, addr: u64) -> Result<Pending, String> {
-    let what = |f: &str, e: crate::mmu::MemError| format!("task {addr:#x}: reading {f}: {e}");
+fn read_fields(mem: &mut dyn Memory, l: &TaskLayout, addr: u64) -> Result<Pending, TaskError> {
+    let what = |field: &'static str, source: MemError| TaskError::Field { addr, field, source };
     let pid = mem.read_u32(addr.wrapping_add(l.pid)).map_err(|e| what("pid", e))? as i32;
     let tgid = match l.tgid {
         Some(o) => mem.read_u32(addr.wrapping_add(o)).map_err(|e| what("tgid", e))? as i32,

@@ -10,7 +10,7 @@
 //! any other register is unavailable, never made up.
 
 use super::discover::Kernel;
-use super::error::LinuxError;
+use super::error::{LinuxError, ThreadLayoutError};
 use super::tasks::{self, Task, TaskLayout};
 use super::{Memory, Symbols, TypeInfo, View};
 use crate::phys::CoreNote;
@@ -190,10 +190,9 @@ pub struct SwitchFrame {
 
 impl ThreadLayout {
     /// The layout from a struct layout; says what is missing.
-    pub fn from_types(t: &dyn TypeInfo, tasks: &TaskLayout) -> Result<Self, String> {
+    pub fn from_types(t: &dyn TypeInfo, tasks: &TaskLayout) -> Result<Self, ThreadLayoutError> {
         let origin = t.source();
-        let missing =
-            |what: &str| format!("the struct layout ({origin}) has no {what}: task registers unavailable");
+        let missing = |what: &'static str| ThreadLayoutError::Missing { what, origin: origin.clone() };
         let thread_sp = tasks.thread_sp.ok_or_else(|| missing("task_struct.thread.sp"))?;
         let frame = "inactive_task_frame";
         let size = t.size_of(frame).ok_or_else(|| missing("struct inactive_task_frame"))?;
@@ -212,7 +211,7 @@ impl ThreadLayout {
             }
         }
         if ret_addr.offset + 8 > size || size > 256 {
-            return Err(format!("the struct layout ({origin}) gives an implausible inactive_task_frame"));
+            return Err(ThreadLayoutError::Implausible { origin });
         }
         Ok(Self {
             thread_sp,
@@ -231,7 +230,7 @@ pub fn list(
     view: &mut View,
     kernel: &Kernel,
     tl: &TaskLayout,
-    layout: Result<&ThreadLayout, &str>,
+    layout: Result<&ThreadLayout, &ThreadLayoutError>,
     notes: &[CoreNote],
 ) -> ThreadList {
     let mut out = ThreadList::default();
