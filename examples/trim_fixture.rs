@@ -12,8 +12,8 @@
 //! SNAPSHOT.truth.json in it). OUT_DIR gets SNAPSHOT.lime.zst and SNAPSHOT.truth.json. The
 //! pages kept are exactly those read, so a change to what discovery reads needs a new trim.
 
-use dmastub::linux::commands::Linux;
 use dmastub::linux::discover::{Hints, discover};
+use dmastub::linux::{Linux, render};
 use dmastub::mmu::{AddressSpace, MmuConfig, Paging};
 use dmastub::phys::{self, CoreNote, OpenOptions, PhysError, PhysMem, RamRange, SourceKind};
 use dmastub::{PhysAddr, VirtAddr};
@@ -85,8 +85,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let recording = Recording { inner: mem, pages: pages.clone() };
     let mut space = AddressSpace::new(Box::new(recording), MmuConfig::new(Paging::Level4));
     let linux = Linux::new(discover(&mut space, Hints::default())?);
-    let ps = linux.ps(&mut space, true)?;
-    let dmesg = linux.dmesg(&mut space, None)?;
+    let ps = render::ps(&linux.tasks(&mut space, true)?);
+    let dmesg = render::dmesg(&linux.log(&mut space)?, None);
     let tk = &truth["timekeeper"];
     let sw = linux.task_cr3(&mut space, tk["pid"].as_i64().ok_or("timekeeper pid")? as i32)?;
     let mut global = [0u8; 32];

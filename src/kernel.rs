@@ -4,8 +4,8 @@ use crate::CliResult;
 use crate::cli::{BtArgs, DmesgArgs, LinuxArgs, LinuxCmdArgs, ProfileArgs, PsArgs};
 use crate::source::{mmu_config, open_source, with_remedy};
 use dmastub::linux::btf::Btf;
-use dmastub::linux::commands::Linux;
-use dmastub::linux::discover::{Hints, discover};
+use dmastub::linux::origin::render_remedies;
+use dmastub::linux::{Hint, Hints, Linux, LinuxError, discover, render};
 use dmastub::linux::{profile, symfile};
 use dmastub::mmu::{AddressSpace, MmuConfig, Paging};
 use dmastub::phys::{self, OpenOptions, WriteMode};
@@ -33,8 +33,25 @@ pub(crate) fn find_linux(
         }
         hints.types = Some(Box::new(prof.types()));
     }
-    let kernel = discover(space, hints)?;
-    Ok(Linux::new(kernel))
+    let kernel = discover(space, hints).map_err(|e| match render_remedies(e.remedies(), hint_flag) {
+        r if r.is_empty() => e.to_string(),
+        r => format!("{e}; {r}"),
+    })?;
+    Ok(Linux::new(kernel).with_hint_names(hint_flag))
+}
+
+/// The flag that gives `hint`.
+pub(crate) fn hint_flag(hint: Hint) -> &'static str {
+    match hint {
+        Hint::Cr3 => "--cr3",
+        Hint::Kaslr => "--kaslr",
+        Hint::Paging => "--paging",
+        Hint::SystemMap => "--system-map",
+        Hint::Vmlinux => "--vmlinux",
+        Hint::Btf => "--btf",
+        Hint::Profile => "--profile",
+        _ => "a hint",
+    }
 }
 
 fn open_linux(a: &LinuxCmdArgs) -> Result<(AddressSpace, Linux), Box<dyn std::error::Error>> {
@@ -46,25 +63,30 @@ fn open_linux(a: &LinuxCmdArgs) -> Result<(AddressSpace, Linux), Box<dyn std::er
 
 pub(crate) fn kernel(a: LinuxCmdArgs) -> CliResult {
     let (_, linux) = open_linux(&a)?;
-    print!("{}", linux.kernel.report());
+    print!("{}", render::kernel_report(linux.kernel(), hint_flag));
     Ok(())
 }
 
 pub(crate) fn ps(a: PsArgs) -> CliResult {
     let (mut space, linux) = open_linux(&a.common)?;
-    print!("{}", linux.ps(&mut space, a.threads)?);
+    let list = linux.tasks(&mut space, a.threads).map_err(|e| linux.explain(&e))?;
+    print!("{}", render::ps(&list));
     Ok(())
 }
 
 pub(crate) fn dmesg(a: DmesgArgs) -> CliResult {
     let (mut space, linux) = open_linux(&a.common)?;
-    print!("{}", linux.dmesg(&mut space, a.lines)?);
+    let log = linux.log(&mut space).map_err(|e| linux.explain(&e))?;
+    print!("{}", render::dmesg(&log, a.lines));
     Ok(())
 }
 
 pub(crate) fn bt(a: BtArgs) -> CliResult {
     let (mut space, linux) = open_linux(&a.common)?;
-    print!("{}", linux.bt(&mut space, a.pid)?);
+    let explain = |e: LinuxError| linux.explain(&e);
+    let list = linux.threads(&mut space).map_err(explain)?;
+    let thread = linux.pick_thread(&list, a.pid).map_err(explain)?;
+    print!("{}", render::bt(&list, thread, linux.backtrace(&mut space, thread), a.pid));
     Ok(())
 }
 

@@ -53,7 +53,7 @@ pub(crate) fn serve(a: ServeArgs) -> CliResult {
         WriteMode::Shared => format!("WRITABLE: gdb's writes change {name}"),
     };
     if let Some(l) = &linux {
-        println!("dmastub: {}", l.kernel.summary());
+        println!("dmastub: {}", dmastub::linux::render::kernel_summary(l.kernel(), crate::kernel::hint_flag));
     }
     let mode = match linux.as_ref().map(|l| l.kernel.cr3.value).or(a.cr3) {
         Some(cr3) => format!("virtual addresses through CR3 {cr3:#x}"),

@@ -375,9 +375,9 @@ fn module_code_is_named_and_unwound_with_the_modules_tables() {
         let text = view.read_u64(module + base).unwrap();
         // Start in its first function, as if interrupted there, on init_task's stack.
         let mut regs = Regs::default();
-        regs.0[reg::RIP] = Some(text + 4);
-        regs.0[reg::RSP] = Some(k.symbols.address("init_stack").unwrap() + 0x3000);
-        regs.0[reg::CS] = Some(0x10);
+        regs[reg::RIP] = Some(text + 4);
+        regs[reg::RSP] = Some(k.symbols.address("init_stack").unwrap() + 0x3000);
+        regs[reg::CS] = Some(0x10);
         let bt = unwind(&mut view, &k.symbols, &orc, &Start { regs, signal: true, full: false, stack: None });
         let text = bt.render();
         let first = text.lines().next().unwrap_or_default();

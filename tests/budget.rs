@@ -38,7 +38,7 @@ fn make_chain(raw: &Path) -> PathBuf {
     let kernel = discover(&mut space, Hints::default()).expect("discover the kernel");
     let (cr3, pob) = (kernel.cr3.value, kernel.page_offset_base.value);
     let linux = Linux::new(kernel);
-    let tasks_off = linux.layout.as_ref().expect("layout").tasks.expect("task_struct.tasks");
+    let tasks_off = linux.task_layout().expect("layout").tasks.expect("task_struct.tasks");
     let init = linux.kernel.init_task.as_ref().expect("init_task").value;
     let head = init + tasks_off;
     let head_phys = space.translate_in(cr3, VirtAddr(head)).expect("translate init_task.tasks").phys.0;

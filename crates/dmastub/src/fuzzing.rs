@@ -20,6 +20,7 @@ use crate::linux::discover::{Hints, discover};
 use crate::linux::tasks::TaskLayout;
 use crate::linux::threads::ThreadLayout;
 use crate::linux::unwind::{self, Orc, OrcLayout};
+use crate::linux::{Hint, render};
 use crate::linux::{Memory, TypeInfo, View, kallsyms};
 use crate::mmu::walk::{DirectReader, walk, walk_trace};
 use crate::mmu::{AddressSpace, MemError, MmuConfig, Paging};
@@ -373,10 +374,14 @@ fn machine(image: &'static Image) -> Option<Machine> {
 
 /// What `monitor ps -t`, `dmesg`, `threads` and `bt` do, over whatever memory `space` reads.
 fn run_walkers(linux: &Linux, space: &mut AddressSpace) {
-    let _ = linux.ps(space, true);
-    let _ = linux.dmesg(space, None);
+    if let Ok(list) = linux.tasks(space, true) {
+        let _ = render::ps(&list);
+    }
+    if let Ok(log) = linux.log(space) {
+        let _ = render::dmesg(&log, None);
+    }
     let Ok(list) = linux.threads(space) else { return };
-    let _ = crate::linux::threads::render(&list);
+    let _ = render::threads(&list);
     let with_regs: Vec<_> = list.threads.iter().filter(|t| unwind::no_registers(t).is_none()).collect();
     if with_regs.is_empty() {
         return;
@@ -533,8 +538,8 @@ pub fn kallsyms(data: &[u8]) {
         mutate(&mut o, &m.discover_spots, &mut input);
         let mut space = AddressSpace::new(Box::new(o), MmuConfig::default());
         if let Ok(k) = discover(&mut space, Hints::default()) {
-            let _ = k.report();
-            let _ = k.summary();
+            let _ = render::kernel_report(&k, Hint::describe);
+            let _ = render::kernel_summary(&k, Hint::describe);
         }
     });
 }

@@ -7,7 +7,7 @@
 //! prints `<unavailable>` instead of a made-up zero, and `p $cr3` shows the active page-table
 //! root.
 
-use crate::linux::threads::{self, Regs, reg};
+use crate::linux::threads::{Reg, Regs, reg};
 use gdbstub::arch::{Arch, RegId, Registers};
 use std::fmt::Write;
 use std::num::NonZeroUsize;
@@ -177,7 +177,7 @@ pub mod regnum {
 
 /// Where each register a Linux task can have goes in gdb's numbering: Linux names its
 /// registers ([`threads::reg`]) and gdb numbers them, and only this table knows both.
-const TASK_REGS: [(usize, usize); threads::REG_COUNT] = [
+const TASK_REGS: [(Reg, usize); Reg::COUNT] = [
     (reg::RAX, regnum::RAX),
     (reg::RBX, regnum::RBX),
     (reg::RCX, regnum::RCX),
@@ -356,7 +356,7 @@ mod tests {
         for (i, n) in names.iter().enumerate() {
             assert_eq!(reg_name(i), *n);
         }
-        assert_eq!(crate::linux::threads::REG_COUNT, 26);
+        assert_eq!(Reg::COUNT, 26);
         assert_eq!(reg_name(regnum::R15), "r15");
         assert_eq!(reg_name(regnum::EFLAGS), "eflags");
         assert_eq!(reg_name(regnum::GS), "gs");
@@ -369,9 +369,9 @@ mod tests {
     #[test]
     fn a_task_s_registers_land_by_name() {
         let mut task = Regs::default();
-        task.0[reg::RIP] = Some(0xffff_ffff_8100_0000);
-        task.0[reg::RSP] = Some(0xffff_c900_0000_3f00);
-        task.0[reg::GS_BASE] = Some(0xffff_8880_7fc0_0000);
+        task[reg::RIP] = Some(0xffff_ffff_8100_0000);
+        task[reg::RSP] = Some(0xffff_c900_0000_3f00);
+        task[reg::GS_BASE] = Some(0xffff_8880_7fc0_0000);
         let regs = DmaRegs::of_task(&task);
         assert_eq!(regs.values[regnum::RIP], Some(0xffff_ffff_8100_0000));
         assert_eq!(regs.values[regnum::RSP], Some(0xffff_c900_0000_3f00));
@@ -381,7 +381,7 @@ mod tests {
         let mut seen: Vec<usize> = TASK_REGS.iter().map(|&(_, g)| g).collect();
         seen.sort_unstable();
         seen.dedup();
-        assert_eq!(seen.len(), threads::REG_COUNT);
+        assert_eq!(seen.len(), Reg::COUNT);
         assert!(seen.iter().all(|&g| g < SCALAR_REGS));
     }
 

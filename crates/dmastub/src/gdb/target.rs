@@ -21,6 +21,7 @@ use crate::addr::VirtAddr;
 use crate::linux::Symbols;
 use crate::linux::commands::Linux;
 use crate::linux::threads::ThreadList;
+use crate::linux::{Hint, Origin};
 use crate::mmu::{AddressSpace, MemError};
 use gdbstub::common::{Signal, Tid};
 use log::{debug, info, warn};
@@ -149,12 +150,16 @@ impl DmaTarget {
     /// Makes the target Linux-aware: the `ps`/`switch`/`kernel`/`dmesg` commands, `qOffsets`
     /// with the KASLR slide, and the kernel's CR3 as the active one (virtual mode).
     pub fn with_linux(mut self, linux: Linux) -> Self {
-        let origin = match linux.kernel.cr3.source.as_str() {
-            "--cr3" => "--cr3".to_string(),
-            found => format!("the kernel's page tables, from {found}"),
+        let pinned = linux.kernel.cr3.origin == Origin::Hint(Hint::Cr3);
+        let origin = match pinned {
+            true => linux.hint_names()(Hint::Cr3).to_string(),
+            false => format!(
+                "the kernel's page tables, from {}",
+                linux.kernel.cr3.origin.render(linux.hint_names())
+            ),
         };
         self.activate(linux.kernel.cr3.value, &origin);
-        self.state.cr3_pinned = origin == "--cr3";
+        self.state.cr3_pinned = pinned;
         let sym = |n: &str| linux.kernel.symbols.address(n);
         self.text = match (sym("_stext").or(sym("_text")), sym("_etext")) {
             (Some(lo), Some(hi)) if lo < hi && hi - lo < 1 << 30 => Some((lo, hi)),

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 /// position in `bit_offset`/`bit_size`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Member {
+    /// Byte offset from the start of the containing type.
     pub offset: u64,
+    /// Size in bytes.
     pub size: u64,
     /// For bitfields: the first bit within the bytes at `offset`, and the width in bits.
     pub bitfield: Option<(u32, u32)>,
@@ -27,20 +29,26 @@ pub trait TypeInfo {
 /// A layout given as a table: VMCOREINFO's `OFFSET()`/`SIZE()` lines, or a profile.
 #[derive(Clone, Debug, Default)]
 pub struct TypeMap {
+    /// Members by (type, member path).
     pub members: HashMap<(String, String), Member>,
+    /// Sizes by type name.
     pub sizes: HashMap<String, u64>,
+    /// Where the table came from, for [`TypeInfo::source`].
     pub origin: String,
 }
 
 impl TypeMap {
+    /// An empty table from `origin`.
     pub fn new(origin: impl Into<String>) -> Self {
         Self { origin: origin.into(), ..Self::default() }
     }
 
+    /// Records member `path` of `ty` at `offset`, `size` bytes.
     pub fn insert_member(&mut self, ty: &str, path: &str, offset: u64, size: u64) {
         self.members.insert((ty.to_string(), path.to_string()), Member { offset, size, bitfield: None });
     }
 
+    /// Records the size of `ty`.
     pub fn insert_size(&mut self, ty: &str, size: u64) {
         self.sizes.insert(ty.to_string(), size);
     }

@@ -8,19 +8,32 @@
 pub mod btf;
 pub mod commands;
 pub mod discover;
+mod error;
 pub mod kallsyms;
 pub mod layout;
+mod list;
 mod name_index;
+pub mod origin;
 pub mod printk;
 pub mod profile;
 pub mod readahead;
+pub mod render;
 pub mod symfile;
 pub mod tasks;
 pub mod threads;
 pub mod unwind;
 pub mod vmcoreinfo;
+pub mod vmlayout;
 
+pub use commands::{Linux, Switch};
+pub use discover::{DiscoverError, Hints, Kernel, discover};
+pub use error::{LayoutError, LinuxError, ThreadLayoutError};
 pub use layout::{Member, TypeInfo, TypeMap};
+pub use origin::{Found, Hint, HintNames, Origin};
+pub use printk::{KernelLog, LogRecord};
+pub use tasks::{Task, TaskList};
+pub use threads::{Reg, Regs, Thread, ThreadList};
+pub use unwind::Backtrace;
 
 use crate::addr::{PhysAddr, VirtAddr};
 pub use crate::mmu::TranslateError;
@@ -31,18 +44,21 @@ pub trait Memory {
     /// Reads all of `buf` at virtual `addr`, or fails.
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemError>;
 
+    /// A little-endian `u64` at `addr`.
     fn read_u64(&mut self, addr: u64) -> Result<u64, MemError> {
         let mut b = [0u8; 8];
         self.read(addr, &mut b)?;
         Ok(u64::from_le_bytes(b))
     }
 
+    /// A little-endian `u32` at `addr`.
     fn read_u32(&mut self, addr: u64) -> Result<u32, MemError> {
         let mut b = [0u8; 4];
         self.read(addr, &mut b)?;
         Ok(u32::from_le_bytes(b))
     }
 
+    /// A little-endian `u16` at `addr`.
     fn read_u16(&mut self, addr: u64) -> Result<u16, MemError> {
         let mut b = [0u8; 2];
         self.read(addr, &mut b)?;
@@ -111,6 +127,7 @@ impl<'a> View<'a> {
         Self::with_budget(space, cr3, Budget::DEFAULT)
     }
 
+    /// A view that may spend `budget` on one operation.
     pub fn with_budget(space: &'a mut AddressSpace, cr3: u64, budget: Budget) -> Self {
         Self { space, cr3, bytes_read: 0, lent: 0, budget, tasks: 0, spent: None }
     }
@@ -206,6 +223,7 @@ impl<'a> View<'a> {
         results.into_iter().zip(words).map(|(r, w)| r.map(|()| u64::from_le_bytes(w))).collect()
     }
 
+    /// The root this view reads under.
     pub fn cr3(&self) -> u64 {
         self.cr3
     }

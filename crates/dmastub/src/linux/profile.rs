@@ -56,10 +56,18 @@ pub const USED_FIELDS: &[(&str, &[&str])] = &[
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum Field {
+    /// Just the offset.
     Offset(u64),
-    Full { offset: u64, size: u64 },
+    /// The offset and the size.
+    Full {
+        /// Byte offset in the struct.
+        offset: u64,
+        /// Size in bytes.
+        size: u64,
+    },
 }
 
+/// A struct-layout profile: a kernel's offsets, sizes and symbols, for kernels without BTF.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
@@ -68,6 +76,7 @@ pub struct Profile {
     /// `uname -r` of the kernel (checked against the release found in memory).
     #[serde(default)]
     pub release: Option<String>,
+    /// What the profile says of itself.
     #[serde(default)]
     pub description: Option<String>,
     /// Link-time addresses (as in System.map), moved by the KASLR slide: hex strings.
@@ -81,20 +90,51 @@ pub struct Profile {
     pub offsets: BTreeMap<String, BTreeMap<String, Field>>,
 }
 
+/// Why a profile could not be had.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProfileError {
+    /// The profile's file could not be read.
     #[error("cannot read profile {path}: {err}")]
-    Io { path: String, err: std::io::Error },
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        err: std::io::Error,
+    },
+    /// The profile is not TOML of a profile's shape.
+    #[error("profile {origin}: {source}")]
+    Toml {
+        /// Which profile.
+        origin: String,
+        /// Why.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A value in the profile is not valid.
     #[error("profile {origin}: {why}")]
-    Parse { origin: String, why: String },
+    Parse {
+        /// Which profile.
+        origin: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// No built-in profile has this name, and no file does.
     #[error("no profile named '{name}' and no such file; built-in profiles: {available}")]
-    Unknown { name: String, available: String },
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The built-in profiles' names.
+        available: String,
+    },
 }
 
 impl Profile {
+    /// Parses a profile's TOML; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ProfileError> {
-        let p: Profile = toml::from_str(text)
-            .map_err(|e| ProfileError::Parse { origin: origin.into(), why: e.to_string() })?;
+        let p: Profile =
+            toml::from_str(text).map_err(|source| ProfileError::Toml { origin: origin.into(), source })?;
         for (name, addr) in &p.symbols {
             if parse_hex(addr).is_none() {
                 return Err(ProfileError::Parse {
@@ -131,6 +171,7 @@ impl Profile {
             .find(|p| p.release.as_deref() == Some(release))
     }
 
+    /// The profile's layout as a table.
     pub fn types(&self) -> TypeMap {
         let mut map = TypeMap::new(format!("profile {}", self.name));
         for (ty, fields) in &self.offsets {

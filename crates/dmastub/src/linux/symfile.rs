@@ -7,16 +7,44 @@ use std::path::Path;
 
 /// Largest symbol file read (a vmlinux with full DWARF is under 1 GiB; only its headers and
 /// symbol table are touched, through a map).
+/// Why a System.map or vmlinux gave no symbols.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SymfileError {
+    /// The file could not be read.
     #[error("cannot read {path}: {err}")]
-    Io { path: String, err: std::io::Error },
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        err: std::io::Error,
+    },
+    /// A line of a System.map is not one.
     #[error("{path} line {line}: not a System.map line (ADDRESS TYPE NAME): {text:?}")]
-    BadLine { path: String, line: usize, text: String },
-    #[error("{path}: not an ELF file with a symbol table: {why}")]
-    BadElf { path: String, why: String },
+    BadLine {
+        /// The file.
+        path: String,
+        /// The line's number, from 1.
+        line: usize,
+        /// The line.
+        text: String,
+    },
+    /// A vmlinux is not an ELF file with a symbol table.
+    #[error("{path}: not an ELF file with a symbol table: {source}")]
+    BadElf {
+        /// The file.
+        path: String,
+        /// Why.
+        #[source]
+        source: object::read::Error,
+    },
+    /// The file holds no symbols.
     #[error("{path}: no symbols in it")]
-    Empty { path: String },
+    Empty {
+        /// The file.
+        path: String,
+    },
 }
 
 /// `ffffffff81000000 T _text` lines. Absolute (`A`) symbols and per-CPU offsets are kept
@@ -27,6 +55,7 @@ pub fn load_system_map(path: &Path) -> Result<Kallsyms, SymfileError> {
     parse_system_map(&text, &p)
 }
 
+/// Symbols from System.map text; `origin` names it in errors.
 pub fn parse_system_map(text: &str, origin: &str) -> Result<Kallsyms, SymfileError> {
     let mut pairs = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -64,8 +93,8 @@ pub fn load_vmlinux(path: &Path) -> Result<Kallsyms, SymfileError> {
     // as with any mapped reader.
     let map =
         unsafe { memmap2::Mmap::map(&file) }.map_err(|err| SymfileError::Io { path: p.clone(), err })?;
-    let elf = object::File::parse(&*map)
-        .map_err(|e| SymfileError::BadElf { path: p.clone(), why: e.to_string() })?;
+    let elf =
+        object::File::parse(&*map).map_err(|source| SymfileError::BadElf { path: p.clone(), source })?;
     let pairs: Vec<(String, u64)> = elf
         .symbols()
         .filter(|s| !s.name().unwrap_or("").is_empty() && (s.is_definition() || s.address() != 0))

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 pub const MAX_LEN: usize = 4096;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The kernel's VMCOREINFO: `KEY=value` lines it keeps for crash tools.
 pub struct VmcoreInfo {
+    /// Every line, by key.
     pub entries: BTreeMap<String, String>,
 }
 
@@ -26,10 +28,12 @@ impl VmcoreInfo {
         Self { entries }
     }
 
+    /// Whether no line was found.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
+    /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.entries.get(key).map(String::as_str)
     }
@@ -49,6 +53,7 @@ impl VmcoreInfo {
         u64::from_str_radix(self.get("KERNELOFFSET")?, 16).ok()
     }
 
+    /// `OSRELEASE`: the kernel release.
     pub fn release(&self) -> Option<&str> {
         self.get("OSRELEASE")
     }

@@ -5,6 +5,7 @@ use crate::addr::VirtAddr;
 use crate::gdb::error::{CommandError, FatalError};
 use crate::gdb::monitor::{self, Command, LinuxCommand};
 use crate::gdb::state::Mode;
+use crate::linux::render;
 use crate::linux::threads;
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, outputln};
 use log::info;
@@ -80,12 +81,16 @@ impl DmaTarget {
             return Err(CommandError::NoLinux);
         };
         match cmd {
-            LinuxCommand::Ps { threads } => linux.ps(&mut self.space, threads).map_err(CommandError::linux),
-            LinuxCommand::Threads => Ok(threads::render(self.threads())),
-            LinuxCommand::Kernel => Ok(linux.kernel.report()),
-            LinuxCommand::Dmesg(n) => {
-                linux.dmesg(&mut self.space, n.map(|n| n as usize)).map_err(CommandError::linux)
-            }
+            LinuxCommand::Ps { threads } => match linux.tasks(&mut self.space, threads) {
+                Ok(list) => Ok(render::ps(&list)),
+                Err(e) => Err(CommandError::linux(linux.explain(&e))),
+            },
+            LinuxCommand::Threads => Ok(render::threads(self.threads())),
+            LinuxCommand::Kernel => Ok(render::kernel_report(&linux.kernel, linux.hint_names())),
+            LinuxCommand::Dmesg(n) => match linux.log(&mut self.space) {
+                Ok(log) => Ok(render::dmesg(&log, n.map(|n| n as usize))),
+                Err(e) => Err(CommandError::linux(linux.explain(&e))),
+            },
             LinuxCommand::Switch(None) => {
                 let cr3 = linux.kernel.cr3.value;
                 self.activate(cr3, "monitor switch kernel");
@@ -94,7 +99,9 @@ impl DmaTarget {
             LinuxCommand::Bt(pid) => self.backtrace(pid),
             LinuxCommand::Switch(Some(pid)) => {
                 let pid = i32::try_from(pid).map_err(|_| CommandError::NotAPid(pid))?;
-                let sw = linux.task_cr3(&mut self.space, pid).map_err(CommandError::linux)?;
+                let sw = linux
+                    .task_cr3(&mut self.space, pid)
+                    .map_err(|e| CommandError::linux(linux.explain(&e)))?;
                 self.activate(sw.cr3, &format!("monitor switch {} ({})", sw.pid, sw.comm));
                 self.state.task_context = true;
                 let tid = threads::thread_id(sw.pid, None);
@@ -115,10 +122,10 @@ impl DmaTarget {
             return Err(CommandError::NoLinux);
         };
         let thread = match pid {
-            Some(pid) => list.by_pid(pid).map_err(CommandError::linux)?,
+            Some(pid) => list.by_pid(pid).map_err(|e| CommandError::linux(linux.explain(&e)))?,
             None => list.get(selected.get() as u64).ok_or(CommandError::NoSelectedTask)?,
         };
-        Ok(linux.backtrace(&mut self.space, thread))
+        Ok(render::backtrace(thread, linux.backtrace(&mut self.space, thread)))
     }
 
     fn describe_cr3(&self) -> String {

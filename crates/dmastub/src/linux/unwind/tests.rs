@@ -258,10 +258,10 @@ fn assert_walked(bt: &Backtrace, functions: &[&str]) {
 
 fn start(ip: u64, sp: u64, stack: Option<u64>) -> Start {
     let mut regs = Regs::default();
-    regs.0[reg::RIP] = Some(ip);
-    regs.0[reg::RSP] = Some(sp);
-    regs.0[reg::RBP] = Some(0xdead);
-    regs.0[reg::CS] = Some(0x10);
+    regs[reg::RIP] = Some(ip);
+    regs[reg::RSP] = Some(sp);
+    regs[reg::RBP] = Some(0xdead);
+    regs[reg::CS] = Some(0x10);
     Start { regs, signal: false, full: false, stack }
 }
 
@@ -345,7 +345,7 @@ fn entry_from_user_mode_ends_the_walk() {
     assert!(bt.render().contains("user mode: user rip 0x401000, rsp 0x7ffc0000"));
     // A CPU caught in user mode has no kernel stack to walk.
     let mut s = start(0x40_1000, 0x7ffc_0000, Some(STACK));
-    s.regs.0[reg::CS] = Some(0x33);
+    s.regs[reg::CS] = Some(0x33);
     let bt = unwind(&mut mem, &symbols, &orc, &s);
     assert!(bt.functions().is_empty() && bt.stopped.unwrap().to_string().contains("user mode"));
 }

@@ -5,7 +5,7 @@ use super::modules::Modules;
 use super::orc::{FrameKind, OrcEntry, orc_reg};
 use super::*;
 use crate::linux::readahead::ReadAhead;
-use crate::linux::threads::{IRET_FRAME_WORD, PT_REGS_WORDS, THREAD_SIZE, user_regs};
+use crate::linux::threads::{IRET_FRAME_WORD, PT_REGS_WORDS, Reg, THREAD_SIZE, user_regs};
 
 /// The words of a backtrace come through a [`ReadAhead`] holding the task's stack, read whole
 /// once; anything else falls through to memory.
@@ -43,7 +43,7 @@ pub(super) struct State {
 }
 
 impl State {
-    pub(super) fn get(&self, r: usize) -> Option<u64> {
+    pub(super) fn get(&self, r: Reg) -> Option<u64> {
         match (&self.regs, self.full, &self.prev_regs) {
             (Some(regs), true, _) => regs.get(r),
             (Some(_), false, Some(prev)) => prev.get(r),
@@ -213,7 +213,7 @@ pub(super) fn step(
         FrameKind::Call | FrameKind::Regs | FrameKind::RegsPartial => {}
     }
     let bp = st.bp.ok_or_else(|| UnwindError::Stop(format!("{here} needs rbp, which is unknown")));
-    let saved = |r: usize, name: &str| {
+    let saved = |r: Reg, name: &str| {
         st.get(r).ok_or_else(|| UnwindError::Stop(format!("{here} needs {name}, which nothing saved")))
     };
     let off = i64::from(e.sp_offset);

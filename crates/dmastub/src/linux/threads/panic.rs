@@ -1,0 +1,109 @@
+//! The panicking task's registers, rebuilt from a return address into `panic` on its stack.
+
+use super::*;
+use crate::bytes::LeBytes;
+use crate::linux::readahead::ReadAhead;
+
+/// Rebuilds the panicking task's rip and rsp: the return address into `panic` on the stack it
+/// ran on is where panic's frame resumes, and the slot above it is the stack pointer there.
+/// `panic` keeps a frame pointer (it is variadic), which unwinders need: its rbp points just
+/// below the return address of the call into `panic`, found further up the same stack.
+///
+/// The stacks are tried in order: the task's own (a panic in process context), then its CPU's
+/// hardirq stack (sysrq from a keyboard interrupt) and exception stacks (an NMI: QEMU's
+/// `inject-nmi` or a BMC's NMI button with `unknown_nmi_panic`).
+pub(super) fn reconstruct_panic(
+    view: &mut View,
+    kernel: &Kernel,
+    stacks: &[(u64, u64, &str)],
+) -> Result<(Regs, String), String> {
+    let mut looked = Vec::new();
+    for &(base, len, what) in stacks {
+        let words = read_stack_words(view, base, len);
+        if words.iter().all(|w| *w == 0) {
+            looked.push(format!("{what} at {base:#x} (unreadable)"));
+            continue;
+        }
+        if let Some(found) = panic_frame_in(view, kernel, base, &words, what) {
+            return Ok(found);
+        }
+        looked.push(format!("{what} at {base:#x}"));
+    }
+    Err(format!("no return address into panic on {}", looked.join(", ")))
+}
+
+/// The words of a stack; an unreadable page (a guard page between exception stacks) reads as
+/// zeros.
+pub(super) fn read_stack_words(view: &mut View, base: u64, len: u64) -> Vec<u64> {
+    let len = len.min(MAX_SCANNED_STACK) as usize;
+    // One read for a whole stack (one DMA batch); page by page only when that fails.
+    let mut stack = ReadAhead::<View>::new(view);
+    stack.fetch_pages(base, len);
+    let words = stack.window(base).unwrap_or_default();
+    words.chunks_exact(8).map(|w| w.u64_at(0).unwrap_or(0)).collect()
+}
+
+/// Most bytes scanned on one stack (the exception stacks with their guard pages are 40 KiB).
+pub(super) const MAX_SCANNED_STACK: u64 = 64 << 10;
+
+pub(super) fn panic_frame_in(
+    view: &mut View,
+    kernel: &Kernel,
+    stack: u64,
+    words: &[u64],
+    what: &str,
+) -> Option<(Regs, String)> {
+    let text = kernel.text.value;
+    // Kernel text is in the top 2 GiB, from _text on.
+    let in_text = |v: u64| v >= text && v < text.wrapping_add(1 << 30);
+    for (i, &value) in words.iter().enumerate() {
+        if !in_text(value) {
+            continue;
+        }
+        let Some((name, offset)) = kernel.symbols.lookup(value - 1) else { continue };
+        let Some(anchor) = PANIC_ANCHORS.iter().find(|a| **a == name) else { continue };
+        if call_target(view, value).is_none() {
+            continue;
+        }
+        let start = value - 1 - offset;
+        let slot = stack + (i as u64) * 8;
+        let mut regs = Regs::default();
+        regs[reg::RIP] = Some(value);
+        regs[reg::RSP] = Some(slot + 8);
+        regs[reg::CS] = Some(KERNEL_CS);
+        regs[reg::SS] = Some(KERNEL_DS);
+        let mut how = format!("return address into {anchor} at {what} slot {slot:#x}");
+        if keeps_frame_pointer(view, start) {
+            // The call into the anchor: the first return address above whose call targets it.
+            let caller = words
+                .iter()
+                .enumerate()
+                .skip(i + 1)
+                .take(256)
+                .find(|&(_, &w)| in_text(w) && call_target(view, w) == Some(start));
+            if let Some((j, _)) = caller {
+                let rbp = stack + (j as u64) * 8 - 8;
+                regs[reg::RBP] = Some(rbp);
+                how.push_str(&format!(", rbp {rbp:#x} below the return address of the call into {anchor}"));
+            }
+        }
+        return Some((regs, how));
+    }
+    None
+}
+
+/// The target of the `call rel32` (`e8`, direct calls and retpolined indirect ones) that
+/// `ret` returns from, if that is what precedes it.
+pub(super) fn call_target(view: &mut View, ret: u64) -> Option<u64> {
+    let mut call = [0u8; 5];
+    view.read(ret.checked_sub(5)?, &mut call).ok()?;
+    let rel = i32::from_le_bytes([call[1], call[2], call[3], call[4]]);
+    (call[0] == 0xe8).then(|| ret.wrapping_add_signed(i64::from(rel)))
+}
+
+/// Whether the function at `start` opens with `push %rbp; mov %rsp,%rbp` (after its ftrace and
+/// IBT padding of up to 9 bytes).
+pub(super) fn keeps_frame_pointer(view: &mut View, start: u64) -> bool {
+    let mut code = [0u8; 13];
+    view.read(start, &mut code).is_ok() && code.windows(4).any(|w| w == [0x55, 0x48, 0x89, 0xe5])
+}
