@@ -15,7 +15,7 @@ mod commands;
 mod extensions;
 mod threads;
 
-pub use super::error::FatalError;
+pub(crate) use super::error::FatalError;
 use super::state::{Mode, SessionState};
 use crate::addr::VirtAddr;
 use crate::linux::Symbols;
@@ -28,13 +28,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// What gdb is told when it tries to run the machine.
-pub const CANNOT_RESUME: &str = "dmastub: memory only: this target's CPUs cannot be continued or stepped: \
+pub(crate) const CANNOT_RESUME: &str = "dmastub: memory only: this target's CPUs cannot be continued or stepped: \
      dmastub reads the machine's memory from outside its CPUs (the machine itself may still be running). \
      Stopped again at once.\n";
 
 /// Which client is attached: lldb reads some answers differently from gdb.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Client {
+pub(crate) enum Client {
     #[default]
     Gdb,
     Lldb,
@@ -65,7 +65,6 @@ pub struct DmaTarget {
     allow_write: bool,
     /// Mode, active CR3 and selected thread of the session being served.
     state: SessionState,
-    resume_requested: bool,
     /// Every task as a thread, read once per stop (see [`DmaTarget::on_stop`]).
     threads: Option<ThreadList>,
     /// Kernel text (`_stext`..`_etext`), and its pages read this stop: gdb reads the byte at
@@ -131,7 +130,6 @@ impl DmaTarget {
             linux: None,
             allow_write,
             state: SessionState::new(),
-            resume_requested: false,
             threads: None,
             text: None,
             text_pages: HashMap::new(),
@@ -215,7 +213,7 @@ impl DmaTarget {
 
     /// Called when gdb connects and at every stop: nothing read from a live source before it
     /// may be used after it.
-    pub fn on_stop(&mut self) {
+    pub(crate) fn on_stop(&mut self) {
         self.text_pages.clear();
         if self.space.mem().is_volatile() {
             self.space.flush();
@@ -226,7 +224,7 @@ impl DmaTarget {
 
     /// The tasks as threads, read now if this stop has not read them yet. Empty without a
     /// kernel or a task list (the target is then one thread).
-    pub fn threads(&mut self) -> &ThreadList {
+    pub(crate) fn threads(&mut self) -> &ThreadList {
         if self.threads.is_none() {
             let list = match &self.linux {
                 Some(linux) => linux.threads(&mut self.space).unwrap_or_else(|e| {
@@ -247,7 +245,7 @@ impl DmaTarget {
     /// A new client session. It starts from the server's initial state, whatever the previous
     /// session changed (mode, active CR3, selected thread, breakpoints); its first thread
     /// selection is not a change of thread.
-    pub fn on_connect(&mut self) {
+    pub(crate) fn on_connect(&mut self) {
         match &self.initial {
             None => {
                 let mut init = self.state.clone();
@@ -257,7 +255,6 @@ impl DmaTarget {
             Some(init) => self.state = init.clone(),
         }
         self.state.selected = None;
-        self.resume_requested = false;
         self.client = Client::Gdb;
         self.extended = false;
         self.attached_pid = None;
@@ -269,7 +266,7 @@ impl DmaTarget {
     }
 
     /// Records which client is attached (from what it sent).
-    pub fn set_client(&mut self, client: Client) {
+    pub(crate) fn set_client(&mut self, client: Client) {
         if client != self.client {
             debug!("the client is {client:?}");
         }
@@ -277,17 +274,17 @@ impl DmaTarget {
     }
 
     /// Which client is attached.
-    pub fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         self.client
     }
 
     /// Whether the client uses gdb's extended-remote mode.
-    pub fn is_extended(&self) -> bool {
+    pub(crate) fn is_extended(&self) -> bool {
         self.extended
     }
 
     /// `detach` in extended mode: the client stays connected with no process attached.
-    pub fn on_detach(&mut self) {
+    pub(crate) fn on_detach(&mut self) {
         info!("the client detached; the session goes on (extended-remote)");
         self.attached_pid = None;
         self.stoppers.clear();
@@ -295,13 +292,13 @@ impl DmaTarget {
 
     /// The one offset that moves every vmlinux section to where the running kernel has it
     /// (the KASLR slide), for clients that apply only a uniform `qOffsets` (lldb).
-    pub fn uniform_offset(&self) -> Option<u64> {
+    pub(crate) fn uniform_offset(&self) -> Option<u64> {
         self.linux.as_ref().map(|l| l.kernel.slide.value)
     }
 
     /// What a client is told when it asks to run the machine: that it cannot, and what became
     /// of its breakpoints and watchpoints.
-    pub fn resume_message(&self) -> String {
+    pub(crate) fn resume_message(&self) -> String {
         let mut s = CANNOT_RESUME.to_string();
         if !self.stoppers.is_empty() {
             let list: Vec<String> = self.stoppers.iter().map(Stopper::to_string).collect();
@@ -317,7 +314,7 @@ impl DmaTarget {
     /// The signal a resume request stops with at once. gdb: 0, which ends any step or `next`
     /// (gdb would step again on a trap that left the pc where it was). lldb steps again on 0
     /// and on a trap alike, so it gets SIGSTOP, which it reports and stops on.
-    pub fn resume_stop_signal(&self) -> Signal {
+    pub(crate) fn resume_stop_signal(&self) -> Signal {
         match self.client {
             Client::Gdb => Signal(0),
             Client::Lldb => Signal::SIGSTOP,
@@ -326,7 +323,7 @@ impl DmaTarget {
 
     /// gdb's `info os` documents (`qXfer:osdata:read`): the list of types, and `processes`
     /// from the task list. `None` for a type dmastub does not have.
-    pub fn osdata(&mut self, annex: &[u8]) -> Option<String> {
+    pub(crate) fn osdata(&mut self, annex: &[u8]) -> Option<String> {
         match annex {
             b"" => Some(super::osdata::types()),
             b"processes" => {
@@ -403,10 +400,5 @@ impl DmaTarget {
             ReadCapture::Done(bytes) => Some(bytes),
             ReadCapture::Off | ReadCapture::Armed(_) => None,
         }
-    }
-
-    /// Whether gdb asked to resume since the last stop (consumed by the event loop).
-    pub fn take_resume_request(&mut self) -> bool {
-        std::mem::take(&mut self.resume_requested)
     }
 }

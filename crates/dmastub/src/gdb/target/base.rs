@@ -220,7 +220,7 @@ impl SingleRegisterAccess<Tid> for DmaTarget {
 
 impl MultiThreadResume for DmaTarget {
     fn resume(&mut self) -> Result<(), FatalError> {
-        self.resume_requested = true;
+        // The session answers the resume itself (see `session.rs`): nothing runs.
         Ok(())
     }
 
