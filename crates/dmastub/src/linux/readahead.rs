@@ -90,7 +90,6 @@ impl<'m, M: Memory + ?Sized> ReadAhead<'m, M> {
     }
 
     /// The bytes of the window that starts at `base`, holes as zeros.
-    #[allow(dead_code, reason = "threads' panic search reads its stacks with it (branch linuxb)")]
     pub fn window(&self, base: u64) -> Option<&[u8]> {
         self.windows.iter().find(|w| w.base == base).map(|w| &w.bytes[..])
     }

@@ -84,7 +84,7 @@ pub(super) fn read_log_buf(
         )));
     }
 
-    let mut region = Region::new(buf, buf_len);
+    let region = Region::new(buf, buf_len);
     let mut records = Vec::new();
     let mut skipped_dict = false;
     let mut idx = first;

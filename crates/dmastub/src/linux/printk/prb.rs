@@ -154,9 +154,9 @@ pub(super) fn read_prb(
         n = fit;
     }
 
-    let mut descs = Region::new(descs_at, count * l.desc_size);
-    let mut infos = Region::new(infos_at, count * l.info_size);
-    let mut data = Region::new(data_at, ring_size);
+    let descs = Region::new(descs_at, count * l.desc_size);
+    let infos = Region::new(infos_at, count * l.info_size);
+    let data = Region::new(data_at, ring_size);
     let mut tally = Tally::default();
     let mut truncated = 0u64;
     let mut records = Vec::new();

@@ -102,7 +102,7 @@ impl Region {
         Self { base, len }
     }
 
-    pub(super) fn get(&mut self, rd: &mut Reader, off: u64, len: u64) -> Result<Vec<u8>, Fetch> {
+    pub(super) fn get(&self, rd: &mut Reader, off: u64, len: u64) -> Result<Vec<u8>, Fetch> {
         let end = off.checked_add(len).filter(|&e| e <= self.len).ok_or(Fetch::Outside { off, len })?;
         let mut ci = off / CHUNK;
         while ci * CHUNK < end {
