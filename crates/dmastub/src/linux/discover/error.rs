@@ -15,7 +15,7 @@ pub struct FailedReads {
     pub total: usize,
     /// The first failure.
     #[source]
-    pub first: MemError,
+    pub first: Box<MemError>,
     /// Whether any of the failures was the device's.
     pub device: bool,
 }
@@ -23,7 +23,7 @@ pub struct FailedReads {
 impl FailedReads {
     /// The failures among `results`, if any, reading `what`.
     pub(crate) fn of(results: &[Result<(), MemError>], what: &str) -> Option<Self> {
-        let first = results.iter().find_map(|r| r.as_ref().err())?.clone();
+        let first = Box::new(results.iter().find_map(|r| r.as_ref().err())?.clone());
         Some(Self {
             what: what.to_string(),
             failed: results.iter().filter(|r| r.is_err()).count(),
