@@ -10,7 +10,7 @@
 //! 64 MiB of a real Linux image (zero pages and kernel data: run-length encoding pays).
 //! Prints numbers; asserts nothing about time.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -116,7 +116,7 @@ struct GdbRun {
 }
 
 /// gdb in batch mode: connect, dump `[start, start + DUMP)` to `out`, detach.
-fn gdb_dump(port: u16, out: &PathBuf, start: u64) -> GdbRun {
+fn gdb_dump(port: u16, out: &Path, start: u64) -> GdbRun {
     let before = children_cpu();
     let mut cmd = Command::new("gdb");
     cmd.args(["-q", "-nx", "-batch"])

@@ -1,7 +1,7 @@
 //! The command line's grammar (clap): the subcommands, their arguments and the help text.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use dmastub::gdb::monitor::parse_number;
+use dmastub::gdb::parse_number;
 use dmastub::phys::nettlp::wire::RequesterId;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;

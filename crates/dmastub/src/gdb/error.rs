@@ -19,7 +19,7 @@ pub enum FatalError {}
 /// at address …" for memory) and the session goes on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum RequestError {
+pub(crate) enum RequestError {
     /// The memory could not be read or written.
     #[error(transparent)]
     Memory(#[from] MemError),
@@ -45,18 +45,11 @@ pub enum RequestError {
     CannotRun,
 }
 
-impl RequestError {
-    /// Whether the memory device itself failed (no adapter, timeouts).
-    pub fn is_device_failure(&self) -> bool {
-        matches!(self, RequestError::Memory(e) if e.is_device_failure())
-    }
-}
-
 /// Why a `monitor` command could not do what it was asked: the message is its answer, and the
 /// session goes on.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum CommandError {
+pub(crate) enum CommandError {
     /// A Linux command without a kernel found in memory.
     #[error("no Linux kernel was found in this memory (see the server's log); this command needs one")]
     NoLinux,
@@ -98,13 +91,12 @@ mod tests {
             source: device.clone(),
         };
         let e = RequestError::from(MemError::from(table));
-        assert!(e.is_device_failure());
+        assert!(matches!(&e, RequestError::Memory(m) if m.is_device_failure()));
         // The physical error stays reachable as the source, not flattened into text.
         let source = e.source().expect("the phys error is the source");
         assert_eq!(source.downcast_ref::<PhysError>(), Some(&device));
-        assert!(!RequestError::ReadOnly.is_device_failure());
         let not_ram = PhysError::NotRam { addr: PhysAddr(0), len: 1, source_name: "x".into() };
-        assert!(!RequestError::from(MemError::from(not_ram)).is_device_failure());
+        assert!(!MemError::from(not_ram).is_device_failure());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use nom::{
 
 /// A parsed `monitor` command.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     Help,
     Phys,
     Virt,
@@ -35,7 +35,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinuxCommand {
+pub(crate) enum LinuxCommand {
     /// `ps [-t]`: the task list, with threads.
     Ps {
         threads: bool,
@@ -52,7 +52,7 @@ pub enum LinuxCommand {
 }
 
 /// Every command: its usage and one line of what it does. `monitor help` prints this table.
-pub const COMMANDS: &[(&str, &str)] = &[
+pub(crate) const COMMANDS: &[(&str, &str)] = &[
     ("help", "this list"),
     ("phys", "memory packets address physical memory"),
     ("virt", "memory packets address virtual memory through the active CR3"),
@@ -86,7 +86,7 @@ pub struct NumberError {
 /// Why a `monitor` line did not parse: one line to show the user.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ParseError {
+pub(crate) enum ParseError {
     /// Nothing but blanks.
     #[error("empty command; 'monitor help' lists the commands")]
     Empty,
@@ -169,7 +169,7 @@ fn no_args(command: &'static str, rest: &str, cmd: Command) -> Result<Command, P
 }
 
 /// Parses one `monitor` line. The error is the one line to show the user.
-pub fn parse(line: &str) -> Result<Command, ParseError> {
+pub(crate) fn parse(line: &str) -> Result<Command, ParseError> {
     let Ok((rest, word)) = verb(line) else {
         return Err(ParseError::Empty);
     };
@@ -220,7 +220,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
 }
 
 /// The `monitor help` text.
-pub fn help_text() -> String {
+pub(crate) fn help_text() -> String {
     let width = COMMANDS.iter().map(|(u, _)| u.len()).max().unwrap_or(0);
     let mut s = String::from("dmastub monitor commands (numbers: 0x… hex or decimal):\n");
     for (usage, what) in COMMANDS {

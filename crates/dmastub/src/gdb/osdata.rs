@@ -4,7 +4,7 @@ use crate::linux::threads::ThreadList;
 use std::fmt::Write;
 
 /// `info os` with no argument: the document types dmastub offers.
-pub fn types() -> String {
+pub(crate) fn types() -> String {
     let mut s = header("types");
     s.push_str(
         "<item>\n<column name=\"Type\">processes</column>\n\
@@ -17,7 +17,7 @@ pub fn types() -> String {
 
 /// `info os processes`: every process (thread-group leader) of the task list, and the CPU
 /// it was running on, if it was. Without a task list, a comment says why the table is empty.
-pub fn processes(list: &ThreadList, linux: bool) -> String {
+pub(crate) fn processes(list: &ThreadList, linux: bool) -> String {
     let mut s = header("processes");
     if list.threads.is_empty() {
         let why =

@@ -36,19 +36,50 @@ impl MemoryReply {
     /// Appends gdbstub's reply to a read of `data` to `out`: `$`, the run-length encoded hex
     /// of `data`, `#` and the checksum.
     pub(crate) fn encode(&mut self, data: &[u8], out: &mut Vec<u8>) {
-        self.hex.clear();
-        self.hex.resize(data.len() * 2, 0);
-        for (pair, &b) in self.hex.chunks_exact_mut(2).zip(data) {
+        let len = data.len() * 2;
+        if self.hex.len() < len {
+            self.hex.resize(len, 0);
+        }
+        let hex = &mut self.hex[..len];
+        let mut words = data.chunks_exact(4);
+        let mut digits = hex.chunks_exact_mut(8);
+        for (word, eight) in words.by_ref().zip(digits.by_ref()) {
+            eight.copy_from_slice(&hex_of_four(word));
+        }
+        for (&b, pair) in words.remainder().iter().zip(digits.into_remainder().chunks_exact_mut(2)) {
             pair.copy_from_slice(&HEX[usize::from(b)]);
         }
-        out.reserve(self.hex.len() + 4);
+        out.reserve(len + 4);
         out.push(b'$');
         let body = out.len();
-        run_length_encode(&self.hex, out);
+        run_length_encode(hex, out);
         let sum = out[body..].iter().fold(0u8, |s, &b| s.wrapping_add(b));
         out.push(b'#');
         out.extend_from_slice(&HEX[usize::from(sum)]);
     }
+}
+
+/// The eight hex digits of four bytes, computed in one word: each nibble spread into a byte,
+/// then `'0' + n`, plus `'a' - '0' - 10` where `n` is 10 or more.
+fn hex_of_four(bytes: &[u8]) -> [u8; 8] {
+    let mut x = u64::from(u32::from_be_bytes(bytes.try_into().unwrap_or([0; 4])));
+    x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    x = (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (x + 0x3030_3030_3030_3030 + letters * 39).to_be_bytes()
+}
+
+/// Stops gdbstub's checksum scan early in the packet buffer a captured read left: `buf` is the
+/// read's part of that buffer, which starts just past the `m` packet.
+///
+/// gdbstub 0.7.10 takes a packet's checksum as the bytes from its `#` to the next `#` anywhere in
+/// its 128 KiB packet buffer (then the first two of them), and an `m` read leaves memory there:
+/// in zeroed memory every packet scanned to the buffer's end, a quarter of dmastub's CPU time
+/// in a dump. `#`s where the read began, beyond the end of any read request, end the scan there.
+pub(crate) fn stop_checksum_scan(buf: &mut [u8]) {
+    let n = buf.len().min(64);
+    buf[..n].fill(b'#');
 }
 
 /// Appends `hex` to `out` with gdbstub's run-length encoding.
@@ -60,7 +91,7 @@ fn run_length_encode(hex: &[u8], out: &mut Vec<u8>) {
         // would have been found one place earlier).
         out.extend_from_slice(&hex[plain..start]);
         let digit = hex[start];
-        let len = hex[start..].iter().position(|&b| b != digit).unwrap_or(hex.len() - start);
+        let len = run_end(hex, start) - start;
         let mut left = len;
         while left > 0 {
             let n = left.min(MAX_RUN);
@@ -83,6 +114,21 @@ fn encode_run(digit: u8, n: usize, out: &mut Vec<u8>) {
         }
         _ => out.extend_from_slice(&[digit, b'*', 28 + n as u8]),
     }
+}
+
+/// The end of the run of equal digits at `start`, found eight digits at a time.
+fn run_end(hex: &[u8], start: usize) -> usize {
+    let digit = hex[start];
+    let all = u64::from_ne_bytes([digit; 8]);
+    let mut at = start;
+    while let Some(word) = hex.get(at..at + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+        let diff = u64::from_le_bytes(word) ^ all;
+        if diff != 0 {
+            return at + (diff.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + hex[at..].iter().position(|&b| b != digit).unwrap_or(hex.len() - at)
 }
 
 /// The first position at or after `from` where four equal digits begin.
@@ -218,6 +264,25 @@ mod tests {
             }
             assert_eq!(encoded(&data), model(&data), "round {round}");
         }
+    }
+
+    #[test]
+    fn hex_digits_of_every_byte() {
+        for b in 0..=255u8 {
+            let four = [b, b.wrapping_add(1), b ^ 0xa5, b.rotate_left(4)];
+            let want: Vec<u8> = four.iter().flat_map(|&b| format!("{b:02x}").into_bytes()).collect();
+            assert_eq!(hex_of_four(&four).as_slice(), want.as_slice(), "{four:x?}");
+        }
+    }
+
+    #[test]
+    fn finds_where_a_run_ends() {
+        assert_eq!(run_end(b"0", 0), 1);
+        assert_eq!(run_end(b"00000000000000000001", 0), 19);
+        assert_eq!(run_end(b"00000000000000000001", 5), 19);
+        assert_eq!(run_end(b"0000000a", 0), 7);
+        assert_eq!(run_end(b"000000000", 0), 9);
+        assert_eq!(run_end(b"01", 1), 2);
     }
 
     #[test]

@@ -468,8 +468,7 @@ mod tests {
         rng.fill(&mut ram[0x20000..]);
         ram[0x20000..].iter_mut().for_each(|b| *b &= 0x11);
         let mem = crate::testing::FakeMemory::new().with_region(0x10000, ram).into_phys();
-        let mut target =
-            DmaTarget::new(AddressSpace::new(Box::new(mem), MmuConfig::default()), false);
+        let mut target = DmaTarget::new(AddressSpace::new(Box::new(mem), MmuConfig::default()), false);
         target.on_connect();
         let output = Rc::new(RefCell::new(Vec::new()));
         let stream = Stream { input: io::Cursor::new(input.to_vec()), output: output.clone() };

@@ -15,7 +15,7 @@ mod commands;
 mod extensions;
 mod threads;
 
-pub use super::error::FatalError;
+pub(crate) use super::error::FatalError;
 use super::state::{Mode, SessionState};
 use crate::addr::VirtAddr;
 use crate::linux::Symbols;
@@ -29,13 +29,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// What gdb is told when it tries to run the machine.
-pub const CANNOT_RESUME: &str = "dmastub: memory only: this target's CPUs cannot be continued or stepped: \
+pub(crate) const CANNOT_RESUME: &str = "dmastub: memory only: this target's CPUs cannot be continued or stepped: \
      dmastub reads the machine's memory from outside its CPUs (the machine itself may still be running). \
      Stopped again at once.\n";
 
 /// Which client is attached: lldb reads some answers differently from gdb.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Client {
+pub(crate) enum Client {
     #[default]
     Gdb,
     Lldb,
@@ -66,7 +66,6 @@ pub struct DmaTarget {
     allow_write: bool,
     /// Mode, active CR3 and selected thread of the session being served.
     state: SessionState,
-    resume_requested: bool,
     /// Every task as a thread, read once per stop (see [`DmaTarget::on_stop`]).
     threads: Option<ThreadList>,
     /// Kernel text (`_stext`..`_etext`), and its pages read this stop: gdb reads the byte at
@@ -132,7 +131,6 @@ impl DmaTarget {
             linux: None,
             allow_write,
             state: SessionState::new(),
-            resume_requested: false,
             threads: None,
             text: None,
             text_pages: HashMap::new(),
@@ -220,7 +218,7 @@ impl DmaTarget {
 
     /// Called when gdb connects and at every stop: nothing read from a live source before it
     /// may be used after it.
-    pub fn on_stop(&mut self) {
+    pub(crate) fn on_stop(&mut self) {
         self.text_pages.clear();
         if self.space.mem().is_volatile() {
             self.space.flush();
@@ -231,7 +229,7 @@ impl DmaTarget {
 
     /// The tasks as threads, read now if this stop has not read them yet. Empty without a
     /// kernel or a task list (the target is then one thread).
-    pub fn threads(&mut self) -> &ThreadList {
+    pub(crate) fn threads(&mut self) -> &ThreadList {
         if self.threads.is_none() {
             let list = match &self.linux {
                 Some(linux) => linux.threads(&mut self.space).unwrap_or_else(|e| {
@@ -252,7 +250,7 @@ impl DmaTarget {
     /// A new client session. It starts from the server's initial state, whatever the previous
     /// session changed (mode, active CR3, selected thread, breakpoints); its first thread
     /// selection is not a change of thread.
-    pub fn on_connect(&mut self) {
+    pub(crate) fn on_connect(&mut self) {
         match &self.initial {
             None => {
                 let mut init = self.state.clone();
@@ -262,7 +260,6 @@ impl DmaTarget {
             Some(init) => self.state = init.clone(),
         }
         self.state.selected = None;
-        self.resume_requested = false;
         self.client = Client::Gdb;
         self.extended = false;
         self.attached_pid = None;
@@ -274,7 +271,7 @@ impl DmaTarget {
     }
 
     /// Records which client is attached (from what it sent).
-    pub fn set_client(&mut self, client: Client) {
+    pub(crate) fn set_client(&mut self, client: Client) {
         if client != self.client {
             debug!("the client is {client:?}");
         }
@@ -282,17 +279,17 @@ impl DmaTarget {
     }
 
     /// Which client is attached.
-    pub fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         self.client
     }
 
     /// Whether the client uses gdb's extended-remote mode.
-    pub fn is_extended(&self) -> bool {
+    pub(crate) fn is_extended(&self) -> bool {
         self.extended
     }
 
     /// `detach` in extended mode: the client stays connected with no process attached.
-    pub fn on_detach(&mut self) {
+    pub(crate) fn on_detach(&mut self) {
         info!("the client detached; the session goes on (extended-remote)");
         self.attached_pid = None;
         self.stoppers.clear();
@@ -300,13 +297,13 @@ impl DmaTarget {
 
     /// The one offset that moves every vmlinux section to where the running kernel has it
     /// (the KASLR slide), for clients that apply only a uniform `qOffsets` (lldb).
-    pub fn uniform_offset(&self) -> Option<u64> {
+    pub(crate) fn uniform_offset(&self) -> Option<u64> {
         self.linux.as_ref().map(|l| l.kernel.slide.value)
     }
 
     /// What a client is told when it asks to run the machine: that it cannot, and what became
     /// of its breakpoints and watchpoints.
-    pub fn resume_message(&self) -> String {
+    pub(crate) fn resume_message(&self) -> String {
         let mut s = CANNOT_RESUME.to_string();
         if !self.stoppers.is_empty() {
             let list: Vec<String> = self.stoppers.iter().map(Stopper::to_string).collect();
@@ -322,7 +319,7 @@ impl DmaTarget {
     /// The signal a resume request stops with at once. gdb: 0, which ends any step or `next`
     /// (gdb would step again on a trap that left the pc where it was). lldb steps again on 0
     /// and on a trap alike, so it gets SIGSTOP, which it reports and stops on.
-    pub fn resume_stop_signal(&self) -> Signal {
+    pub(crate) fn resume_stop_signal(&self) -> Signal {
         match self.client {
             Client::Gdb => Signal(0),
             Client::Lldb => Signal::SIGSTOP,
@@ -331,7 +328,7 @@ impl DmaTarget {
 
     /// gdb's `info os` documents (`qXfer:osdata:read`): the list of types, and `processes`
     /// from the task list. `None` for a type dmastub does not have.
-    pub fn osdata(&mut self, annex: &[u8]) -> Option<String> {
+    pub(crate) fn osdata(&mut self, annex: &[u8]) -> Option<String> {
         match annex {
             b"" => Some(super::osdata::types()),
             b"processes" => {
@@ -408,10 +405,5 @@ impl DmaTarget {
             ReadCapture::Done(bytes) => Some(bytes),
             ReadCapture::Off | ReadCapture::Armed(_) => None,
         }
-    }
-
-    /// Whether gdb asked to resume since the last stop (consumed by the event loop).
-    pub fn take_resume_request(&mut self) -> bool {
-        std::mem::take(&mut self.resume_requested)
     }
 }

@@ -30,7 +30,7 @@ pub use discover::{DiscoverError, Hints, Kernel, discover};
 pub use error::{LayoutError, LinuxError, ThreadLayoutError};
 pub use layout::{Member, TypeInfo, TypeMap};
 pub use origin::{Found, Hint, HintNames, Origin};
-pub use printk::{KernelLog, Record as LogRecord};
+pub use printk::{KernelLog, LogRecord};
 pub use tasks::{Task, TaskList};
 pub use threads::{Reg, Regs, Thread, ThreadList};
 pub use unwind::Backtrace;

@@ -27,7 +27,7 @@ impl Window {
 /// Memory with read-ahead windows over a wrapped [`Memory`]: a read wholly inside the windows
 /// is answered from them; any other read goes to the wrapped memory. Counts the bytes it
 /// reads from the wrapped memory.
-pub struct ReadAhead<'m, M: Memory + ?Sized = dyn Memory + 'm> {
+pub(crate) struct ReadAhead<'m, M: Memory + ?Sized = dyn Memory + 'm> {
     mem: &'m mut M,
     /// Sorted by base, not overlapping.
     windows: Vec<Window>,
@@ -90,6 +90,7 @@ impl<'m, M: Memory + ?Sized> ReadAhead<'m, M> {
     }
 
     /// The bytes of the window that starts at `base`, holes as zeros.
+    #[allow(dead_code, reason = "threads' panic search reads its stacks with it (branch linuxb)")]
     pub fn window(&self, base: u64) -> Option<&[u8]> {
         self.windows.iter().find(|w| w.base == base).map(|w| &w.bytes[..])
     }
@@ -135,14 +136,9 @@ impl<'m, M: Memory + ?Sized> ReadAhead<'m, M> {
         self.bytes_read
     }
 
-    /// The wrapped memory, for what only it can do.
-    pub fn inner(&mut self) -> &mut M {
-        self.mem
-    }
-
     /// Copies `[addr, addr + buf.len())` from the windows: `None` when some of it is outside
     /// them, the hole's error when some of it is a hole.
-    fn from_windows(&self, addr: u64, buf: &mut [u8]) -> Option<Result<(), MemError>> {
+    fn copy_from_windows(&self, addr: u64, buf: &mut [u8]) -> Option<Result<(), MemError>> {
         let end = addr.checked_add(buf.len() as u64)?;
         let mut pos = addr;
         while pos < end {
@@ -162,7 +158,7 @@ impl<'m, M: Memory + ?Sized> ReadAhead<'m, M> {
 
 impl<M: Memory + ?Sized> Memory for ReadAhead<'_, M> {
     fn read(&mut self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        if let Some(r) = self.from_windows(addr, buf) {
+        if let Some(r) = self.copy_from_windows(addr, buf) {
             return r;
         }
         self.bytes_read += buf.len() as u64;

@@ -76,10 +76,12 @@ impl TableCache {
     }
 
     /// Pages currently held.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.index.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }
@@ -139,6 +141,7 @@ impl TableCache {
     }
 
     /// Forgets the page at `table`, if cached (after we wrote into it).
+    #[cfg(test)]
     pub fn invalidate(&mut self, table: PhysAddr) {
         if let Some(slot) = self.index.remove(&table.0)
             && let Some(k) = self.keys.get_mut(slot as usize)

@@ -19,11 +19,11 @@
 //! Page tables come from the target, which may be corrupt or hostile: every walk is bounded by
 //! the paging depth, every cache by a fixed size, and nothing here panics on what it reads.
 
-pub mod cache;
+pub(crate) mod cache;
 mod error;
-pub mod space;
+mod space;
 mod stats;
-pub mod walk;
+pub(crate) mod walk;
 
 #[cfg(test)]
 mod tests;
@@ -31,7 +31,7 @@ mod tests;
 pub use error::{MemError, TranslateError};
 pub use space::{AddressSpace, IDLE_FLUSH, MAX_BURST};
 pub use stats::MmuStats;
-pub use walk::{Translation, WalkStep, WalkTrace, walk, walk_trace};
+pub use walk::{Translation, WalkStep, WalkTrace};
 
 use crate::addr::{PhysAddr, VirtAddr};
 use std::fmt;
@@ -74,8 +74,10 @@ pub const MAX_PHYS_BITS: u8 = 52;
 /// Paging depth: 4-level (48-bit virtual addresses) or 5-level (LA57, 57-bit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Paging {
+    /// 4-level paging: PML4 at the root, 48-bit virtual addresses.
     #[default]
     Level4,
+    /// 5-level paging (LA57): PML5 at the root, 57-bit virtual addresses.
     Level5,
 }
 
@@ -128,10 +130,15 @@ impl fmt::Display for Paging {
 /// A level of the page-table hierarchy, named as in the Intel SDM.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Level {
+    /// Page-map level 5 (5-level paging's root).
     Pml5,
+    /// Page-map level 4 (4-level paging's root).
     Pml4,
+    /// Page-directory-pointer table: its entries may map 1 GiB pages.
     Pdpt,
+    /// Page directory: its entries may map 2 MiB pages.
     Pd,
+    /// Page table: its entries map 4 KiB pages.
     Pt,
 }
 
@@ -178,8 +185,11 @@ impl fmt::Display for Level {
 /// The size of a mapped page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PageSize {
+    /// 4 KiB, mapped by a PT entry.
     Size4K,
+    /// 2 MiB, mapped by a PD entry.
     Size2M,
+    /// 1 GiB, mapped by a PDPT entry.
     Size1G,
 }
 
@@ -226,6 +236,7 @@ impl fmt::Display for PageSize {
 /// How addresses translate: paging depth and the machine's physical-address width.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MmuConfig {
+    /// The paging depth.
     pub paging: Paging,
     /// MAXPHYADDR: entry bits at and above this are not address bits (e.g. AMD SME's C-bit
     /// at 47 on a 46-bit machine). Values outside 12..=52 are clamped.

@@ -85,6 +85,7 @@ impl AddressSpace {
         self
     }
 
+    /// The source read through.
     pub fn mem(&self) -> &dyn PhysMem {
         &*self.mem
     }
@@ -95,6 +96,7 @@ impl AddressSpace {
         &mut *self.mem
     }
 
+    /// How addresses translate.
     pub fn config(&self) -> MmuConfig {
         self.config
     }
@@ -105,6 +107,7 @@ impl AddressSpace {
         self.flush();
     }
 
+    /// The paging depth.
     pub fn paging(&self) -> Paging {
         self.config.paging
     }
@@ -132,10 +135,12 @@ impl AddressSpace {
         self.generation
     }
 
+    /// The work done since the last [`reset_stats`](Self::reset_stats).
     pub fn stats(&self) -> MmuStats {
         self.stats
     }
 
+    /// Zeroes the counters.
     pub fn reset_stats(&mut self) {
         self.stats = MmuStats::default();
     }

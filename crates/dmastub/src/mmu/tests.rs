@@ -5,7 +5,7 @@ mod cache;
 mod reads;
 mod walk;
 
-use super::walk::DirectReader;
+use super::walk::{DirectReader, walk, walk_trace};
 use super::*;
 use crate::phys::buffer::BufferMem;
 use crate::phys::{PhysError, PhysMem, RamRange, SourceKind};

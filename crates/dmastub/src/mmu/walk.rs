@@ -43,6 +43,7 @@ impl TableReader for DirectReader<'_> {
 pub struct Translation {
     /// The physical address of the byte.
     pub phys: PhysAddr,
+    /// The size of the page it lies in.
     pub page_size: PageSize,
     /// The physical address of the start of the page.
     pub page_phys: PhysAddr,
@@ -71,9 +72,13 @@ impl Translation {
 /// One level of a walk: which entry was read and what it held.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WalkStep {
+    /// The level of the table read.
     pub level: Level,
+    /// The entry's index in that table.
     pub index: u16,
+    /// The entry's physical address.
     pub entry_addr: PhysAddr,
+    /// The entry as read.
     pub entry: u64,
 }
 
@@ -183,10 +188,15 @@ pub fn walk<R: TableReader + ?Sized>(
 /// A walk with every step recorded: what `monitor vtop` prints.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WalkTrace {
+    /// The address walked.
     pub virt: VirtAddr,
+    /// The CR3 walked under (flag bits included).
     pub cr3: u64,
+    /// The paging depth walked with.
     pub paging: Paging,
+    /// Every entry read, from the root down.
     pub steps: Vec<WalkStep>,
+    /// Where the walk led.
     pub result: Result<Translation, TranslateError>,
 }
 

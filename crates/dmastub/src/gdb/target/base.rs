@@ -118,6 +118,7 @@ impl MultiThreadBase for DmaTarget {
         if let ReadCapture::Armed(mut buf) = std::mem::take(&mut self.read_capture) {
             buf.extend_from_slice(&data[..done]);
             self.read_capture = ReadCapture::Done(buf);
+            crate::gdb::reply::stop_checksum_scan(data);
             return Ok(0);
         }
         Ok(done)
@@ -219,7 +220,7 @@ impl SingleRegisterAccess<Tid> for DmaTarget {
 
 impl MultiThreadResume for DmaTarget {
     fn resume(&mut self) -> Result<(), FatalError> {
-        self.resume_requested = true;
+        // The session answers the resume itself (see `session.rs`): nothing runs.
         Ok(())
     }
 

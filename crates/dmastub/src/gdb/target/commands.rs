@@ -12,7 +12,7 @@ use log::info;
 
 impl DmaTarget {
     /// Runs one parsed monitor command and returns what to print.
-    pub fn run_command(&mut self, cmd: Command) -> String {
+    pub(crate) fn run_command(&mut self, cmd: Command) -> String {
         match cmd {
             Command::Help => monitor::help_text(),
             Command::Phys => {

@@ -10,7 +10,7 @@ use log::debug;
 impl DmaTarget {
     /// The thread a stop is reported in: the one whose context memory is read in, so that gdb
     /// stays on it.
-    pub fn stop_thread(&mut self) -> Tid {
+    pub(crate) fn stop_thread(&mut self) -> Tid {
         match self.state.selected {
             Some(tid) => tid,
             None => self.first_thread(),
@@ -25,7 +25,7 @@ impl DmaTarget {
 
     /// The thread of the last stop reported after a resume (at first, the first thread): what
     /// a resume request without a thread applies to, and lldb's memory context.
-    pub fn last_stop_thread(&mut self) -> Tid {
+    pub(crate) fn last_stop_thread(&mut self) -> Tid {
         match self.last_stop_tid {
             Some(t) => t,
             None => self.first_thread(),
@@ -35,7 +35,7 @@ impl DmaTarget {
     /// The thread the stop after a resume request is reported in: the one the request named,
     /// else the one the previous stop was reported in (at first, the first thread); one that
     /// is still a thread after the task list was read again.
-    pub fn resume_stop_thread(&mut self) -> Tid {
+    pub(crate) fn resume_stop_thread(&mut self) -> Tid {
         let wanted = self.resume_tid.take().or(self.last_stop_tid);
         let tid = match wanted {
             Some(t) if self.threads().get(t.get() as u64).is_some() => t,
@@ -89,7 +89,7 @@ impl DmaTarget {
     }
 
     /// The thread gdb's `qC` should name: the attached task's after `attach PID`.
-    pub fn attached_thread(&mut self) -> Option<(u64, u64)> {
+    pub(crate) fn attached_thread(&mut self) -> Option<(u64, u64)> {
         let pid = self.attached_pid?;
         let tid = self.threads().by_pid(pid).ok()?.tid;
         Some((pid, tid))
