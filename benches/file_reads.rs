@@ -40,14 +40,11 @@ fn main() {
         ("64 KiB sequential", 65536, 4096, false),
     ] {
         let addrs: Vec<u64> = {
-            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            let mut rng = dmastub::testing::XorShift::new(0x9e37_79b9_7f4a_7c15);
             (0..count)
                 .map(|i| {
                     if random {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        (x % (size - len as u64)) & !(len as u64 - 1).min(0xfff)
+                        (rng.next_u64() % (size - len as u64)) & !(len as u64 - 1).min(0xfff)
                     } else {
                         (i * len as u64) % (size - len as u64 + 1)
                     }

@@ -2,7 +2,7 @@
 
 use crate::CliResult;
 use crate::cli::{BtArgs, DmesgArgs, LinuxArgs, LinuxCmdArgs, ProfileArgs, PsArgs};
-use crate::source::{mmu_config, open_source};
+use crate::source::{mmu_config, open_source, with_remedy};
 use dmastub::linux::btf::Btf;
 use dmastub::linux::origin::render_remedies;
 use dmastub::linux::{Hint, Hints, Linux, LinuxError, discover, render};
@@ -94,7 +94,10 @@ pub(crate) fn write_profile(a: ProfileArgs) -> CliResult {
     let prof = match (&a.btf, &a.image) {
         (Some(p), _) => profile::Profile::from_types(&a.name, a.release.as_deref(), &Btf::load(p)?),
         (None, Some(image)) => {
-            let mem = phys::open_file(image, &OpenOptions::default())?;
+            let mem = phys::open_file(image, &OpenOptions::default()).map_err(|e| {
+                let remedy = e.remedy();
+                with_remedy(e, remedy)
+            })?;
             let mut space = AddressSpace::new(mem, MmuConfig::new(Paging::Level4));
             let kernel = discover(&mut space, Hints::default())?;
             let types =

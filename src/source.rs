@@ -3,7 +3,7 @@
 use crate::cli::{FormatArg, MmuArgs, SourceArgs};
 use dmastub::mmu::{MmuConfig, Paging};
 use dmastub::phys::nettlp::{NetTlpConfig, NetTlpMem};
-use dmastub::phys::{self, Format, OpenOptions, PhysMem, WriteMode};
+use dmastub::phys::{self, Format, NetTlpSetting, OpenOptions, PhysMem, Remedy, WriteMode};
 use std::time::Duration;
 
 pub(crate) fn open_source(
@@ -28,7 +28,11 @@ pub(crate) fn open_source(
                 None => None,
             },
         };
-        return Ok(Box::new(NetTlpMem::connect(config)?));
+        let mem = NetTlpMem::connect(config).map_err(|e| {
+            let remedy = e.remedy();
+            with_remedy(e, remedy)
+        })?;
+        return Ok(Box::new(mem));
     }
     let (path, live) = match (&src.image, &src.live) {
         (Some(p), _) => (p, false),
@@ -42,7 +46,29 @@ pub(crate) fn open_source(
         FormatArg::Elf => Format::Elf,
         FormatArg::Lime => Format::Lime,
     });
-    Ok(phys::open_file(path, &OpenOptions { live, write, format })?)
+    phys::open_file(path, &OpenOptions { live, write, format }).map_err(|e| {
+        let remedy = e.remedy();
+        with_remedy(e, remedy)
+    })
+}
+
+/// The library's error, with what it says to change put as this command line's flags.
+pub(crate) fn with_remedy(
+    e: impl std::error::Error + 'static,
+    remedy: Option<Remedy>,
+) -> Box<dyn std::error::Error> {
+    let hint = match remedy {
+        Some(Remedy::AllowWrite) => "start the server with --allow-write to change memory",
+        Some(Remedy::ForceRawFormat) => "pass --format raw to read it anyway",
+        Some(Remedy::NetTlp(NetTlpSetting::Local)) => "--nettlp-local must be an address of this machine",
+        Some(Remedy::NetTlp(NetTlpSetting::Tags)) => "see --tags",
+        Some(Remedy::NetTlp(NetTlpSetting::Mrrs)) => "see --mrrs",
+        Some(Remedy::NetTlp(NetTlpSetting::Timeout)) => "see --timeout",
+        Some(Remedy::NetTlp(NetTlpSetting::Retries)) => "see --retries",
+        Some(Remedy::NetTlp(NetTlpSetting::Deadline)) => "see --deadline",
+        _ => return Box::new(e),
+    };
+    format!("{e}; {hint}").into()
 }
 
 pub(crate) fn mmu_config(m: &MmuArgs) -> MmuConfig {

@@ -40,11 +40,7 @@ impl PhysMem for Failing {
             Some(p) => (first..=last).any(|n| p.contains(&n)),
         };
         if fails {
-            return Err(PhysError::Device {
-                addr,
-                source_name: "failing".into(),
-                why: "NetTLP read timed out after 3 tries".into(),
-            });
+            return Err(PhysError::device(addr, "failing", "NetTLP read timed out after 3 tries"));
         }
         self.inner.read(addr, buf)
     }

@@ -270,12 +270,10 @@ fn the_elf_core_and_the_raw_image_hold_the_same_memory() {
     assert!(text.contains("OSRELEASE=6.1.0-56-amd64"), "{text}");
     assert!(elf.core_notes().iter().filter(|n| n.name == "CORE" && n.n_type == 1).count() >= 1);
     let (mut a, mut b) = (vec![0u8; 4096], vec![0u8; 4096]);
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = dmastub::testing::XorShift::new(0x9e37_79b9_7f4a_7c15);
     let pages = 0x1000_0000 / 4096;
     for i in 0..400u64 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        let seed = rng.next_u64();
         // The first and last pages, and the rest spread at random.
         let page = match i {
             0 => 0,

@@ -3,7 +3,7 @@
 
 use dmastub::gdb::{DmaTarget, Server, bind};
 use dmastub::mmu::{AddressSpace, MmuConfig, Paging};
-use dmastub::phys::buffer::BufferMem;
+use dmastub::phys::BufferMem;
 use dmastub::testing::{RAM_BYTES, SyntheticFacts, synthetic_machine};
 use std::io::{self, Write};
 use std::process::Command;

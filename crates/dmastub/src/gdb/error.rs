@@ -82,8 +82,7 @@ mod tests {
 
     #[test]
     fn a_device_failure_is_recognised_through_the_layers() {
-        let device =
-            PhysError::Device { addr: PhysAddr(0x1000), source_name: "nic".into(), why: "timed out".into() };
+        let device = PhysError::device(PhysAddr(0x1000), "nic", "timed out");
         let table = TranslateError::TableUnreadable {
             virt: VirtAddr(0xffff_8880_0000_0000),
             level: Level::Pd,

@@ -4,92 +4,135 @@
 //! (inclusive), reserved [u8; 8] }`, each followed by the `e_addr - s_addr + 1` bytes of that
 //! physical range. Only the headers are parsed here; [`super::file::FileMem`] does the reading.
 
-use super::file::{Aliases, FileRange, ReadAt, sort_ranges};
+use super::ranges::{Aliases, FileRange, RangeError, RangeOrigin, ReadAt, array_at, sort_ranges};
+use crate::bytes::LeBytes;
 
 /// `"EMiL"` read as a little-endian u32: the first four bytes of every LiME header.
-pub const MAGIC: u32 = 0x4C69_4D45;
+pub(crate) const MAGIC: u32 = 0x4C69_4D45;
 /// AVML's compressed variant of the header (`"AVML"`): recognised only to say how to convert it.
-pub const AVML_MAGIC: u32 = 0x4C4D_5641;
-const HEADER_SIZE: u64 = 32;
+pub(crate) const AVML_MAGIC: u32 = 0x4C4D_5641;
+const HEADER_SIZE: usize = 32;
 /// More ranges than any machine's memory map has: a bound so a corrupt file cannot make us
 /// allocate without limit.
 const MAX_RANGES: usize = 1 << 20;
 
-fn u32_at(h: &[u8], off: usize) -> u32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&h[off..off + 4]);
-    u32::from_le_bytes(b)
-}
-
-fn u64_at(h: &[u8], off: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&h[off..off + 8]);
-    u64::from_le_bytes(b)
+/// Why a file is not a LiME dump dmastub can read: what is wrong, and at which file offset.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimeError {
+    /// The file does not start with a LiME header.
+    #[error("no LiME magic at offset 0 (found {0:#010x})")]
+    NoMagic(u32),
+    /// Fewer bytes than a header after the last range.
+    #[error("{len} bytes at offset {offset:#x} after the last range are not a LiME header (one is 32 bytes)")]
+    ShortTail {
+        /// Where they start.
+        offset: u64,
+        /// How many there are.
+        len: u64,
+    },
+    /// Something other than a header after the last range.
+    #[error("bytes at offset {offset:#x} after the last range are not a LiME header (magic {magic:#010x})")]
+    NotAHeader {
+        /// Where they start.
+        offset: u64,
+        /// What stands where the magic should.
+        magic: u32,
+    },
+    /// A header version other than 1.
+    #[error("header at offset {offset:#x}: version {version}, only version 1 is known")]
+    Version {
+        /// The header's file offset.
+        offset: u64,
+        /// Its version.
+        version: u32,
+    },
+    /// A range that ends before it starts.
+    #[error("header at offset {offset:#x}: end address {e_addr:#x} is below start address {s_addr:#x}")]
+    Backwards {
+        /// The header's file offset.
+        offset: u64,
+        /// Its first address.
+        s_addr: u64,
+        /// Its last address (inclusive).
+        e_addr: u64,
+    },
+    /// A range whose bytes are not all in the file.
+    #[error(
+        "header at offset {offset:#x}: range [{s_addr:#x}, {e_addr:#x}] needs {:#x} bytes from offset \
+         {:#x}, past the end of the file at {size:#x}",
+        (e_addr - s_addr).saturating_add(1),
+        offset + HEADER_SIZE as u64
+    )]
+    PastEnd {
+        /// The header's file offset.
+        offset: u64,
+        /// Its first address.
+        s_addr: u64,
+        /// Its last address (inclusive).
+        e_addr: u64,
+        /// The file's size.
+        size: u64,
+    },
+    /// More ranges than any machine has.
+    #[error("more than {MAX_RANGES} ranges (header at offset {0:#x}): not a plausible dump")]
+    TooManyRanges(u64),
+    /// No range at all.
+    #[error("no ranges: the dump holds no memory")]
+    Empty,
+    /// Ranges that overlap or wrap around.
+    #[error(transparent)]
+    Ranges(#[from] RangeError),
 }
 
 /// Parses the headers of a LiME file (`data` is the whole file, read only at the headers).
-/// Errors name the header's file offset.
-pub(crate) fn parse(data: &dyn ReadAt) -> Result<Vec<FileRange>, String> {
+pub(crate) fn parse(data: &dyn ReadAt) -> Result<Vec<FileRange>, LimeError> {
     let size = data.size();
     let mut ranges = Vec::new();
     let mut offsets = Vec::new();
     let mut off = 0u64;
     while off < size {
-        let mut h = [0u8; HEADER_SIZE as usize];
-        if !data.read_at(off, &mut h) {
-            return Err(format!(
-                "{} bytes at offset {off:#x} after the last range are not a LiME header (one is 32 bytes)",
-                size - off
-            ));
-        }
+        let Some(h) = array_at::<HEADER_SIZE>(data, off) else {
+            return Err(LimeError::ShortTail { offset: off, len: size - off });
+        };
         let h = &h[..];
-        // `h` is exactly 32 bytes: the fixed-offset reads below are in bounds.
-        let magic = u32_at(h, 0);
+        // `h` is exactly 32 bytes: the fixed-offset fields below lie inside it.
+        let magic = h.u32_at(0).unwrap_or_default();
         if magic != MAGIC {
             return Err(if off == 0 {
-                format!("no LiME magic at offset 0 (found {magic:#010x})")
+                LimeError::NoMagic(magic)
             } else {
-                format!(
-                    "bytes at offset {off:#x} after the last range are not a LiME header (magic {magic:#010x})"
-                )
+                LimeError::NotAHeader { offset: off, magic }
             });
         }
-        let version = u32_at(h, 4);
-        let (s_addr, e_addr) = (u64_at(h, 8), u64_at(h, 16));
+        let version = h.u32_at(4).unwrap_or_default();
+        let (s_addr, e_addr) = (h.u64_at(8).unwrap_or_default(), h.u64_at(16).unwrap_or_default());
         if version != 1 {
-            return Err(format!("header at offset {off:#x}: version {version}, only version 1 is known"));
+            return Err(LimeError::Version { offset: off, version });
         }
         if e_addr < s_addr {
-            return Err(format!(
-                "header at offset {off:#x}: end address {e_addr:#x} is below start address {s_addr:#x}"
-            ));
+            return Err(LimeError::Backwards { offset: off, s_addr, e_addr });
         }
-        let data_at = off + HEADER_SIZE;
+        let data_at = off + HEADER_SIZE as u64;
         let len = (e_addr - s_addr).checked_add(1);
         let Some((len, next)) =
             len.and_then(|len| Some((len, data_at.checked_add(len)?))).filter(|(_, n)| *n <= size)
         else {
-            return Err(format!(
-                "header at offset {off:#x}: range [{s_addr:#x}, {e_addr:#x}] needs {:#x} bytes from offset \
-                 {data_at:#x}, past the end of the file at {size:#x}",
-                (e_addr - s_addr).saturating_add(1)
-            ));
+            return Err(LimeError::PastEnd { offset: off, s_addr, e_addr, size });
         };
         if ranges.len() >= MAX_RANGES {
-            return Err(format!(
-                "more than {MAX_RANGES} ranges (header at offset {off:#x}): not a plausible dump"
-            ));
+            return Err(LimeError::TooManyRanges(off));
         }
         ranges.push(FileRange { phys_start: s_addr, len, file_offset: data_at, file_len: len });
         offsets.push(off);
         off = next;
     }
     if ranges.is_empty() {
-        return Err("no ranges: the dump holds no memory".into());
+        return Err(LimeError::Empty);
     }
-    sort_ranges(ranges, Aliases::Refuse, |i| {
-        format!("range at offset {:#x}", offsets.get(i).copied().unwrap_or_default())
-    })
+    Ok(sort_ranges(ranges, Aliases::Refuse, |i| {
+        RangeOrigin::LimeHeader(offsets.get(i).copied().unwrap_or_default())
+    })?)
 }
 
 /// Builds LiME files for tests.
@@ -114,7 +157,7 @@ mod tests {
     fn err(data: &[u8]) -> String {
         match parse(&data) {
             Ok(r) => panic!("parsed: {r:?}"),
-            Err(e) => e,
+            Err(e) => e.to_string(),
         }
     }
 

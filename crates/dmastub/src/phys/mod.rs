@@ -4,19 +4,36 @@
 //! ranges it holds ([`PhysMem::ram`]); a read that touches anything else is an error, never
 //! zeros, because a forensic tool that makes up bytes is worse than one that says "I can't".
 //!
-//! Sources: [`buffer::BufferMem`] (bytes in memory: tests and the synthetic demo), the
+//! Sources: [`BufferMem`] (bytes in memory: tests and the synthetic demo), the
 //! file-backed sources opened by [`open_file`]: raw images and live RAM files, ELF cores
 //! (QEMU `dump-guest-memory`, kdump) and LiME dumps, told apart by their first bytes; and
 //! [`nettlp::NetTlpMem`], a machine read by DMA through a NetTLP adapter.
+//!
+//! Errors: a failed read is a [`PhysError`] (never fatal to a gdb session; a device failure says
+//! so through [`PhysError::is_device_failure`]); a file that cannot be opened is an
+//! [`OpenError`], which keeps the parser's [`ElfError`] or [`LimeError`] as its source; a
+//! NetTLP client that cannot be set up is a [`nettlp::NetTlpError`]. Where the user can do
+//! something about an error, its `remedy()` says what as a [`Remedy`], for each front end to
+//! put in its own words.
 
-pub mod buffer;
-pub mod elf;
-pub mod file;
-pub mod lime;
+pub(crate) mod buffer;
+mod elf;
+mod error;
+mod file;
+mod format;
+mod lime;
 pub mod nettlp;
+mod open;
+mod ranges;
 
-pub use elf::CoreNote;
-pub use file::{FileMem, FileRange, Format, OpenError, OpenOptions, WriteMode, open_file};
+pub use buffer::BufferMem;
+pub use elf::{CoreNote, ElfError};
+pub use error::{IoError, NetTlpSetting, PhysError, Remedy, SegmentError};
+pub use file::FileMem;
+pub use format::{Format, Unreadable};
+pub use lime::LimeError;
+pub use open::{OpenError, OpenOptions, WriteMode, open_file};
+pub use ranges::{FileRange, RangeError, RangeOrigin};
 
 use crate::addr::PhysAddr;
 use std::fmt;
@@ -24,7 +41,9 @@ use std::fmt;
 /// One range of physical memory a source holds: `[start, start + len)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RamRange {
+    /// The first address.
     pub start: PhysAddr,
+    /// Bytes in the range.
     pub len: u64,
 }
 
@@ -76,31 +95,13 @@ impl fmt::Display for SourceKind {
     }
 }
 
-/// A failed read or write of physical memory. None of these end a gdb session: they become
-/// an error reply ("Cannot access memory at address …").
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum PhysError {
-    #[error("phys {addr} (+{len:#x} bytes) is not RAM in {source_name}")]
-    NotRam { addr: PhysAddr, len: u64, source_name: String },
-    #[error("{source_name} is read-only (start the server with --allow-write to change memory)")]
-    ReadOnly { source_name: String },
-    #[error("reading phys {addr} from {source_name} failed: {why}")]
-    Device { addr: PhysAddr, source_name: String, why: String },
-}
-
 /// One piece of a scattered read: fill `buf` from `addr`.
 #[derive(Debug)]
 pub struct Segment<'a> {
+    /// Where the bytes start.
     pub addr: PhysAddr,
+    /// Where they go; its length is how many to read.
     pub buf: &'a mut [u8],
-}
-
-/// A scattered read that stopped: segment `index` failed, and every segment before it was
-/// filled.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SegmentError {
-    pub index: usize,
-    pub error: PhysError,
 }
 
 /// A source of physical memory.
@@ -148,8 +149,7 @@ pub trait PhysMem: Send {
 
     /// Writes `data` at `addr`. Sources are read-only unless opened for writing.
     fn write(&mut self, addr: PhysAddr, data: &[u8]) -> Result<(), PhysError> {
-        let _ = data;
-        let _ = addr;
+        let _ = (addr, data);
         Err(PhysError::ReadOnly { source_name: self.name().to_string() })
     }
 
@@ -186,7 +186,7 @@ pub trait PhysMem: Send {
 }
 
 /// `bytes` as "256 MiB", "1.5 GiB", "12 KiB" or "100 bytes".
-pub fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
     for (unit, size) in UNITS {
         if bytes >= size {

@@ -13,7 +13,7 @@ pub struct FailedReads {
     pub failed: usize,
     /// Reads made.
     pub total: usize,
-    /// The first failure.
+    /// The first failure (boxed: it keeps every error that carries it small).
     #[source]
     pub first: Box<MemError>,
     /// Whether any of the failures was the device's.

@@ -212,7 +212,7 @@ impl Kallsyms {
     /// symbols below the kernel map (per-CPU offsets) stay where they are.
     pub fn slid(mut self, slide: u64) -> Self {
         for e in &mut self.entries {
-            if e.0 >= crate::linux::vmlayout::START_KERNEL_MAP {
+            if e.0 >= super::vmlayout::START_KERNEL_MAP {
                 e.0 = e.0.wrapping_add(slide);
             }
         }

@@ -141,7 +141,7 @@ fn a_failing_device_fails_every_object_left_at_once() {
         }
         fn read(&mut self, addr: PhysAddr, _: &mut [u8]) -> Result<(), PhysError> {
             self.1 += 1;
-            Err(PhysError::Device { addr, source_name: "dead".into(), why: "timed out".into() })
+            Err(PhysError::device(addr, "dead", "timed out"))
         }
     }
     let dead = Dead(vec![RamRange { start: PhysAddr(0), len: 1 << 30 }], 0);

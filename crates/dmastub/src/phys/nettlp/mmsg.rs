@@ -20,6 +20,7 @@ pub struct RecvBatch {
 }
 
 impl RecvBatch {
+    /// Room for `count` datagrams (clamped to 1 to [`MAX_BATCH`]) of `size` bytes.
     pub fn new(count: usize, size: usize) -> Self {
         let count = count.clamp(1, MAX_BATCH);
         let size = size.max(1);
@@ -116,7 +117,9 @@ const MAX_PARTS: usize = 160;
 /// One message: the concatenation of `parts`, sent as one datagram, or with `segment` cut by
 /// the kernel into datagrams of `segment` bytes, the last one possibly shorter (UDP GSO).
 pub struct Message<'a> {
+    /// The bytes, gathered in order.
     pub parts: &'a [&'a [u8]],
+    /// The datagram size the kernel cuts the message into; `None`, one datagram.
     pub segment: Option<u16>,
 }
 

@@ -46,8 +46,8 @@ pub struct RequesterId(pub u16);
 
 impl RequesterId {
     /// Parses `1b:00` (bus 0x1b, devfn 0x00) or `1b:00.1` (bus, device, function).
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || format!("'{text}' is not a requester ID (BB:DD in hex, e.g. 1b:00, or BB:DD.F)");
+    pub fn parse(text: &str) -> Result<Self, BadRequesterId> {
+        let bad = || BadRequesterId(text.to_string());
         let (bus, rest) = text.split_once(':').ok_or_else(bad)?;
         let bus = u8::from_str_radix(bus, 16).map_err(|_| bad())?;
         let devfn = match rest.split_once('.') {
@@ -65,6 +65,11 @@ impl RequesterId {
     }
 }
 
+/// Text that is not a requester ID.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a requester ID (BB:DD in hex, e.g. 1b:00, or BB:DD.F)")]
+pub struct BadRequesterId(pub String);
+
 impl fmt::Display for RequesterId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:02x}:{:02x}", self.0 >> 8, self.0 & 0xff)
@@ -74,11 +79,15 @@ impl fmt::Display for RequesterId {
 /// Completion status (PCIe Cpl Status field).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CplStatus {
+    /// Successful Completion.
     Success,
     /// No memory (or nothing that answers) at the address.
     UnsupportedRequest,
+    /// Configuration Request Retry Status.
     ConfigRetry,
+    /// Completer Abort.
     CompleterAbort,
+    /// A value PCIe reserves.
     Reserved(u8),
 }
 
@@ -119,7 +128,9 @@ impl fmt::Display for CplStatus {
 /// A memory read or write request: the bytes `[addr, addr + len)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemRequest {
+    /// Who asks: completions go back to this ID.
     pub requester: RequesterId,
+    /// The 8-bit tag; the adapter routes by its low 4 bits.
     pub tag: u8,
     /// Address of the first byte (not DW-aligned: the byte enables say where it starts).
     pub addr: u64,
@@ -130,11 +141,15 @@ pub struct MemRequest {
 /// A completion: with data (CplD) for a successful read, without for an error.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Completion<'a> {
+    /// Who answers (the root complex).
     pub completer: RequesterId,
+    /// Whether the read succeeded.
     pub status: CplStatus,
     /// Bytes still to come for the whole request, this packet's included (1 to 4096).
     pub byte_count: u16,
+    /// The requester of the read this answers.
     pub requester: RequesterId,
+    /// The tag of the read this answers.
     pub tag: u8,
     /// Low 7 bits of the address of this packet's first byte.
     pub lower_addr: u8,
@@ -156,9 +171,11 @@ impl Completion<'_> {
 /// A parsed datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tlp<'a> {
+    /// A Memory Read request.
     MemRead(MemRequest),
     /// A posted write; `data` is the enabled bytes only.
     MemWrite(MemRequest, &'a [u8]),
+    /// A completion, with or without data.
     Completion(Completion<'a>),
 }
 
@@ -166,20 +183,54 @@ pub enum Tlp<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     #[error("{0} bytes is too short for a NetTLP datagram")]
+    /// Shorter than any datagram: its length.
     Short(usize),
     #[error("TLP fmt/type {0:#04x} is neither a memory request nor a completion")]
+    /// A TLP type we neither send nor serve: its fmt/type byte.
     UnknownType(u8),
     #[error("TLP length {len_dw} DW needs {need} payload bytes, the datagram has {have}")]
-    Truncated { len_dw: usize, need: usize, have: usize },
+    /// The payload is shorter than the header says.
+    Truncated {
+        /// The header's length field, in DW.
+        len_dw: usize,
+        /// The payload bytes that needs.
+        need: usize,
+        /// The payload bytes there are.
+        have: usize,
+    },
     #[error("memory request with byte enables first {first:#x} last {last:#x} for {len_dw} DW: {why}")]
-    ByteEnables { first: u8, last: u8, len_dw: usize, why: &'static str },
+    /// Byte enables PCIe does not allow for that length.
+    ByteEnables {
+        /// First DW byte enables.
+        first: u8,
+        /// Last DW byte enables.
+        last: u8,
+        /// The length in DW.
+        len_dw: usize,
+        /// What rule they break.
+        why: &'static str,
+    },
     #[error("memory request at {addr:#x} (+{len:#x}) crosses a 4 KiB boundary")]
-    Crosses4K { addr: u64, len: u32 },
+    /// A request that crosses a 4 KiB boundary.
+    Crosses4K {
+        /// The first byte.
+        addr: u64,
+        /// Bytes.
+        len: u32,
+    },
     #[error("memory request at {addr:#x} (+{len:#x}) runs past the top of the 64-bit address space")]
-    PastTop { addr: u64, len: u32 },
+    /// A request that runs past 2^64.
+    PastTop {
+        /// The first byte.
+        addr: u64,
+        /// Bytes.
+        len: u32,
+    },
     #[error("4-DW header for address {0:#x} below 4 GiB")]
+    /// A 4-DW header (64-bit address) for an address that needs only 3: PCIe forbids it.
     FourDwBelow4G(u64),
     #[error("completion byte count 0 with data, or data without the with-data format")]
+    /// A completion whose byte count and format disagree.
     BadCompletion,
 }
 
