@@ -90,7 +90,7 @@ pub struct Found<T> {
 
 impl<T> Found<T> {
     /// A value found as evidence in memory, described by `how`.
-    pub fn found(value: T, how: impl Into<String>) -> Self {
+    pub fn evidence(value: T, how: impl Into<String>) -> Self {
         Self { value, origin: Origin::Found(how.into()) }
     }
 

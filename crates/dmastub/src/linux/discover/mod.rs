@@ -142,9 +142,9 @@ pub fn discover(space: &mut AddressSpace, hints: Hints) -> Result<Kernel, Discov
     let vmci_root = note_vmci.as_ref().and_then(vmcoreinfo_root);
     let root = match (hints.cr3, vmci_root, &trampoline) {
         (Some(c), _, _) => Found::hint(c, Hint::Cr3),
-        (None, Some(c), _) => Found::found(c, "VMCOREINFO (swapper_pg_dir, phys_base)"),
+        (None, Some(c), _) => Found::evidence(c, "VMCOREINFO (swapper_pg_dir, phys_base)"),
         (None, None, Some(t)) => {
-            Found::found(t.root, format!("trampoline_pgd (real-mode header at {:#x})", t.header))
+            Found::evidence(t.root, format!("trampoline_pgd (real-mode header at {:#x})", t.header))
         }
         (None, None, None) => return Err(DiscoverError::NoRoot { notes, trampoline: trampoline_error }),
     };
@@ -170,16 +170,16 @@ pub fn discover(space: &mut AddressSpace, hints: Hints) -> Result<Kernel, Discov
     };
     let mut view = View::new(space, cr3.value);
     let vmcoreinfo = match note_vmci {
-        Some(v) => Some(Found::found(v, "ELF core note")),
+        Some(v) => Some(Found::evidence(v, "ELF core note")),
         None => read_vmcoreinfo(&mut view, &symbols)
-            .map(|(v, at)| Found::found(v, format!("vmcoreinfo_data at {at:#x}"))),
+            .map(|(v, at)| Found::evidence(v, format!("vmcoreinfo_data at {at:#x}"))),
     };
     let vmci = vmcoreinfo.as_ref().map(|f| &f.value);
     let phys_base = find_phys_base(&mut view, &symbols, vmci, text.value, &mut notes);
     let paging = confirm_paging(&mut view, &symbols, paging, &mut notes);
     let page_offset_base = find_page_offset_base(&mut view, &symbols, paging.value);
     let release = find_release(&mut view, &symbols, vmci);
-    let init_task = symbols.address("init_task").map(|a| Found::found(a, "symbol init_task"));
+    let init_task = symbols.address("init_task").map(|a| Found::evidence(a, "symbol init_task"));
     let (types, btf_unreadable) =
         find_types(&mut view, &symbols, hints.types, release.as_ref(), vmci, &mut notes);
     // Bytes lent in place by the source were not counted by the address space.
@@ -235,9 +235,9 @@ fn believed_note(space: &mut AddressSpace, cr3_given: bool, notes: &mut Vec<Stri
 /// The paging depth before symbols: VMCOREINFO's, the trampoline's CR4, else the space's own.
 fn first_paging(space: &AddressSpace, vmci: Option<&VmcoreInfo>, t: Option<&Trampoline>) -> Found<Paging> {
     match (vmci.and_then(|v| v.number("pgtable_l5_enabled")), t) {
-        (Some(l5), _) => Found::found(if l5 == 1 { Paging::Level5 } else { Paging::Level4 }, "VMCOREINFO"),
+        (Some(l5), _) => Found::evidence(if l5 == 1 { Paging::Level5 } else { Paging::Level4 }, "VMCOREINFO"),
         (None, Some(t)) => {
-            Found::found(if t.la57 { Paging::Level5 } else { Paging::Level4 }, "trampoline CR4")
+            Found::evidence(if t.la57 { Paging::Level5 } else { Paging::Level4 }, "trampoline CR4")
         }
         (None, None) => Found::hint(space.paging(), Hint::Paging),
     }
@@ -264,10 +264,10 @@ fn find_image(
         find_text(space, root, hint).map_err(|source| DiscoverError::NoImage { cr3: root, source })
     };
     Ok(match from_vmci.or(from_trampoline) {
-        Some((entry, how)) => Found::found(text(space, Some(entry))?, how),
+        Some((entry, how)) => Found::evidence(text(space, Some(entry))?, how),
         None => match kaslr {
             Some(k) => Found::hint(text(space, Some(DEFAULT_TEXT_LINK.wrapping_add(k)))?, Hint::Kaslr),
-            None => Found::found(text(space, None)?, "first mapping of the top 2 GiB"),
+            None => Found::evidence(text(space, None)?, "first mapping of the top 2 GiB"),
         },
     })
 }
@@ -307,11 +307,11 @@ fn find_slide(
     if let Some(k) = kaslr {
         Found::hint(k, Hint::Kaslr)
     } else if let Some(k) = vmci.and_then(VmcoreInfo::kernel_offset) {
-        Found::found(k, "VMCOREINFO KERNELOFFSET")
+        Found::evidence(k, "VMCOREINFO KERNELOFFSET")
     } else if let Some(link) = link_text {
-        Found::found(text.wrapping_sub(link), format!("_text at {text:#x} minus its link address"))
+        Found::evidence(text.wrapping_sub(link), format!("_text at {text:#x} minus its link address"))
     } else {
-        Found::found(
+        Found::evidence(
             text.wrapping_sub(DEFAULT_TEXT_LINK),
             format!("_text at {text:#x} minus {DEFAULT_TEXT_LINK:#x}"),
         )
@@ -333,7 +333,7 @@ fn kernel_root(
         return root;
     };
     match space.translate_in(root.value, VirtAddr(pgd)) {
-        Ok(t) => Found::found(t.phys.0, "init_top_pgt, translated"),
+        Ok(t) => Found::evidence(t.phys.0, "init_top_pgt, translated"),
         Err(e) => {
             notes.push(format!("init_top_pgt at {pgd:#x}: {e}"));
             root
@@ -365,12 +365,12 @@ fn find_phys_base(
             );
             log::warn!("{msg}");
             notes.push(msg);
-            Some(Found::found(m, "_text's page (VMCOREINFO disagreed)"))
+            Some(Found::evidence(m, "_text's page (VMCOREINFO disagreed)"))
         }
-        (Some(p), _) => Some(Found::found(p as u64, "VMCOREINFO")),
+        (Some(p), _) => Some(Found::evidence(p as u64, "VMCOREINFO")),
         (None, m) => match read_sym_u64(view, syms, "phys_base") {
-            Some(p) => Some(Found::found(p, "phys_base variable")),
-            None => m.map(|m| Found::found(m, "_text's page")),
+            Some(p) => Some(Found::evidence(p, "phys_base variable")),
+            None => m.map(|m| Found::evidence(m, "_text's page")),
         },
     }
 }
@@ -390,12 +390,12 @@ fn confirm_paging(
     if p != paging.value {
         notes.push(format!("__pgtable_l5_enabled says {p}, but {} said {}", paging.origin, paging.value));
     }
-    Found::found(p, "__pgtable_l5_enabled")
+    Found::evidence(p, "__pgtable_l5_enabled")
 }
 
 fn find_page_offset_base(view: &mut View, syms: &Kallsyms, paging: Paging) -> Found<u64> {
     match read_sym_u64(view, syms, "page_offset_base") {
-        Some(p) if p >= 0xff00_0000_0000_0000 => Found::found(p, "page_offset_base variable"),
+        Some(p) if p >= 0xff00_0000_0000_0000 => Found::evidence(p, "page_offset_base variable"),
         _ => Found::default_because(
             DEFAULT_PAGE_OFFSET[(paging == Paging::Level5) as usize],
             "no memory KASLR",
@@ -407,9 +407,9 @@ fn find_release(view: &mut View, syms: &Kallsyms, vmci: Option<&VmcoreInfo>) -> 
     syms.address("linux_banner")
         .and_then(|a| read_cstr(view, a, 256))
         .and_then(|b| b.strip_prefix("Linux version ").map(|r| r.split(' ').next().unwrap_or("").to_string()))
-        .map(|r| Found::found(r, "linux_banner"))
+        .map(|r| Found::evidence(r, "linux_banner"))
         .or_else(|| {
-            vmci.and_then(|v| v.release()).map(|r| Found::found(r.to_string(), "VMCOREINFO OSRELEASE"))
+            vmci.and_then(|v| v.release()).map(|r| Found::evidence(r.to_string(), "VMCOREINFO OSRELEASE"))
         })
 }
 

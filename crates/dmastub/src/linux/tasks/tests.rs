@@ -1,6 +1,6 @@
 //! The task list over synthetic machines: layouts, lists that loop, threads, budgets.
 
-mod tests {
+mod list {
     use super::super::*;
     use crate::VirtAddr;
     use crate::linux::profile::Profile;
@@ -172,7 +172,7 @@ mod tests {
     }
 }
 
-mod thread_tests {
+mod thread_groups {
     use super::super::*;
     use crate::VirtAddr;
     use crate::mmu::{AddressSpace, MmuConfig, PageSize, Paging, bits};
