@@ -24,7 +24,7 @@ impl MemError {
     /// table on the way: reading on would only wait out its timeout again.
     pub fn is_device_failure(&self) -> bool {
         match self {
-            MemError::Phys(e) => matches!(e, PhysError::Device { .. }),
+            MemError::Phys(e) => e.is_device_failure(),
             MemError::Translate(e) => e.is_device_failure(),
         }
     }
@@ -98,6 +98,6 @@ impl TranslateError {
     /// Whether a page table could not be read because the device itself failed (no adapter,
     /// timeouts).
     pub fn is_device_failure(&self) -> bool {
-        matches!(self, TranslateError::TableUnreadable { source: PhysError::Device { .. }, .. })
+        matches!(self, TranslateError::TableUnreadable { source, .. } if source.is_device_failure())
     }
 }

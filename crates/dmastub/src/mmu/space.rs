@@ -416,7 +416,7 @@ impl AddressSpace {
                 segments[from..from + filled].iter().map(|s| s.buf.len() as u64).sum::<u64>();
             match r {
                 Ok(()) => break,
-                Err(e) if matches!(e.error, PhysError::Device { .. }) => {
+                Err(e) if e.error.is_device_failure() => {
                     for &owner in &owners[from + e.index..] {
                         results[owner] = Err(e.error.clone().into());
                     }
