@@ -12,7 +12,7 @@
 //! SNAPSHOT.truth.json in it). OUT_DIR gets SNAPSHOT.lime.zst and SNAPSHOT.truth.json. The
 //! pages kept are exactly those read, so a change to what discovery reads needs a new trim.
 
-use dmastub::linux::discover::{Hints, discover};
+use dmastub::linux::{Hints, discover};
 use dmastub::linux::{Linux, render};
 use dmastub::mmu::{AddressSpace, MmuConfig, Paging};
 use dmastub::phys::{self, CoreNote, OpenOptions, PhysError, PhysMem, RamRange, SourceKind};

@@ -3,10 +3,10 @@
 use crate::CliResult;
 use crate::cli::{BtArgs, DmesgArgs, LinuxArgs, LinuxCmdArgs, ProfileArgs, PsArgs};
 use crate::source::{mmu_config, open_source, with_remedy};
-use dmastub::linux::btf::Btf;
-use dmastub::linux::origin::render_remedies;
+use dmastub::linux::Btf;
+use dmastub::linux::render_remedies;
 use dmastub::linux::{Hint, Hints, Linux, LinuxError, discover, render};
-use dmastub::linux::{profile, symfile};
+use dmastub::linux::{Profile, load_system_map, load_vmlinux};
 use dmastub::mmu::{AddressSpace, MmuConfig, Paging};
 use dmastub::phys::{self, OpenOptions, WriteMode};
 
@@ -18,16 +18,16 @@ pub(crate) fn find_linux(
 ) -> Result<Linux, Box<dyn std::error::Error>> {
     let mut hints = Hints { cr3, kaslr: a.kaslr, ..Default::default() };
     if let Some(p) = &a.system_map {
-        hints.link_symbols = Some((symfile::load_system_map(p)?, format!("System.map {}", p.display())));
+        hints.link_symbols = Some((load_system_map(p)?, format!("System.map {}", p.display())));
     }
     if let Some(p) = &a.vmlinux {
-        hints.link_symbols = Some((symfile::load_vmlinux(p)?, format!("vmlinux {}", p.display())));
+        hints.link_symbols = Some((load_vmlinux(p)?, format!("vmlinux {}", p.display())));
     }
     if let Some(p) = &a.btf {
         hints.types = Some(Box::new(Btf::load(p)?));
     }
     if let Some(name) = &a.profile {
-        let prof = profile::Profile::load(name)?;
+        let prof = Profile::load(name)?;
         if hints.link_symbols.is_none() {
             hints.link_symbols = prof.link_symbols();
         }
@@ -92,7 +92,7 @@ pub(crate) fn bt(a: BtArgs) -> CliResult {
 
 pub(crate) fn write_profile(a: ProfileArgs) -> CliResult {
     let prof = match (&a.btf, &a.image) {
-        (Some(p), _) => profile::Profile::from_types(&a.name, a.release.as_deref(), &Btf::load(p)?),
+        (Some(p), _) => Profile::from_types(&a.name, a.release.as_deref(), &Btf::load(p)?),
         (None, Some(image)) => {
             let mem = phys::open_file(image, &OpenOptions::default()).map_err(|e| {
                 let remedy = e.remedy();
@@ -103,7 +103,7 @@ pub(crate) fn write_profile(a: ProfileArgs) -> CliResult {
             let types =
                 kernel.types.as_deref().ok_or("the image's kernel has no BTF to write a profile from")?;
             let release = a.release.clone().or(kernel.release.as_ref().map(|r| r.value.clone()));
-            profile::Profile::from_types(&a.name, release.as_deref(), types)
+            Profile::from_types(&a.name, release.as_deref(), types)
         }
         (None, None) => return Err("give --btf FILE or --image FILE".into()),
     };

@@ -9,12 +9,12 @@
 mod common;
 
 use common::*;
+use dmastub::linux::Linux;
 use dmastub::linux::TypeInfo;
-use dmastub::linux::commands::Linux;
-use dmastub::linux::discover::{Hints, discover};
-use dmastub::linux::threads::{Regs, reg};
-use dmastub::linux::unwind::{Orc, Start, unwind};
+use dmastub::linux::{Hints, discover};
 use dmastub::linux::{Memory, Symbols, View};
+use dmastub::linux::{Orc, Start, unwind};
+use dmastub::linux::{Regs, reg};
 use dmastub::mmu::{AddressSpace, MmuConfig, Paging};
 use dmastub::phys::{self, OpenOptions};
 use serde_json::Value;

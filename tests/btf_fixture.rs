@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use dmastub::linux::btf::Btf;
+use dmastub::linux::Btf;
 use dmastub::linux::{Member, TypeInfo};
 use std::path::Path;
 use std::time::Instant;

@@ -7,8 +7,8 @@
 mod common;
 
 use common::*;
-use dmastub::linux::commands::Linux;
-use dmastub::linux::discover::{Hints, discover};
+use dmastub::linux::Linux;
+use dmastub::linux::{Hints, discover};
 use dmastub::mmu::{AddressSpace, MmuConfig, Paging};
 use dmastub::phys::{self, OpenOptions};
 use dmastub::{PhysAddr, VirtAddr};

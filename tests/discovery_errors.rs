@@ -4,10 +4,10 @@
 mod common;
 
 use common::*;
+use dmastub::linux::Linux;
 use dmastub::linux::Symbols;
-use dmastub::linux::commands::Linux;
-use dmastub::linux::discover::{Hints, discover};
 use dmastub::linux::{Hint, render};
+use dmastub::linux::{Hints, discover};
 use dmastub::mmu::{AddressSpace, MmuConfig, Paging};
 use dmastub::phys::{self, OpenOptions, PhysError, PhysMem, RamRange, SourceKind};
 use dmastub::{PhysAddr, VirtAddr};

@@ -4,9 +4,9 @@
 mod common;
 
 use common::*;
-use dmastub::linux::printk::{KernelLog, read_log};
-use dmastub::linux::symfile::load_system_map;
-use dmastub::linux::vmcoreinfo::VmcoreInfo;
+use dmastub::linux::VmcoreInfo;
+use dmastub::linux::load_system_map;
+use dmastub::linux::{KernelLog, read_log};
 use dmastub::linux::{Memory, View};
 use dmastub::mmu::{AddressSpace, MemError, MmuConfig};
 use dmastub::phys::{OpenOptions, open_file};

@@ -3,7 +3,6 @@
 //! reads its fields through it: a field past the end is `None`, never a panic.
 
 /// Little-endian fields at a byte offset, checked against the slice's end.
-#[allow(dead_code)] // until the parsers have moved onto it (issue 14)
 pub(crate) trait LeBytes {
     /// The `N` bytes at `offset`, or `None` if any lies past the end.
     fn array_at<const N: usize>(&self, offset: usize) -> Option<[u8; N]>;

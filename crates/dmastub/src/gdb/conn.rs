@@ -23,6 +23,7 @@ const KEEP_OUT_CAPACITY: usize = 1 << 20;
 pub struct Activity(Arc<AtomicU64>);
 
 impl Activity {
+    /// Records that a byte arrived now.
     pub fn touch(&self) {
         self.0.store(now_ms(), Ordering::Relaxed);
     }
@@ -55,6 +56,7 @@ pub struct BufferedConn<S> {
 pub type BufferedTcp = BufferedConn<TcpStream>;
 
 impl BufferedTcp {
+    /// A buffered connection over `stream`, with Nagle's delay off (replies are whole packets).
     pub fn new(stream: TcpStream) -> io::Result<Self> {
         stream.set_nodelay(true)?;
         Ok(Self::over(stream))
@@ -80,6 +82,7 @@ impl<S: Read + Write> BufferedConn<S> {
         self.activity.clone()
     }
 
+    /// The stream underneath.
     pub fn stream(&self) -> &S {
         &self.stream
     }

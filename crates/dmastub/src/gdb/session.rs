@@ -41,11 +41,15 @@ const EXTRA_FEATURES: &[u8] = b";qXfer:osdata:read+";
 
 /// Why a session ended in error.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SessionError {
+    /// Reading from or writing to the client failed.
     #[error("the connection failed: {0}")]
     Connection(#[source] io::Error),
+    /// gdbstub ended the session.
     #[error("the gdb protocol session failed: {message}")]
     Protocol {
+        /// What gdbstub said.
         message: String,
         /// gdbstub's own name for the failure (its `Debug` form), e.g. `TargetError(..)` or
         /// `PacketParse(..)`: whether the client or the target ended the session.

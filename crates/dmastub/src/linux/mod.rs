@@ -5,35 +5,44 @@
 //! nothing here knows the remote protocol. Everything read is untrusted: every walk is bounded,
 //! and every failure names the address and what was being read.
 
-pub mod btf;
-pub mod commands;
-pub mod discover;
+pub(crate) mod btf;
+pub(crate) mod commands;
+pub(crate) mod discover;
 mod error;
-pub mod kallsyms;
-pub mod layout;
+pub(crate) mod kallsyms;
+pub(crate) mod layout;
 mod list;
 mod name_index;
-pub mod origin;
-pub mod printk;
-pub mod profile;
-pub mod readahead;
+pub(crate) mod origin;
+pub(crate) mod printk;
+pub(crate) mod profile;
+pub(crate) mod readahead;
 pub mod render;
-pub mod symfile;
-pub mod tasks;
-pub mod threads;
-pub mod unwind;
-pub mod vmcoreinfo;
-pub mod vmlayout;
+pub(crate) mod symfile;
+pub(crate) mod tasks;
+pub(crate) mod threads;
+pub(crate) mod unwind;
+pub(crate) mod vmcoreinfo;
+pub(crate) mod vmlayout;
 
+pub use btf::{Btf, BtfError};
 pub use commands::{Linux, Switch};
-pub use discover::{DiscoverError, Hints, Kernel, discover};
+pub use discover::{DiscoverError, FailedReads, Hints, ImageError, Kernel, TrampolineError, discover};
 pub use error::{LayoutError, LinuxError, ThreadLayoutError};
+pub use kallsyms::{Kallsyms, KallsymsError};
 pub use layout::{Member, TypeInfo, TypeMap};
 pub use origin::{Found, Hint, HintNames, Origin};
+pub use origin::{Remedies, render_remedies};
 pub use printk::{KernelLog, LogRecord};
+pub use printk::{PrintkError, read_log};
+pub use profile::{Profile, ProfileError};
+pub use symfile::{SymfileError, load_system_map, load_vmlinux, parse_system_map};
 pub use tasks::{Task, TaskList};
+pub use tasks::{TaskError, TaskLayout};
 pub use threads::{Reg, Regs, Thread, ThreadList};
-pub use unwind::Backtrace;
+pub use threads::{ThreadLayout, reg};
+pub use unwind::{Backtrace, Frame, Orc, Start, UnwindError, unwind};
+pub use vmcoreinfo::VmcoreInfo;
 
 use crate::addr::{PhysAddr, VirtAddr};
 pub use crate::mmu::TranslateError;

@@ -20,6 +20,7 @@ use crate::phys::buffer::BufferMem;
 
 /// Why the builder could not do what was asked (a bug in the caller's layout).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[allow(missing_docs)] // each variant's message says what it means
 pub enum BuildError {
     #[error("no room left for page-table pages (table area exhausted at phys {floor})")]
     OutOfTablePages { floor: PhysAddr },
@@ -101,6 +102,7 @@ impl PageTableBuilder {
         self.addr_mask = MmuConfig { paging: self.paging, phys_bits }.addr_mask();
     }
 
+    /// The paging depth the tables are built for.
     pub fn paging(&self) -> Paging {
         self.paging
     }
@@ -295,10 +297,12 @@ impl PageTableBuilder {
         &self.mem
     }
 
+    /// The memory built so far, to place data in.
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         &mut self.mem
     }
 
+    /// The finished memory: physical address = offset.
     pub fn into_bytes(self) -> Vec<u8> {
         self.mem
     }

@@ -16,15 +16,19 @@ pub struct SyntheticFacts {
     pub cr3: u64,
     /// A NUL-terminated greeting in the process's data page.
     pub greeting_virt: u64,
+    /// The greeting's text.
     pub greeting: &'static str,
     /// A u64 with a known value right after the greeting's page start + 0x100.
     pub counter_virt: u64,
+    /// The counter's physical address.
     pub counter_phys: u64,
+    /// The counter's value.
     pub counter_value: u64,
     /// The same counter seen through a 2 MiB-page direct map of all RAM.
     pub direct_map_base: u64,
     /// A "kernel" banner mapped by a 2 MiB page in the top 2 GiB.
     pub banner_virt: u64,
+    /// The banner's text.
     pub banner: &'static str,
     /// A 1 GiB page whose first 32 MiB are RAM and the rest is not.
     pub gib_page_virt: u64,
@@ -33,6 +37,7 @@ pub struct SyntheticFacts {
     /// A spare physical page holding `spare_value` at the counter's page offset, for tests
     /// that remap the counter's page.
     pub spare_page_phys: u64,
+    /// The value on the spare page.
     pub spare_value: u64,
 }
 

@@ -22,8 +22,8 @@ mod tests;
 mod walk;
 
 pub use orc::Orc;
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use orc::OrcLayout;
-pub(crate) use render::render;
 pub use walk::unwind;
 
 use super::Memory;

@@ -39,12 +39,3 @@ impl Backtrace {
         s
     }
 }
-/// `monitor bt`: the thread and where its registers came from, then its frames; one line when
-/// there are none.
-pub(crate) fn render(thread: &Thread, result: Result<Backtrace, UnwindError>) -> String {
-    let head = format!("thread {}: {}", thread.tid, thread.describe());
-    match result {
-        Ok(bt) => format!("{head}; registers: {}\n{}", thread.origin_text(), bt.render()),
-        Err(why) => format!("{head}; no backtrace: {why}\n"),
-    }
-}
