@@ -28,6 +28,7 @@ mod target;
 
 pub use error::FatalError;
 pub use monitor::{NumberError, parse_number};
-pub use server::{DEFAULT_TAKEOVER_IDLE, PACKET_SIZE, Server, bind};
+pub use server::{DEFAULT_TAKEOVER_IDLE, Server, bind};
+pub use session::PACKET_SIZE;
 pub use state::{Mode, SessionState};
 pub use target::DmaTarget;

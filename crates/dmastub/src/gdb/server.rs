@@ -13,10 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-/// The largest packet gdb may send or ask for. gdb sizes its `m` reads from it; bigger
-/// packets mean fewer round trips in a large `dump`.
-pub const PACKET_SIZE: usize = 0x20000;
-
 /// Binds a listening socket at `addr` (`HOST:PORT`), with `SO_REUSEADDR` so a restarted
 /// server can take the port back at once.
 pub fn bind(addr: &str) -> io::Result<TcpListener> {

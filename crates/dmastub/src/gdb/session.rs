@@ -19,7 +19,6 @@
 
 use super::conn::{BufferedConn, console_packet, packet};
 use super::reply::MemoryReply;
-use super::server::PACKET_SIZE;
 use super::target::{Client, DmaTarget, FatalError};
 use gdbstub::common::Signal;
 use gdbstub::conn::{Connection, ConnectionExt};
@@ -35,6 +34,10 @@ pub const MAX_READ: u64 = (PACKET_SIZE as u64 - 32) / 2;
 /// The most bytes of one packet the session frames itself; longer ones go to gdbstub as they
 /// come (it refuses what overflows its buffer).
 const MAX_FRAME: usize = PACKET_SIZE + 8;
+
+/// The largest packet gdb may send or ask for. gdb sizes its `m` reads from it; bigger
+/// packets mean fewer round trips in a large `dump`.
+pub const PACKET_SIZE: usize = 0x20000;
 
 /// The features added to gdbstub's `qSupported` reply.
 const EXTRA_FEATURES: &[u8] = b";qXfer:osdata:read+";

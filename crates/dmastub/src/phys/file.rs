@@ -8,7 +8,6 @@
 //! with SIGBUS, whereas a `pread` past the new end only comes back short (see [`FileMem`]).
 
 use super::elf::CoreNote;
-use super::open::WriteMode;
 use super::ranges::FileRange;
 use super::{IoError, PhysError, PhysMem, RamRange, SourceKind, human_bytes};
 use crate::addr::PhysAddr;
@@ -21,6 +20,22 @@ use std::os::unix::fs::FileExt;
 /// writes from gdb cannot grow the process without bound.
 const MAX_COW_BYTES: u64 = 256 << 20;
 const PAGE: u64 = crate::addr::PAGE_SIZE;
+
+/// What [`PhysMem::write`] does to a file source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WriteMode {
+    /// Writes fail with [`PhysError::ReadOnly`](super::PhysError::ReadOnly); the file is opened
+    /// read-only. A forensic tool must never change evidence by accident.
+    #[default]
+    ReadOnly,
+    /// Writes change what later reads see but never reach the file (a private mapping): lets a
+    /// user poke at a dump without altering it. On a live file, a page once written stops
+    /// following the guest.
+    CopyOnWrite,
+    /// Writes reach the file (a shared mapping of a file opened read-write): changes a live
+    /// VM's RAM, or a dump when the user asks for exactly that.
+    Shared,
+}
 
 /// Physical memory read from a file through a list of [`FileRange`]s: the one reader behind raw
 /// images, live RAM files, ELF cores and LiME dumps.

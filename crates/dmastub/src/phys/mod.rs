@@ -30,9 +30,10 @@ pub use buffer::BufferMem;
 pub use elf::{CoreNote, ElfError};
 pub use error::{IoError, NetTlpSetting, PhysError, Remedy, SegmentError};
 pub use file::FileMem;
+pub use file::WriteMode;
 pub use format::{Format, Unreadable};
 pub use lime::LimeError;
-pub use open::{OpenError, OpenOptions, WriteMode, open_file};
+pub use open::{OpenError, OpenOptions, open_file};
 pub use ranges::{FileRange, RangeError, RangeOrigin};
 
 use crate::addr::PhysAddr;

@@ -1,7 +1,7 @@
 //! Opening a memory image or live RAM file: [`open_file`], its options and its errors.
 
 use super::elf::{self, ElfError};
-use super::file::FileMem;
+use super::file::{FileMem, WriteMode};
 use super::format::{self, Detected, Format, Unreadable};
 use super::lime::{self, LimeError};
 use super::ranges::{FileRange, FileReader, ReadAt};
@@ -21,22 +21,6 @@ pub struct OpenOptions {
     pub write: WriteMode,
     /// Forces a format instead of detecting it from the first bytes.
     pub format: Option<Format>,
-}
-
-/// What [`PhysMem::write`] does to a file source.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum WriteMode {
-    /// Writes fail with [`PhysError::ReadOnly`](super::PhysError::ReadOnly); the file is opened
-    /// read-only. A forensic tool must never change evidence by accident.
-    #[default]
-    ReadOnly,
-    /// Writes change what later reads see but never reach the file (a private mapping): lets a
-    /// user poke at a dump without altering it. On a live file, a page once written stops
-    /// following the guest.
-    CopyOnWrite,
-    /// Writes reach the file (a shared mapping of a file opened read-write): changes a live
-    /// VM's RAM, or a dump when the user asks for exactly that.
-    Shared,
 }
 
 /// Why a file could not be opened as physical memory. Every message starts with the path.

@@ -17,13 +17,14 @@
 mod modules;
 mod orc;
 mod render;
+mod tables;
 #[cfg(test)]
 mod tests;
 mod walk;
 
-pub use orc::Orc;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use orc::OrcLayout;
+pub use tables::Orc;
 pub use walk::unwind;
 
 use super::Memory;
