@@ -10,7 +10,7 @@
 //! The layers, each usable alone, depend on each other in one direction,
 //! `gdb → linux → mmu → phys`:
 //!
-//! * **phys**: physical memory sources behind the [`PhysMem`](phys::PhysMem) trait: raw and live
+//! * **phys**: physical memory sources behind the [`PhysMem`] trait: raw and live
 //!   RAM files, ELF cores and LiME dumps read with `pread`, bytes held in memory, and a NetTLP
 //!   adapter read by DMA (its wire format is public, for the emulator and for other tools).
 //!   Knows nothing of paging.

@@ -8,7 +8,7 @@ use crate::mmu::MemError;
 /// An error that ends the gdb session (the server keeps listening for the next one).
 ///
 /// dmastub has none today: every failure of the machine's memory, even of the device it is
-/// read through, refuses only the request that met it ([`RequestError`]), since the next
+/// read through, refuses only the request that met it (`RequestError`), since the next
 /// request may succeed (a DMA link recovers, another address is mapped). The type is what
 /// gdbstub's target returns, so a future fatal condition has its place.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@
 //! - `m` longer than one reply: shortened to what one reply holds, which the protocol allows;
 //!   gdbstub would read it in chunks and glue a short chunk to the next chunk's bytes.
 //! - `m`: gdbstub parses it and the target reads, but the bytes read are encoded here, in bulk
-//!   and byte for byte as gdbstub would ([`super::reply`]): its writer takes a call per byte.
+//!   and byte for byte as gdbstub would (`reply.rs`): its writer takes a call per byte.
 //! - `qOffsets` from lldb: one uniform offset, the only form lldb applies.
 //! - a bare `c` or `s`: applied to the thread of the last stop (gdbstub would use thread 1).
 //! - `k` from lldb: an exit status, which lldb waits for.

@@ -1,7 +1,7 @@
 //! Linux awareness: finding the kernel in memory with no hints, its symbols, struct layouts
 //! (from BTF, VMCOREINFO or a `targets/` profile), the task list and the kernel log.
 //!
-//! Reads go through [`Memory`], a kernel-virtual view of an [`AddressSpace`](crate::mmu::AddressSpace);
+//! Reads go through [`Memory`], a kernel-virtual view of an [`AddressSpace`];
 //! nothing here knows the remote protocol. Everything read is untrusted: every walk is bounded,
 //! and every failure names the address and what was being read.
 

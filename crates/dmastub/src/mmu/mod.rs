@@ -5,9 +5,9 @@
 //! through [`PhysMem`](crate::phys::PhysMem). Which address space a debugger means (physical
 //! or virtual, under which CR3) is the debugger's state: [`crate::gdb::SessionState`].
 //!
-//! * [`mod@walk`]: the x86-64 walk (4- and 5-level, 4 KiB / 2 MiB / 1 GiB pages) as a pure function
-//!   over a [`walk::TableReader`], optionally recording every step for `vtop`.
-//! * [`cache`]: a bounded cache of whole page-table pages and a bounded translation cache, so a
+//! * `walk`: the x86-64 walk (4- and 5-level, 4 KiB / 2 MiB / 1 GiB pages) as a pure function
+//!   over a `TableReader`, optionally recording every step for `vtop`.
+//! * `cache`: a bounded cache of whole page-table pages and a bounded translation cache, so a
 //!   large virtual read costs about one backend read per data page. Data is never cached.
 //! * [`AddressSpace`]: reads and writes of physical memory, and of virtual memory under a CR3
 //!   the caller names (`*_in(cr3, …)`); partial reads that stop at the first byte that fails;

@@ -128,7 +128,7 @@ pub enum BtfError {
         /// What is wrong.
         why: &'static str,
     },
-    /// The header gives a length over [`MAX_BLOB_LEN`].
+    /// The header gives a length over `MAX_BLOB_LEN`.
     #[error("BTF blob is {len} bytes by its header, more than the {MAX_BLOB_LEN} accepted")]
     TooLarge {
         /// The length.

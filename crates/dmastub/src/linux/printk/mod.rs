@@ -11,7 +11,7 @@
 //!
 //! Everything is untrusted (a crashed kernel, a torn live read, or simply the wrong guess):
 //! ring sizes are range-checked, every walk is bounded by the ring size, at most
-//! [`MAX_READ_BYTES`] are read, and a bad record is skipped and counted rather than trusted.
+//! `MAX_READ_BYTES` are read, and a bad record is skipped and counted rather than trusted.
 //! Arrays are read in [`CHUNK`]-sized pieces on first use, not field by field, because a read
 //! may be a DMA round trip of ~10 µs.
 
@@ -118,7 +118,7 @@ pub enum PrintkError {
         #[source]
         source: MemError,
     },
-    /// The [`MAX_READ_BYTES`] budget ran out.
+    /// The `MAX_READ_BYTES` budget ran out.
     #[error("cannot read {what} at {addr:#x}: the read limit was reached")]
     ReadLimit {
         /// What was being read.

@@ -73,7 +73,7 @@ pub struct Thread {
     pub regs: Regs,
     /// Where its registers came from.
     pub origin: RegsOrigin,
-    /// The base of its kernel stack (`task->stack`, [`THREAD_SIZE`] bytes), when known.
+    /// The base of its kernel stack (`task->stack`, `THREAD_SIZE` bytes), when known.
     pub stack: Option<u64>,
     /// The page-table root its memory is read through: its process's, or the kernel's.
     pub cr3: u64,
