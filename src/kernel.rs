@@ -86,7 +86,7 @@ pub(crate) fn bt(a: BtArgs) -> CliResult {
     let explain = |e: LinuxError| linux.explain(&e);
     let list = linux.threads(&mut space).map_err(explain)?;
     let thread = linux.pick_thread(&list, a.pid).map_err(explain)?;
-    print!("{}", render::bt(&list, thread, linux.backtrace(&mut space, thread), a.pid));
+    print!("{}", render::bt(&list, thread, linux.backtrace(&mut space, thread), a.pid, linux.hint_names()));
     Ok(())
 }
 

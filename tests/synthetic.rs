@@ -242,3 +242,18 @@ fn a_second_gdb_while_one_is_attached_is_turned_away_not_left_hanging() {
     let third = gdb(port, &[&x]);
     assert_eq!(x_gx(&third, f.counter_virt), Some(f.counter_value), "{third}");
 }
+
+/// The library names no flag: the server's advice names the command's own, `--cr3`.
+#[test]
+fn advice_without_a_cr3_names_the_commands_flag() {
+    let dir = Scratch::new("advice");
+    let (bytes, _) = machine();
+    let raw = dir.file("machine.raw", &bytes);
+    let stub = Stub::start(&["--image", raw.to_str().unwrap(), "--no-linux"]);
+    let out = gdb(stub.port, &["monitor virt", "monitor cr3"]);
+    assert_eq!(
+        out.matches("no CR3 is known: give one with 'monitor set-cr3 ADDR' (or start with --cr3)").count(),
+        2,
+        "{out}"
+    );
+}

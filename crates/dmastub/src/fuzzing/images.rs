@@ -314,7 +314,11 @@ fn run_walkers(linux: &Linux, space: &mut AddressSpace) {
     let Ok(orc) = Orc::load(&mut view, &k.symbols, types) else { return };
     // The panicking thread and a few others: each unwind reads its whole stack.
     for t in with_regs.iter().filter(|t| t.panicking).chain(with_regs.iter().take(3)) {
-        let _ = render::backtrace(t, unwind::backtrace(&mut view, &k.symbols, &orc, t).map_err(Into::into));
+        let _ = render::backtrace(
+            t,
+            unwind::backtrace(&mut view, &k.symbols, &orc, t).map_err(Into::into),
+            Hint::describe,
+        );
     }
 }
 

@@ -21,7 +21,7 @@ use crate::addr::VirtAddr;
 use crate::linux::Symbols;
 use crate::linux::commands::Linux;
 use crate::linux::threads::ThreadList;
-use crate::linux::{Hint, Origin};
+use crate::linux::{Hint, HintNames, Origin};
 use crate::mmu::{AddressSpace, MemError};
 use gdbstub::common::{Signal, Tid};
 use log::{debug, info, warn};
@@ -64,6 +64,8 @@ pub struct DmaTarget {
     /// The kernel found in memory, when there is one.
     linux: Option<Linux>,
     allow_write: bool,
+    /// How the application names hints in advice ("start with --cr3"): its flags.
+    hint_names: HintNames,
     /// Mode, active CR3 and selected thread of the session being served.
     state: SessionState,
     /// Every task as a thread, read once per stop (see [`DmaTarget::on_stop`]).
@@ -130,6 +132,7 @@ impl DmaTarget {
             space,
             linux: None,
             allow_write,
+            hint_names: Hint::describe,
             state: SessionState::new(),
             threads: None,
             text: None,
@@ -167,6 +170,21 @@ impl DmaTarget {
         };
         self.linux = Some(linux);
         self
+    }
+
+    /// Names hints in advice as the application does (the `dmastub` command: its flags);
+    /// [`Hint::describe`] by default.
+    pub fn with_hint_names(mut self, names: HintNames) -> Self {
+        self.hint_names = names;
+        self
+    }
+
+    /// Advice for a session with no CR3.
+    pub(crate) fn no_cr3_advice(&self) -> String {
+        format!(
+            "no CR3 is known: give one with 'monitor set-cr3 ADDR' (or start with {})",
+            (self.hint_names)(Hint::Cr3)
+        )
     }
 
     /// Makes `cr3` the active page-table root, chosen by the user, and memory packets virtual;

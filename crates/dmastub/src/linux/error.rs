@@ -124,6 +124,7 @@ impl LinuxError {
         match self {
             LinuxError::Layout(_) | LinuxError::NoTypes => LAYOUT,
             LinuxError::NoInitTask => &[&[Hint::SystemMap], &[Hint::Vmlinux]],
+            LinuxError::Unwind(e) => e.remedies(),
             _ => &[],
         }
     }

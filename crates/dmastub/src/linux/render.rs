@@ -127,18 +127,28 @@ pub fn threads(list: &ThreadList) -> String {
 
 /// `monitor bt` for one thread: the thread and where its registers came from, then its frames;
 /// one line when there are none.
-pub fn backtrace(thread: &Thread, bt: Result<Backtrace, LinuxError>) -> String {
+/// An error's remedy is named with `names` (the application's flags, or [`Hint::describe`]).
+pub fn backtrace(thread: &Thread, bt: Result<Backtrace, LinuxError>, names: HintNames) -> String {
     let head = format!("thread {}: {}", thread.tid, thread.describe());
     match bt {
         Ok(bt) => format!("{head}; registers: {}\n{}", thread.origin_text(), bt.render()),
-        Err(why) => format!("{head}; no backtrace: {why}\n"),
+        Err(why) => match render_remedies(why.remedies(), names) {
+            r if r.is_empty() => format!("{head}; no backtrace: {why}\n"),
+            r => format!("{head}; no backtrace: {why}; {r}\n"),
+        },
     }
 }
 
 /// `dmastub bt`: [`backtrace`] of the thread [`Linux::pick_thread`](super::Linux::pick_thread)
 /// chose from `list`; when it chose (no pid asked for) from a list the budget cut, says so.
-pub fn bt(list: &ThreadList, thread: &Thread, bt: Result<Backtrace, LinuxError>, pid: Option<u64>) -> String {
-    let text = backtrace(thread, bt);
+pub fn bt(
+    list: &ThreadList,
+    thread: &Thread,
+    bt: Result<Backtrace, LinuxError>,
+    pid: Option<u64>,
+    names: HintNames,
+) -> String {
+    let text = backtrace(thread, bt, names);
     // A thread chosen from a list the budget cut may not be the one asked for: say so.
     match &list.truncated {
         Some(why) if pid.is_none() => format!("bt: the task list was {why}\n{text}"),

@@ -25,8 +25,7 @@ impl DmaTarget {
                     "memory packets now address virtual memory through CR3 {:#x}\n",
                     self.state.cr3().unwrap_or_default()
                 ),
-                Err(_) => "no CR3 is known: give one with 'monitor set-cr3 ADDR' (or start with --cr3)\n"
-                    .to_string(),
+                Err(_) => format!("{}\n", self.no_cr3_advice()),
             },
             Command::SetCr3(cr3) => {
                 self.set_cr3(cr3, "monitor set-cr3");
@@ -45,8 +44,7 @@ impl DmaTarget {
             }
             Command::Vtop(virt) => {
                 if self.state.cr3().is_none() {
-                    return "no CR3 is known: give one with 'monitor set-cr3 ADDR' (or start with --cr3)\n"
-                        .to_string();
+                    return format!("{}\n", self.no_cr3_advice());
                 }
                 format!("{}\n", self.state.vtop(&mut self.space, VirtAddr(virt)))
             }
@@ -125,7 +123,7 @@ impl DmaTarget {
             Some(pid) => list.by_pid(pid).map_err(|e| CommandError::linux(linux.explain(&e)))?,
             None => list.get(selected.get() as u64).ok_or(CommandError::NoSelectedTask)?,
         };
-        Ok(render::backtrace(thread, linux.backtrace(&mut self.space, thread)))
+        Ok(render::backtrace(thread, linux.backtrace(&mut self.space, thread), linux.hint_names()))
     }
 
     fn describe_cr3(&self) -> String {
@@ -139,9 +137,7 @@ impl DmaTarget {
                 self.state.cr3_origin,
                 self.space.paging().levels()
             ),
-            None => format!(
-                "no CR3 is known: give one with 'monitor set-cr3 ADDR' (or start with --cr3); memory packets in {mode} mode\n"
-            ),
+            None => format!("{}; memory packets in {mode} mode\n", self.no_cr3_advice()),
         }
     }
 }

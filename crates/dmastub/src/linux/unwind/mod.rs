@@ -29,6 +29,7 @@ pub use walk::unwind;
 
 use super::Memory;
 use super::kallsyms::Kallsyms;
+use super::origin::{Hint, Remedies};
 use super::threads::Regs;
 use super::threads::{RegsOrigin, Thread, reg};
 use crate::mmu::MemError;
@@ -54,6 +55,17 @@ const MAX_NAME: usize = 256;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum UnwindError {
+    /// No struct layout at all: the ORC entry's layout comes from BTF (remedy: a BTF file or a
+    /// profile).
+    #[error("no struct layout: the ORC entry's layout comes from BTF")]
+    NoTypes,
+    /// kallsyms has none of the symbols that bound the ORC tables (remedy: a System.map or a
+    /// vmlinux).
+    #[error(
+        "no ORC tables: kallsyms has no __start_orc_unwind_ip/__stop_orc_unwind_ip/__start_orc_unwind \
+         (a kernel without CONFIG_UNWINDER_ORC, or without KALLSYMS_ALL)"
+    )]
+    NoOrcSymbols,
     /// The struct layout lacks what ORC unwinding needs, or is one dmastub cannot read.
     #[error("{0}")]
     Layout(String),
@@ -106,6 +118,16 @@ impl UnwindError {
                 source.is_device_failure()
             }
             _ => false,
+        }
+    }
+
+    /// What the user could give so that unwinding works: alternatives, as data the
+    /// application names (see [`HintNames`](crate::linux::HintNames)).
+    pub fn remedies(&self) -> Remedies {
+        match self {
+            UnwindError::NoTypes => &[&[Hint::Btf], &[Hint::Profile]],
+            UnwindError::NoOrcSymbols => &[&[Hint::SystemMap], &[Hint::Vmlinux]],
+            _ => &[],
         }
     }
 

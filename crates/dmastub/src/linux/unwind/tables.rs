@@ -28,21 +28,12 @@ impl Orc {
         types: Option<&dyn TypeInfo>,
     ) -> Result<Self, UnwindError> {
         let sym = |n: &str| symbols.address(n);
-        let types = types.ok_or_else(|| {
-            UnwindError::Layout(
-                "no struct layout: the ORC entry's layout comes from BTF (give --btf FILE)".into(),
-            )
-        })?;
+        let types = types.ok_or(UnwindError::NoTypes)?;
         let layout = OrcLayout::from_types(types)?;
         let (Some(ip_start), Some(ip_stop), Some(orc_start)) =
             (sym("__start_orc_unwind_ip"), sym("__stop_orc_unwind_ip"), sym("__start_orc_unwind"))
         else {
-            return Err(UnwindError::Tables(
-                "no ORC tables: kallsyms has no __start_orc_unwind_ip/__stop_orc_unwind_ip/\
-                        __start_orc_unwind (a kernel without CONFIG_UNWINDER_ORC, or without KALLSYMS_ALL: \
-                        give --system-map FILE)"
-                    .to_string(),
-            ));
+            return Err(UnwindError::NoOrcSymbols);
         };
         let bytes = ip_stop.checked_sub(ip_start).filter(|b| b % 4 == 0).ok_or_else(|| {
             UnwindError::Tables(format!("__stop_orc_unwind_ip {ip_stop:#x} is not 4-byte entries after __start_orc_unwind_ip {ip_start:#x}"))

@@ -485,3 +485,22 @@ fn tables_are_bounded_and_sorted() {
     let e = Orc::load(&mut mem, &Kallsyms::from_pairs(pairs), Some(&types(false))).err().unwrap().to_string();
     assert!(e.contains("disagree"), "{e}");
 }
+
+#[test]
+fn missing_layouts_and_symbols_suggest_hints_as_data_not_flags() {
+    use crate::linux::{Hint, LinuxError, render_remedies};
+    let (mut mem, symbols, _) = machine(false, false);
+    let e = Orc::load(&mut mem, &symbols, None).err().expect("no layout, no tables");
+    assert_eq!(e, UnwindError::NoTypes);
+    assert!(!e.to_string().contains("--"), "the library names no flag: {e}");
+    let linux = LinuxError::from(e);
+    assert_eq!(render_remedies(linux.remedies(), Hint::describe), "give a BTF file, or a profile");
+    let named =
+        render_remedies(linux.remedies(), |h| if h == Hint::Btf { "--btf FILE" } else { "--profile NAME" });
+    assert_eq!(named, "give --btf FILE, or --profile NAME");
+
+    let bare = Kallsyms::default();
+    let e = Orc::load(&mut mem, &bare, Some(&types(false))).err().expect("no ORC symbols");
+    assert_eq!(e, UnwindError::NoOrcSymbols);
+    assert_eq!(e.remedies(), &[&[Hint::SystemMap][..], &[Hint::Vmlinux][..]]);
+}
