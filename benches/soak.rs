@@ -36,7 +36,7 @@ use common::*;
 use dmastub::testing::XorShift;
 use live::live;
 use packets::packets;
-use rsp::{Outcome, Rsp, escape, hex, monitor};
+use rsp::{Outcome, Rsp, Tally, escape, hex, monitor};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -94,11 +94,10 @@ pub(super) fn live(a: &Args, dir: &Path) {
     let start = Instant::now();
     let duration = Duration::from_secs_f64(a.minutes * 60.0);
     println!("start        {}", show(rss(pid)));
-    let (mut ok, mut refused, mut lost, mut sessions) = (0u64, 0u64, 0u64, 0u64);
+    let (mut tally, mut sessions) = (Tally::default(), 0u64);
     let mut next_report = Duration::from_secs(60);
     let mut first_minute = None;
     let mut last_lost = String::new();
-    let mut kinds: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
     'outer: while start.elapsed() < duration {
         let Ok(mut rsp) = Rsp::connect(port) else {
             println!("cannot connect after {:.0} s: {}", start.elapsed().as_secs_f64(), show(rss(pid)));
@@ -130,29 +129,22 @@ pub(super) fn live(a: &Args, dir: &Path) {
                 10 => ("threads", b"qfThreadInfo".to_vec()),
                 _ => ("g", b"g".to_vec()),
             };
-            let e = kinds.entry(kind).or_default();
-            match rsp.request(&body) {
-                Outcome::Ok => {
-                    ok += 1;
-                    e.0 += 1;
-                }
-                Outcome::Refused => {
-                    refused += 1;
-                    e.1 += 1;
-                }
-                Outcome::Lost(why) => {
-                    lost += 1;
-                    last_lost = format!("{kind}: {why}");
-                    continue 'outer;
-                }
+            let outcome = rsp.request(&body);
+            tally.count(kind, &outcome);
+            if let Outcome::Lost(why) = outcome {
+                last_lost = format!("{kind}: {why}");
+                continue 'outer;
             }
             if start.elapsed() >= next_report {
                 let r = rss(pid);
                 first_minute.get_or_insert(r);
                 println!(
-                    "{:>4.0} min     {}  requests {ok} ok, {refused} refused, {lost} lost, {sessions} sessions",
+                    "{:>4.0} min     {}  requests {} ok, {} refused, {} lost, {sessions} sessions",
                     next_report.as_secs_f64() / 60.0,
-                    show(r)
+                    show(r),
+                    tally.ok,
+                    tally.refused,
+                    tally.lost
                 );
                 next_report += Duration::from_secs(60);
             }
@@ -164,12 +156,15 @@ pub(super) fn live(a: &Args, dir: &Path) {
     let end = rss(pid);
     println!("end          {}", show(end));
     println!(
-        "{} requests in {:.1} min ({sessions} sessions): {ok} answered, {refused} refused (error reply: \
-         memory that does not translate or changed under us), {lost} without a reply",
-        ok + refused + lost,
-        start.elapsed().as_secs_f64() / 60.0
+        "{} requests in {:.1} min ({sessions} sessions): {} answered, {} refused (error reply: \
+         memory that does not translate or changed under us), {} without a reply",
+        tally.total(),
+        start.elapsed().as_secs_f64() / 60.0,
+        tally.ok,
+        tally.refused,
+        tally.lost
     );
-    for (k, (o, r)) in &kinds {
+    for (k, [o, r, _]) in &tally.by_kind {
         println!("  {k:<24} answered {o:>7}  refused {r:>6}");
     }
     if let LiveSource::Rewritten { writes, .. } = &source {

@@ -124,8 +124,7 @@ pub(super) fn packets(a: &Args, dir: &Path) {
     let start = Instant::now();
     println!("start        {}", show(rss(pid)));
     let mut rsp = Rsp::connect(port).expect("connect");
-    let (mut ok, mut refused, mut lost, mut reconnects) = (0u64, 0u64, 0u64, 0u64);
-    let mut by_kind: std::collections::BTreeMap<&str, (u64, u64, u64)> = Default::default();
+    let (mut tally, mut reconnects) = (Tally::default(), 0u64);
     let mut last_lost = String::new();
     // The slowest requests, and those after which the server's peak RSS rose by 8 MiB or more.
     let mut slow: Vec<(Duration, String)> = Vec::new();
@@ -156,19 +155,10 @@ pub(super) fn packets(a: &Args, dir: &Path) {
             }
             hwm = r.hwm;
         }
-        let e = by_kind.entry(kind).or_default();
+        tally.count(kind, &out);
         match out {
-            Outcome::Ok => {
-                ok += 1;
-                e.0 += 1;
-            }
-            Outcome::Refused => {
-                refused += 1;
-                e.1 += 1;
-            }
+            Outcome::Ok | Outcome::Refused => {}
             Outcome::Lost(why) => {
-                lost += 1;
-                e.2 += 1;
                 if !matches!(kind, "resume/detach") {
                     last_lost = format!("{kind} ({} bytes): {why}", body.len());
                 }
@@ -189,12 +179,15 @@ pub(super) fn packets(a: &Args, dir: &Path) {
     drop(rsp);
     println!("end          {}", show(rss(pid)));
     println!(
-        "{} packets in {:.1} s: {ok} answered, {refused} refused (error or empty reply), {lost} without a \
+        "{} packets in {:.1} s: {} answered, {} refused (error or empty reply), {} without a \
          reply (connection closed or timed out; {reconnects} reconnects)",
-        ok + refused + lost,
-        start.elapsed().as_secs_f64()
+        tally.total(),
+        start.elapsed().as_secs_f64(),
+        tally.ok,
+        tally.refused,
+        tally.lost
     );
-    for (k, (o, r, l)) in &by_kind {
+    for (k, [o, r, l]) in &tally.by_kind {
         println!("  {k:<14} answered {o:>6}  refused {r:>6}  no reply {l:>5}");
     }
     if !last_lost.is_empty() {

@@ -105,3 +105,30 @@ pub(super) fn escape(data: &[u8]) -> Vec<u8> {
     }
     v
 }
+
+/// Requests counted by outcome, in all and by kind: one tally for both soaks.
+#[derive(Default)]
+pub(super) struct Tally {
+    pub(super) ok: u64,
+    pub(super) refused: u64,
+    pub(super) lost: u64,
+    /// Answered, refused, lost, by kind of request.
+    pub(super) by_kind: std::collections::BTreeMap<&'static str, [u64; 3]>,
+}
+
+impl Tally {
+    pub(super) fn count(&mut self, kind: &'static str, outcome: &Outcome) {
+        let e = self.by_kind.entry(kind).or_default();
+        let i = match outcome {
+            Outcome::Ok => 0,
+            Outcome::Refused => 1,
+            Outcome::Lost(_) => 2,
+        };
+        e[i] += 1;
+        *[&mut self.ok, &mut self.refused, &mut self.lost][i] += 1;
+    }
+
+    pub(super) fn total(&self) -> u64 {
+        self.ok + self.refused + self.lost
+    }
+}
