@@ -57,7 +57,7 @@ fn case(title: &str, image: &Path, start: u64) {
         .into_iter()
         .map(String::from)
         .chain([image.display().to_string()])
-        .chain(["--format", "raw", "--no-linux", "--listen", "127.0.0.1:0"].map(String::from))
+        .chain(["--image-format", "raw", "--no-linux", "--listen", "127.0.0.1:0"].map(String::from))
         .collect();
     let server = DmastubChild::start(Path::new(common::BIN), &args, Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e}"));

@@ -22,6 +22,8 @@ Examples:
   dmastub ps --image post-panic.raw             # the same without gdb (also: dmesg, kernel)
   dmastub bt --image post-panic.raw 93          # a task's kernel backtrace, no vmlinux needed
   dmastub serve --image post-panic.elf --cr3 0x1a20000 --no-linux
+  dmastub dump --nettlp 192.168.10.1 -o vmcore  # a kdump-compressed vmcore (-d 31, zlib) for crash and drgn
+  dmastub dump --image post-panic.raw --format elf --dump-level 0 -o vmcore.elf
   dmastub read --image post-panic.raw --phys 0x1000 64
   dmastub vtop --image post-panic.raw --cr3 0x1a20000 0x4a50f0
   dmastub nettlp-emulator --image post-panic.raw  # play a NetTLP adapter over an image, for tests
@@ -57,6 +59,12 @@ pub(crate) enum CommandLine {
     /// Print a task's kernel backtrace (as `monitor bt`), unwound with the kernel's own ORC
     /// tables from memory: no vmlinux needed.
     Bt(BtArgs),
+    /// Save the machine's memory as a vmcore that crash and drgn open: kdump-compressed (what
+    /// kdump writes) or ELF, filtered like makedumpfile's -d from the kernel's own struct page
+    /// array (no vmlinux needed), with VMCOREINFO and a register note per CPU. From any source,
+    /// by DMA too: the way to take home a dump of a machine whose kdump never ran. Ctrl-C stops
+    /// it and leaves a partial dump marked as such.
+    Dump(DumpArgs),
     /// Write a target profile (TOML: the struct offsets dmastub uses) from BTF, for a machine
     /// whose memory may one day have to be read without it: a copy of /sys/kernel/btf/vmlinux,
     /// or the BTF in a memory image.
@@ -87,8 +95,8 @@ pub(crate) struct SourceArgs {
     #[arg(long, value_name = "FILE", group = "source")]
     pub(crate) live: Option<PathBuf>,
     /// Read --image as this format instead of detecting it.
-    #[arg(long, value_enum)]
-    pub(crate) format: Option<FormatArg>,
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub(crate) image_format: Option<FormatArg>,
     /// A machine read by DMA through the NetTLP adapter at this IPv4 address (PCIe reads in
     /// UDP; ports 0x3000 + tag).
     #[arg(long, value_name = "ADAPTER_IP", group = "source")]
@@ -386,4 +394,51 @@ pub(crate) struct NettlpEmulatorArgs {
     /// Apply DMA writes. They change what later reads see, never the file.
     #[arg(long)]
     pub(crate) allow_write: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum DumpFormatArg {
+    /// makedumpfile's kdump-compressed (diskdump) format, as kdump writes it.
+    Kdump,
+    /// An ELF core (as /proc/vmcore): uncompressed, zero pages as holes of a sparse file.
+    Elf,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum CompressArg {
+    Zlib,
+    Lzo,
+    Snappy,
+    Zstd,
+    None,
+}
+
+#[derive(Args)]
+pub(crate) struct DumpArgs {
+    #[command(flatten)]
+    pub(crate) common: LinuxCmdArgs,
+    /// The vmcore to write (or give it as the last word).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub(crate) output: Option<PathBuf>,
+    /// The vmcore to write, when not given with -o.
+    #[arg(value_name = "FILE", required_unless_present = "output", conflicts_with = "output")]
+    pub(crate) file: Option<PathBuf>,
+    /// The file format.
+    #[arg(long, value_enum, default_value = "kdump")]
+    pub(crate) format: DumpFormatArg,
+    /// How pages are compressed (kdump format only).
+    #[arg(long, value_enum, default_value = "zlib")]
+    pub(crate) compress: CompressArg,
+    /// Pages to leave out, makedumpfile's bits added up: 1 zero pages, 2 cache pages, 4 cache
+    /// pages with private data, 8 user pages, 16 free pages (31: all of them, what kdump
+    /// uses; 0: every page).
+    #[arg(long, short = 'd', value_name = "N", default_value = "31",
+          value_parser = clap::value_parser!(u8).range(0..=31))]
+    pub(crate) dump_level: u8,
+    /// Overwrite FILE if it exists.
+    #[arg(long, short = 'f')]
+    pub(crate) force: bool,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    pub(crate) quiet: bool,
 }

@@ -5,6 +5,7 @@
 
 mod cli;
 mod demo;
+mod dump;
 mod emulator;
 mod kernel;
 mod memory;
@@ -28,6 +29,7 @@ fn main() -> ExitCode {
         CommandLine::Ps(a) => kernel::ps(a),
         CommandLine::Dmesg(a) => kernel::dmesg(a),
         CommandLine::Bt(a) => kernel::bt(a),
+        CommandLine::Dump(a) => dump::dump(a),
         CommandLine::Profile(a) => kernel::write_profile(a),
         CommandLine::Demo(a) if a.vm => demo::vm::run(&demo::vm::VmDemoOptions {
             nettlp: a.nettlp,

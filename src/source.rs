@@ -41,7 +41,7 @@ pub(crate) fn open_source(
             return Err("give a memory source: --image FILE, --live FILE or --nettlp ADAPTER_IP".into());
         }
     };
-    let format = src.format.map(|f| match f {
+    let format = src.image_format.map(|f| match f {
         FormatArg::Raw => Format::Raw,
         FormatArg::Elf => Format::Elf,
         FormatArg::Lime => Format::Lime,
@@ -59,7 +59,7 @@ pub(crate) fn with_remedy(
 ) -> Box<dyn std::error::Error> {
     let hint = match remedy {
         Some(Remedy::AllowWrite) => "start the server with --allow-write to change memory",
-        Some(Remedy::ForceRawFormat) => "pass --format raw to read it anyway",
+        Some(Remedy::ForceRawFormat) => "pass --image-format raw to read it anyway",
         Some(Remedy::NetTlp(NetTlpSetting::Local)) => "--nettlp-local must be an address of this machine",
         Some(Remedy::NetTlp(NetTlpSetting::Tags)) => "see --tags",
         Some(Remedy::NetTlp(NetTlpSetting::Mrrs)) => "see --mrrs",

@@ -11,47 +11,6 @@ use std::time::Duration;
 
 const FIXTURE: &str = "linux-6.1-kaslr";
 
-/// (pid → (ppid, comm, cr3)) from a `ps` table.
-fn parse_ps(text: &str) -> BTreeMap<i64, (i64, String, Option<u64>)> {
-    let mut rows = BTreeMap::new();
-    for line in text.lines() {
-        let t: Vec<&str> = line.split_whitespace().collect();
-        if t.len() < 6 || t[0].parse::<i64>().is_err() || t[1].parse::<i64>().is_err() {
-            continue;
-        }
-        let cr3 = match t[t.len() - 1] {
-            "-" => None,
-            c => Some(u64::from_str_radix(c.trim_start_matches("0x"), 16).expect("cr3 column")),
-        };
-        rows.insert(t[0].parse().unwrap(), (t[1].parse().unwrap(), t[3..t.len() - 2].join(" "), cr3));
-    }
-    rows
-}
-
-/// Every difference between a ps table and the truth's task list (drgn's), idle task aside.
-fn ps_differences(rows: &BTreeMap<i64, (i64, String, Option<u64>)>, t: &serde_json::Value) -> Vec<String> {
-    let mut want = BTreeMap::new();
-    for p in t["processes"].as_array().expect("processes") {
-        let cr3 = p["cr3"].as_str().map(|c| u64::from_str_radix(c.trim_start_matches("0x"), 16).unwrap());
-        want.insert(
-            p["pid"].as_i64().unwrap(),
-            (p["ppid"].as_i64().unwrap(), p["comm"].as_str().unwrap().to_string(), cr3),
-        );
-    }
-    let mut probs = Vec::new();
-    for (pid, w) in &want {
-        match rows.get(pid) {
-            None => probs.push(format!("missing pid {pid} ({})", w.1)),
-            Some(g) if g != w => probs.push(format!("pid {pid}: got {g:?}, want {w:?}")),
-            _ => {}
-        }
-    }
-    for pid in rows.keys().filter(|p| **p != 0 && !want.contains_key(p)) {
-        probs.push(format!("extra pid {pid}"));
-    }
-    probs
-}
-
 /// The value `monitor kernel` / `dmastub kernel` shows for `key`.
 fn report_value(report: &str, key: &str) -> Option<String> {
     report

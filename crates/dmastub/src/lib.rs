@@ -65,6 +65,7 @@ mod bytes;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod dump;
 pub mod gdb;
 pub mod linux;
 pub mod mmu;

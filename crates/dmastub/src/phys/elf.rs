@@ -10,15 +10,15 @@ use crate::bytes::LeBytes;
 /// The first four bytes of every ELF file.
 pub(crate) const MAGIC: &[u8] = b"\x7fELF";
 
-const EHDR_SIZE: usize = 64;
-const PHDR_SIZE: u64 = 56;
-const SHDR_SIZE: u64 = 64;
-const ELFCLASS64: u8 = 2;
-const ELFDATA2LSB: u8 = 1;
-const ET_CORE: u16 = 4;
-const EM_X86_64: u16 = 62;
-const PT_LOAD: u32 = 1;
-const PT_NOTE: u32 = 4;
+pub(crate) const EHDR_SIZE: usize = 64;
+pub(crate) const PHDR_SIZE: u64 = 56;
+pub(crate) const SHDR_SIZE: u64 = 64;
+pub(crate) const ELFCLASS64: u8 = 2;
+pub(crate) const ELFDATA2LSB: u8 = 1;
+pub(crate) const ET_CORE: u16 = 4;
+pub(crate) const EM_X86_64: u16 = 62;
+pub(crate) const PT_LOAD: u32 = 1;
+pub(crate) const PT_NOTE: u32 = 4;
 /// `e_phnum` value meaning "the real count is in section header 0's `sh_info`": large kdump
 /// vmcores with more than 65534 segments use it.
 const PN_XNUM: u16 = 0xffff;
@@ -377,6 +377,24 @@ impl Notes {
     }
 }
 
+/// Appends one ELF note (`Elf64_Nhdr`, name, desc, each 4-byte aligned) to `out`, as cores and
+/// kdump files hold them; returns where in `out` its desc starts.
+pub fn encode_note(out: &mut Vec<u8>, name: &str, n_type: u32, desc: &[u8]) -> usize {
+    let namesz = if name.is_empty() { 0 } else { name.len() as u32 + 1 };
+    out.extend_from_slice(&namesz.to_le_bytes());
+    out.extend_from_slice(&(desc.len() as u32).to_le_bytes());
+    out.extend_from_slice(&n_type.to_le_bytes());
+    out.extend_from_slice(name.as_bytes());
+    if namesz > 0 {
+        out.push(0);
+    }
+    out.resize(out.len().div_ceil(4) * 4, 0);
+    let desc_at = out.len();
+    out.extend_from_slice(desc);
+    out.resize(out.len().div_ceil(4) * 4, 0);
+    desc_at
+}
+
 /// Builders for tiny ELF cores, shared by the tests of this module and of `file.rs`.
 #[cfg(test)]
 pub(crate) mod build {
@@ -397,14 +415,7 @@ pub(crate) mod build {
     /// One note, 4-byte aligned, as a core holds it.
     pub fn note(name: &str, n_type: u32, desc: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
-        v.extend_from_slice(&(name.len() as u32 + 1).to_le_bytes());
-        v.extend_from_slice(&(desc.len() as u32).to_le_bytes());
-        v.extend_from_slice(&n_type.to_le_bytes());
-        v.extend_from_slice(name.as_bytes());
-        v.push(0);
-        v.resize(v.len().div_ceil(4) * 4, 0);
-        v.extend_from_slice(desc);
-        v.resize(v.len().div_ceil(4) * 4, 0);
+        super::encode_note(&mut v, name, n_type, desc);
         v
     }
 

@@ -17,7 +17,7 @@
 //! put in its own words.
 
 pub(crate) mod buffer;
-mod elf;
+pub(crate) mod elf;
 mod error;
 mod file;
 mod format;
@@ -27,7 +27,7 @@ mod open;
 mod ranges;
 
 pub use buffer::BufferMem;
-pub use elf::{CoreNote, ElfError};
+pub use elf::{CoreNote, ElfError, encode_note};
 pub use error::{IoError, NetTlpSetting, PhysError, Remedy, SegmentError};
 pub use file::FileMem;
 pub use file::WriteMode;
@@ -187,7 +187,7 @@ pub trait PhysMem: Send {
 }
 
 /// `bytes` as "256 MiB", "1.5 GiB", "12 KiB" or "100 bytes".
-pub(crate) fn human_bytes(bytes: u64) -> String {
+pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
     for (unit, size) in UNITS {
         if bytes >= size {

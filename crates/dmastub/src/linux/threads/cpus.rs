@@ -127,7 +127,7 @@ pub(super) fn crash_note_registers(
     cpus: &Cpus,
 ) -> HashMap<u32, Regs> {
     const HEADER: usize = 12 + 8; // Elf64_Nhdr, then "CORE\0" padded to 8.
-    const DESC: usize = 336; // sizeof(struct elf_prstatus) on x86-64
+    const DESC: usize = PRSTATUS_SIZE;
     let mut out = HashMap::new();
     let Some(at) = crash_notes else { return out };
     let Ok(percpu) = view.read_u64(at) else { return out };

@@ -186,11 +186,30 @@ pub fn user_regs(raw: &[u8], first: usize) -> Regs {
     regs
 }
 
+/// `sizeof(struct elf_prstatus)` on x86-64.
+pub const PRSTATUS_SIZE: usize = 336;
+const PRSTATUS_PID: usize = 32;
+const PRSTATUS_REGS: usize = 112;
+
 /// Registers from an `elf_prstatus` (x86-64): its pid and its `user_regs_struct`.
 pub fn parse_prstatus(desc: &[u8]) -> Option<(i32, Regs)> {
-    const PID: usize = 32;
-    const REGS: usize = 112;
+    const PID: usize = PRSTATUS_PID;
+    const REGS: usize = PRSTATUS_REGS;
     let raw = desc.get(REGS..REGS + USER_REGS.len() * 8)?;
     let pid = i32::from_le_bytes(desc.get(PID..PID + 4)?.try_into().ok()?);
     Some((pid, user_regs(raw, 0)))
+}
+
+/// An `elf_prstatus` (x86-64) for task `pid` holding `regs`, as kdump writes one per CPU. The
+/// format has no way to say "unknown": registers not known are written as 0, and readers of the
+/// note see only what the kernel would have saved.
+pub fn encode_prstatus(pid: i32, regs: &Regs) -> Vec<u8> {
+    let mut desc = vec![0u8; PRSTATUS_SIZE];
+    desc[PRSTATUS_PID..PRSTATUS_PID + 4].copy_from_slice(&pid.to_le_bytes());
+    for (word, slot) in USER_REGS.iter().enumerate() {
+        let value = slot.and_then(|r| regs[r]).unwrap_or(0);
+        let at = PRSTATUS_REGS + word * 8;
+        desc[at..at + 8].copy_from_slice(&value.to_le_bytes());
+    }
+    desc
 }

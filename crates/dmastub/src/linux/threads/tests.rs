@@ -159,3 +159,19 @@ fn the_panicking_task_comes_first_and_the_first_has_a_pc() {
     let p = thread(121, None, Some(0), true, Some(3));
     assert_eq!(p.describe(), "pid 121 t121 S [cpu0, panicking]");
 }
+
+#[test]
+fn prstatus_round_trips_and_unknown_registers_are_zero() {
+    let mut regs = Regs::default();
+    regs[reg::RIP] = Some(0xffff_ffff_8100_0000);
+    regs[reg::RSP] = Some(0xffff_c900_0001_3f00);
+    regs[reg::GS_BASE] = Some(0x1234);
+    let desc = encode_prstatus(77, &regs);
+    assert_eq!(desc.len(), PRSTATUS_SIZE);
+    let (pid, back) = parse_prstatus(&desc).unwrap();
+    assert_eq!(pid, 77);
+    assert_eq!(back.get(reg::RIP), regs.get(reg::RIP));
+    assert_eq!(back.get(reg::RSP), regs.get(reg::RSP));
+    assert_eq!(back.get(reg::GS_BASE), Some(0x1234));
+    assert_eq!(back.get(reg::RAX), Some(0), "an unknown register is written as 0");
+}

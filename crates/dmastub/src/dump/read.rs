@@ -1,0 +1,140 @@
+//! Reading the pages a dump keeps: runs of pfns gathered into batches of up to
+//! [`BATCH_PAGES`](super::BATCH_PAGES) pages, each batch one `read_segments` call, so that a DMA
+//! source puts a whole batch on the wire at once and a file source reads contiguous runs with
+//! one `pread` each.
+
+use super::{BATCH_PAGES, DumpError, PAGE};
+use crate::addr::PhysAddr;
+use crate::phys::{PhysError, PhysMem, Segment};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Why reading stopped before the last run.
+pub(super) enum Stop {
+    /// The caller's stop flag was set.
+    Asked,
+    /// The source failed as a device (it stopped answering): nothing more can be read.
+    Device(PhysError),
+}
+
+impl Stop {
+    pub(super) fn reason(&self) -> String {
+        match self {
+            Stop::Asked => "stopped by the user".to_string(),
+            Stop::Device(e) => format!("the source stopped answering: {e}"),
+        }
+    }
+}
+
+/// One page as read: its bytes, or why the source could not give them.
+pub(super) type PageRead<'a> = Result<&'a [u8], &'a PhysError>;
+
+/// Reads every page of `runs` (`(first pfn, pages)`, ascending) from `mem` and hands each to
+/// `each` in pfn order; `after_batch` gets the bytes read so far after every batch. Returns why
+/// it stopped early, if it did.
+pub(super) fn read_runs(
+    mem: &mut dyn PhysMem,
+    runs: impl Iterator<Item = (u64, u64)>,
+    stop: &AtomicBool,
+    mut each: impl FnMut(u64, PageRead<'_>) -> Result<(), DumpError>,
+    mut after_batch: impl FnMut(u64) -> Result<(), DumpError>,
+) -> Result<Option<Stop>, DumpError> {
+    let mut buf = vec![0u8; BATCH_PAGES * PAGE as usize];
+    let mut batch: Vec<(u64, u64)> = Vec::new();
+    let mut pages_in_batch = 0u64;
+    let mut bytes_read = 0u64;
+    let mut runs = runs.peekable();
+    loop {
+        // Fill the batch, splitting a run that does not fit.
+        while pages_in_batch < BATCH_PAGES as u64 {
+            let Some(&(first, count)) = runs.peek() else { break };
+            let take = count.min(BATCH_PAGES as u64 - pages_in_batch);
+            batch.push((first, take));
+            pages_in_batch += take;
+            if take == count {
+                runs.next();
+            } else if let Some(r) = runs.peek_mut() {
+                *r = (first + take, count - take);
+            }
+        }
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        if stop.load(Ordering::Relaxed) {
+            return Ok(Some(Stop::Asked));
+        }
+        let bytes = &mut buf[..(pages_in_batch * PAGE) as usize];
+        let failures = read_batch(mem, &batch, bytes);
+        let mut at = 0usize;
+        for &(first, count) in &batch {
+            for pfn in first..first + count {
+                let page = &bytes[at..at + PAGE as usize];
+                at += PAGE as usize;
+                match failures.iter().find(|(p, _)| *p == pfn) {
+                    Some((_, e)) if e.is_device_failure() => {
+                        return Ok(Some(Stop::Device(e.clone())));
+                    }
+                    Some((_, e)) => each(pfn, Err(e))?,
+                    None => {
+                        bytes_read += PAGE;
+                        each(pfn, Ok(page))?;
+                    }
+                }
+            }
+        }
+        after_batch(bytes_read)?;
+        batch.clear();
+        pages_in_batch = 0;
+    }
+}
+
+/// Reads `batch` into `bytes` with one `read_segments` call. When that fails, reads each run on
+/// its own and a failing run page by page, so that one bad page costs only itself; returns the
+/// pages that failed. A device failure ends the fallback at once (every further read would wait
+/// out the same timeout).
+fn read_batch(mem: &mut dyn PhysMem, batch: &[(u64, u64)], bytes: &mut [u8]) -> Vec<(u64, PhysError)> {
+    let mut segments = Vec::with_capacity(batch.len());
+    let mut rest = &mut *bytes;
+    for &(first, count) in batch {
+        let (piece, tail) = rest.split_at_mut((count * PAGE) as usize);
+        segments.push(Segment { addr: PhysAddr(first * PAGE), buf: piece });
+        rest = tail;
+    }
+    if mem.read_segments(&mut segments).is_ok() {
+        return Vec::new();
+    }
+    let mut failures = Vec::new();
+    for s in segments.iter_mut() {
+        if mem.read(s.addr, s.buf).is_ok() {
+            continue;
+        }
+        for (i, page) in s.buf.chunks_mut(PAGE as usize).enumerate() {
+            let addr = PhysAddr(s.addr.0 + i as u64 * PAGE);
+            if let Err(e) = mem.read(addr, page) {
+                let device = e.is_device_failure();
+                failures.push((addr.0 / PAGE, e));
+                if device {
+                    return failures;
+                }
+            }
+        }
+    }
+    failures
+}
+
+/// `runs` (`[start, end)` pfns, ascending, as [`PageSet::kept_runs`](crate::linux::PageSet::kept_runs)
+/// gives them) as `(first pfn, pages)`, merging runs separated by gaps of at most `fill` pages
+/// (the gap's pages are then read and written too).
+pub(super) fn merged(runs: impl Iterator<Item = (u64, u64)>, fill: u64) -> impl Iterator<Item = (u64, u64)> {
+    let mut runs = runs.peekable();
+    std::iter::from_fn(move || {
+        let (start, mut end) = runs.next()?;
+        while let Some(&(next_start, next_end)) = runs.peek() {
+            if next_start.saturating_sub(end) > fill {
+                break;
+            }
+            end = next_end;
+            runs.next();
+        }
+        Some((start, end - start))
+    })
+}
