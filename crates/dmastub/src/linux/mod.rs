@@ -14,6 +14,7 @@ pub(crate) mod layout;
 mod list;
 mod name_index;
 pub(crate) mod origin;
+pub(crate) mod pages;
 pub(crate) mod printk;
 pub(crate) mod profile;
 pub(crate) mod readahead;
@@ -33,6 +34,10 @@ pub use kallsyms::{Kallsyms, KallsymsError};
 pub use layout::{Member, TypeInfo, TypeMap};
 pub use origin::{Found, Hint, HintNames, Origin};
 pub use origin::{Remedies, render_remedies};
+pub use pages::{
+    BATCH_BYTES, ClassCounts, DumpLevel, PageClass, PageFilterError, PageLayout, PageSet, classify,
+    classify_with,
+};
 pub use printk::{KernelLog, LogRecord};
 pub use printk::{PrintkError, read_log};
 pub use profile::{Profile, ProfileError};
