@@ -40,23 +40,19 @@ pub(crate) fn dump(a: DumpArgs) -> CliResult {
     let started = Instant::now();
     let mem = open_source(&a.common.source, WriteMode::ReadOnly)?;
     let mut space = AddressSpace::new(mem, mmu_config(&a.common.mmu));
-    let linux = if a.common.source.no_linux {
-        None
-    } else {
-        match find_linux(&mut space, a.common.cr3, &a.common.linux) {
-            Ok(l) => Some(l),
-            Err(e) if level.0 == 0 => {
-                eprintln!("dmastub: warning: no kernel found ({e}): the dump holds every page but no VMCOREINFO");
-                None
-            }
-            Err(e) => {
-                return Err(format!(
-                    "{e}; dump level {} needs the kernel's struct page array to choose pages (--dump-level 0 \
-                     keeps every page without it)",
-                    level.0
-                )
-                .into());
-            }
+    let linux = match find_linux(&mut space, a.common.cr3, &a.common.linux) {
+        Ok(l) => Some(l),
+        Err(e) if level.0 == 0 => {
+            eprintln!("dmastub: warning: no kernel found ({e}): the dump holds every page but no VMCOREINFO");
+            None
+        }
+        Err(e) => {
+            return Err(format!(
+                "{e}; dump level {} needs the kernel's struct page array to choose pages (--dump-level 0 \
+                 keeps every page without it)",
+                level.0
+            )
+            .into());
         }
     };
     let machine = match &linux {

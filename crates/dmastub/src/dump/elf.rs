@@ -8,7 +8,7 @@
 //! was left out reads as zeros. The number of runs is kept below [`MAX_LOADS`] by also writing
 //! the pages of the shortest gaps (real memory, never made-up bytes).
 
-use super::read::{merged, read_runs};
+use super::read::{Event, merged, read_runs};
 use super::{Control, DumpError, DumpOptions, DumpSummary, Machine, Output, PAGE, Progress, describe_failure, is_zero};
 use crate::linux::PageSet;
 use crate::mmu::AddressSpace;
@@ -115,7 +115,16 @@ pub(super) fn write(
         space.mem_mut(),
         merged(pages.kept_runs(), fill),
         control.stop,
-        |pfn, page| {
+        |event| {
+            let (pfn, page) = match event {
+                Event::Page(pfn, page) => (pfn, page),
+                Event::Batch(bytes_read) => {
+                    progress.bytes_read = bytes_read;
+                    progress.bytes_written = cursor - data_at;
+                    (control.progress)(&progress);
+                    return Ok(());
+                }
+            };
             if too_many {
                 return Ok(());
             }
@@ -131,9 +140,10 @@ pub(super) fn write(
                 }
             };
             let paddr = pfn * PAGE;
+            let full = loads.len() as u64 >= max_loads;
             match loads.last_mut() {
                 Some(l) if l.paddr + l.len == paddr && l.offset + l.len == cursor => l.len += PAGE,
-                _ if loads.len() as u64 >= max_loads => {
+                _ if full => {
                     // Nothing more fits: end the dump here, as a partial one.
                     too_many = true;
                     control.stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -160,12 +170,6 @@ pub(super) fn write(
                 pending.clear();
                 pending_at = cursor;
             }
-            Ok(())
-        },
-        |bytes_read| {
-            progress.bytes_read = bytes_read;
-            progress.bytes_written = cursor - data_at;
-            (control.progress)(&progress);
             Ok(())
         },
     )?;

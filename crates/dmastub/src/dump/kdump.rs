@@ -7,15 +7,15 @@
 //! the dump stays in memory but the bitmaps (one bit per page frame). The header is written
 //! first marked incomplete, and marked complete last.
 
-use super::read::{merged, read_runs};
+use super::read::{Event, merged, read_runs};
 use super::{Control, DumpError, DumpOptions, DumpSummary, Machine, Output, PAGE, Progress, describe_failure, is_zero};
 use crate::linux::PageSet;
 use crate::mmu::AddressSpace;
 use crate::phys::encode_note;
-use crate::phys::kdump::{
-    Compression, DUMP_DH_COMPRESSED_INCOMPLETE, DiskDumpHeader, HEADER_VERSION, PAGE_DESC_SIZE, PageDesc, SIGNATURE,
-    SubHeader,
+use crate::phys::kdump::header::{
+    DUMP_DH_COMPRESSED_INCOMPLETE, HEADER_VERSION, PAGE_DESC_SIZE, SIGNATURE, SUB_HEADER_SIZE,
 };
+use crate::phys::kdump::{DiskDumpHeader, PageDesc, SubHeader};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const BLOCK: u64 = PAGE;
@@ -49,7 +49,7 @@ impl Layout {
             let at = encode_note(&mut notes, "VMCOREINFO", 0, text);
             (at as u64, text.len() as u64)
         });
-        let sub_hdr_blocks = (crate::phys::kdump::SUB_HEADER_SIZE as u64 + notes.len() as u64).div_ceil(BLOCK);
+        let sub_hdr_blocks = (SUB_HEADER_SIZE as u64 + notes.len() as u64).div_ceil(BLOCK);
         let bitmap_len = max_mapnr.div_ceil(8).div_ceil(BLOCK) * BLOCK;
         if (2 * bitmap_len / BLOCK) > u64::from(u32::MAX) {
             return Err(DumpError::TooLarge(format!("{max_mapnr} page frames need more bitmap blocks than a kdump header counts")));
@@ -89,7 +89,7 @@ impl Layout {
     }
 
     fn sub_header(&self, machine: &Machine, opts: &DumpOptions) -> Vec<u8> {
-        let notes_at = BLOCK + crate::phys::kdump::SUB_HEADER_SIZE as u64;
+        let notes_at = BLOCK + SUB_HEADER_SIZE as u64;
         let (vmci_at, vmci_len) = self.vmcoreinfo.map_or((0, 0), |(at, len)| (notes_at + at, len));
         let s = SubHeader {
             phys_base: machine.phys_base,
@@ -186,7 +186,16 @@ pub(super) fn write(
         space.mem_mut(),
         merged(pages.kept_runs(), 0),
         control.stop,
-        |pfn, page| {
+        |event| {
+            let (pfn, page) = match event {
+                Event::Page(pfn, page) => (pfn, page),
+                Event::Batch(bytes_read) => {
+                    progress.bytes_read = bytes_read;
+                    progress.bytes_written = data_end + data.len() as u64;
+                    (control.progress)(&progress);
+                    return Ok(());
+                }
+            };
             last_pfn = Some(pfn);
             progress.pages_done += 1;
             let page = match page {
@@ -228,12 +237,6 @@ pub(super) fn write(
                 descs_written += (descs.len() / PAGE_DESC_SIZE) as u64;
                 descs.clear();
             }
-            Ok(())
-        },
-        |bytes_read| {
-            progress.bytes_read = bytes_read;
-            progress.bytes_written = data_end + data.len() as u64;
-            (control.progress)(&progress);
             Ok(())
         },
     )?;

@@ -1,10 +1,10 @@
 //! What a dump says about the machine besides its memory: VMCOREINFO, a register note per CPU,
 //! the kernel's `utsname`, and how each was found.
 
-use crate::linux::{Kernel, Linux, Memory, Symbols, TypeInfo, View, encode_prstatus};
+use crate::linux::{Kernel, Linux, Memory, Symbols, View, encode_prstatus};
 use crate::mmu::{AddressSpace, Paging};
 use crate::phys::CoreNote;
-use crate::phys::kdump::{UTS_LEN, UtsName};
+use crate::phys::kdump::header::{UTS_LEN, UtsName};
 
 /// `NT_PRSTATUS`.
 const NT_PRSTATUS: u32 = 1;

@@ -28,15 +28,21 @@ impl Stop {
 /// One page as read: its bytes, or why the source could not give them.
 pub(super) type PageRead<'a> = Result<&'a [u8], &'a PhysError>;
 
+/// What [`read_runs`] tells its caller.
+pub(super) enum Event<'a> {
+    /// The page at this pfn.
+    Page(u64, PageRead<'a>),
+    /// A batch is done; bytes read from the source so far.
+    Batch(u64),
+}
+
 /// Reads every page of `runs` (`(first pfn, pages)`, ascending) from `mem` and hands each to
-/// `each` in pfn order; `after_batch` gets the bytes read so far after every batch. Returns why
-/// it stopped early, if it did.
+/// `on` in pfn order, then the end of each batch. Returns why it stopped early, if it did.
 pub(super) fn read_runs(
     mem: &mut dyn PhysMem,
     runs: impl Iterator<Item = (u64, u64)>,
     stop: &AtomicBool,
-    mut each: impl FnMut(u64, PageRead<'_>) -> Result<(), DumpError>,
-    mut after_batch: impl FnMut(u64) -> Result<(), DumpError>,
+    mut on: impl FnMut(Event<'_>) -> Result<(), DumpError>,
 ) -> Result<Option<Stop>, DumpError> {
     let mut buf = vec![0u8; BATCH_PAGES * PAGE as usize];
     let mut batch: Vec<(u64, u64)> = Vec::new();
@@ -73,15 +79,15 @@ pub(super) fn read_runs(
                     Some((_, e)) if e.is_device_failure() => {
                         return Ok(Some(Stop::Device(e.clone())));
                     }
-                    Some((_, e)) => each(pfn, Err(e))?,
+                    Some((_, e)) => on(Event::Page(pfn, Err(e)))?,
                     None => {
                         bytes_read += PAGE;
-                        each(pfn, Ok(page))?;
+                        on(Event::Page(pfn, Ok(page)))?;
                     }
                 }
             }
         }
-        after_batch(bytes_read)?;
+        on(Event::Batch(bytes_read))?;
         batch.clear();
         pages_in_batch = 0;
     }

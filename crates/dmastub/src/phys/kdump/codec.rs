@@ -23,7 +23,8 @@ pub enum Compression {
     /// Stored raw (no flag; the descriptor's size is the block size).
     #[default]
     None,
-    /// zlib (`makedumpfile -c`), level 1 as makedumpfile uses.
+    /// zlib (`makedumpfile -c`). Written at level 6: zlib-rs's level 1 packs kernel pages
+    /// worse than C zlib's level 1 that makedumpfile uses, and a dump must not come out bigger.
     Zlib,
     /// LZO1X-1 (`makedumpfile -l`).
     Lzo,
@@ -160,7 +161,7 @@ impl FromStr for Compression {
 }
 
 thread_local! {
-    static ZLIB_C: RefCell<flate2::Compress> = RefCell::new(flate2::Compress::new(flate2::Compression::fast(), true));
+    static ZLIB_C: RefCell<flate2::Compress> = RefCell::new(flate2::Compress::new(flate2::Compression::new(6), true));
     static ZLIB_D: RefCell<flate2::Decompress> = RefCell::new(flate2::Decompress::new(true));
     static LZO_DICT: RefCell<Option<Box<lzokay::compress::Dict>>> = const { RefCell::new(None) };
     static SNAPPY: RefCell<snap::raw::Encoder> = RefCell::new(snap::raw::Encoder::new());
