@@ -36,61 +36,95 @@ pub(super) enum Event<'a> {
     Batch(u64),
 }
 
+/// One batch as read: its runs, their bytes back to back, and the pages that failed.
+struct Batch {
+    runs: Vec<(u64, u64)>,
+    bytes: Vec<u8>,
+    failures: Vec<(u64, PhysError)>,
+}
+
+/// Batches read ahead of the one being written: reading overlaps compressing and writing.
+const READ_AHEAD: usize = 2;
+
 /// Reads every page of `runs` (`(first pfn, pages)`, ascending) from `mem` and hands each to
 /// `on` in pfn order, then the end of each batch. Returns why it stopped early, if it did.
+///
+/// A thread reads while the caller's thread writes, [`READ_AHEAD`] batches apart; setting
+/// `stop` ends the reading after the batch in hand.
 pub(super) fn read_runs(
     mem: &mut dyn PhysMem,
-    runs: impl Iterator<Item = (u64, u64)>,
+    runs: impl Iterator<Item = (u64, u64)> + Send,
     stop: &AtomicBool,
     mut on: impl FnMut(Event<'_>) -> Result<(), DumpError>,
 ) -> Result<Option<Stop>, DumpError> {
-    let mut buf = vec![0u8; BATCH_PAGES * PAGE as usize];
-    let mut batch: Vec<(u64, u64)> = Vec::new();
-    let mut pages_in_batch = 0u64;
-    let mut bytes_read = 0u64;
-    let mut runs = runs.peekable();
-    loop {
-        // Fill the batch, splitting a run that does not fit.
-        while pages_in_batch < BATCH_PAGES as u64 {
-            let Some(&(first, count)) = runs.peek() else { break };
-            let take = count.min(BATCH_PAGES as u64 - pages_in_batch);
-            batch.push((first, take));
-            pages_in_batch += take;
-            if take == count {
-                runs.next();
-            } else if let Some(r) = runs.peek_mut() {
-                *r = (first + take, count - take);
-            }
-        }
-        if batch.is_empty() {
-            return Ok(None);
-        }
-        if stop.load(Ordering::Relaxed) {
-            return Ok(Some(Stop::Asked));
-        }
-        let bytes = &mut buf[..(pages_in_batch * PAGE) as usize];
-        let failures = read_batch(mem, &batch, bytes);
-        let mut at = 0usize;
-        for &(first, count) in &batch {
-            for pfn in first..first + count {
-                let page = &bytes[at..at + PAGE as usize];
-                at += PAGE as usize;
-                match failures.iter().find(|(p, _)| *p == pfn) {
-                    Some((_, e)) if e.is_device_failure() => {
-                        return Ok(Some(Stop::Device(e.clone())));
-                    }
-                    Some((_, e)) => on(Event::Page(pfn, Err(e)))?,
-                    None => {
-                        bytes_read += PAGE;
-                        on(Event::Page(pfn, Ok(page)))?;
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Batch>(READ_AHEAD);
+    let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::scope(|scope| {
+        // Whether it read every run.
+        let reader = scope.spawn(move || -> bool {
+            let mut runs = runs.peekable();
+            loop {
+                let mut batch: Vec<(u64, u64)> = Vec::new();
+                let mut pages = 0u64;
+                // Fill the batch, splitting a run that does not fit.
+                while pages < BATCH_PAGES as u64 {
+                    let Some(&(first, count)) = runs.peek() else { break };
+                    let take = count.min(BATCH_PAGES as u64 - pages);
+                    batch.push((first, take));
+                    pages += take;
+                    if take == count {
+                        runs.next();
+                    } else if let Some(r) = runs.peek_mut() {
+                        *r = (first + take, count - take);
                     }
                 }
+                if batch.is_empty() {
+                    return true;
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                let mut bytes = empty_rx.try_recv().unwrap_or_else(|_| vec![0u8; BATCH_PAGES * PAGE as usize]);
+                bytes.resize((pages * PAGE) as usize, 0);
+                let failures = read_batch(mem, &batch, &mut bytes);
+                if full_tx.send(Batch { runs: batch, bytes, failures }).is_err() {
+                    return false; // the writer has stopped
+                }
             }
+        });
+        let mut bytes_read = 0u64;
+        let result = (|| {
+            for batch in full_rx.iter() {
+                let mut at = 0usize;
+                for &(first, count) in &batch.runs {
+                    for pfn in first..first + count {
+                        let page = &batch.bytes[at..at + PAGE as usize];
+                        at += PAGE as usize;
+                        match batch.failures.iter().find(|(p, _)| *p == pfn) {
+                            Some((_, e)) if e.is_device_failure() => return Ok(Some(Stop::Device(e.clone()))),
+                            Some((_, e)) => on(Event::Page(pfn, Err(e)))?,
+                            None => {
+                                bytes_read += PAGE;
+                                on(Event::Page(pfn, Ok(page)))?;
+                            }
+                        }
+                    }
+                }
+                on(Event::Batch(bytes_read))?;
+                let _ = empty_tx.send(batch.bytes);
+            }
+            Ok(None)
+        })();
+        // Whatever ended the writing ends the reading: the reader sees the flag before its next
+        // batch, or a closed channel.
+        stop.store(true, Ordering::Relaxed);
+        drop(full_rx);
+        let read_all = reader.join().unwrap_or(false);
+        match result {
+            Ok(None) if !read_all => Ok(Some(Stop::Asked)),
+            other => other,
         }
-        on(Event::Batch(bytes_read))?;
-        batch.clear();
-        pages_in_batch = 0;
-    }
+    })
 }
 
 /// Reads `batch` into `bytes` with one `read_segments` call. When that fails, reads each run on
