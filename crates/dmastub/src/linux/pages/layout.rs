@@ -2,7 +2,9 @@
 //! flag numbers and page-type values, and where the array starts; found in the kernel's BTF
 //! ([`Kernel::types`]) first and in its VMCOREINFO after.
 
-use super::PageFilterError;
+use super::{DumpLevel, PageClass, PageFilterError};
+use crate::addr::VirtAddr;
+use crate::mmu::AddressSpace;
 use crate::linux::{Kernel, Symbols, TypeInfo, VmcoreInfo};
 
 /// `vmemmap_base` without memory KASLR (`CONFIG_RANDOMIZE_MEMORY` off), 4-level paging.
@@ -130,6 +132,31 @@ impl PageLayout {
         let types = kernel.types.as_deref().map(|t| t as &dyn TypeInfo);
         let vmci = kernel.vmcoreinfo.as_ref().map(|f| &f.value);
         Self::resolve(types, vmci, vmemmap)
+    }
+
+    /// The layout of `kernel` ([`PageLayout::of_kernel`]) with the array where its
+    /// `vmemmap_base` variable says (read through `space` under the kernel's CR3), else at the
+    /// default without memory KASLR.
+    pub fn for_kernel(kernel: &Kernel, space: &mut AddressSpace) -> Result<Self, PageFilterError> {
+        let cr3 = kernel.cr3.value;
+        let (vmemmap, how) = vmemmap_base(kernel, &mut |addr| {
+            let mut b = [0u8; 8];
+            space.read_virt_in(cr3, VirtAddr(addr), &mut b).ok()?;
+            Some(u64::from_le_bytes(b))
+        })?;
+        let mut layout = Self::of_kernel(kernel, vmemmap)?;
+        layout.notes.push(how);
+        Ok(layout)
+    }
+
+    /// The class makedumpfile gives the page of `pfn` at `level`, from its struct page
+    /// (`page`, at least [`PageLayout::page_size`] bytes) and the next one (`next`, where a
+    /// compound head's order and destructor are), with how many pages from `pfn` on that
+    /// decides (a free block's or a compound page's). A compound tail page is
+    /// [`PageClass::Kept`] here: its head decides it.
+    pub fn class_of(&self, level: DumpLevel, pfn: u64, page: &[u8], next: Option<&[u8]>) -> (PageClass, u64) {
+        let d = self.decide(level, pfn, page, next);
+        (d.class, d.pages)
     }
 
     /// The layout from a struct layout and a VMCOREINFO (either may be missing), with the
@@ -275,7 +302,7 @@ impl PageLayout {
 
 /// Where the kernel's struct page array starts: the `vmemmap_base` variable (memory KASLR),
 /// read under the kernel's CR3, else the fixed default for the paging depth. Says which.
-pub(super) fn vmemmap_base(
+fn vmemmap_base(
     kernel: &Kernel,
     read_u64: &mut dyn FnMut(u64) -> Option<u64>,
 ) -> Result<(u64, String), PageFilterError> {
