@@ -4,8 +4,8 @@
 
 use super::{DumpLevel, PageClass, PageFilterError};
 use crate::addr::VirtAddr;
-use crate::mmu::AddressSpace;
 use crate::linux::{Kernel, Symbols, TypeInfo, VmcoreInfo};
+use crate::mmu::AddressSpace;
 
 /// `vmemmap_base` without memory KASLR (`CONFIG_RANDOMIZE_MEMORY` off), 4-level paging.
 pub const DEFAULT_VMEMMAP_BASE: u64 = 0xffff_ea00_0000_0000;
