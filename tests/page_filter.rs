@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use dmastub::linux::{DumpLevel, PageClass, PageLayout, PageSet, classify};
+use dmastub::linux::{Btf, DumpLevel, PageClass, PageLayout, PageSet, classify};
 use dmastub::mmu::{AddressSpace, MmuConfig, Paging};
 use dmastub::phys::{self, OpenOptions};
 use dmastub::{Hints, VirtAddr, discover};
@@ -195,4 +195,39 @@ fn level_31_matches_makedumpfile() {
     assert!(run.reads <= 16, "{} data reads for the mem_map", run.reads);
     let mm_pages: u64 = set.mem_map_ranges.iter().map(|r| r.1 / 4096).sum();
     assert_eq!(mm_pages, 1024, "4 MiB of struct page for 256 MiB of RAM: {:x?}", set.mem_map_ranges);
+}
+
+/// The layout from the kernel's BTF agrees with its VMCOREINFO field by field, and the flag
+/// numbers a VMCOREINFO lacks come from the BTF's enums (`enum pageflags`,
+/// `enum compound_dtor_id`) with the same values; the array is where the guest's own
+/// `vmemmap_base` says (the truth file, recorded inside the guest).
+#[test]
+fn layout_from_btf_agrees_with_vmcoreinfo() {
+    let Some(dir) = fixture_dir(FIXTURE) else { return };
+    let core = unpacked(&dir, "post-panic.elf.zst");
+    let mem = phys::open_file(&core, &OpenOptions::default()).expect("open the ELF core");
+    let mut space = AddressSpace::new(mem, MmuConfig::new(Paging::Level4));
+    let kernel = discover(&mut space, Hints::default()).expect("discover the kernel");
+    let full = PageLayout::for_kernel(&kernel, &mut space).expect("the struct page layout");
+    let t = truth(&dir, "post-panic");
+    assert_eq!(full.vmemmap, hex(&t["kaslr"]["vmemmap_base"]), "vmemmap_base");
+    let same = |mut l: PageLayout| {
+        l.notes.clone_from(&full.notes);
+        l
+    };
+    let vmci = &kernel.vmcoreinfo.as_ref().expect("the kernel's VMCOREINFO").value;
+    let only_vmci = PageLayout::resolve(None, Some(vmci), None, full.vmemmap).expect("VMCOREINFO alone");
+    assert_eq!(same(only_vmci), full);
+    let btf_path = unpacked(&dir, "vmlinux.btf.zst");
+    let btf =
+        Btf::parse(&std::fs::read(btf_path).expect("read the BTF"), "vmlinux.btf").expect("parse the BTF");
+    let mut stripped = vmci.clone();
+    stripped.entries.retain(|k, _| !(k.starts_with("NUMBER(PG_") || k == "NUMBER(HUGETLB_PAGE_DTOR)"));
+    assert!(stripped.entries.len() + 8 <= vmci.entries.len());
+    let from_enums =
+        PageLayout::resolve(Some(&btf), Some(&stripped), Some(&btf), full.vmemmap).expect("BTF enums");
+    assert_eq!(same(from_enums), full);
+    let e =
+        PageLayout::resolve(Some(&btf), Some(&stripped), None, full.vmemmap).expect_err("no PG_lru anywhere");
+    assert!(e.to_string().contains("NUMBER(PG_lru)"), "{e}");
 }

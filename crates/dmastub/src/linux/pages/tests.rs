@@ -322,16 +322,16 @@ fn layout_from_vmcoreinfo_alone_and_what_it_lacks() {
         NUMBER(PAGE_BUDDY_MAPCOUNT_VALUE)=-129\nNUMBER(PAGE_OFFLINE_MAPCOUNT_VALUE)=-257\n\
         NUMBER(HUGETLB_PAGE_DTOR)=2\n";
     let v = crate::linux::VmcoreInfo::parse(text);
-    let mut l = PageLayout::resolve(None, Some(&v), VMEMMAP).expect("layout");
+    let mut l = PageLayout::resolve(None, Some(&v), None, VMEMMAP).expect("layout");
     l.notes = PageLayout::linux_6_1(VMEMMAP).notes;
     assert_eq!(l, PageLayout::linux_6_1(VMEMMAP));
     let text = String::from_utf8_lossy(text).replace("NUMBER(PG_lru)=4\n", "");
-    let e = PageLayout::resolve(None, Some(&crate::linux::VmcoreInfo::parse(text.as_bytes())), VMEMMAP)
+    let e = PageLayout::resolve(None, Some(&crate::linux::VmcoreInfo::parse(text.as_bytes())), None, VMEMMAP)
         .unwrap_err();
     assert!(e.to_string().contains("NUMBER(PG_lru)"), "{e}");
     let text = text.replace("OFFSET(page._mapcount)=48\n", "");
-    let e = PageLayout::resolve(None, Some(&crate::linux::VmcoreInfo::parse(text.as_bytes())), VMEMMAP)
+    let e = PageLayout::resolve(None, Some(&crate::linux::VmcoreInfo::parse(text.as_bytes())), None, VMEMMAP)
         .unwrap_err();
     assert!(e.to_string().contains("page._mapcount"), "{e}");
-    assert!(matches!(PageLayout::resolve(None, None, VMEMMAP), Err(PageFilterError::NoLayout)));
+    assert!(matches!(PageLayout::resolve(None, None, None, VMEMMAP), Err(PageFilterError::NoLayout)));
 }
