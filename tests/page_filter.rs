@@ -231,3 +231,80 @@ fn layout_from_btf_agrees_with_vmcoreinfo() {
         PageLayout::resolve(Some(&btf), Some(&stripped), None, full.vmemmap).expect_err("no PG_lru anywhere");
     assert!(e.to_string().contains("NUMBER(PG_lru)"), "{e}");
 }
+
+/// A DMA client that knows the machine's RAM (a NetTLP adapter reaches the whole physical
+/// space; the writer is told the RAM some other way).
+struct DmaWithRam {
+    inner: dmastub::phys::nettlp::NetTlpMem,
+    ram: Vec<dmastub::phys::RamRange>,
+}
+
+impl dmastub::PhysMem for DmaWithRam {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn kind(&self) -> dmastub::phys::SourceKind {
+        self.inner.kind()
+    }
+    fn ram(&self) -> &[dmastub::phys::RamRange] {
+        &self.ram
+    }
+    fn is_volatile(&self) -> bool {
+        self.inner.is_volatile()
+    }
+    fn read(&mut self, addr: dmastub::PhysAddr, buf: &mut [u8]) -> Result<(), dmastub::PhysError> {
+        self.inner.read(addr, buf)
+    }
+    fn read_segments(
+        &mut self,
+        segments: &mut [dmastub::phys::Segment<'_>],
+    ) -> Result<(), dmastub::phys::SegmentError> {
+        self.inner.read_segments(segments)
+    }
+    fn traffic(&self) -> Option<String> {
+        self.inner.traffic()
+    }
+    fn reset_traffic(&mut self) {
+        self.inner.reset_traffic()
+    }
+}
+
+/// Over a (loopback, emulated) NetTLP link the array is read in a handful of batches: the
+/// same page set as from the file, in few round trips.
+#[test]
+fn over_dma_the_same_pages_in_few_round_trips() {
+    use dmastub::phys::nettlp::{NetTlpConfig, NetTlpMem};
+    use dmastub_testkit::emulator::{EmulatorConfig, EmulatorHandle};
+    use std::net::Ipv4Addr;
+    let Some(dir) = fixture_dir(FIXTURE) else { return };
+    let raw = unpacked(&dir, "post-panic.raw.zst");
+    let file = phys::open_file(&raw, &OpenOptions::default()).expect("open the raw image");
+    let ram = file.ram().to_vec();
+    let (adapter, local) = (Ipv4Addr::new(127, 0, 41, 2), Ipv4Addr::new(127, 0, 41, 1));
+    let _emu = EmulatorHandle::spawn(file, EmulatorConfig { listen: adapter, ..EmulatorConfig::default() })
+        .expect("start the emulator");
+    let inner = NetTlpMem::connect(NetTlpConfig { adapter, local, ..NetTlpConfig::default() })
+        .expect("open the client's sockets");
+    let mut space = AddressSpace::new(Box::new(DmaWithRam { inner, ram }), MmuConfig::new(Paging::Level4));
+    let kernel = discover(&mut space, Hints::default()).expect("discover the kernel over DMA");
+    space.mem_mut().reset_traffic();
+    let before = space.stats();
+    let t = Instant::now();
+    let set = classify(&kernel, &mut space, DumpLevel::ALL, &mut |_, _| {}).expect("classify over DMA");
+    let secs = t.elapsed().as_secs_f64();
+    let after = space.stats();
+    let traffic = space.mem().traffic().unwrap_or_default();
+    println!(
+        "over DMA: {:.1} ms, {} bytes of mem_map in {} data reads, {} page-table reads; {traffic}",
+        secs * 1e3,
+        set.mem_map_bytes,
+        after.data_reads - before.data_reads,
+        after.table_reads - before.table_reads
+    );
+    let from_file = classify_fixture(&dir).set;
+    // The raw image has no ROM segment: the same decision on every pfn it holds.
+    assert_eq!(set.max_pfn, 0x10000);
+    assert!((0..set.max_pfn).all(|p| set.is_kept(p) == from_file.is_kept(p)), "DMA and file disagree");
+    assert_eq!(set.mem_map_bytes, 0x10000 * 64 + 3 * 64);
+    assert!(after.data_reads - before.data_reads <= 8, "{} data reads", after.data_reads - before.data_reads);
+}

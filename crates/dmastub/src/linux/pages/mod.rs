@@ -361,7 +361,9 @@ pub enum PageFilterError {
         what: String,
     },
     /// The source claims more RAM than a bitmap of its pages would be sane for.
-    #[error("RAM up to pfn {max_pfn:#x} is more than the {limit:#x} pfns a page set may cover")]
+    #[error(
+        "RAM up to pfn {max_pfn:#x} is more than the {limit:#x} pfns a page set may cover (a DMA source reaches the whole physical space: give the machine's RAM ranges)"
+    )]
     TooMuchRam {
         /// One past the highest RAM pfn.
         max_pfn: u64,
