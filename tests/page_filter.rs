@@ -195,6 +195,10 @@ fn level_31_matches_makedumpfile() {
     assert!(run.reads <= 16, "{} data reads for the mem_map", run.reads);
     let mm_pages: u64 = set.mem_map_ranges.iter().map(|r| r.1 / 4096).sum();
     assert_eq!(mm_pages, 1024, "4 MiB of struct page for 256 MiB of RAM: {:x?}", set.mem_map_ranges);
+    // The array's own pages are kernel memory the filter keeps anyway (memblock-reserved).
+    for &(start, len) in &set.mem_map_ranges {
+        assert!((start / 4096..(start + len) / 4096).all(|p| set.is_kept(p)), "mem_map page dropped");
+    }
 }
 
 /// The layout from the kernel's BTF agrees with its VMCOREINFO field by field, and the flag
