@@ -2,8 +2,10 @@
 //! flag numbers and page-type values, and where the array starts; found in the kernel's BTF
 //! ([`Kernel::types`]) first and in its VMCOREINFO after.
 
-use super::PageFilterError;
-use crate::linux::{Kernel, Symbols, TypeInfo, VmcoreInfo};
+use super::{DumpLevel, PageClass, PageFilterError};
+use crate::addr::VirtAddr;
+use crate::linux::{Btf, Kernel, Memory, Symbols, TypeInfo, View, VmcoreInfo};
+use crate::mmu::AddressSpace;
 
 /// `vmemmap_base` without memory KASLR (`CONFIG_RANDOMIZE_MEMORY` off), 4-level paging.
 pub const DEFAULT_VMEMMAP_BASE: u64 = 0xffff_ea00_0000_0000;
@@ -76,6 +78,7 @@ pub struct PageLayout {
 struct Sources<'a> {
     types: Option<&'a dyn TypeInfo>,
     vmci: Option<&'a VmcoreInfo>,
+    enums: Option<&'a Btf>,
     origin: String,
 }
 
@@ -103,8 +106,25 @@ impl Sources<'_> {
             .or_else(|| self.vmci?.get(&format!("SIZE({ty})"))?.parse().ok())
     }
 
+    /// `NUMBER(name)` from VMCOREINFO, else the enumerator in the kernel's BTF: `PG_*` in
+    /// `enum pageflags` (`PG_head_mask` as `1 << PG_head`), `HUGETLB_PAGE_DTOR` in
+    /// `enum compound_dtor_id`. (`PAGE_*_MAPCOUNT_VALUE` are macros: only VMCOREINFO has them.)
     fn number(&self, name: &str) -> Option<i64> {
-        self.vmci?.number(name)
+        if let Some(v) = self.vmci.and_then(|v| v.number(name)) {
+            return Some(v);
+        }
+        let btf = self.enums?;
+        if name == "PG_head_mask" {
+            let head = btf.enum_value(Some("pageflags"), "PG_head")?;
+            return (0..63).contains(&head).then(|| 1i64 << head);
+        }
+        if name.starts_with("PG_") {
+            return btf.enum_value(Some("pageflags"), name);
+        }
+        if name == "HUGETLB_PAGE_DTOR" {
+            return btf.enum_value(Some("compound_dtor_id"), name);
+        }
+        None
     }
 
     fn flag(&self, name: &str) -> Result<u32, PageFilterError> {
@@ -129,14 +149,49 @@ impl PageLayout {
     pub fn of_kernel(kernel: &Kernel, vmemmap: u64) -> Result<Self, PageFilterError> {
         let types = kernel.types.as_deref().map(|t| t as &dyn TypeInfo);
         let vmci = kernel.vmcoreinfo.as_ref().map(|f| &f.value);
-        Self::resolve(types, vmci, vmemmap)
+        Self::resolve(types, vmci, None, vmemmap)
     }
 
-    /// The layout from a struct layout and a VMCOREINFO (either may be missing), with the
-    /// struct page array at `vmemmap`.
+    /// The layout of `kernel` ([`PageLayout::of_kernel`]) with the array where its
+    /// `vmemmap_base` variable says (read through `space` under the kernel's CR3), else at the
+    /// default without memory KASLR.
+    pub fn for_kernel(kernel: &Kernel, space: &mut AddressSpace) -> Result<Self, PageFilterError> {
+        let cr3 = kernel.cr3.value;
+        let (vmemmap, how) = vmemmap_base(kernel, &mut |addr| {
+            let mut b = [0u8; 8];
+            space.read_virt_in(cr3, VirtAddr(addr), &mut b).ok()?;
+            Some(u64::from_le_bytes(b))
+        })?;
+        let types = kernel.types.as_deref().map(|t| t as &dyn TypeInfo);
+        let vmci = kernel.vmcoreinfo.as_ref().map(|f| &f.value);
+        // The flag numbers come from VMCOREINFO, which every kernel with crash support has;
+        // without them the BTF's enums are read again (discovery does not keep them).
+        let lacking = NEEDED_NUMBERS.iter().any(|n| vmci.and_then(|v| v.number(n)).is_none());
+        let btf = if lacking { read_btf(kernel, space) } else { None };
+        let mut layout = Self::resolve(types, vmci, btf.as_ref(), vmemmap)?;
+        if let Some(b) = &btf {
+            layout.notes.push(format!("flag numbers VMCOREINFO lacks from the enums of {}", b.source()));
+        }
+        layout.notes.push(how);
+        Ok(layout)
+    }
+
+    /// The class makedumpfile gives the page of `pfn` at `level`, from its struct page
+    /// (`page`, at least [`PageLayout::page_size`] bytes) and the next one (`next`, where a
+    /// compound head's order and destructor are), with how many pages from `pfn` on that
+    /// decides (a free block's or a compound page's). A compound tail page is
+    /// [`PageClass::Kept`] here: its head decides it.
+    pub fn class_of(&self, level: DumpLevel, pfn: u64, page: &[u8], next: Option<&[u8]>) -> (PageClass, u64) {
+        let d = self.decide(level, pfn, page, next);
+        (d.class, d.pages)
+    }
+
+    /// The layout from a struct layout, a VMCOREINFO and a BTF for the enumerators VMCOREINFO
+    /// lacks (any may be missing), with the struct page array at `vmemmap`.
     pub fn resolve(
         types: Option<&dyn TypeInfo>,
         vmci: Option<&VmcoreInfo>,
+        enums: Option<&Btf>,
         vmemmap: u64,
     ) -> Result<Self, PageFilterError> {
         let origin = match (types, vmci) {
@@ -145,7 +200,7 @@ impl PageLayout {
             (None, Some(_)) => "VMCOREINFO".to_string(),
             (None, None) => return Err(PageFilterError::NoLayout),
         };
-        let s = Sources { types, vmci, origin };
+        let s = Sources { types, vmci, enums, origin };
         let mut notes = vec![format!("struct page layout from {}", s.origin)];
         let page_size = s.size_of("page").ok_or_else(|| PageFilterError::MissingField {
             what: "sizeof(struct page)".to_string(),
@@ -273,9 +328,31 @@ impl PageLayout {
     }
 }
 
+/// The numbers without which nothing is decided.
+const NEEDED_NUMBERS: [&str; 5] = ["PG_lru", "PG_private", "PG_swapcache", "PG_slab", "PG_head_mask"];
+
+/// Largest `.BTF` section read again for its enums.
+const MAX_BTF: u64 = 64 << 20;
+
+/// The kernel's `.BTF` section (`__start_BTF`..`__stop_BTF`), lent in place by a dump or read
+/// in one go; `None` when it is not there or not BTF.
+fn read_btf(kernel: &Kernel, space: &mut AddressSpace) -> Option<Btf> {
+    let start = kernel.symbols.address("__start_BTF")?;
+    let stop = kernel.symbols.address("__stop_BTF")?;
+    let len = stop.checked_sub(start).filter(|&l| l > 0 && l <= MAX_BTF)?;
+    let origin = format!("in-memory BTF ({} KiB at {start:#x})", len / 1024);
+    let mut view = View::new(space, kernel.cr3.value);
+    if let Some(blob) = view.borrow(start, len) {
+        return Btf::parse(blob, origin).ok();
+    }
+    let mut blob = vec![0u8; len as usize];
+    view.read(start, &mut blob).ok()?;
+    Btf::parse(&blob, origin).ok()
+}
+
 /// Where the kernel's struct page array starts: the `vmemmap_base` variable (memory KASLR),
 /// read under the kernel's CR3, else the fixed default for the paging depth. Says which.
-pub(super) fn vmemmap_base(
+fn vmemmap_base(
     kernel: &Kernel,
     read_u64: &mut dyn FnMut(u64) -> Option<u64>,
 ) -> Result<(u64, String), PageFilterError> {

@@ -361,7 +361,9 @@ pub enum PageFilterError {
         what: String,
     },
     /// The source claims more RAM than a bitmap of its pages would be sane for.
-    #[error("RAM up to pfn {max_pfn:#x} is more than the {limit:#x} pfns a page set may cover")]
+    #[error(
+        "RAM up to pfn {max_pfn:#x} is more than the {limit:#x} pfns a page set may cover (a DMA source reaches the whole physical space: give the machine's RAM ranges)"
+    )]
     TooMuchRam {
         /// One past the highest RAM pfn.
         max_pfn: u64,
@@ -403,13 +405,6 @@ pub fn classify(
         progress(total, total);
         return Ok(set);
     }
-    let cr3 = kernel.cr3.value;
-    let (vmemmap, how) = layout::vmemmap_base(kernel, &mut |addr| {
-        let mut b = [0u8; 8];
-        space.read_virt_in(cr3, crate::VirtAddr(addr), &mut b).ok()?;
-        Some(u64::from_le_bytes(b))
-    })?;
-    let mut layout = PageLayout::of_kernel(kernel, vmemmap)?;
-    layout.notes.push(how);
-    classify_with(&layout, space, cr3, &ram, level, progress)
+    let layout = PageLayout::for_kernel(kernel, space)?;
+    classify_with(&layout, space, kernel.cr3.value, &ram, level, progress)
 }

@@ -133,6 +133,20 @@ pub fn classify_with(
     level: DumpLevel,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<PageSet, PageFilterError> {
+    let per_batch = (BATCH_BYTES / layout.page_size).max(1);
+    classify_batched(layout, space, cr3, ram, level, progress, per_batch)
+}
+
+/// [`classify_with`] reading `per_batch` struct pages at a time (tests make batches small).
+pub(super) fn classify_batched(
+    layout: &PageLayout,
+    space: &mut AddressSpace,
+    cr3: u64,
+    ram: &[RamRange],
+    level: DumpLevel,
+    progress: &mut dyn FnMut(u64, u64),
+    per_batch: u64,
+) -> Result<PageSet, PageFilterError> {
     let max_pfn = max_pfn_of(ram);
     if max_pfn > MAX_PFNS {
         return Err(PageFilterError::TooMuchRam { max_pfn, limit: MAX_PFNS });
@@ -144,7 +158,7 @@ pub fn classify_with(
     for &(a, b) in &runs {
         walk.set.set_range(a, b, true);
     }
-    let per_batch = (BATCH_BYTES / layout.page_size).max(1);
+    let per_batch = per_batch.max(1);
     // Pfns below this were decided by a free block or compound page already.
     let mut decided_until = 0u64;
     let mut done = 0u64;
