@@ -5,7 +5,7 @@ use crate::CliResult;
 use crate::cli::{CompressArg, DumpArgs, DumpFormatArg};
 use crate::kernel::find_linux;
 use crate::source::{mmu_config, open_source};
-use dmastub::dump::{Control, DumpFormat, DumpOptions, DumpSummary, Machine, Progress, write_dump};
+use dmastub::dump::{Control, DumpFormat, DumpOptions, DumpSummary, Machine, Progress, dump_ram, write_dump};
 use dmastub::linux::{DumpLevel, Linux, PageSet, classify};
 use dmastub::mmu::AddressSpace;
 use dmastub::phys::{WriteMode, human_bytes};
@@ -122,8 +122,11 @@ fn choose_pages(
     level: DumpLevel,
     quiet: bool,
 ) -> Result<PageSet, Box<dyn std::error::Error>> {
+    let (ram, whence) = dump_ram(space, linux.map(|l| l.kernel()))?;
     let Some(linux) = linux.filter(|_| level.0 != 0) else {
-        return Ok(PageSet::all_ram(space.mem().ram()));
+        let mut set = PageSet::all_ram(&ram);
+        set.notes.push(whence);
+        return Ok(set);
     };
     let bar = progress_bar(0, quiet);
     bar.set_prefix("choosing pages");
@@ -131,7 +134,8 @@ fn choose_pages(
         bar.set_length(total);
         bar.set_position(done);
     };
-    let set = classify(linux.kernel(), space, level, &mut on_progress)?;
+    let mut set = classify(linux.kernel(), space, &ram, level, &mut on_progress)?;
+    set.notes.push(whence);
     bar.finish_and_clear();
     Ok(set)
 }

@@ -160,8 +160,8 @@ fn a_dump_by_dma_holds_the_same_pages_and_reads_little_more() {
     dump(&["--image", raw.to_str().unwrap()], &from_file);
     let by_dma = fx.scratch.0.join("dma.kdump");
     let report = {
-        let _emu = Emulator::start(raw.to_str().unwrap(), "127.0.41.2");
-        dump(&["--nettlp", "127.0.41.2", "--nettlp-local", "127.0.41.1"], &by_dma)
+        let _emu = Emulator::start(raw.to_str().unwrap(), "127.0.43.2");
+        dump(&["--nettlp", "127.0.43.2", "--nettlp-local", "127.0.43.1"], &by_dma)
     };
     reads_right(&by_dma, &t);
     let pages = same_pages(&by_dma, &raw);

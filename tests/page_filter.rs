@@ -81,7 +81,8 @@ fn classify_fixture(dir: &Path) -> Run {
     let before = space.stats();
     let t = Instant::now();
     let mut calls = 0u64;
-    let set = classify(&kernel, &mut space, DumpLevel::ALL, &mut |done, total| {
+    let ram = space.mem().ram().to_vec();
+    let set = classify(&kernel, &mut space, &ram, DumpLevel::ALL, &mut |done, total| {
         assert!(done <= total);
         calls += 1;
     })
@@ -289,12 +290,12 @@ fn over_dma_the_same_pages_in_few_round_trips() {
         .expect("start the emulator");
     let inner = NetTlpMem::connect(NetTlpConfig { adapter, local, ..NetTlpConfig::default() })
         .expect("open the client's sockets");
-    let mut space = AddressSpace::new(Box::new(DmaWithRam { inner, ram }), MmuConfig::new(Paging::Level4));
+    let mut space = AddressSpace::new(Box::new(DmaWithRam { inner, ram: ram.clone() }), MmuConfig::new(Paging::Level4));
     let kernel = discover(&mut space, Hints::default()).expect("discover the kernel over DMA");
     space.mem_mut().reset_traffic();
     let before = space.stats();
     let t = Instant::now();
-    let set = classify(&kernel, &mut space, DumpLevel::ALL, &mut |_, _| {}).expect("classify over DMA");
+    let set = classify(&kernel, &mut space, &ram, DumpLevel::ALL, &mut |_, _| {}).expect("classify over DMA");
     let secs = t.elapsed().as_secs_f64();
     let after = space.stats();
     let traffic = space.mem().traffic().unwrap_or_default();

@@ -141,7 +141,7 @@ pub(super) fn write(
     let total = pages.kept_count();
     let layout = Layout::new(machine, max_mapnr, total)?;
     let mut ram = Bitmap::new(layout.bitmap_len);
-    for r in space.mem().ram() {
+    for r in &pages.ram {
         let first = r.start.0.div_ceil(PAGE);
         let end = (r.end() / PAGE).min(max_mapnr);
         for pfn in first..end {

@@ -17,6 +17,7 @@ pub(crate) mod origin;
 pub(crate) mod pages;
 pub(crate) mod printk;
 pub(crate) mod profile;
+pub(crate) mod ram;
 pub(crate) mod readahead;
 pub mod render;
 pub(crate) mod symfile;
@@ -41,6 +42,7 @@ pub use pages::{
 pub use printk::{KernelLog, LogRecord};
 pub use printk::{PrintkError, read_log};
 pub use profile::{Profile, ProfileError};
+pub use ram::{RamMapError, ram_map};
 pub use symfile::{SymfileError, load_system_map, load_vmlinux, parse_system_map};
 pub use tasks::{Task, TaskList};
 pub use tasks::{TaskError, TaskLayout};

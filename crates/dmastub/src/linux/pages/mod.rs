@@ -216,6 +216,8 @@ impl fmt::Display for ClassCounts {
 /// keeps (pfns outside RAM are never kept).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PageSet {
+    /// The RAM the decision covers.
+    pub ram: Vec<RamRange>,
     /// One past the highest pfn with RAM.
     pub max_pfn: u64,
     /// One bit per pfn, bit `pfn % 64` of word `pfn / 64`: set when kept.
@@ -245,8 +247,10 @@ fn max_pfn_of(ram: &[RamRange]) -> u64 {
 
 impl PageSet {
     /// Nothing kept, below `max_pfn`.
-    fn empty(max_pfn: u64) -> Self {
+    fn empty(ram: &[RamRange]) -> Self {
+        let max_pfn = max_pfn_of(ram);
         Self {
+            ram: ram.to_vec(),
             max_pfn,
             kept: vec![0; max_pfn.div_ceil(64) as usize],
             counts: ClassCounts::default(),
@@ -258,7 +262,7 @@ impl PageSet {
 
     /// Level 0: every RAM page kept, nothing read.
     pub fn all_ram(ram: &[RamRange]) -> Self {
-        let mut set = Self::empty(max_pfn_of(ram));
+        let mut set = Self::empty(ram);
         for (a, b) in ram_pfns(ram) {
             set.set_range(a, b, true);
         }
@@ -395,16 +399,16 @@ impl PageFilterError {
 pub fn classify(
     kernel: &Kernel,
     space: &mut AddressSpace,
+    ram: &[RamRange],
     level: DumpLevel,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<PageSet, PageFilterError> {
-    let ram = space.mem().ram().to_vec();
     if level.0 == 0 {
-        let set = PageSet::all_ram(&ram);
+        let set = PageSet::all_ram(ram);
         let total = set.kept_count();
         progress(total, total);
         return Ok(set);
     }
     let layout = PageLayout::for_kernel(kernel, space)?;
-    classify_with(&layout, space, kernel.cr3.value, &ram, level, progress)
+    classify_with(&layout, space, kernel.cr3.value, ram, level, progress)
 }

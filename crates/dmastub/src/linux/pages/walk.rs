@@ -153,7 +153,7 @@ pub(super) fn classify_batched(
     }
     let runs: Vec<(u64, u64)> = ram_pfns(ram).collect();
     let total: u64 = runs.iter().map(|r| r.1 - r.0).sum();
-    let mut walk = Walk { layout, space, cr3, set: PageSet::empty(max_pfn) };
+    let mut walk = Walk { layout, space, cr3, set: PageSet::empty(ram) };
     walk.set.notes = layout.notes.clone();
     for &(a, b) in &runs {
         walk.set.set_range(a, b, true);
