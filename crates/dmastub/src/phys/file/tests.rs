@@ -158,9 +158,13 @@ fn refuses_what_it_cannot_read() {
         (
             "kdump",
             [&b"KDUMP   "[..], &[0; 4088]].concat(),
-            "convert it with `makedumpfile -E` to an ELF vmcore",
+            "kdump-compressed: header_version 0x0 at offset 0x8 is not a kdump header version",
         ),
-        ("disk", [&b"DISKDUMP"[..], &[0; 4088]].concat(), "makedumpfile -E"),
+        (
+            "disk",
+            [&b"DISKDUMP"[..], &[0; 100]].concat(),
+            "disk_dump_header at offset 0x0 (0x1d0 bytes) runs past",
+        ),
     ];
     for (name, bytes, want) in cases {
         let path = dir.file(name, &bytes);
