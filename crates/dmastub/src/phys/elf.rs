@@ -314,6 +314,24 @@ pub(crate) fn parse(data: &dyn ReadAt) -> Result<ElfCore, ElfError> {
     Ok(ElfCore { ranges, notes: notes.list })
 }
 
+/// Parses the ELF notes at `[start, start + len)` of `data` (4-byte aligned, as in a PT_NOTE
+/// segment): the notes a kdump-compressed file copies into its sub-header area. Errors name the
+/// region as PT_NOTE 0.
+pub(crate) fn parse_notes(data: &dyn ReadAt, start: u64, len: u64) -> Result<Vec<CoreNote>, ElfError> {
+    if !in_file(start, len, data.size()) {
+        return Err(ElfError::SegmentPastEnd {
+            note: true,
+            index: 0,
+            offset: start,
+            filesz: len,
+            size: data.size(),
+        });
+    }
+    let mut notes = Notes::default();
+    notes.parse_segment(data, start, len, 4, 0)?;
+    Ok(notes.list)
+}
+
 /// Notes collected from all PT_NOTE segments, with the running totals that bound them.
 #[derive(Default)]
 struct Notes {

@@ -26,6 +26,18 @@ pub enum PhysError {
         /// The source's [`PhysMem::name`](super::PhysMem::name).
         source_name: String,
     },
+    /// The address is RAM, but the dump left its page out: a kdump-compressed file's dump level
+    /// excluded it (zero, cache, user or free pages), or an incomplete dump stopped before it.
+    /// The bytes are unknown, so they are never made up; not a device failure.
+    #[error("{source_name}: physical {:#x} {reason}", addr.0)]
+    Excluded {
+        /// The first byte of the request on the excluded page.
+        addr: PhysAddr,
+        /// The source's [`PhysMem::name`](super::PhysMem::name).
+        source_name: String,
+        /// Why the dump does not hold the page.
+        reason: Exclusion,
+    },
     /// The device or file failed (timeouts, no adapter, a file that shrank): reading on would
     /// only fail again, slowly. See [`PhysError::is_device_failure`].
     #[error("reading phys {addr} from {source_name} failed: {why}")]
@@ -59,6 +71,29 @@ impl PhysError {
         match self {
             PhysError::ReadOnly { .. } => Some(Remedy::AllowWrite),
             _ => None,
+        }
+    }
+}
+
+/// Why a dump does not hold a page of RAM ([`PhysError::Excluded`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Exclusion {
+    /// makedumpfile's dump level (`-d N`) left the page's class out.
+    DumpLevel(u32),
+    /// The dump is marked incomplete and stopped before this page was written.
+    NotCaptured,
+}
+
+impl fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exclusion::DumpLevel(level) => write!(
+                f,
+                "was excluded by the dump (dump level {level}: {} left out)",
+                super::kdump::header::excluded_classes(*level)
+            ),
+            Exclusion::NotCaptured => f.write_str("was not captured: the dump was stopped before this page"),
         }
     }
 }

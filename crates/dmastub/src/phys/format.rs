@@ -1,8 +1,8 @@
 //! Telling a memory image's format from its first bytes, and recognising the files dmastub
-//! cannot read (compressed images, makedumpfile's own format, pipes and devices) so that the
+//! cannot read (compressed images, pipes and devices) so that the
 //! error says what to do instead.
 
-use super::{elf, lime};
+use super::{elf, kdump, lime};
 
 /// The layout of a memory image file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,6 +13,10 @@ pub enum Format {
     Elf,
     /// LiME: 32-byte range headers, each followed by that range's bytes.
     Lime,
+    /// kdump-compressed (diskdump): makedumpfile's and QEMU's `"KDUMP   "` files.
+    Kdump,
+    /// makedumpfile's flattened stream of a kdump-compressed file (`"makedumpfile"`).
+    Flattened,
 }
 
 /// A file dmastub recognises but cannot read as memory.
@@ -37,10 +41,6 @@ pub enum Unreadable {
     Bzip2,
     /// lz4-compressed.
     Lz4,
-    /// makedumpfile's compressed kdump (diskdump) format.
-    Kdump,
-    /// makedumpfile's flattened stream.
-    FlatMakedumpfile,
     /// AVML's compressed LiME variant.
     Avml,
 }
@@ -58,8 +58,6 @@ impl Unreadable {
             Unreadable::Xz => "xz-compressed",
             Unreadable::Bzip2 => "bzip2-compressed",
             Unreadable::Lz4 => "lz4-compressed",
-            Unreadable::Kdump => "a compressed kdump file (makedumpfile/diskdump format)",
-            Unreadable::FlatMakedumpfile => "a flattened makedumpfile stream",
             Unreadable::Avml => "an AVML compressed image",
         }
     }
@@ -80,10 +78,6 @@ impl Unreadable {
             Unreadable::Xz => "unpack it first with `xz -d`",
             Unreadable::Bzip2 => "unpack it first with `bunzip2`",
             Unreadable::Lz4 => "unpack it first with `lz4 -d`",
-            Unreadable::Kdump => "convert it with `makedumpfile -E` to an ELF vmcore",
-            Unreadable::FlatMakedumpfile => {
-                "rebuild it with `makedumpfile -R`, then convert with `makedumpfile -E` to an ELF vmcore"
-            }
             Unreadable::Avml => "convert it to LiME with `avml-convert`",
         }
     }
@@ -131,9 +125,9 @@ pub(crate) fn detect(data: &[u8], size: u64) -> Detected {
         (&[0xfd, b'7', b'z', b'X', b'Z', 0], Detected::Unreadable(Unreadable::Xz)),
         (b"BZh", Detected::Unreadable(Unreadable::Bzip2)),
         (&[0x04, 0x22, 0x4d, 0x18], Detected::Unreadable(Unreadable::Lz4)),
-        (b"KDUMP   ", Detected::Unreadable(Unreadable::Kdump)),
-        (b"DISKDUMP", Detected::Unreadable(Unreadable::Kdump)),
-        (b"makedumpfile", Detected::Unreadable(Unreadable::FlatMakedumpfile)),
+        (&kdump::header::SIGNATURE, Detected::Format(Format::Kdump)),
+        (&kdump::header::DISKDUMP_SIGNATURE, Detected::Format(Format::Kdump)),
+        (kdump::FLAT_SIGNATURE, Detected::Format(Format::Flattened)),
         (&avml_magic, Detected::Unreadable(Unreadable::Avml)),
     ];
     if let Some((_, d)) = magics.iter().find(|(m, _)| starts(m)) {

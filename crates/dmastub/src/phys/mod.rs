@@ -29,7 +29,7 @@ mod ranges;
 
 pub use buffer::BufferMem;
 pub use elf::{CoreNote, ElfError, encode_note};
-pub use error::{IoError, NetTlpSetting, PhysError, Remedy, SegmentError};
+pub use error::{Exclusion, IoError, NetTlpSetting, PhysError, Remedy, SegmentError};
 pub use file::FileMem;
 pub use file::WriteMode;
 pub use format::{Format, Unreadable};
@@ -83,6 +83,8 @@ pub enum SourceKind {
     Lime,
     /// A machine read by DMA through a NetTLP adapter: live, and slow per request.
     NetTlp,
+    /// A kdump-compressed (diskdump) vmcore, or makedumpfile's flattened form of one.
+    Kdump,
 }
 
 impl fmt::Display for SourceKind {
@@ -94,6 +96,7 @@ impl fmt::Display for SourceKind {
             SourceKind::ElfCore => "ELF core",
             SourceKind::Lime => "LiME dump",
             SourceKind::NetTlp => "NetTLP adapter",
+            SourceKind::Kdump => "kdump-compressed vmcore",
         })
     }
 }

@@ -47,7 +47,7 @@ fn open_err(path: &Path, opts: &OpenOptions) -> String {
         Ok(m) => panic!("{} opened as {}", path.display(), m.describe()),
         // As the command line says it: the remedy is data, the flag is the CLI's.
         Err(e) => match e.remedy() {
-            Some(Remedy::ForceRawFormat) => format!("{e}; pass --format raw to read it anyway"),
+            Some(Remedy::ForceRawFormat) => format!("{e}; pass --image-format raw to read it anyway"),
             _ => e.to_string(),
         },
     }
@@ -145,7 +145,7 @@ fn refuses_what_it_cannot_read() {
         (
             "odd",
             vec![0xaa; 5000],
-            "size 5000 is not a multiple of 4 KiB: not a raw RAM image; pass --format raw",
+            "size 5000 is not a multiple of 4 KiB: not a raw RAM image; pass --image-format raw",
         ),
         (
             "z",
@@ -158,9 +158,13 @@ fn refuses_what_it_cannot_read() {
         (
             "kdump",
             [&b"KDUMP   "[..], &[0; 4088]].concat(),
-            "convert it with `makedumpfile -E` to an ELF vmcore",
+            "kdump-compressed: header_version 0x0 at offset 0x8 is not a kdump header version",
         ),
-        ("disk", [&b"DISKDUMP"[..], &[0; 4088]].concat(), "makedumpfile -E"),
+        (
+            "disk",
+            [&b"DISKDUMP"[..], &[0; 100]].concat(),
+            "disk_dump_header at offset 0x0 (0x1d0 bytes) runs past",
+        ),
     ];
     for (name, bytes, want) in cases {
         let path = dir.file(name, &bytes);

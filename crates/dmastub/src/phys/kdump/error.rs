@@ -56,7 +56,7 @@ pub enum KdumpError {
     #[error("flattened: header at offset 0: {0}")]
     FlatHeader(String),
     /// A flattened record cannot be used.
-    #[error("flattened: record at offset {offset:#x} (for offset {target:#x}, {len:#x} bytes): {why}")]
+    #[error("flattened: record at offset {offset:#x} (for offset {target}, {len} bytes): {why}")]
     FlatRecord {
         /// Where the record header is in the flattened file.
         offset: u64,
