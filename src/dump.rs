@@ -8,8 +8,8 @@ use crate::source::{mmu_config, open_source};
 use dmastub::dump::{Control, DumpFormat, DumpOptions, DumpSummary, Machine, Progress, dump_ram, write_dump};
 use dmastub::linux::{DumpLevel, Linux, PageSet, classify};
 use dmastub::mmu::AddressSpace;
-use dmastub::phys::{WriteMode, human_bytes};
 use dmastub::phys::kdump::Compression;
+use dmastub::phys::{WriteMode, human_bytes};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,7 +88,7 @@ pub(crate) fn dump(a: DumpArgs) -> CliResult {
     bar.finish_and_clear();
     let mut lines = vec![format!(
         "pages: {} of RAM: {}",
-        pages.counts.pages.iter().sum::<u64>(),
+        pages.counts.pages.iter().sum::<u64>() + pages.counts.no_struct_page,
         pages.counts
     )];
     if pages.mem_map_bytes > 0 {
@@ -102,7 +102,14 @@ pub(crate) fn dump(a: DumpArgs) -> CliResult {
     if let Some(t) = space.mem().traffic() {
         lines.push(format!("dumping: {t}"));
     }
-    report(&path, &opts, &summary, write_started.elapsed().as_secs_f64(), started.elapsed().as_secs_f64(), &lines);
+    report(
+        &path,
+        &opts,
+        &summary,
+        write_started.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        &lines,
+    );
     match &summary.stopped {
         None => Ok(()),
         Some(why) => Err(format!(

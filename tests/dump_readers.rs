@@ -51,13 +51,16 @@ fn crash(core: &Path, vmlinux: &Path) -> String {
 
 fn check(tag: &str, core: &Path, vmlinux: &Path, t: &serde_json::Value) {
     let release = t["kernel"]["release"].as_str().unwrap();
-    let want: Vec<&str> = t["processes"].as_array().unwrap().iter().map(|p| p["comm"].as_str().unwrap()).collect();
+    let want: Vec<&str> =
+        t["processes"].as_array().unwrap().iter().map(|p| p["comm"].as_str().unwrap()).collect();
 
     let out = drgn_command(core, vmlinux, DRGN_PS).output().expect("run drgn");
     let text = String::from_utf8_lossy(&out.stdout);
     let comms: Vec<&str> = text.lines().filter_map(|l| l.splitn(3, ' ').nth(2)).collect();
     assert!(
-        out.status.success() && want.iter().all(|c| comms.contains(c)) && comms.len().abs_diff(want.len()) <= 1,
+        out.status.success()
+            && want.iter().all(|c| comms.contains(c))
+            && comms.len().abs_diff(want.len()) <= 1,
         "{tag}: drgn lists {} tasks, the truth {}:\n{text}{}",
         comms.len(),
         want.len(),
@@ -69,7 +72,11 @@ fn check(tag: &str, core: &Path, vmlinux: &Path, t: &serde_json::Value) {
         said.lines().filter_map(|l| l.trim().strip_prefix("comm = \"")?.strip_suffix('"')).collect();
     assert!(said.contains(release), "{tag}: crash does not name {release}:\n{said}");
     assert!(said.contains(PANIC), "{tag}: crash shows no panic:\n{said}");
-    assert_eq!(listed.len(), want.len() + 1, "{tag}: crash's task list (init_task and the truth's tasks):\n{said}");
+    assert_eq!(
+        listed.len(),
+        want.len() + 1,
+        "{tag}: crash's task list (init_task and the truth's tasks):\n{said}"
+    );
     assert!(want.iter().all(|c| listed.contains(c)), "{tag}: crash misses tasks: {listed:?}");
 }
 

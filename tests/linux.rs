@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

@@ -375,7 +375,10 @@ pub fn parse_ps(text: &str) -> BTreeMap<i64, (i64, String, Option<u64>)> {
 }
 
 /// Every difference between a ps table and the truth's task list (drgn's), idle task aside.
-pub fn ps_differences(rows: &BTreeMap<i64, (i64, String, Option<u64>)>, t: &serde_json::Value) -> Vec<String> {
+pub fn ps_differences(
+    rows: &BTreeMap<i64, (i64, String, Option<u64>)>,
+    t: &serde_json::Value,
+) -> Vec<String> {
     let mut want = BTreeMap::new();
     for p in t["processes"].as_array().expect("processes") {
         let cr3 = p["cr3"].as_str().map(|c| u64::from_str_radix(c.trim_start_matches("0x"), 16).unwrap());

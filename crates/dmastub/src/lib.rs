@@ -62,10 +62,10 @@
 
 pub mod addr;
 mod bytes;
+pub mod dump;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod dump;
 pub mod gdb;
 pub mod linux;
 pub mod mmu;

@@ -9,10 +9,14 @@
 //! the pages of the shortest gaps (real memory, never made-up bytes).
 
 use super::read::{Event, merged, read_runs};
-use super::{Control, DumpError, DumpOptions, DumpSummary, Machine, Output, PAGE, Progress, describe_failure, is_zero};
+use super::{
+    Control, DumpError, DumpOptions, DumpSummary, Machine, Output, PAGE, Progress, describe_failure, is_zero,
+};
 use crate::linux::PageSet;
 use crate::mmu::AddressSpace;
-use crate::phys::elf::{EHDR_SIZE, ELFCLASS64, ELFDATA2LSB, EM_X86_64, ET_CORE, MAGIC, PHDR_SIZE, PT_LOAD, PT_NOTE};
+use crate::phys::elf::{
+    EHDR_SIZE, ELFCLASS64, ELFDATA2LSB, EM_X86_64, ET_CORE, MAGIC, PHDR_SIZE, PT_LOAD, PT_NOTE,
+};
 use crate::phys::encode_note;
 
 /// PT_LOADs planned at most: `e_phnum` is 16 bits, and readers walk every header.
@@ -111,68 +115,63 @@ pub(super) fn write(
     let mut pending_at = cursor;
     let mut too_many = false;
     let mut progress = Progress { pages_total: total, ..Progress::default() };
-    let stop = read_runs(
-        space.mem_mut(),
-        merged(pages.kept_runs(), fill),
-        control.stop,
-        |event| {
-            let (pfn, page) = match event {
-                Event::Page(pfn, page) => (pfn, page),
-                Event::Batch(bytes_read) => {
-                    progress.bytes_read = bytes_read;
-                    progress.bytes_written = cursor - data_at;
-                    (control.progress)(&progress);
-                    return Ok(());
-                }
-            };
-            if too_many {
+    let stop = read_runs(space.mem_mut(), merged(pages.kept_runs(), fill), control.stop, |event| {
+        let (pfn, page) = match event {
+            Event::Page(pfn, page) => (pfn, page),
+            Event::Batch(bytes_read) => {
+                progress.bytes_read = bytes_read;
+                progress.bytes_written = cursor - data_at;
+                (control.progress)(&progress);
                 return Ok(());
             }
-            progress.pages_done += 1;
-            let page = match page {
-                Ok(p) => p,
-                Err(e) => {
-                    summary.unreadable_pages += 1;
-                    if summary.unreadable.len() < FAILURES_KEPT {
-                        summary.unreadable.push(describe_failure(pfn, e));
-                    }
-                    return Ok(());
+        };
+        if too_many {
+            return Ok(());
+        }
+        progress.pages_done += 1;
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                summary.unreadable_pages += 1;
+                if summary.unreadable.len() < FAILURES_KEPT {
+                    summary.unreadable.push(describe_failure(pfn, e));
                 }
-            };
-            let paddr = pfn * PAGE;
-            let full = loads.len() as u64 >= max_loads;
-            match loads.last_mut() {
-                Some(l) if l.paddr + l.len == paddr && l.offset + l.len == cursor => l.len += PAGE,
-                _ if full => {
-                    // Nothing more fits: end the dump here, as a partial one.
-                    too_many = true;
-                    control.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                    return Ok(());
-                }
-                _ => loads.push(Load { paddr, offset: cursor, len: PAGE }),
-            }
-            summary.pages_written += 1;
-            if is_zero(page) {
-                // A hole: flush what is pending before it so the file stays in order.
-                summary.zero_pages += 1;
-                if !pending.is_empty() {
-                    out.write_at(&pending, pending_at)?;
-                    pending.clear();
-                }
-                cursor += PAGE;
-                pending_at = cursor;
                 return Ok(());
             }
-            pending.extend_from_slice(page);
-            cursor += PAGE;
-            if pending.len() >= 1 << 20 {
+        };
+        let paddr = pfn * PAGE;
+        let full = loads.len() as u64 >= max_loads;
+        match loads.last_mut() {
+            Some(l) if l.paddr + l.len == paddr && l.offset + l.len == cursor => l.len += PAGE,
+            _ if full => {
+                // Nothing more fits: end the dump here, as a partial one.
+                too_many = true;
+                control.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                return Ok(());
+            }
+            _ => loads.push(Load { paddr, offset: cursor, len: PAGE }),
+        }
+        summary.pages_written += 1;
+        if is_zero(page) {
+            // A hole: flush what is pending before it so the file stays in order.
+            summary.zero_pages += 1;
+            if !pending.is_empty() {
                 out.write_at(&pending, pending_at)?;
                 pending.clear();
-                pending_at = cursor;
             }
-            Ok(())
-        },
-    )?;
+            cursor += PAGE;
+            pending_at = cursor;
+            return Ok(());
+        }
+        pending.extend_from_slice(page);
+        cursor += PAGE;
+        if pending.len() >= 1 << 20 {
+            out.write_at(&pending, pending_at)?;
+            pending.clear();
+            pending_at = cursor;
+        }
+        Ok(())
+    })?;
     if !pending.is_empty() {
         out.write_at(&pending, pending_at)?;
     }

@@ -8,7 +8,9 @@
 //! first marked incomplete, and marked complete last.
 
 use super::read::{Event, merged, read_runs};
-use super::{Control, DumpError, DumpOptions, DumpSummary, Machine, Output, PAGE, Progress, describe_failure, is_zero};
+use super::{
+    Control, DumpError, DumpOptions, DumpSummary, Machine, Output, PAGE, Progress, describe_failure, is_zero,
+};
 use crate::linux::PageSet;
 use crate::mmu::AddressSpace;
 use crate::phys::encode_note;
@@ -52,7 +54,9 @@ impl Layout {
         let sub_hdr_blocks = (SUB_HEADER_SIZE as u64 + notes.len() as u64).div_ceil(BLOCK);
         let bitmap_len = max_mapnr.div_ceil(8).div_ceil(BLOCK) * BLOCK;
         if (2 * bitmap_len / BLOCK) > u64::from(u32::MAX) {
-            return Err(DumpError::TooLarge(format!("{max_mapnr} page frames need more bitmap blocks than a kdump header counts")));
+            return Err(DumpError::TooLarge(format!(
+                "{max_mapnr} page frames need more bitmap blocks than a kdump header counts"
+            )));
         }
         let bitmap1_at = (1 + sub_hdr_blocks) * BLOCK;
         let desc_at = bitmap1_at + 2 * bitmap_len;
@@ -137,7 +141,10 @@ pub(super) fn write(
     file: &std::fs::File,
     control: Control<'_>,
 ) -> Result<DumpSummary, DumpError> {
-    let max_mapnr = pages.max_pfn;
+    // The bitmaps end where the kernel's memory does (makedumpfile's max_mapnr ends at the last
+    // memory section): RAM of the source past it has no struct page and is not in the dump.
+    let last_kept = pages.kept_runs().last().map_or(0, |(_, end)| end);
+    let max_mapnr = pages.managed_end.max(last_kept).min(pages.max_pfn);
     let total = pages.kept_count();
     let layout = Layout::new(machine, max_mapnr, total)?;
     let mut ram = Bitmap::new(layout.bitmap_len);
@@ -182,64 +189,59 @@ pub(super) fn write(
     let mut compressed = Vec::with_capacity(2 * BLOCK as usize);
     let mut last_pfn = None;
     let mut progress = Progress { pages_total: total, ..Progress::default() };
-    let stop = read_runs(
-        space.mem_mut(),
-        merged(pages.kept_runs(), 0),
-        control.stop,
-        |event| {
-            let (pfn, page) = match event {
-                Event::Page(pfn, page) => (pfn, page),
-                Event::Batch(bytes_read) => {
-                    progress.bytes_read = bytes_read;
-                    progress.bytes_written = data_end + data.len() as u64;
-                    (control.progress)(&progress);
-                    return Ok(());
-                }
-            };
-            last_pfn = Some(pfn);
-            progress.pages_done += 1;
-            let page = match page {
-                Ok(p) => p,
-                Err(e) => {
-                    dumped.clear(pfn);
-                    summary.unreadable_pages += 1;
-                    if summary.unreadable.len() < FAILURES_KEPT {
-                        summary.unreadable.push(describe_failure(pfn, e));
-                    }
-                    return Ok(());
-                }
-            };
-            summary.pages_written += 1;
-            let desc = match zero_desc {
-                Some(z) if is_zero(page) => {
-                    summary.zero_pages += 1;
-                    z
-                }
-                _ => {
-                    let offset = data_end + data.len() as u64;
-                    let (bytes, flags) = if opts.compression.compress(page, &mut compressed) {
-                        (&compressed[..], opts.compression.flag())
-                    } else {
-                        (page, 0)
-                    };
-                    data.extend_from_slice(bytes);
-                    PageDesc { offset, size: bytes.len() as u32, flags, page_flags: 0 }
-                }
-            };
-            desc.write_to(&mut descs);
-            if data.len() >= DATA_FLUSH {
-                out.write_at(&data, data_end)?;
-                data_end += data.len() as u64;
-                data.clear();
+    let stop = read_runs(space.mem_mut(), merged(pages.kept_runs(), 0), control.stop, |event| {
+        let (pfn, page) = match event {
+            Event::Page(pfn, page) => (pfn, page),
+            Event::Batch(bytes_read) => {
+                progress.bytes_read = bytes_read;
+                progress.bytes_written = data_end + data.len() as u64;
+                (control.progress)(&progress);
+                return Ok(());
             }
-            if descs.len() >= DESC_FLUSH * PAGE_DESC_SIZE {
-                out.write_at(&descs, layout.desc_at + descs_written * PAGE_DESC_SIZE as u64)?;
-                descs_written += (descs.len() / PAGE_DESC_SIZE) as u64;
-                descs.clear();
+        };
+        last_pfn = Some(pfn);
+        progress.pages_done += 1;
+        let page = match page {
+            Ok(p) => p,
+            Err(e) => {
+                dumped.clear(pfn);
+                summary.unreadable_pages += 1;
+                if summary.unreadable.len() < FAILURES_KEPT {
+                    summary.unreadable.push(describe_failure(pfn, e));
+                }
+                return Ok(());
             }
-            Ok(())
-        },
-    )?;
+        };
+        summary.pages_written += 1;
+        let desc = match zero_desc {
+            Some(z) if is_zero(page) => {
+                summary.zero_pages += 1;
+                z
+            }
+            _ => {
+                let offset = data_end + data.len() as u64;
+                let (bytes, flags) = if opts.compression.compress(page, &mut compressed) {
+                    (&compressed[..], opts.compression.flag())
+                } else {
+                    (page, 0)
+                };
+                data.extend_from_slice(bytes);
+                PageDesc { offset, size: bytes.len() as u32, flags, page_flags: 0 }
+            }
+        };
+        desc.write_to(&mut descs);
+        if data.len() >= DATA_FLUSH {
+            out.write_at(&data, data_end)?;
+            data_end += data.len() as u64;
+            data.clear();
+        }
+        if descs.len() >= DESC_FLUSH * PAGE_DESC_SIZE {
+            out.write_at(&descs, layout.desc_at + descs_written * PAGE_DESC_SIZE as u64)?;
+            descs_written += (descs.len() / PAGE_DESC_SIZE) as u64;
+            descs.clear();
+        }
+        Ok(())
+    })?;
     out.write_at(&data, data_end)?;
     data_end += data.len() as u64;
     out.write_at(&descs, layout.desc_at + descs_written * PAGE_DESC_SIZE as u64)?;

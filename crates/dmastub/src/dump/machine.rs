@@ -40,8 +40,11 @@ impl Machine {
             self.vmcoreinfo = Some(v.desc.clone());
             self.found.push("VMCOREINFO: the source's note".to_string());
         }
-        let cpus: Vec<Vec<u8>> =
-            notes.iter().filter(|n| n.name == "CORE" && n.n_type == NT_PRSTATUS).map(|n| n.desc.clone()).collect();
+        let cpus: Vec<Vec<u8>> = notes
+            .iter()
+            .filter(|n| n.name == "CORE" && n.n_type == NT_PRSTATUS)
+            .map(|n| n.desc.clone())
+            .collect();
         if !cpus.is_empty() {
             self.found.push(format!("registers: the source's {} NT_PRSTATUS notes", cpus.len()));
             self.cpu_notes = cpus;
@@ -131,7 +134,9 @@ fn rebuild_vmcoreinfo(kernel: &Kernel) -> String {
         lines.push(format!("OSRELEASE={}", r.value));
     }
     lines.push(format!("PAGESIZE={}", crate::addr::PAGE_SIZE));
-    for sym in ["init_uts_ns", "swapper_pg_dir", "init_top_pgt", "_stext", "node_online_map", "vmap_area_list"] {
+    for sym in
+        ["init_uts_ns", "swapper_pg_dir", "init_top_pgt", "_stext", "node_online_map", "vmap_area_list"]
+    {
         if let Some(a) = kernel.symbols.address(sym) {
             lines.push(format!("SYMBOL({sym})={a:x}"));
         }

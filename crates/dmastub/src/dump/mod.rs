@@ -27,8 +27,8 @@ pub use machine::Machine;
 
 use crate::linux::{DumpLevel, PageSet};
 use crate::mmu::AddressSpace;
-use crate::phys::{PhysError, RamRange};
 use crate::phys::kdump::Compression;
+use crate::phys::{PhysError, RamRange};
 use std::fs::File;
 use std::sync::atomic::AtomicBool;
 
@@ -121,7 +121,9 @@ pub enum DumpError {
     #[error("{0}")]
     TooLarge(String),
     /// The source cannot tell RAM from the rest of the address space, and neither can the kernel.
-    #[error("{source_kind} cannot tell RAM from holes and device memory, and the kernel's RAM map is unknown: {why}")]
+    #[error(
+        "{source_kind} cannot tell RAM from holes and device memory, and the kernel's RAM map is unknown: {why}"
+    )]
     NoRamMap {
         /// What the source is.
         source_kind: crate::phys::SourceKind,
@@ -133,7 +135,10 @@ pub enum DumpError {
 /// The RAM a dump covers, and where that came from: the source's own ranges, or, for a source
 /// that reaches the whole physical address space and cannot tell RAM from holes and device
 /// memory (DMA), the RAM map of the kernel in it.
-pub fn dump_ram(space: &mut AddressSpace, kernel: Option<&crate::linux::Kernel>) -> Result<(Vec<RamRange>, String), DumpError> {
+pub fn dump_ram(
+    space: &mut AddressSpace,
+    kernel: Option<&crate::linux::Kernel>,
+) -> Result<(Vec<RamRange>, String), DumpError> {
     let kind = space.mem().kind();
     if kind != crate::phys::SourceKind::NetTlp {
         return Ok((space.mem().ram().to_vec(), format!("RAM: the {kind}'s ranges")));
@@ -144,7 +149,8 @@ pub fn dump_ram(space: &mut AddressSpace, kernel: Option<&crate::linux::Kernel>)
     let ram = crate::linux::ram_map(kernel, space)
         .map_err(|e| DumpError::NoRamMap { source_kind: kind, why: e.to_string() })?;
     let bytes = ram.iter().map(|r| r.len).sum();
-    let whence = format!("RAM: the kernel's E820 map ({} in {} ranges)", crate::phys::human_bytes(bytes), ram.len());
+    let whence =
+        format!("RAM: the kernel's E820 map ({} in {} ranges)", crate::phys::human_bytes(bytes), ram.len());
     Ok((ram, whence))
 }
 

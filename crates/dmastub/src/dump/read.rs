@@ -84,7 +84,8 @@ pub(super) fn read_runs(
                 if stop.load(Ordering::Relaxed) {
                     return false;
                 }
-                let mut bytes = empty_rx.try_recv().unwrap_or_else(|_| vec![0u8; BATCH_PAGES * PAGE as usize]);
+                let mut bytes =
+                    empty_rx.try_recv().unwrap_or_else(|_| vec![0u8; BATCH_PAGES * PAGE as usize]);
                 bytes.resize((pages * PAGE) as usize, 0);
                 let failures = read_batch(mem, &batch, &mut bytes);
                 if full_tx.send(Batch { runs: batch, bytes, failures }).is_err() {
@@ -95,13 +96,18 @@ pub(super) fn read_runs(
         let mut bytes_read = 0u64;
         let result = (|| {
             for batch in full_rx.iter() {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(Some(Stop::Asked));
+                }
                 let mut at = 0usize;
                 for &(first, count) in &batch.runs {
                     for pfn in first..first + count {
                         let page = &batch.bytes[at..at + PAGE as usize];
                         at += PAGE as usize;
                         match batch.failures.iter().find(|(p, _)| *p == pfn) {
-                            Some((_, e)) if e.is_device_failure() => return Ok(Some(Stop::Device(e.clone()))),
+                            Some((_, e)) if e.is_device_failure() => {
+                                return Ok(Some(Stop::Device(e.clone())));
+                            }
                             Some((_, e)) => on(Event::Page(pfn, Err(e)))?,
                             None => {
                                 bytes_read += PAGE;

@@ -31,7 +31,11 @@ impl PhysMem for Holey {
     fn read(&mut self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), PhysError> {
         let (first, last) = (addr.0 / PAGE, (addr.0 + buf.len() as u64 - 1) / PAGE);
         if let Some(p) = self.missing.iter().find(|p| (first..=last).contains(p)) {
-            return Err(PhysError::NotRam { addr: PhysAddr(p * PAGE), len: PAGE, source_name: "holey".into() });
+            return Err(PhysError::NotRam {
+                addr: PhysAddr(p * PAGE),
+                len: PAGE,
+                source_name: "holey".into(),
+            });
         }
         if self.device_fails_from.is_some_and(|d| last >= d) {
             return Err(PhysError::device(addr, "holey".to_string(), "the link is down".to_string()));
@@ -73,8 +77,10 @@ fn dump(
             stop.store(true, Ordering::Relaxed);
         }
     };
-    let machine = Machine { vmcoreinfo: Some(b"OSRELEASE=6.1.0-test\nPAGESIZE=4096\n".to_vec()), ..Machine::default() };
-    write_dump(space, &pages, &machine, opts, &file, Control { progress: &mut on_progress, stop: &stop }).unwrap()
+    let machine =
+        Machine { vmcoreinfo: Some(b"OSRELEASE=6.1.0-test\nPAGESIZE=4096\n".to_vec()), ..Machine::default() };
+    write_dump(space, &pages, &machine, opts, &file, Control { progress: &mut on_progress, stop: &stop })
+        .unwrap()
 }
 
 fn opts(format: DumpFormat, compression: Compression) -> DumpOptions {
@@ -126,7 +132,11 @@ fn unreadable_pages_are_left_out_never_zeroed() {
     let missing = vec![5, 6, 1500, 2999];
     for format in [DumpFormat::Kdump, DumpFormat::Elf] {
         let path = scratch(&format!("holes-{format:?}"));
-        let mem = Holey { inner: BufferMem::new("mem", bytes.clone()), missing: missing.clone(), device_fails_from: None };
+        let mem = Holey {
+            inner: BufferMem::new("mem", bytes.clone()),
+            missing: missing.clone(),
+            device_fails_from: None,
+        };
         let mut sp = space(Box::new(mem));
         let s = dump(&mut sp, &opts(format, Compression::Zstd), &path, None);
         assert!(s.complete, "{format:?}: {s:?}");
@@ -140,7 +150,10 @@ fn unreadable_pages_are_left_out_never_zeroed() {
                 assert!(r.is_err(), "{format:?}: page {pfn} was not read, yet the dump gives bytes for it");
             } else {
                 r.unwrap_or_else(|e| panic!("{format:?}: page {pfn}: {e}"));
-                assert!(page[..] == bytes[(pfn * PAGE) as usize..][..PAGE as usize], "{format:?}: page {pfn}");
+                assert!(
+                    page[..] == bytes[(pfn * PAGE) as usize..][..PAGE as usize],
+                    "{format:?}: page {pfn}"
+                );
             }
         }
         std::fs::remove_file(&path).unwrap();
@@ -167,12 +180,15 @@ fn stopped_dumps_are_partial_and_marked() {
             let why = s.stopped.clone().unwrap();
             let written = if device_dies { 2100 } else { BATCH_PAGES as u64 };
             assert_eq!(s.pages_written, written, "{format:?} {why}");
-            assert!(why.contains(if device_dies { "stopped answering" } else { "stopped by the user" }), "{why}");
+            assert!(
+                why.contains(if device_dies { "stopped answering" } else { "stopped by the user" }),
+                "{why}"
+            );
             let head = std::fs::read(&path).unwrap();
             let marked = match format {
                 DumpFormat::Kdump => {
                     let h = crate::phys::kdump::DiskDumpHeader::parse(&head).unwrap();
-                    h.status & crate::phys::kdump::DUMP_DH_COMPRESSED_INCOMPLETE != 0
+                    h.status & crate::phys::kdump::header::DUMP_DH_COMPRESSED_INCOMPLETE != 0
                 }
                 DumpFormat::Elf => u32::from_le_bytes(head[48..52].try_into().unwrap()) & 1 != 0,
             };

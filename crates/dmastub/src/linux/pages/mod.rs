@@ -177,6 +177,9 @@ pub struct ClassCounts {
     pub pages: [u64; 7],
     /// Kept pages whose struct page could not be read (counted in [`PageClass::Kept`] too).
     pub unreadable: u64,
+    /// RAM pages of the source the kernel has no struct page for (its vmemmap does not map
+    /// one): not memory the kernel manages, left out at every level but 0. Not in `pages`.
+    pub no_struct_page: u64,
 }
 
 impl ClassCounts {
@@ -208,6 +211,13 @@ impl fmt::Display for ClassCounts {
         if self.unreadable > 0 {
             write!(f, " ({} of them kept as their struct page was unreadable)", self.unreadable)?;
         }
+        if self.no_struct_page > 0 {
+            write!(
+                f,
+                "; {} left out with no struct page (not memory the kernel manages)",
+                self.no_struct_page
+            )?;
+        }
         Ok(())
     }
 }
@@ -220,6 +230,9 @@ pub struct PageSet {
     pub ram: Vec<RamRange>,
     /// One past the highest pfn with RAM.
     pub max_pfn: u64,
+    /// One past the highest RAM pfn the kernel has a struct page for (RAM above it is not
+    /// memory the kernel manages, e.g. a QEMU core's BIOS ROM); `max_pfn` at level 0.
+    pub managed_end: u64,
     /// One bit per pfn, bit `pfn % 64` of word `pfn / 64`: set when kept.
     kept: Vec<u64>,
     /// RAM pages by what was decided of them.
@@ -252,6 +265,7 @@ impl PageSet {
         Self {
             ram: ram.to_vec(),
             max_pfn,
+            managed_end: max_pfn,
             kept: vec![0; max_pfn.div_ceil(64) as usize],
             counts: ClassCounts::default(),
             mem_map_bytes: 0,

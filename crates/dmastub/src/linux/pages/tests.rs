@@ -263,15 +263,29 @@ fn hwpoison_and_offline_pages_go_at_every_level() {
 }
 
 #[test]
+fn unmapped_struct_pages_are_not_kernel_memory() {
+    let mut m = Machine::new();
+    // Unmap the vmemmap page holding the struct pages of pfns 64..128: the kernel has none.
+    m.b.set_entry(VirtAddr(VMEMMAP + 64 * 64), crate::mmu::Level::Pt, 0).unwrap();
+    m.mapcount(128, BUDDY).private(128, 6);
+    let s = m.classify(31);
+    assert_eq!(excluded(&s), (64..192).collect::<Vec<_>>());
+    assert_eq!((s.counts.no_struct_page, s.counts.unreadable), (64, 0));
+    assert_eq!(s.counts.get(PageClass::Kept), PFNS - 128);
+    assert_eq!(s.managed_end, PFNS, "RAM above the hole still has struct pages");
+}
+
+#[test]
 fn unreadable_struct_pages_keep_their_pages() {
     let mut m = Machine::new();
-    // Unmap the vmemmap page holding the struct pages of pfns 64..128, all free.
-    m.b.set_entry(VirtAddr(VMEMMAP + 64 * 64), crate::mmu::Level::Pt, 0).unwrap();
+    // Map the vmemmap page of pfns 64..128 to an address outside RAM: the struct pages exist
+    // but cannot be read, so nothing is known of their pages, which are kept.
+    m.b.set_entry(VirtAddr(VMEMMAP + 64 * 64), crate::mmu::Level::Pt, 0x7f_0000_0000 | 1).unwrap();
     m.mapcount(64, BUDDY).private(64, 6);
     m.mapcount(128, BUDDY).private(128, 6);
     let s = m.classify(31);
     assert_eq!(excluded(&s), (128..192).collect::<Vec<_>>());
-    assert_eq!(s.counts.unreadable, 64);
+    assert_eq!((s.counts.unreadable, s.counts.no_struct_page), (64, 0));
     assert_eq!(s.counts.get(PageClass::Kept), PFNS - 64);
 }
 

@@ -5,7 +5,7 @@
 use super::layout::PageLayout;
 use super::{DumpLevel, PageClass, PageFilterError, PageSet, max_pfn_of, ram_pfns};
 use crate::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
-use crate::mmu::AddressSpace;
+use crate::mmu::{AddressSpace, TranslateError};
 use crate::phys::RamRange;
 
 /// Bytes of struct page read in one batch: 1 MiB, the struct pages of 64 MiB of RAM (16 Ki
@@ -21,6 +21,8 @@ struct Batch {
     first: u64,
     bytes: Vec<u8>,
     readable: Vec<bool>,
+    /// Pages whose struct page the kernel never mapped: not memory the kernel manages.
+    absent: Vec<bool>,
 }
 
 impl Batch {
@@ -50,12 +52,18 @@ impl Walk<'_> {
     fn read(&mut self, first: u64, end: u64) -> Result<Batch, PageFilterError> {
         let size = self.layout.page_size;
         let n = (end - first) as usize;
-        let mut batch = Batch { first, bytes: vec![0; n * size as usize], readable: vec![true; n] };
+        let mut batch = Batch {
+            first,
+            bytes: vec![0; n * size as usize],
+            readable: vec![true; n],
+            absent: vec![false; n],
+        };
         let start = self.layout.vmemmap.wrapping_add(first.wrapping_mul(size));
         let len = n as u64 * size;
         // (offset in the batch, physical address, length)
         let mut runs: Vec<(u64, u64, u64)> = Vec::new();
         let mut holes: Vec<(u64, u64)> = Vec::new();
+        let mut absent: Vec<(u64, u64)> = Vec::new();
         let mut off = 0u64;
         while off < len {
             let va = start.wrapping_add(off);
@@ -71,9 +79,12 @@ impl Walk<'_> {
                     off += step;
                 }
                 Err(e) if e.is_device_failure() => return Err(PageFilterError::Device(e.into())),
-                Err(_) => {
+                Err(e) => {
                     let step = (PAGE_SIZE - (va & (PAGE_SIZE - 1))).min(len - off);
                     holes.push((off, step));
+                    if matches!(e, TranslateError::NotPresent { .. }) {
+                        absent.push((off, step));
+                    }
                     off += step;
                 }
             }
@@ -111,6 +122,13 @@ impl Walk<'_> {
         for (o, l) in holes {
             let (a, b) = (o / size, (o + l).div_ceil(size).min(n as u64));
             batch.readable[a as usize..b as usize].fill(false);
+        }
+        // Only struct pages wholly inside unmapped vmemmap are absent.
+        for (o, l) in absent {
+            let (a, b) = (o.div_ceil(size), ((o + l) / size).min(n as u64));
+            if a < b {
+                batch.absent[a as usize..b as usize].fill(true);
+            }
         }
         Ok(batch)
     }
@@ -154,6 +172,7 @@ pub(super) fn classify_batched(
     let runs: Vec<(u64, u64)> = ram_pfns(ram).collect();
     let total: u64 = runs.iter().map(|r| r.1 - r.0).sum();
     let mut walk = Walk { layout, space, cr3, set: PageSet::empty(ram) };
+    walk.set.managed_end = 0;
     walk.set.notes = layout.notes.clone();
     for &(a, b) in &runs {
         walk.set.set_range(a, b, true);
@@ -179,8 +198,20 @@ pub(super) fn classify_batched(
                 if p < decided_until {
                     continue;
                 }
+                let absent = batch.absent.get((p - batch.first) as usize) == Some(&true);
+                if !absent {
+                    walk.set.managed_end = walk.set.managed_end.max(p + 1);
+                }
                 let Some(page) = batch.page(layout, p) else {
-                    walk.set.counts.unreadable += 1;
+                    if absent {
+                        // No struct page: not memory the kernel manages (a QEMU core's BIOS
+                        // ROM). makedumpfile leaves these out too: its max_mapnr ends at the
+                        // last memory section.
+                        walk.set.set_range(p, p + 1, false);
+                        walk.set.counts.no_struct_page += 1;
+                    } else {
+                        walk.set.counts.unreadable += 1;
+                    }
                     continue;
                 };
                 let d = layout.decide(level, p, page, batch.page(layout, p + 1));
@@ -188,6 +219,7 @@ pub(super) fn classify_batched(
                     continue;
                 }
                 let e = p.saturating_add(d.pages).min(max_pfn);
+                walk.set.managed_end = walk.set.managed_end.max(e);
                 walk.set.set_range(p, e, false);
                 walk.set.counts.add(d.class, ram_pages_in(&runs, p, e));
                 decided_until = e;

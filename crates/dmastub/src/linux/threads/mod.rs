@@ -22,7 +22,9 @@ mod regs;
 
 use cpus::{Cpus, cpu_stacks, crash_note_registers, note_registers, read_cpus};
 use panic::reconstruct_panic;
-pub use regs::{IRET_FRAME_WORD, PRSTATUS_SIZE, PT_REGS_WORDS, Reg, Regs, encode_prstatus, parse_prstatus, reg, user_regs};
+pub use regs::{
+    IRET_FRAME_WORD, PRSTATUS_SIZE, PT_REGS_WORDS, Reg, Regs, encode_prstatus, parse_prstatus, reg, user_regs,
+};
 
 /// `__KERNEL_CS` and `__KERNEL_DS` on x86-64: what a task in the kernel runs with.
 const KERNEL_CS: u64 = 0x10;
