@@ -27,6 +27,50 @@ const DATA_FLUSH: usize = 1 << 20;
 const DESC_FLUSH: usize = 4096;
 /// Failures kept word for word in the summary.
 const FAILURES_KEPT: usize = 8;
+/// Threads compressing a batch at most.
+const MAX_WORKERS: usize = 8;
+
+/// The pages of one chunk as they go into the file: for each page, `None` when it is all zeros
+/// and the level leaves zero pages out (the shared zero page's descriptor), else its length in
+/// `bytes` and its flags; `bytes` holds them back to back (compressed, or raw when compressing
+/// does not make a page smaller).
+#[derive(Default)]
+struct Packed {
+    pages: Vec<Option<(usize, u32)>>,
+    bytes: Vec<u8>,
+}
+
+/// Compresses each page of `pages` (back to back), split over up to `workers` threads; the
+/// chunks come back in order.
+fn pack(pages: &[u8], opts: &DumpOptions, workers: usize) -> Vec<Packed> {
+    let count = pages.len() / BLOCK as usize;
+    let per_worker = count.div_ceil(workers.max(1)).max(1) * BLOCK as usize;
+    let mut chunks = pages.chunks(per_worker);
+    let Some(first) = chunks.next() else { return Vec::new() };
+    std::thread::scope(|scope| {
+        let others: Vec<_> = chunks.map(|chunk| scope.spawn(move || pack_chunk(chunk, opts))).collect();
+        let mut all = vec![pack_chunk(first, opts)];
+        all.extend(others.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))));
+        all
+    })
+}
+
+fn pack_chunk(pages: &[u8], opts: &DumpOptions) -> Packed {
+    let mut out = Packed { pages: Vec::with_capacity(pages.len() / BLOCK as usize), bytes: Vec::new() };
+    let mut compressed = Vec::with_capacity(2 * BLOCK as usize);
+    for page in pages.chunks_exact(BLOCK as usize) {
+        if opts.level.excludes_zero() && is_zero(page) {
+            out.pages.push(None);
+        } else if opts.compression.compress(page, &mut compressed) {
+            out.bytes.extend_from_slice(&compressed);
+            out.pages.push(Some((compressed.len(), opts.compression.flag())));
+        } else {
+            out.bytes.extend_from_slice(page);
+            out.pages.push(Some((page.len(), 0)));
+        }
+    }
+    out
+}
 
 /// Where everything goes.
 struct Layout {
@@ -133,6 +177,60 @@ impl Bitmap {
     }
 }
 
+/// The page data and descriptors as they stream out.
+struct Stream<'a> {
+    out: Output<'a>,
+    zero_desc: PageDesc,
+    desc_at: u64,
+    /// Page data not yet written, to go at `data_end`.
+    data: Vec<u8>,
+    data_end: u64,
+    /// Descriptors not yet written, after the `descs_written` already written.
+    descs: Vec<u8>,
+    descs_written: u64,
+    /// Pages read and not yet compressed, back to back.
+    pending: Vec<u8>,
+    workers: usize,
+    zero_pages: u64,
+}
+
+impl Stream<'_> {
+    /// Compresses the pending pages on every core and queues them in pfn order; writes what is
+    /// queued once there is enough of it, or everything when `last`.
+    fn pack_pending(&mut self, opts: &DumpOptions, last: bool) -> Result<(), DumpError> {
+        for chunk in pack(&self.pending, opts, self.workers) {
+            let mut at = 0;
+            for page in chunk.pages {
+                let desc = match page {
+                    Some((len, flags)) => {
+                        let offset = self.data_end + self.data.len() as u64;
+                        self.data.extend_from_slice(&chunk.bytes[at..at + len]);
+                        at += len;
+                        PageDesc { offset, size: len as u32, flags, page_flags: 0 }
+                    }
+                    None => {
+                        self.zero_pages += 1;
+                        self.zero_desc
+                    }
+                };
+                desc.write_to(&mut self.descs);
+            }
+        }
+        self.pending.clear();
+        if last || self.data.len() >= DATA_FLUSH {
+            self.out.write_at(&self.data, self.data_end)?;
+            self.data_end += self.data.len() as u64;
+            self.data.clear();
+        }
+        if last || self.descs.len() >= DESC_FLUSH * PAGE_DESC_SIZE {
+            self.out.write_at(&self.descs, self.desc_at + self.descs_written * PAGE_DESC_SIZE as u64)?;
+            self.descs_written += (self.descs.len() / PAGE_DESC_SIZE) as u64;
+            self.descs.clear();
+        }
+        Ok(())
+    }
+}
+
 pub(super) fn write(
     space: &mut AddressSpace,
     pages: &PageSet,
@@ -170,81 +268,60 @@ pub(super) fn write(
     out.write_at(&ram.0, layout.bitmap1_at)?;
     out.write_at(&dumped.0, layout.bitmap1_at + layout.bitmap_len)?;
 
-    let zero_desc = opts.level.excludes_zero().then_some(PageDesc {
-        offset: layout.data_at,
-        size: BLOCK as u32,
-        flags: 0,
-        page_flags: 0,
-    });
+    let zero_desc = PageDesc { offset: layout.data_at, size: BLOCK as u32, flags: 0, page_flags: 0 };
     let mut data_end = layout.data_at;
-    if zero_desc.is_some() {
+    if opts.level.excludes_zero() {
         // makedumpfile's shared zero page: every all-zero page's descriptor points at it.
         out.write_at(&[0u8; BLOCK as usize], data_end)?;
         data_end += BLOCK;
     }
+    let mut stream = Stream {
+        out,
+        zero_desc,
+        desc_at: layout.desc_at,
+        data: Vec::with_capacity(DATA_FLUSH + BLOCK as usize),
+        data_end,
+        descs: Vec::with_capacity(DESC_FLUSH * PAGE_DESC_SIZE),
+        descs_written: 0,
+        pending: Vec::with_capacity(super::BATCH_PAGES * BLOCK as usize),
+        workers: std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_WORKERS),
+        zero_pages: 0,
+    };
     let mut summary = DumpSummary::default();
-    let mut data = Vec::with_capacity(DATA_FLUSH + BLOCK as usize);
-    let mut descs = Vec::with_capacity(DESC_FLUSH * PAGE_DESC_SIZE);
-    let mut descs_written = 0u64;
-    let mut compressed = Vec::with_capacity(2 * BLOCK as usize);
     let mut last_pfn = None;
     let mut progress = Progress { pages_total: total, ..Progress::default() };
     let stop = read_runs(space.mem_mut(), merged(pages.kept_runs(), 0), control.stop, |event| {
         let (pfn, page) = match event {
             Event::Page(pfn, page) => (pfn, page),
             Event::Batch(bytes_read) => {
+                stream.pack_pending(opts, false)?;
                 progress.bytes_read = bytes_read;
-                progress.bytes_written = data_end + data.len() as u64;
+                progress.bytes_written = stream.data_end + stream.data.len() as u64;
                 (control.progress)(&progress);
                 return Ok(());
             }
         };
         last_pfn = Some(pfn);
         progress.pages_done += 1;
-        let page = match page {
-            Ok(p) => p,
+        match page {
+            Ok(p) => {
+                summary.pages_written += 1;
+                stream.pending.extend_from_slice(p);
+            }
             Err(e) => {
                 dumped.clear(pfn);
                 summary.unreadable_pages += 1;
                 if summary.unreadable.len() < FAILURES_KEPT {
                     summary.unreadable.push(describe_failure(pfn, e));
                 }
-                return Ok(());
             }
-        };
-        summary.pages_written += 1;
-        let desc = match zero_desc {
-            Some(z) if is_zero(page) => {
-                summary.zero_pages += 1;
-                z
-            }
-            _ => {
-                let offset = data_end + data.len() as u64;
-                let (bytes, flags) = if opts.compression.compress(page, &mut compressed) {
-                    (&compressed[..], opts.compression.flag())
-                } else {
-                    (page, 0)
-                };
-                data.extend_from_slice(bytes);
-                PageDesc { offset, size: bytes.len() as u32, flags, page_flags: 0 }
-            }
-        };
-        desc.write_to(&mut descs);
-        if data.len() >= DATA_FLUSH {
-            out.write_at(&data, data_end)?;
-            data_end += data.len() as u64;
-            data.clear();
-        }
-        if descs.len() >= DESC_FLUSH * PAGE_DESC_SIZE {
-            out.write_at(&descs, layout.desc_at + descs_written * PAGE_DESC_SIZE as u64)?;
-            descs_written += (descs.len() / PAGE_DESC_SIZE) as u64;
-            descs.clear();
         }
         Ok(())
     })?;
-    out.write_at(&data, data_end)?;
-    data_end += data.len() as u64;
-    out.write_at(&descs, layout.desc_at + descs_written * PAGE_DESC_SIZE as u64)?;
+    // A dump stopped inside a batch still has that batch's pages read before the stop.
+    stream.pack_pending(opts, true)?;
+    summary.zero_pages = stream.zero_pages;
+    let (mut out, data_end) = (stream.out, stream.data_end);
     if let Some(stop) = &stop {
         // The pages not reached are not in the file: take them out of the bitmap so that every
         // reader sees them as not dumped, not as pages with a missing descriptor.
