@@ -87,7 +87,8 @@ pub(crate) enum CommandLine {
 #[command(group(clap::ArgGroup::new("source").required(true).multiple(false)))]
 pub(crate) struct SourceArgs {
     /// A memory dump: raw image (file offset = physical address), ELF core (QEMU
-    /// dump-guest-memory, kdump vmcore) or LiME; the format is told from the first bytes.
+    /// dump-guest-memory, kdump vmcore), kdump-compressed or flattened vmcore (makedumpfile,
+    /// QEMU dump-guest-memory -z) or LiME; the format is told from the first bytes.
     #[arg(long, value_name = "FILE", group = "source")]
     pub(crate) image: Option<PathBuf>,
     /// A live VM's RAM file (QEMU memory-backend-file,share=on, e.g. under /dev/shm): raw
