@@ -6,11 +6,10 @@
 
 mod common;
 
-use common::{BASE_FIXTURE, Scratch, fixture_dir, hex, run, truth, unpacked};
+use common::{BASE_FIXTURE, Scratch, fixture_dir, hex, parse_ps, ps_differences, run, truth, unpacked};
 use dmastub::PhysAddr;
 use dmastub::phys::kdump::KdumpMem;
 use dmastub::phys::{OpenOptions, PhysError, SourceKind, find_range, open_file};
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 const KDUMP: &str = "post-panic.kdump-d31-zlib";
@@ -81,18 +80,6 @@ fn every_page_the_kdump_holds_reads_as_the_elf_core() {
     assert_eq!(mem.core_notes().iter().filter(|n| n.name == "CORE" && n.n_type == 1).count(), 2);
 }
 
-/// pid, ppid, comm and CR3 of each task in a `ps` table.
-fn ps_rows(text: &str) -> BTreeSet<(i64, i64, String, String)> {
-    text.lines()
-        .filter_map(|l| {
-            let t: Vec<&str> = l.split_whitespace().collect();
-            let (pid, ppid) = (t.first()?.parse().ok()?, t.get(1)?.parse().ok()?);
-            (t.len() >= 6 && pid != 0)
-                .then(|| (pid, ppid, t[3..t.len() - 2].join(" "), t[t.len() - 1].to_string()))
-        })
-        .collect()
-}
-
 #[test]
 fn kernel_ps_and_dmesg_agree_with_the_truth() {
     let Some((kdump, elf, t)) = fixture() else { return };
@@ -112,22 +99,8 @@ fn kernel_ps_and_dmesg_agree_with_the_truth() {
 
     let (ok, ps, err) = run(&["ps", "--image", img]);
     assert!(ok, "{err}");
-    let want: BTreeSet<_> = t["processes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["pid"].as_i64() != Some(0))
-        .map(|p| {
-            let cr3 = p["cr3"].as_str().map_or("-".to_string(), |c| format!("{:#x}", hex(&c.into())));
-            (
-                p["pid"].as_i64().unwrap(),
-                p["ppid"].as_i64().unwrap(),
-                p["comm"].as_str().unwrap().to_string(),
-                cr3,
-            )
-        })
-        .collect();
-    assert_eq!(ps_rows(&ps), want, "{ps}");
+    let probs = ps_differences(&parse_ps(&ps), &t);
+    assert!(probs.is_empty(), "ps differs from the truth: {probs:?}\n{ps}");
 
     let (ok, log, err) = run(&["dmesg", "--image", img]);
     assert!(ok, "{err}");

@@ -8,60 +8,14 @@ mod common;
 use common::*;
 use dmastub::linux::{Btf, DumpLevel, PageClass, PageLayout, PageSet, classify};
 use dmastub::mmu::{AddressSpace, MmuConfig, Paging};
-use dmastub::phys::{self, OpenOptions};
-use dmastub::{Hints, VirtAddr, discover};
-use std::collections::{BTreeMap, HashMap};
+use dmastub::phys::kdump::KdumpMem;
+use dmastub::phys::{self, OpenOptions, PhysMem};
+use dmastub::{Hints, PhysAddr, VirtAddr, discover};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
 const FIXTURE: &str = "linux-6.1-kaslr";
-
-/// What a kdump-compressed file says of each pfn: a minimal reader of its header, bitmap2
-/// and page descriptors. To be replaced by `dmastub::phys::kdump` once the kdump reader
-/// (branch `kdump-reader`) is merged.
-struct KdumpPages {
-    max_mapnr: u64,
-    /// bitmap2: the pages the dump holds (zero pages included: they point at one shared page).
-    dumped: Vec<u8>,
-    /// The dumped pfns whose descriptor points at the shared zero page.
-    zero: Vec<u64>,
-}
-
-impl KdumpPages {
-    fn read(path: &Path) -> Self {
-        let f = std::fs::read(path).expect("read the kdump file");
-        assert_eq!(&f[..8], b"KDUMP   ", "{}: not a kdump-compressed file", path.display());
-        let i32_at = |o: usize| i32::from_le_bytes(f[o..o + 4].try_into().unwrap());
-        let u32_at = |o: usize| u32::from_le_bytes(f[o..o + 4].try_into().unwrap());
-        let block = i32_at(428) as usize;
-        let sub_hdr = i32_at(432) as usize;
-        let bitmap_blocks = u32_at(436) as usize;
-        let max_mapnr = u64::from(u32_at(440));
-        let bitmaps = (1 + sub_hdr) * block;
-        let half = bitmap_blocks * block / 2;
-        let dumped = f[bitmaps + half..bitmaps + 2 * half].to_vec();
-        // Page descriptors follow the bitmaps, one per dumped pfn in order: offset (i64),
-        // size (u32), flags (u32), page_flags (u64). The zero pages share one offset.
-        let descs = bitmaps + 2 * half;
-        let mut offsets = Vec::new();
-        for pfn in 0..max_mapnr {
-            if dumped[(pfn / 8) as usize] & (1 << (pfn % 8)) != 0 {
-                let o = descs + offsets.len() * 24;
-                offsets.push((pfn, i64::from_le_bytes(f[o..o + 8].try_into().unwrap())));
-            }
-        }
-        let mut uses: HashMap<i64, usize> = HashMap::new();
-        for (_, o) in &offsets {
-            *uses.entry(*o).or_default() += 1;
-        }
-        let zero = offsets.iter().filter(|(_, o)| uses[o] > 1).map(|(p, _)| *p).collect();
-        Self { max_mapnr, dumped, zero }
-    }
-
-    fn dumped(&self, pfn: u64) -> bool {
-        pfn < self.max_mapnr && self.dumped[(pfn / 8) as usize] & (1 << (pfn % 8)) != 0
-    }
-}
 
 struct Run {
     set: PageSet,
@@ -107,7 +61,7 @@ fn class_of(run: &mut Run, pfn: u64) -> Option<(PageClass, u64, Vec<u8>)> {
 #[test]
 fn level_31_matches_makedumpfile() {
     let Some(dir) = fixture_dir(FIXTURE) else { return };
-    let mdf = KdumpPages::read(&dir.join("post-panic.kdump-d31-zlib"));
+    let mut mdf = KdumpMem::open(&dir.join("post-panic.kdump-d31-zlib")).expect("open makedumpfile's file");
     let mut run = classify_fixture(&dir);
     let set = run.set.clone();
     let ram_pfns: u64 = run.space.mem().ram().iter().map(|r| r.len / 4096).sum();
@@ -128,9 +82,17 @@ fn level_31_matches_makedumpfile() {
     for n in &set.notes {
         println!("note: {n}");
     }
-    let zero: std::collections::BTreeSet<u64> = mdf.zero.iter().copied().collect();
+    // makedumpfile keeps zero pages in bitmap2, their descriptors pointing at one shared page.
+    let zero: Vec<u64> = {
+        let mut page = vec![0u8; 4096];
+        let dumped: Vec<u64> = (0..mdf.max_pfn()).filter(|&p| mdf.dumped(p)).collect();
+        dumped
+            .into_iter()
+            .filter(|&p| mdf.read(PhysAddr(p * 4096), &mut page).is_ok() && page.iter().all(|&b| b == 0))
+            .collect()
+    };
     let (mut both, mut only_mdf, mut only_us) = (0u64, Vec::new(), Vec::new());
-    for pfn in 0..set.max_pfn.max(mdf.max_mapnr) {
+    for pfn in 0..set.max_pfn.max(mdf.max_pfn()) {
         match (set.is_kept(pfn), mdf.dumped(pfn)) {
             (true, true) => both += 1,
             (false, true) => only_mdf.push(pfn),
@@ -138,11 +100,11 @@ fn level_31_matches_makedumpfile() {
             _ => {}
         }
     }
-    let mdf_dumped = (0..mdf.max_mapnr).filter(|&p| mdf.dumped(p)).count() as u64;
+    let mdf_dumped = (0..mdf.max_pfn()).filter(|&p| mdf.dumped(p)).count() as u64;
     println!(
         "makedumpfile -d 31 dumps {mdf_dumped} pages ({} of them zero pages, kept in bitmap2 with the shared zero page's descriptor), max_mapnr {:#x}",
         zero.len(),
-        mdf.max_mapnr
+        mdf.max_pfn()
     );
     println!(
         "dmastub keeps {}; both keep {both}; only makedumpfile keeps {}; only dmastub keeps {}",
