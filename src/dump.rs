@@ -63,6 +63,8 @@ pub(crate) fn dump(a: DumpArgs) -> CliResult {
     // The traffic of each phase on its own, for the report: discovery's is not the dump's.
     space.mem_mut().reset_traffic();
     let pages = choose_pages(linux.as_ref(), &mut space, level, quiet)?;
+    // The kernel's symbols and types are not needed to write pages: give their memory back.
+    drop(linux);
     let choosing_traffic = space.mem().traffic();
     space.mem_mut().reset_traffic();
 

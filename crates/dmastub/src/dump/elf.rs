@@ -17,7 +17,6 @@ use crate::mmu::AddressSpace;
 use crate::phys::elf::{
     EHDR_SIZE, ELFCLASS64, ELFDATA2LSB, EM_X86_64, ET_CORE, MAGIC, PHDR_SIZE, PT_LOAD, PT_NOTE,
 };
-use crate::phys::encode_note;
 
 /// PT_LOADs planned at most: `e_phnum` is 16 bits, and readers walk every header.
 const MAX_LOADS: u64 = 32 * 1024;
@@ -85,13 +84,7 @@ pub(super) fn write(
     let planned = merged(pages.kept_runs(), fill).count() as u64;
     let total: u64 = merged(pages.kept_runs(), fill).map(|(_, n)| n).sum();
     let max_loads = planned + SPARE_LOADS;
-    let mut notes = Vec::new();
-    for desc in &machine.cpu_notes {
-        encode_note(&mut notes, "CORE", 1, desc);
-    }
-    if let Some(text) = &machine.vmcoreinfo {
-        encode_note(&mut notes, "VMCOREINFO", 0, text);
-    }
+    let (notes, _) = machine.encode_notes();
     let notes_at = EHDR_SIZE as u64 + (1 + max_loads) * PHDR_SIZE;
     let data_at = (notes_at + notes.len() as u64).div_ceil(PAGE) * PAGE;
 

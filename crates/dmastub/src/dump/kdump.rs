@@ -13,7 +13,6 @@ use super::{
 };
 use crate::linux::PageSet;
 use crate::mmu::AddressSpace;
-use crate::phys::encode_note;
 use crate::phys::kdump::header::{
     DUMP_DH_COMPRESSED_INCOMPLETE, HEADER_VERSION, PAGE_DESC_SIZE, SIGNATURE, SUB_HEADER_SIZE,
 };
@@ -87,14 +86,7 @@ struct Layout {
 
 impl Layout {
     fn new(machine: &Machine, max_mapnr: u64, kept: u64) -> Result<Self, DumpError> {
-        let mut notes = Vec::new();
-        for desc in &machine.cpu_notes {
-            encode_note(&mut notes, "CORE", 1, desc);
-        }
-        let vmcoreinfo = machine.vmcoreinfo.as_ref().map(|text| {
-            let at = encode_note(&mut notes, "VMCOREINFO", 0, text);
-            (at as u64, text.len() as u64)
-        });
+        let (notes, vmcoreinfo) = machine.encode_notes();
         let sub_hdr_blocks = (SUB_HEADER_SIZE as u64 + notes.len() as u64).div_ceil(BLOCK);
         let bitmap_len = max_mapnr.div_ceil(8).div_ceil(BLOCK) * BLOCK;
         if (2 * bitmap_len / BLOCK) > u64::from(u32::MAX) {

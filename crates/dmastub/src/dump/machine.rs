@@ -3,8 +3,8 @@
 
 use crate::linux::{Kernel, Linux, Memory, Symbols, View, encode_prstatus};
 use crate::mmu::{AddressSpace, Paging};
-use crate::phys::CoreNote;
 use crate::phys::kdump::header::{UTS_LEN, UtsName};
+use crate::phys::{CoreNote, encode_note};
 
 /// `NT_PRSTATUS`.
 const NT_PRSTATUS: u32 = 1;
@@ -27,6 +27,20 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// The notes as a core holds them, back to back: a CORE NT_PRSTATUS per CPU, then
+    /// VMCOREINFO; and where the VMCOREINFO text is in them (offset, length).
+    pub fn encode_notes(&self) -> (Vec<u8>, Option<(u64, u64)>) {
+        let mut notes = Vec::new();
+        for desc in &self.cpu_notes {
+            encode_note(&mut notes, "CORE", NT_PRSTATUS, desc);
+        }
+        let vmcoreinfo = self.vmcoreinfo.as_ref().map(|text| {
+            let at = encode_note(&mut notes, "VMCOREINFO", 0, text);
+            (at as u64, text.len() as u64)
+        });
+        (notes, vmcoreinfo)
+    }
+
     /// What the source itself carries (an ELF or kdump core's notes): the notes are copied as
     /// they are. Nothing is read from memory.
     pub fn from_source_notes(notes: &[CoreNote]) -> Self {

@@ -32,8 +32,9 @@ use crate::phys::{PhysError, RamRange};
 use std::fs::File;
 use std::sync::atomic::AtomicBool;
 
-/// Pages asked for in one `read_segments` call (4 MiB).
-pub const BATCH_PAGES: usize = 1024;
+/// Pages asked for in one `read_segments` call (1 MiB: large enough to keep a DMA link
+/// busy, small enough that the batches in flight stay a few MiB).
+pub const BATCH_PAGES: usize = 256;
 const PAGE: u64 = crate::addr::PAGE_SIZE;
 
 /// The file format of a dump.

@@ -83,6 +83,9 @@ pub enum Exclusion {
     DumpLevel(u32),
     /// The dump is marked incomplete and stopped before this page was written.
     NotCaptured,
+    /// The page lies past the last page of a dump marked incomplete, whose dump level (`-d N`,
+    /// above 0) could also have left it out: which of the two cannot be told.
+    NotCapturedOrLevel(u32),
 }
 
 impl fmt::Display for Exclusion {
@@ -94,6 +97,11 @@ impl fmt::Display for Exclusion {
                 super::kdump::header::excluded_classes(*level)
             ),
             Exclusion::NotCaptured => f.write_str("was not captured: the dump was stopped before this page"),
+            Exclusion::NotCapturedOrLevel(level) => write!(
+                f,
+                "is not in the dump: it was stopped before this page, or dump level {level} left it out ({})",
+                super::kdump::header::excluded_classes(*level)
+            ),
         }
     }
 }

@@ -58,6 +58,14 @@ impl Bitmap {
         Bitmap { words, ranks }
     }
 
+    /// One past the highest set bit; 0 when none is set.
+    pub(crate) fn end_of_ones(&self) -> u64 {
+        match self.words.iter().rposition(|&w| w != 0) {
+            Some(i) => i as u64 * 64 + 64 - u64::from(self.words[i].leading_zeros()),
+            None => 0,
+        }
+    }
+
     /// Bits the bitmap holds.
     pub(crate) fn len(&self) -> u64 {
         self.words.len() as u64 * 64
@@ -181,6 +189,8 @@ pub struct KdumpMem {
     pfn_limit: u64,
     desc_offset: u64,
     incomplete: bool,
+    /// One past the last page the dump holds.
+    dumped_end: u64,
     ram: Vec<RamRange>,
     notes: Vec<CoreNote>,
     cache: PageCache,
@@ -305,6 +315,7 @@ impl KdumpMem {
             page: bs,
             shift: bs.trailing_zeros(),
             valid,
+            dumped_end: dumped.end_of_ones(),
             dumped,
             pfn_limit,
             desc_offset,
@@ -355,6 +366,17 @@ impl KdumpMem {
     /// Whether the file is makedumpfile's flattened form.
     pub fn is_flattened(&self) -> bool {
         self.store.is_flattened()
+    }
+
+    /// Why the dump does not hold RAM page `pfn`: its dump level, or, past the last page an
+    /// incomplete dump holds, the stop (at level 0 surely; above it, or the level).
+    fn why_not_dumped(&self, pfn: u64) -> Exclusion {
+        let level = self.sub.dump_level;
+        match (self.incomplete && pfn >= self.dumped_end, level) {
+            (false, _) => Exclusion::DumpLevel(level),
+            (true, 0) => Exclusion::NotCaptured,
+            (true, level) => Exclusion::NotCapturedOrLevel(level),
+        }
     }
 
     /// Whether the header says the dump was stopped before every page was written.
@@ -539,7 +561,7 @@ impl PhysMem for KdumpMem {
                 continue;
             }
             if !self.dumped.get(pfn) {
-                return Err(self.excluded(cur, Exclusion::DumpLevel(self.sub.dump_level)));
+                return Err(self.excluded(cur, self.why_not_dumped(pfn)));
             }
             let last = (end - 1) >> self.shift;
             let mut run = 1;
