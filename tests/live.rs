@@ -1,7 +1,9 @@
 //! The live end-to-end suite: one real Linux guest under QEMU (the demo's: the distribution's
 //! kernel, busybox and the ticker), read while it runs and after it panics, through the RAM
 //! file and through the NetTLP emulator, checked against what the guest says about itself
-//! (its `ps`, `/proc/kallsyms`, the ticker's printed values).
+//! (its `ps`, `/proc/kallsyms`, the ticker's printed values). While it runs it is also dumped,
+//! by `dmastub dump --live` and by QEMU's own kdump writer (`dump-guest-memory`), and dmastub
+//! reads both dumps.
 //!
 //! Skips with a message where QEMU is missing, unless `CI` or `DMASTUB_LIVE_REQUIRED` is set:
 //! then a guest that cannot boot fails the suite.
@@ -162,6 +164,11 @@ fn check_discovery(reader: &Reader, gdb: &mut GdbSession, truth: &GuestReport) {
 /// `monitor ps` on the running machine against the guest's `ps` taken just before.
 fn check_ps(reader: &Reader, gdb: &mut GdbSession, truth: &GuestReport) {
     let out = run(gdb, "monitor ps");
+    compare_ps(reader.name, &out, truth);
+}
+
+/// A ps table of dmastub's (`monitor ps`, `dmastub ps`) against the guest's own `ps`.
+fn compare_ps(name: &str, out: &str, truth: &GuestReport) {
     let ours: BTreeMap<u32, (u32, String)> = out
         .lines()
         .filter_map(|l| {
@@ -190,8 +197,8 @@ fn check_ps(reader: &Reader, gdb: &mut GdbSession, truth: &GuestReport) {
                     || (comm.starts_with("kworker") && p.comm.starts_with(&format!("{comm}-")));
                 assert!(
                     *ppid == p.ppid && same_comm,
-                    "{}: pid {}: monitor ps says ppid {ppid} comm {comm}, the guest {p:?}",
-                    reader.name,
+                    "{}: pid {}: its ps says ppid {ppid} comm {comm}, the guest {p:?}",
+                    name,
                     p.pid
                 );
                 found += 1;
@@ -199,8 +206,8 @@ fn check_ps(reader: &Reader, gdb: &mut GdbSession, truth: &GuestReport) {
             // Short-lived kernel workers may come and go between the two listings.
             None => assert!(
                 p.comm.starts_with("kworker"),
-                "{}: pid {} ({}) missing from monitor ps:\n{out}",
-                reader.name,
+                "{}: pid {} ({}) missing from its ps:\n{out}",
+                name,
                 p.pid,
                 p.comm
             ),
@@ -209,10 +216,10 @@ fn check_ps(reader: &Reader, gdb: &mut GdbSession, truth: &GuestReport) {
     assert!(
         found * 10 >= lasting.len() * 9,
         "{}: only {found} of {} guest processes found",
-        reader.name,
+        name,
         lasting.len()
     );
-    assert!(ours.contains_key(&truth.ticker_pid), "{}: the ticker is listed", reader.name);
+    assert!(ours.contains_key(&truth.ticker_pid), "{}: the ticker is listed", name);
 }
 
 /// No stale data: the ticker's counter read twice differs while the guest runs, within one
@@ -256,6 +263,134 @@ fn check_fresh_reads(reader: &Reader, gdb: &mut GdbSession, vm: &mut LiveVm, add
         "{}: the counter did not move after QEMU resumed the guest",
         reader.name
     );
+}
+
+/// `dmastub kernel` and `dmastub ps` on the vmcore `path` name the guest's release and list its
+/// processes.
+fn check_vmcore(tag: &str, path: &Path, truth: &GuestReport) {
+    let cmd = |verb: &str| {
+        let out = std::process::Command::new(BIN).args([verb, "--image"]).arg(path).output().unwrap();
+        let (stdout, stderr) =
+            (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{tag}: dmastub {verb} --image {}: {stderr}", path.display());
+        stdout
+    };
+    let kernel = cmd("kernel");
+    assert!(
+        kernel.contains(&truth.release),
+        "{tag}: dmastub kernel does not name {}:\n{kernel}",
+        truth.release
+    );
+    compare_ps(tag, &cmd("ps"), truth);
+}
+
+/// The DWARF vmlinux of `DMASTUB_DWARF_VMLINUX` if it is the build of `release` (its banner
+/// names it) and crash is installed: what crash needs to open a dump of the guest.
+fn crash_vmlinux_for(release: &str) -> Result<std::path::PathBuf, String> {
+    let vmlinux = common::dwarf_vmlinux().ok_or("DMASTUB_DWARF_VMLINUX is not set")?;
+    if !std::process::Command::new("crash").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        return Err("crash is not installed".into());
+    }
+    let file = std::fs::File::open(&vmlinux).map_err(|e| format!("{}: {e}", vmlinux.display()))?;
+    // SAFETY: a read-only map of a file nobody changes while the test runs.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| format!("{}: {e}", vmlinux.display()))?;
+    let banner = format!("Linux version {release} (");
+    let found = map.windows(banner.len()).any(|w| w == banner.as_bytes());
+    if found {
+        Ok(vmlinux)
+    } else {
+        Err(format!("{} is not the guest's kernel {release}", vmlinux.display()))
+    }
+}
+
+/// crash opens `path` with `vmlinux`: `sys` names the release and a task list walked from
+/// init_task holds the ticker.
+fn check_crash(tag: &str, path: &Path, vmlinux: &Path, truth: &GuestReport) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("crash")
+        .arg("-s")
+        .arg(vmlinux)
+        .arg(path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run crash");
+    let cmds = "sys\nlist task_struct.tasks -h init_task -s task_struct.comm\nquit\n";
+    child.stdin.take().unwrap().write_all(cmds.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains(&truth.release), "{tag}: crash does not name {}:\n{said}", truth.release);
+    assert!(said.contains("comm = \"ticker\""), "{tag}: crash's task list lacks the ticker:\n{said}");
+}
+
+/// Dumps of the running guest: `dmastub dump --live` of its RAM file (-d 31, zlib), and QEMU's
+/// own kdump writer (`dump-guest-memory`, kdump-zlib and, where this QEMU has it, kdump-lzo;
+/// QEMU 7.2 writes a garbage phys_base and bitmaps sized from its RAM layout). dmastub reads
+/// each with the guest's release and processes; crash opens dmastub's when the DWARF vmlinux
+/// is the guest's kernel. The guest runs on afterwards, as the other checks expect.
+fn check_dumps(vm: &mut LiveVm, ram: &Path) {
+    let scratch = common::Scratch::new("live-dumps");
+    let truth = vm.fresh_report().expect("the guest's report");
+
+    let ours = scratch.0.join("live-d31.kdump");
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(BIN)
+        .args(["dump", "-q", "--live"])
+        .arg(ram)
+        .args(["--dump-level", "31", "--compress", "zlib", "-o"])
+        .arg(&ours)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dmastub dump --live: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "live: dmastub dump --live -d 31: {} bytes in {:.1} s",
+        std::fs::metadata(&ours).unwrap().len(),
+        started.elapsed().as_secs_f64()
+    );
+    check_vmcore("dmastub dump --live", &ours, &truth);
+    match crash_vmlinux_for(&truth.release) {
+        Ok(vmlinux) => check_crash("dmastub dump --live", &ours, &vmlinux, &truth),
+        Err(why) => eprintln!("SKIP: crash on the live dump: {why}"),
+    }
+
+    let caps = vm.qmp("query-dump-guest-memory-capability", None).expect("QMP dump capabilities");
+    assert!(caps.contains("\"kdump-zlib\""), "QEMU cannot write kdump-zlib: {caps}");
+    for format in ["kdump-zlib", "kdump-lzo"] {
+        if !caps.contains(&format!("\"{format}\"")) {
+            eprintln!("SKIP: QEMU's dump-guest-memory has no {format}: {caps}");
+            continue;
+        }
+        let truth = vm.fresh_report().expect("the guest's report");
+        let file = scratch.0.join(format!("qemu.{format}"));
+        let args = format!(r#"{{"paging":false,"protocol":"file:{}","format":"{format}"}}"#, file.display());
+        let started = std::time::Instant::now();
+        // QEMU pauses the guest while it dumps and resumes it once the file is written, before
+        // it answers (no "detach").
+        vm.qmp("dump-guest-memory", Some(&args))
+            .unwrap_or_else(|e| panic!("dump-guest-memory {format}: {e}"));
+        let status = vm.qmp("query-status", None).expect("QMP query-status");
+        assert!(status.contains("\"running\""), "the guest is not running after the dump: {status}");
+        // QEMU before 8.2 writes the flattened form of a kdump file (makedumpfile -F's).
+        let head = std::fs::read(&file).map(|d| d[..16].to_vec()).unwrap_or_default();
+        let layout = match &head[..] {
+            [b'K', b'D', b'U', b'M', b'P', b' ', b' ', b' ', ..] => "kdump-compressed",
+            b"makedumpfile\0\0\0\0" => "flattened",
+            _ => panic!("QEMU's {format} file is neither kdump-compressed nor flattened: {head:02x?}"),
+        };
+        eprintln!(
+            "live: QEMU dump-guest-memory {format} ({layout}): {} bytes in {:.1} s",
+            std::fs::metadata(&file).unwrap().len(),
+            started.elapsed().as_secs_f64()
+        );
+        check_vmcore(&format!("QEMU {format}"), &file, &truth);
+        std::fs::remove_file(&file).unwrap();
+    }
 }
 
 /// After the panic: the message in `monitor dmesg`, the counter frozen, the crasher listed as
@@ -302,6 +437,7 @@ fn a_live_guest_read_while_it_runs_and_after_it_panics() {
         check_fresh_reads(reader, &mut gdb, &mut vm, addr);
         sessions.push(gdb);
     }
+    check_dumps(&mut vm, &ram);
     let crasher = vm.panic(Duration::from_secs(120)).expect("the guest panics");
     for (reader, gdb) in readers.iter().zip(sessions.iter_mut()) {
         check_after_panic(reader, gdb, &vm, addr, crasher);

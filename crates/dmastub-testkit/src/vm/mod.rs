@@ -522,6 +522,13 @@ impl LiveVm {
         }
     }
 
+    /// Runs a QMP command with `arguments` (a JSON object as text, e.g.
+    /// `{"paging":false,"protocol":"file:/tmp/x","format":"kdump-zlib"}` for
+    /// `dump-guest-memory`) and returns QEMU's reply line, `{"return": ...}`.
+    pub fn qmp(&mut self, command: &str, arguments: Option<&str>) -> Result<String, VmError> {
+        self.qmp.execute_with(command, arguments)
+    }
+
     /// Pauses or resumes the guest's CPUs (QMP `stop` / `cont`).
     pub fn set_running(&mut self, running: bool) -> Result<(), VmError> {
         self.qmp.execute(if running { "cont" } else { "stop" })

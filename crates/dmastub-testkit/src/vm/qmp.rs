@@ -1,4 +1,5 @@
-//! Just enough of QEMU's QMP to pause, resume and stop the guest.
+//! Just enough of QEMU's QMP to pause, resume and stop the guest, and to run a command with
+//! arguments (`dump-guest-memory`) for a test.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -24,7 +25,17 @@ impl Qmp {
 
     /// Runs a QMP command without arguments; an `error` reply is an error.
     pub(crate) fn execute(&mut self, command: &str) -> Result<(), VmError> {
-        let msg = format!("{{\"execute\":\"{command}\"}}\n");
+        self.execute_with(command, None).map(drop)
+    }
+
+    /// Runs a QMP command with `arguments` (a JSON object, as text) and returns its reply line
+    /// (`{"return": ...}`); an `error` reply is an error. The reply comes when QEMU has finished
+    /// the command (a synchronous `dump-guest-memory` included), within the socket's timeout.
+    pub(crate) fn execute_with(&mut self, command: &str, arguments: Option<&str>) -> Result<String, VmError> {
+        let msg = match arguments {
+            Some(args) => format!("{{\"execute\":\"{command}\",\"arguments\":{args}}}\n"),
+            None => format!("{{\"execute\":\"{command}\"}}\n"),
+        };
         self.stream
             .get_mut()
             .write_all(msg.as_bytes())
@@ -33,7 +44,7 @@ impl Qmp {
         if reply.contains("\"error\"") {
             return Err(VmError::Msg(format!("QMP {command}: {}", reply.trim())));
         }
-        Ok(())
+        Ok(reply)
     }
 
     /// The next line that is not an asynchronous event.
