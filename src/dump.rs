@@ -42,14 +42,15 @@ pub(crate) fn dump(a: DumpArgs) -> CliResult {
     let mut space = AddressSpace::new(mem, mmu_config(&a.common.mmu));
     let linux = match find_linux(&mut space, a.common.cr3, &a.common.linux) {
         Ok(l) => Some(l),
-        Err(e) if level.0 == 0 => {
+        // Zero pages are told by their content: levels 0 and 1 need no kernel.
+        Err(e) if level.0 <= DumpLevel::ZERO => {
             eprintln!("dmastub: warning: no kernel found ({e}): the dump holds every page but no VMCOREINFO");
             None
         }
         Err(e) => {
             return Err(format!(
                 "{e}; dump level {} needs the kernel's struct page array to choose pages (--dump-level 0 \
-                 keeps every page without it)",
+                 keeps every page without it, 1 every page but zero pages)",
                 level.0
             )
             .into());
