@@ -69,10 +69,8 @@ fn check(tag: &str, core: &Path, vmlinux: &Path, t: &serde_json::Value) {
 
     let said = crash(core, vmlinux);
     // `comm = "init\000\000…"`: the name up to its first escape or quote.
-    let listed: Vec<&str> = said
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("comm = \"")?.split(['\\', '"']).next())
-        .collect();
+    let listed: Vec<&str> =
+        said.lines().filter_map(|l| l.trim().strip_prefix("comm = \"")?.split(['\\', '"']).next()).collect();
     assert!(said.contains(release), "{tag}: crash does not name {release}:\n{said}");
     assert!(said.contains(PANIC), "{tag}: crash shows no panic:\n{said}");
     assert_eq!(
