@@ -4,7 +4,9 @@
 #   1. the DWARF vmlinux of the fixture kernel (Debian's linux-image-6.1.0-56-amd64-dbg),
 #   2. Linux's own gdb helper scripts (scripts/gdb of Debian's linux-source-6.1, with
 #      linux/constants.py generated for the fixture kernel's config),
-#   3. drgn from PyPI, in a virtualenv, for reference stack traces.
+#   3. drgn from PyPI, in a virtualenv, for reference stack traces,
+#   4. the fixture kernel's own boot image (boot/vmlinuz of Debian's linux-image-6.1.0-56-amd64),
+#      for tests that boot a guest whose kernel the DWARF vmlinux describes (tests/live_dump.rs).
 #
 # Usage: tools/setup-full-tests.sh            (progress on stderr, export lines on stdout)
 #        eval "$(tools/setup-full-tests.sh)"  (sets them in the calling shell)
@@ -26,9 +28,11 @@
 set -euo pipefail
 
 KREL=6.1.0-56-amd64                # the fixture kernel's release (uname -r)
-PKGVER=6.1.192-2                   # Debian version of both source packages used
+PKGVER=6.1.192-2                   # Debian version of every kernel package used
 VMLINUX_SHA256=84367a1bafd57a1ba369bcae6ab2ff9dc532e8e6677dd9e6a6d8d804c082da9e
 DBG_PKG=linux-image-$KREL-dbg
+IMG_PKG=linux-image-$KREL
+VMLINUZ_SHA256=26f2e57c99338feaf71c46fa4babdc7e1a6c115943002d109fdb746667104f5f
 SRC_PKG=linux-source-6.1
 DRGN_VERSION=${DMASTUB_DRGN_VERSION:-0.3.0}
 PYTHON=${DMASTUB_PYTHON:-python3}
@@ -52,6 +56,7 @@ CACHE=$(cd "$CACHE" && pwd)
 VMLINUX=$CACHE/vmlinux-$KREL
 GDBDIR=$CACHE/linux-gdb-scripts-$PKGVER    # holds vmlinux-gdb.py and scripts/gdb/linux/
 DRGN_VENV=$CACHE/drgn-venv
+VMLINUZ=$CACHE/vmlinuz-$KREL
 
 # Scratch folders go inside the cache (same file system, so the final mv is a rename) and are
 # removed on any exit.
@@ -226,6 +231,40 @@ part_drgn() {
     note "drgn: installed ${have%% (*} in $(since "$t0") ($(du -sm "$DRGN_VENV" | cut -f1) MiB venv)"
 }
 
+# ---- 4. the fixture kernel's boot image -----------------------------------------------------
+# The bzImage of the same build as the DWARF vmlinux, so that a guest booted with it can be
+# dumped and opened with crash (which needs the vmlinux of the very kernel that runs).
+part_vmlinuz() {
+    local t0 dir deb t1 member=./boot/vmlinuz-$KREL
+    t0=$(now)
+    if [[ -f $VMLINUZ && -f $VMLINUZ.sha256-ok ]] && [[ $VMLINUZ.sha256-ok -nt $VMLINUZ ]]; then
+        note "vmlinuz: cached ($VMLINUZ)"
+        return
+    fi
+    if [[ -f $VMLINUZ ]] && [[ $(sha256_of "$VMLINUZ") == "$VMLINUZ_SHA256" ]]; then
+        touch "$VMLINUZ.sha256-ok"
+        note "vmlinuz: cached, checksum good ($VMLINUZ)"
+        return
+    fi
+    need_pkgs dpkg tar xz-utils
+    scratch; dir=$DIR
+    apt_download "$IMG_PKG" "$dir"; deb=$DEB
+    say "extracting $member"
+    t1=$(now)
+    # The boot image comes before the modules: tar stops after it (--occurrence), and
+    # dpkg-deb's SIGPIPE is ignored as in part 1; tar's status and the checksum tell.
+    { dpkg-deb --fsys-tarfile "$deb" 2>"$dir/dpkg-deb.err" || true; } \
+        | tar -xf - -C "$dir" --occurrence=1 "$member" \
+        || { cat "$dir/dpkg-deb.err" >&2; die "could not extract $member from $deb"; }
+    rm -f "$deb"
+    note "vmlinuz: extracted $(mib "$dir/$member") in $(since "$t1")"
+    [[ $(sha256_of "$dir/$member") == "$VMLINUZ_SHA256" ]] \
+        || die "sha256 of the extracted vmlinuz is not $VMLINUZ_SHA256"
+    mv -f "$dir/$member" "$VMLINUZ"
+    touch "$VMLINUZ.sha256-ok"
+    note "vmlinuz: done in $(since "$t0") ($VMLINUZ)"
+}
+
 T0=$(now)
 say "cache: $CACHE"
 # gdb itself (the tests drive it, and the gdb scripts are checked with it) and zstd (the tests
@@ -234,6 +273,7 @@ if ! command -v gdb >/dev/null || ! command -v zstd >/dev/null; then need_pkgs g
 part_vmlinux
 part_gdb_scripts
 part_drgn
+part_vmlinuz
 say "all done in $(since "$T0")"
 say "summary:"
 for s in "${SUMMARY[@]}"; do say "  $s"; done
@@ -241,5 +281,6 @@ say "set the environment with: eval \"\$($0)\"   or paste the lines below"
 say "Linux's gdb helpers: gdb $VMLINUX -ex 'target remote ...' -ex 'source $GDBDIR/vmlinux-gdb.py'"
 printf 'export DMASTUB_DWARF_VMLINUX=%q\n' "$VMLINUX"
 printf 'export DMASTUB_LINUX_GDB_SCRIPTS=%q\n' "$GDBDIR"
+printf 'export DMASTUB_FIXTURE_KERNEL=%q\n' "$VMLINUZ"
 # shellcheck disable=SC2016 # $PATH is for the shell that evaluates this line
 printf 'export PATH=%q:"$PATH"\n' "$DRGN_VENV/bin"
