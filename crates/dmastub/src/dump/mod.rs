@@ -141,17 +141,32 @@ pub fn dump_ram(
     kernel: Option<&crate::linux::Kernel>,
 ) -> Result<(Vec<RamRange>, String), DumpError> {
     let kind = space.mem().kind();
-    if kind != crate::phys::SourceKind::NetTlp {
-        return Ok((space.mem().ram().to_vec(), format!("RAM: the {kind}'s ranges")));
-    }
-    let Some(kernel) = kernel else {
-        return Err(DumpError::NoRamMap { source_kind: kind, why: "no kernel was found".to_string() });
+    let (ram, whence) = if kind != crate::phys::SourceKind::NetTlp {
+        (space.mem().ram().to_vec(), format!("RAM: the {kind}'s ranges"))
+    } else {
+        let Some(kernel) = kernel else {
+            return Err(DumpError::NoRamMap { source_kind: kind, why: "no kernel was found".to_string() });
+        };
+        let ram = crate::linux::ram_map(kernel, space)
+            .map_err(|e| DumpError::NoRamMap { source_kind: kind, why: e.to_string() })?;
+        let bytes = ram.iter().map(|r| r.len).sum();
+        let whence = format!(
+            "RAM: the kernel's E820 map ({} in {} ranges)",
+            crate::phys::human_bytes(bytes),
+            ram.len()
+        );
+        (ram, whence)
     };
-    let ram = crate::linux::ram_map(kernel, space)
-        .map_err(|e| DumpError::NoRamMap { source_kind: kind, why: e.to_string() })?;
-    let bytes = ram.iter().map(|r| r.len).sum();
-    let whence =
-        format!("RAM: the kernel's E820 map ({} in {} ranges)", crate::phys::human_bytes(bytes), ram.len());
+    // The ranges come from a file's headers or the target's memory: the bitmaps of a dump are
+    // one bit per page frame up to the last one, so a range claiming RAM near 2^52 must not
+    // reach an allocation.
+    let end = ram.iter().map(|r| r.end()).max().unwrap_or(0);
+    if end.div_ceil(PAGE) > crate::linux::pages::MAX_PFNS {
+        return Err(DumpError::TooLarge(format!(
+            "{whence} reach physical {end:#x}: more page frames than a dump covers ({:#x})",
+            crate::linux::pages::MAX_PFNS
+        )));
+    }
     Ok((ram, whence))
 }
 

@@ -213,3 +213,32 @@ fn stopped_dumps_are_partial_and_marked() {
         }
     }
 }
+
+/// A source whose headers claim RAM near the top of the physical address space.
+struct ClaimsHugeRam([RamRange; 1]);
+
+impl PhysMem for ClaimsHugeRam {
+    fn name(&self) -> &str {
+        "huge"
+    }
+    fn kind(&self) -> SourceKind {
+        SourceKind::ElfCore
+    }
+    fn ram(&self) -> &[RamRange] {
+        &self.0
+    }
+    fn read(&mut self, addr: PhysAddr, _buf: &mut [u8]) -> Result<(), PhysError> {
+        Err(PhysError::NotRam { addr, len: PAGE, source_name: "huge".into() })
+    }
+}
+
+#[test]
+fn ram_claimed_near_the_top_of_physical_memory_is_refused_before_any_bitmap() {
+    let ram = RamRange { start: PhysAddr(1 << 51), len: PAGE };
+    let mut sp = space(Box::new(ClaimsHugeRam([ram])));
+    let e = dump_ram(&mut sp, None).unwrap_err();
+    assert!(matches!(e, DumpError::TooLarge(_)), "{e}");
+    let fine = RamRange { start: PhysAddr(0), len: 1 << 30 };
+    let mut sp = space(Box::new(ClaimsHugeRam([fine])));
+    assert_eq!(dump_ram(&mut sp, None).unwrap().0, vec![fine]);
+}

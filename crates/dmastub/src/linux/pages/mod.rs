@@ -25,6 +25,7 @@ mod tests;
 mod walk;
 
 pub use layout::PageLayout;
+pub(crate) use walk::MAX_PFNS;
 pub use walk::{BATCH_BYTES, classify_with};
 
 use crate::linux::Kernel;

@@ -14,7 +14,7 @@ pub const BATCH_BYTES: u64 = 1 << 20;
 
 /// Most pfns a page set may cover: 2^38, 1 PiB of RAM (a 32 GiB bitmap); a source claiming
 /// more is not believed.
-const MAX_PFNS: u64 = 1 << 38;
+pub(crate) const MAX_PFNS: u64 = 1 << 38;
 
 /// One batch's struct pages as read: the bytes, and which pfns' struct pages were readable.
 struct Batch {
