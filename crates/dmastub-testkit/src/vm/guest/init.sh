@@ -4,6 +4,10 @@
 # second serial port (ttyS1), one per line:
 #   report   the report again (ps, kallsyms, the ticker)
 #   panic    panic the kernel from a process named "crasher" (echo c > /proc/sysrq-trigger)
+#   maps     every process's /proc/PID/maps, each after a "pid PID" line
+#   maps PID one process's /proc/PID/maps
+#   stat PID /proc/PID/stat and /proc/PID/status
+#   modules  /proc/modules
 # Answers are framed by "BEGIN <request>" and "END <request>" lines.
 /bin/busybox mkdir -p /proc /sys /dev /tmp
 /bin/busybox --install -s /bin
@@ -43,6 +47,20 @@ exec 3<>/dev/ttyS1
 while read -r request <&3; do
     case "$request" in
         report) { echo "BEGIN report"; report; echo "END report"; } >&3 ;;
+        maps)
+            {
+                echo "BEGIN maps"
+                for d in /proc/[0-9]*; do
+                    echo "pid ${d#/proc/}"
+                    cat "$d/maps" 2>/dev/null
+                done
+                echo "END maps"
+            } >&3 ;;
+        "maps "*) { echo "BEGIN $request"; cat "/proc/${request#maps }/maps" 2>&1; echo "END $request"; } >&3 ;;
+        "stat "*)
+            { echo "BEGIN $request"; cat "/proc/${request#stat }/stat" "/proc/${request#stat }/status" 2>&1
+              echo "END $request"; } >&3 ;;
+        modules) { echo "BEGIN modules"; cat /proc/modules; echo "END modules"; } >&3 ;;
         panic) { echo "BEGIN panic"; echo "END panic"; } >&3; /bin/crasher > /dev/console 2>&1 ;;
         *) { echo "BEGIN $request"; echo "unknown request"; echo "END $request"; } >&3 ;;
     esac
