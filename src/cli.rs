@@ -310,6 +310,9 @@ pub(crate) struct BtArgs {
     /// that panicked, else the first thread `info threads` lists.
     #[arg(value_parser = parse_number)]
     pub(crate) pid: Option<u64>,
+    /// Every CPU's running task, through the interrupt that stopped it (as `monitor bt -a`).
+    #[arg(short = 'a', long = "all", conflicts_with = "pid")]
+    pub(crate) all: bool,
 }
 
 #[derive(Args)]

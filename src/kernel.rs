@@ -85,6 +85,13 @@ pub(crate) fn bt(a: BtArgs) -> CliResult {
     let (mut space, linux) = open_linux(&a.common)?;
     let explain = |e: LinuxError| linux.explain(&e);
     let list = linux.threads(&mut space).map_err(explain)?;
+    if a.all {
+        print!(
+            "{}",
+            render::backtraces_of_cpus(&list, |t| linux.backtrace(&mut space, t), linux.hint_names())
+        );
+        return Ok(());
+    }
     let thread = linux.pick_thread(&list, a.pid).map_err(explain)?;
     print!("{}", render::bt(&list, thread, linux.backtrace(&mut space, thread), a.pid, linux.hint_names()));
     Ok(())

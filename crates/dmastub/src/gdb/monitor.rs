@@ -49,6 +49,8 @@ pub(crate) enum LinuxCommand {
     Dmesg(Option<u64>),
     /// `bt [PID]`: the backtrace of task PID, or of gdb's selected thread.
     Bt(Option<u64>),
+    /// `bt -a`: the backtrace of the task each CPU was running.
+    BtAll,
 }
 
 /// Every command: its usage and one line of what it does. `monitor help` prints this table.
@@ -70,6 +72,10 @@ pub(crate) const COMMANDS: &[(&str, &str)] = &[
     (
         "bt [PID]",
         "backtrace of task PID (default: gdb's selected thread) from the kernel's ORC unwind tables, no vmlinux needed",
+    ),
+    (
+        "bt -a",
+        "backtrace of the task on every CPU, through the interrupt that stopped it into what it was doing",
     ),
     ("kernel", "what was found: release, KASLR slide, CR3, layout source, bytes read; vmlinux command"),
     ("dmesg [N]", "the kernel log from memory, last N lines"),
@@ -209,6 +215,7 @@ pub(crate) fn parse(line: &str) -> Result<Command, ParseError> {
         },
         "bt" => match rest.trim() {
             "" => Ok(Command::Linux(LinuxCommand::Bt(None))),
+            "-a" => Ok(Command::Linux(LinuxCommand::BtAll)),
             pid => number_arg("bt", pid).map(|p| Command::Linux(LinuxCommand::Bt(Some(p)))),
         },
         "dmesg" => match rest.trim() {
@@ -265,6 +272,8 @@ mod tests {
         assert_eq!(parse("dmesg 0x14"), Ok(Command::Linux(Dmesg(Some(20)))));
         assert_eq!(parse("bt"), Ok(Command::Linux(Bt(None))));
         assert_eq!(parse("BT 93"), Ok(Command::Linux(Bt(Some(93)))));
+        assert_eq!(parse("bt -a"), Ok(Command::Linux(BtAll)));
+        assert!(matches!(parse("bt -x"), Err(ParseError::BadNumber { command: "bt", .. })));
     }
 
     #[test]

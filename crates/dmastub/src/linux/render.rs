@@ -139,6 +139,30 @@ pub fn backtrace(thread: &Thread, bt: Result<Backtrace, LinuxError>, names: Hint
     }
 }
 
+/// `bt -a`: the [`backtrace`] of the task each CPU was running, CPU by CPU; a CPU whose
+/// running task is unknown says so.
+pub fn backtraces_of_cpus(
+    list: &ThreadList,
+    mut backtrace_of: impl FnMut(&Thread) -> Result<Backtrace, LinuxError>,
+    names: HintNames,
+) -> String {
+    let mut s = String::new();
+    if let Some(why) = &list.truncated {
+        s.push_str(&format!("bt -a: the task list was {why}\n"));
+    }
+    for cpu in 0..list.cpus {
+        s.push_str(&format!("CPU {cpu}:\n"));
+        match list.threads.iter().find(|t| t.running_on == Some(cpu)) {
+            Some(t) => s.push_str(&backtrace(t, backtrace_of(t), names)),
+            None => s.push_str("  no task known to run on it: its runqueue could not be read\n"),
+        }
+    }
+    if list.cpus == 0 {
+        s.push_str("bt -a: the CPUs are unknown (no per-CPU data was read)\n");
+    }
+    s
+}
+
 /// `dmastub bt`: [`backtrace`] of the thread [`Linux::pick_thread`](super::Linux::pick_thread)
 /// chose from `list`; when it chose (no pid asked for) from a list the budget cut, says so.
 pub fn bt(

@@ -95,6 +95,17 @@ impl DmaTarget {
                 Ok(format!("active CR3 = {cr3:#x} (the kernel's page tables)\n"))
             }
             LinuxCommand::Bt(pid) => self.backtrace(pid),
+            LinuxCommand::BtAll => {
+                self.threads();
+                let (Some(linux), Some(list)) = (&self.linux, &self.threads) else {
+                    return Err(CommandError::NoLinux);
+                };
+                Ok(render::backtraces_of_cpus(
+                    list,
+                    |t| linux.backtrace(&mut self.space, t),
+                    linux.hint_names(),
+                ))
+            }
             LinuxCommand::Switch(Some(pid)) => {
                 let pid = i32::try_from(pid).map_err(|_| CommandError::NotAPid(pid))?;
                 let sw = linux

@@ -19,12 +19,14 @@ use std::collections::HashMap;
 mod cpus;
 mod panic;
 mod regs;
+mod stopped;
 
 use cpus::{Cpus, cpu_stacks, crash_note_registers, note_registers, read_cpus};
 use panic::reconstruct_panic;
 pub use regs::{
     IRET_FRAME_WORD, PRSTATUS_SIZE, PT_REGS_WORDS, Reg, Regs, encode_prstatus, parse_prstatus, reg, user_regs,
 };
+use stopped::{StopFunction, reconstruct_stopped};
 
 /// `__KERNEL_CS` and `__KERNEL_DS` on x86-64: what a task in the kernel runs with.
 const KERNEL_CS: u64 = 0x10;
@@ -140,6 +142,8 @@ pub struct ThreadList {
     /// Why the list is incomplete when the operation's budget cut the task list (also one of
     /// the problems).
     pub truncated: Option<String>,
+    /// How many CPUs the per-CPU data knows (0 when it was not read).
+    pub cpus: u32,
     by_tid: HashMap<u64, usize>,
 }
 
@@ -257,6 +261,7 @@ pub fn list(
         }
         None => Cpus::default(),
     };
+    out.cpus = cpus.offsets.len() as u32;
     let walked = tasks::list(view, tl, init, true);
     out.problems.extend(walked.problems);
     out.truncated = walked.truncated;
@@ -435,6 +440,7 @@ fn running_registers(
     } else {
         HashMap::new()
     };
+    let mut stop_functions: Option<Vec<StopFunction>> = None;
     for (i, cpu) in running {
         let t = &mut threads[i];
         if let Some(regs) = from_notes.get(&cpu) {
@@ -459,9 +465,20 @@ fn running_registers(
                 }
             };
         } else {
-            t.origin = RegsOrigin::Unavailable(format!(
-                "it was running on cpu{cpu}: its registers were in the CPU, and this source did not keep them"
-            ));
+            // Another CPU's stop handler, if one stopped it.
+            let stops = stop_functions.get_or_insert_with(|| StopFunction::read_all(view, kernel));
+            let mut stacks = cpu_stacks(view, kernel, l, cpus, cpu);
+            stacks.extend(t.stack.map(|s| (s, THREAD_SIZE, "its kernel stack")));
+            t.origin = match reconstruct_stopped(view, kernel, stops, &stacks) {
+                Ok((regs, how)) => {
+                    t.regs = regs;
+                    RegsOrigin::Reconstructed(how)
+                }
+                Err(why) => RegsOrigin::Unavailable(format!(
+                    "it was running on cpu{cpu}: its registers were in the CPU, and this source did not \
+                     keep them; memory shows no stop ({why})"
+                )),
+            };
         }
     }
     if threads.iter().any(|t| t.panicking && matches!(t.origin, RegsOrigin::Unavailable(_))) {

@@ -101,6 +101,22 @@ pub(super) fn call_target(view: &mut View, ret: u64) -> Option<u64> {
     (call[0] == 0xe8).then(|| ret.wrapping_add_signed(i64::from(rel)))
 }
 
+/// [`call_target`] of many return addresses, read in one batch.
+pub(super) fn call_targets(view: &mut View, rets: &[u64]) -> Vec<Option<u64>> {
+    let mut calls = vec![[0u8; 5]; rets.len()];
+    let mut reads: Vec<(u64, &mut [u8])> =
+        rets.iter().zip(calls.iter_mut()).map(|(r, c)| (r.wrapping_sub(5), &mut c[..])).collect();
+    let results = view.read_together(&mut reads);
+    rets.iter()
+        .zip(calls)
+        .zip(results)
+        .map(|((ret, call), r)| {
+            let rel = i32::from_le_bytes([call[1], call[2], call[3], call[4]]);
+            (r.is_ok() && *ret >= 5 && call[0] == 0xe8).then(|| ret.wrapping_add_signed(i64::from(rel)))
+        })
+        .collect()
+}
+
 /// Whether the function at `start` opens with `push %rbp; mov %rsp,%rbp` (after its ftrace and
 /// IBT padding of up to 9 bytes).
 pub(super) fn keeps_frame_pointer(view: &mut View, start: u64) -> bool {
