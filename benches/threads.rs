@@ -2,12 +2,17 @@
 //! emulator on loopback serving a post-panic raw image, which carries no CPU registers) and
 //! straight from the image file: wall time inside gdb and DMA round trips per task.
 //!
-//! Cases: the public 6.1 image (63 tasks) and, when it has been built, a 6.1 image with 300
-//! extra processes (`linux-6.1-extra300` under `$DMASTUB_FIXTURES`), made with the fixture tools:
+//! Cases: the public 6.1 image (63 tasks, 2 CPUs) and every other fixture folder beside it,
+//! made with the fixture tools, e.g. 300 extra processes or 4 CPUs:
 //!
 //! ```sh
 //! build-fixture.sh --kernel linux-image-6.1.0-56-amd64 --extra 300 --work W --out $DMASTUB_FIXTURES/linux-6.1-extra300
+//! build-fixture.sh --kernel linux-image-6.1.0-56-amd64 --smp 4 --work W --out $DMASTUB_FIXTURES/linux-6.1-smp4
 //! ```
+//!
+//! The registers of the CPUs the panic stopped are rebuilt from their stacks (a raw image
+//! keeps no CPU state): "RT/CPU" is what `info threads` costs beyond `monitor ps -t` (every
+//! sleeping task's switch frame and every CPU's registers), per CPU. Target: at most 3.
 //!
 //! Each figure is the median of 5 gdb sessions, ps and threads alternating; each session
 //! connects, drops every cache (`monitor flush`), then runs one command. `cargo bench --bench threads`.
@@ -95,16 +100,17 @@ fn main() {
     let timer = std::env::temp_dir().join(format!("dmastub-bench-timer-{}.py", std::process::id()));
     std::fs::write(&timer, TIMER).expect("write the gdb timer script");
     let mut any = false;
-    for name in ["linux-6.1-kaslr", "linux-6.1-extra300"] {
-        let Some(dir) = fixture_dir(name) else { continue };
+    for dir in fixture_dirs() {
+        let name = dir.file_name().unwrap_or_default().to_string_lossy().to_string();
+        let cpus = truth(&dir, "post-panic")["vcpus"].as_array().map_or(0, Vec::len);
         any = true;
         let image = unpacked(&dir, "post-panic.raw.zst");
         let image = image.to_str().expect("UTF-8 path");
         let vmlinux = unpacked(&dir, "vmlinux-symbols.zst");
         println!("\n{name} (post-panic raw image), gdb 13.1, median of {RUNS} sessions each:");
         println!(
-            "  {:<34} {:>9} {:>9} {:>7} {:>10} {:>10} {:>8}",
-            "source / gdb", "ps (s)", "threads", "ratio", "RT ps", "RT threads", "RT/task"
+            "  {:<34} {:>9} {:>9} {:>7} {:>10} {:>10} {:>8} {:>8}",
+            "source / gdb", "ps (s)", "threads", "ratio", "RT ps", "RT threads", "RT/task", "RT/CPU"
         );
         let emulator = Emulator::start(image, ADAPTER);
         let nettlp = ["--nettlp", ADAPTER, "--nettlp-local", LOCAL];
@@ -118,15 +124,19 @@ fn main() {
             let ((ps_s, ps_rt), (th_s, th_rt), threads) = compare(args, symbols, &timer);
             let rt = |v: Option<f64>| v.map_or("-".to_string(), |r| format!("{r:.0}"));
             let per_task = th_rt.map_or("-".to_string(), |r| format!("{:.2}", r / threads.max(1) as f64));
+            let per_cpu = match (th_rt, ps_rt) {
+                (Some(t), Some(p)) if cpus > 0 => format!("{:.2}", (t - p) / cpus as f64),
+                _ => "-".to_string(),
+            };
             println!(
-                "  {label:<34} {ps_s:>9.4} {th_s:>9.4} {:>6.1}x {:>10} {:>10} {per_task:>8}",
+                "  {label:<34} {ps_s:>9.4} {th_s:>9.4} {:>6.1}x {:>10} {:>10} {per_task:>8} {per_cpu:>8}",
                 th_s / ps_s,
                 rt(ps_rt),
                 rt(th_rt)
             );
             if label.starts_with("NetTLP, no") {
                 println!(
-                    "  ({threads} threads; RT = DMA round trips from `monitor stats`; target: at most 3 per task)"
+                    "  ({threads} threads, {cpus} CPUs; RT = DMA round trips from `monitor stats`; targets: at most 3 per task, 3 per CPU)"
                 );
             }
         }

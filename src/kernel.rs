@@ -86,10 +86,11 @@ pub(crate) fn bt(a: BtArgs) -> CliResult {
     let explain = |e: LinuxError| linux.explain(&e);
     let list = linux.threads(&mut space).map_err(explain)?;
     if a.all {
-        print!(
-            "{}",
-            render::backtraces_of_cpus(&list, |t| linux.backtrace(&mut space, t), linux.hint_names())
-        );
+        let names = linux.hint_names();
+        let text = render::backtraces_of_cpus(&list, |t| {
+            render::backtrace(t, linux.backtrace(&mut space, t), names)
+        });
+        print!("{text}");
         return Ok(());
     }
     let thread = linux.pick_thread(&list, a.pid).map_err(explain)?;

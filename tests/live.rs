@@ -395,6 +395,55 @@ fn check_dumps(vm: &mut LiveVm, ram: &Path) {
 
 /// After the panic: the message in `monitor dmesg`, the counter frozen, the crasher listed as
 /// the panicking task.
+/// Each vCPU's (rip, rsp, halted) as QEMU's monitor prints them (`info registers -a`).
+fn qemu_vcpus(vm: &mut LiveVm) -> Vec<(u64, u64, bool)> {
+    let reply = vm
+        .qmp("human-monitor-command", Some(r#"{"command-line":"info registers -a"}"#))
+        .expect("QEMU's info registers");
+    // The reply is JSON with the text's newlines escaped.
+    let text = reply.replace("\\r", "").replace("\\n", "\n");
+    let field = |block: &str, name: &str| {
+        block
+            .split(&format!("{name}="))
+            .nth(1)
+            .and_then(|v| u64::from_str_radix(&v[..16.min(v.len())], 16).ok())
+    };
+    text.split("CPU#")
+        .skip(1)
+        .filter_map(|b| Some((field(b, "RIP")?, field(b, "RSP")?, b.contains("HLT=1"))))
+        .collect()
+}
+
+/// Every CPU the panic stopped: the registers dmastub rebuilds from memory are the ones QEMU
+/// holds for the halted vCPU, and `monitor bt -a` goes through the stop interrupt.
+fn check_stopped_cpus(reader: &Reader, gdb: &mut GdbSession, vcpus: &[(u64, u64, bool)]) {
+    let threads = run(gdb, "monitor threads");
+    let all = run(gdb, "monitor bt -a");
+    for (cpu, &(rip, rsp, halted)) in vcpus.iter().enumerate() {
+        let mark = format!("[cpu{cpu}");
+        let Some(line) = threads.lines().find(|l| l.contains(&mark) && l.contains("stopped in")) else {
+            // The panicking CPU spins in panic(), and is not halted.
+            assert!(!halted, "{}: halted cpu{cpu} has no stopped task:\n{threads}", reader.name);
+            continue;
+        };
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+        assert_eq!(
+            (hex(cols[3]), hex(cols[4])),
+            (Some(rip), Some(rsp)),
+            "{}: cpu{cpu}'s rebuilt rip and rsp are not QEMU's ({rip:#x}, {rsp:#x}): {line}",
+            reader.name
+        );
+        let section = all.split(&format!("CPU {cpu}:")).nth(1).unwrap_or("");
+        let section = section.split("\nCPU ").next().unwrap_or(section);
+        assert!(
+            section.contains("stop_this_cpu+") && section.contains("--- interrupt/exception entry"),
+            "{}: monitor bt -a on cpu{cpu}:\n{section}",
+            reader.name
+        );
+    }
+}
+
 fn check_after_panic(reader: &Reader, gdb: &mut GdbSession, vm: &LiveVm, addr: u64, crasher: u32) {
     let dmesg = run(gdb, "monitor dmesg 60");
     assert!(
@@ -439,8 +488,11 @@ fn a_live_guest_read_while_it_runs_and_after_it_panics() {
     }
     check_dumps(&mut vm, &ram);
     let crasher = vm.panic(Duration::from_secs(120)).expect("the guest panics");
+    let vcpus = qemu_vcpus(&mut vm);
+    assert!(vcpus.len() >= 2, "QEMU's info registers -a: {vcpus:?}");
     for (reader, gdb) in readers.iter().zip(sessions.iter_mut()) {
         check_after_panic(reader, gdb, &vm, addr, crasher);
+        check_stopped_cpus(reader, gdb, &vcpus);
     }
     // The command-line tools see the same frozen machine.
     let out = std::process::Command::new(BIN)

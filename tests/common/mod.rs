@@ -37,6 +37,62 @@ pub fn fixture_dir(name: &str) -> Option<PathBuf> {
     None
 }
 
+/// Every fixture folder: [`BASE_FIXTURE`] (as [`fixture_dir`] finds it) first, then any other
+/// folder beside it with a post-panic truth file (images built with the fixtures' `tools/`,
+/// e.g. with more CPUs or 5-level paging).
+pub fn fixture_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = fixture_dir(BASE_FIXTURE).into_iter().collect();
+    let root = std::env::var_os("DMASTUB_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"));
+    let mut others: Vec<PathBuf> =
+        std::fs::read_dir(&root).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    others.retain(|d| {
+        d.file_name() != Some(BASE_FIXTURE.as_ref()) && d.join("post-panic.truth.json").is_file()
+    });
+    others.sort();
+    dirs.extend(others);
+    dirs
+}
+
+/// Names kernel addresses as the fixture's own symbol table does (`nm` of its
+/// `vmlinux-symbols`, moved by the truth's KASLR slide): an independent symbolizer.
+pub struct NmSymbols {
+    addrs: Vec<u64>,
+    names: Vec<String>,
+}
+
+impl NmSymbols {
+    /// `None` (with a message) when the fixture has no `vmlinux-symbols` or `nm` is missing.
+    pub fn of_fixture(dir: &Path, truth: &serde_json::Value) -> Option<NmSymbols> {
+        if !dir.join("vmlinux-symbols.zst").is_file() {
+            eprintln!("SKIP part: {} has no vmlinux-symbols", dir.display());
+            return None;
+        }
+        let file = unpacked(dir, "vmlinux-symbols.zst");
+        let out = Command::new("nm").arg("-n").arg(&file).output().ok()?;
+        let slide = hex(&truth["kaslr"]["offset"]);
+        let (mut addrs, mut names) = (Vec::new(), Vec::new());
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let p: Vec<&str> = line.split_whitespace().collect();
+            if let [a, kind, name] = p[..]
+                && "tTwW".contains(kind)
+                && let Ok(a) = u64::from_str_radix(a, 16)
+            {
+                addrs.push(a.wrapping_add(slide));
+                names.push(name.to_string());
+            }
+        }
+        (!addrs.is_empty()).then_some(NmSymbols { addrs, names })
+    }
+
+    /// The function `addr` is in.
+    pub fn name(&self, addr: u64) -> Option<&str> {
+        let i = self.addrs.partition_point(|&a| a <= addr).checked_sub(1)?;
+        Some(&self.names[i])
+    }
+}
+
 /// `dir/name`, unpacked with `zstd -d` into a cache under the temp dir when it ends in `.zst`.
 /// The cache is reused while it is newer than the packed file; concurrent tests unpack once.
 pub fn unpacked(dir: &Path, name: &str) -> PathBuf {

@@ -64,8 +64,7 @@ impl<'m, M: Memory + ?Sized> ReadAhead<'m, M> {
     }
 
     /// Reads `len` bytes at `base` in one read, or page by page when that fails, and keeps
-    /// them as a window whose unreadable pages are holes (read as zeros by [`window`](Self::window),
-    /// failing with their error through [`Memory::read`]). Returns how many bytes are holes.
+    /// them as a window whose unreadable pages are holes (failing with their error through [`Memory::read`]). Returns how many bytes are holes.
     pub fn fetch_pages(&mut self, base: u64, len: usize) -> usize {
         let mut bytes = vec![0u8; len];
         let mut holes = Vec::new();
@@ -87,11 +86,6 @@ impl<'m, M: Memory + ?Sized> ReadAhead<'m, M> {
         let lost = holes.iter().map(|(s, e, _)| e - s).sum();
         self.insert_window(Window { base, bytes, holes });
         lost
-    }
-
-    /// The bytes of the window that starts at `base`, holes as zeros.
-    pub fn window(&self, base: u64) -> Option<&[u8]> {
-        self.windows.iter().find(|w| w.base == base).map(|w| &w.bytes[..])
     }
 
     /// Whether `[addr, addr + len)` lies wholly inside the windows (holes included).
@@ -203,7 +197,7 @@ mod tests {
         let read = ra.bytes_read();
         assert!(ra.read_u64(0x2ffc).is_err());
         assert_eq!(ra.bytes_read(), read);
-        assert_eq!(ra.window(0x1000).map(|w| w[0x1000..0x2000].iter().all(|&b| b == 0)), Some(true));
+        assert_eq!(ra.hole_in(0x1000, 0x3000).map(|(at, _)| at), Some(0x2000));
         assert!(ra.covers(0x1000, 0x3000));
         assert!(!ra.covers(0x3fff, 2));
         assert_eq!(ra.read_u16(0x3ffe).unwrap(), u16::from_le_bytes([0xfe, 0xff]));

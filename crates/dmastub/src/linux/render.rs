@@ -139,13 +139,9 @@ pub fn backtrace(thread: &Thread, bt: Result<Backtrace, LinuxError>, names: Hint
     }
 }
 
-/// `bt -a`: the [`backtrace`] of the task each CPU was running, CPU by CPU; a CPU whose
-/// running task is unknown says so.
-pub fn backtraces_of_cpus(
-    list: &ThreadList,
-    mut backtrace_of: impl FnMut(&Thread) -> Result<Backtrace, LinuxError>,
-    names: HintNames,
-) -> String {
+/// `bt -a`: the backtrace of the task each CPU was running ([`backtrace`], as `render_one`
+/// gives it), CPU by CPU; a CPU whose running task is unknown says so.
+pub fn backtraces_of_cpus(list: &ThreadList, mut render_one: impl FnMut(&Thread) -> String) -> String {
     let mut s = String::new();
     if let Some(why) = &list.truncated {
         s.push_str(&format!("bt -a: the task list was {why}\n"));
@@ -153,7 +149,7 @@ pub fn backtraces_of_cpus(
     for cpu in 0..list.cpus {
         s.push_str(&format!("CPU {cpu}:\n"));
         match list.threads.iter().find(|t| t.running_on == Some(cpu)) {
-            Some(t) => s.push_str(&backtrace(t, backtrace_of(t), names)),
+            Some(t) => s.push_str(&render_one(t)),
             None => s.push_str("  no task known to run on it: its runqueue could not be read\n"),
         }
     }

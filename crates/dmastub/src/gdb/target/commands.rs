@@ -100,11 +100,10 @@ impl DmaTarget {
                 let (Some(linux), Some(list)) = (&self.linux, &self.threads) else {
                     return Err(CommandError::NoLinux);
                 };
-                Ok(render::backtraces_of_cpus(
-                    list,
-                    |t| linux.backtrace(&mut self.space, t),
-                    linux.hint_names(),
-                ))
+                let names = linux.hint_names();
+                Ok(render::backtraces_of_cpus(list, |t| {
+                    render::backtrace(t, linux.backtrace(&mut self.space, t), names)
+                }))
             }
             LinuxCommand::Switch(Some(pid)) => {
                 let pid = i32::try_from(pid).map_err(|_| CommandError::NotAPid(pid))?;

@@ -165,26 +165,53 @@ pub(super) fn cpu_stacks(
     cpus: &Cpus,
     cpu: u32,
 ) -> Vec<(u64, u64, &'static str)> {
-    let Some(&per_cpu) = cpus.offsets.get(cpu as usize) else { return Vec::new() };
+    stacks_of_cpus(view, kernel, l, cpus, &[cpu]).pop().unwrap_or_default()
+}
+
+/// [`cpu_stacks`] of several CPUs, their pointers read in one batch.
+pub(super) fn stacks_of_cpus(
+    view: &mut View,
+    kernel: &Kernel,
+    l: &ThreadLayout,
+    cpus: &Cpus,
+    which: &[u32],
+) -> Vec<Vec<(u64, u64, &'static str)>> {
     let sym = |n: &str| kernel.symbols.address(n);
-    let mut out = Vec::new();
+    // Per CPU, the per-CPU variables holding the hardirq stack's top and the exception stacks.
     let hardirq = match (sym("hardirq_stack_ptr"), sym("pcpu_hot"), l.pcpu_hot_hardirq) {
-        (Some(var), _, _) => Some(per_cpu.wrapping_add(var)),
-        (None, Some(hot), Some(off)) => Some(per_cpu.wrapping_add(hot).wrapping_add(off)),
+        (Some(var), _, _) => Some(var),
+        (None, Some(hot), Some(off)) => Some(hot.wrapping_add(off)),
         _ => None,
     };
-    // The pointer is to the top word of the 16 KiB stack.
-    if let Some(top) = hardirq.and_then(|at| view.read_u64(at).ok()).filter(|p| *p >= 1 << 63) {
-        out.push((
-            top.wrapping_add(8).wrapping_sub(IRQ_STACK_SIZE),
-            IRQ_STACK_SIZE,
-            "its cpu's hardirq stack",
-        ));
+    let exceptions = sym("cea_exception_stacks");
+    let vars = [hardirq, exceptions];
+    let mut addrs = Vec::new();
+    for &cpu in which {
+        let Some(&per_cpu) = cpus.offsets.get(cpu as usize) else { continue };
+        addrs.extend(vars.iter().flatten().map(|v| per_cpu.wrapping_add(*v)));
     }
-    let exceptions = sym("cea_exception_stacks").map(|var| per_cpu.wrapping_add(var));
-    if let Some(base) = exceptions.and_then(|at| view.read_u64(at).ok()).filter(|p| *p >= 1 << 63) {
-        let len = l.exception_stacks_size.unwrap_or(EXCEPTION_STACKS_SIZE);
-        out.push((base, len, "its cpu's exception stacks"));
+    let mut words = view.read_u64s(&addrs).into_iter();
+    let mut out = Vec::new();
+    for &cpu in which {
+        let mut stacks = Vec::new();
+        if cpus.offsets.get(cpu as usize).is_none() {
+            out.push(stacks);
+            continue;
+        }
+        let mut next = |var: Option<u64>| var.and_then(|_| words.next()?.ok()).filter(|p| *p >= 1 << 63);
+        // The pointer is to the top word of the 16 KiB stack.
+        if let Some(top) = next(hardirq) {
+            stacks.push((
+                top.wrapping_add(8).wrapping_sub(IRQ_STACK_SIZE),
+                IRQ_STACK_SIZE,
+                "its cpu's hardirq stack",
+            ));
+        }
+        if let Some(base) = next(exceptions) {
+            let len = l.exception_stacks_size.unwrap_or(EXCEPTION_STACKS_SIZE);
+            stacks.push((base, len, "its cpu's exception stacks"));
+        }
+        out.push(stacks);
     }
     out
 }

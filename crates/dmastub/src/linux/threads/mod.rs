@@ -26,7 +26,7 @@ use panic::reconstruct_panic;
 pub use regs::{
     IRET_FRAME_WORD, PRSTATUS_SIZE, PT_REGS_WORDS, Reg, Regs, encode_prstatus, parse_prstatus, reg, user_regs,
 };
-use stopped::{StopFunction, reconstruct_stopped};
+use stopped::reconstruct_stopped;
 
 /// `__KERNEL_CS` and `__KERNEL_DS` on x86-64: what a task in the kernel runs with.
 const KERNEL_CS: u64 = 0x10;
@@ -440,7 +440,7 @@ fn running_registers(
     } else {
         HashMap::new()
     };
-    let mut stop_functions: Option<Vec<StopFunction>> = None;
+    let mut stopped: Vec<(usize, u32)> = Vec::new();
     for (i, cpu) in running {
         let t = &mut threads[i];
         if let Some(regs) = from_notes.get(&cpu) {
@@ -465,11 +465,15 @@ fn running_registers(
                 }
             };
         } else {
-            // Another CPU's stop handler, if one stopped it.
-            let stops = stop_functions.get_or_insert_with(|| StopFunction::read_all(view, kernel));
-            let mut stacks = cpu_stacks(view, kernel, l, cpus, cpu);
-            stacks.extend(t.stack.map(|s| (s, THREAD_SIZE, "its kernel stack")));
-            t.origin = match reconstruct_stopped(view, kernel, stops, &stacks) {
+            stopped.push((i, cpu));
+        }
+    }
+    // The others, if another CPU stopped them: all together, in a few round trips.
+    let which: Vec<(u32, Option<u64>)> = stopped.iter().map(|&(i, cpu)| (cpu, threads[i].stack)).collect();
+    if !which.is_empty() {
+        for (&(i, cpu), r) in stopped.iter().zip(reconstruct_stopped(view, kernel, l, cpus, &which)) {
+            let t = &mut threads[i];
+            t.origin = match r {
                 Ok((regs, how)) => {
                     t.regs = regs;
                     RegsOrigin::Reconstructed(how)

@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::bytes::LeBytes;
-use crate::linux::readahead::ReadAhead;
 
 /// Rebuilds the panicking task's rip and rsp: the return address into `panic` on the stack it
 /// ran on is where panic's frame resumes, and the slot above it is the stack pointer there.
@@ -35,12 +34,35 @@ pub(super) fn reconstruct_panic(
 /// The words of a stack; an unreadable page (a guard page between exception stacks) reads as
 /// zeros.
 pub(super) fn read_stack_words(view: &mut View, base: u64, len: u64) -> Vec<u64> {
-    let len = len.min(MAX_SCANNED_STACK) as usize;
-    // One read for a whole stack (one DMA batch); page by page only when that fails.
-    let mut stack = ReadAhead::<View>::new(view);
-    stack.fetch_pages(base, len);
-    let words = stack.window(base).unwrap_or_default();
-    words.chunks_exact(8).map(|w| w.u64_at(0).unwrap_or(0)).collect()
+    read_stacks(view, &[(base, len)]).pop().unwrap_or_default()
+}
+
+/// [`read_stack_words`] of several stacks, every page of them in one batch (one DMA round
+/// trip, besides page-table walks), at most [`MAX_SCANNED_STACK`] bytes of each.
+pub(super) fn read_stacks(view: &mut View, stacks: &[(u64, u64)]) -> Vec<Vec<u64>> {
+    let mut bytes: Vec<Vec<u8>> =
+        stacks.iter().map(|&(_, len)| vec![0u8; len.min(MAX_SCANNED_STACK) as usize]).collect();
+    // Page by page, so that a guard page fails alone.
+    let mut reads: Vec<(u64, &mut [u8])> = Vec::new();
+    for (&(base, _), buf) in stacks.iter().zip(bytes.iter_mut()) {
+        let mut rest = &mut buf[..];
+        let mut addr = base;
+        while !rest.is_empty() {
+            let n = ((0x1000 - (addr & 0xfff)) as usize).min(rest.len());
+            let (page, tail) = rest.split_at_mut(n);
+            reads.push((addr, page));
+            rest = tail;
+            addr = addr.wrapping_add(n as u64);
+        }
+    }
+    let results = view.read_together(&mut reads);
+    for ((_, page), r) in reads.iter_mut().zip(results) {
+        if r.is_err() {
+            page.fill(0);
+        }
+    }
+    drop(reads);
+    bytes.iter().map(|b| b.chunks_exact(8).map(|w| w.u64_at(0).unwrap_or(0)).collect()).collect()
 }
 
 /// Most bytes scanned on one stack (the exception stacks with their guard pages are 40 KiB).

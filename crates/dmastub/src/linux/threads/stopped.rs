@@ -10,7 +10,8 @@
 //! address's slot less the frame the function's prologue built; from there the kernel's
 //! unwind tables lead through the handler and the interrupt frame into what the CPU was doing.
 
-use super::panic::{MAX_SCANNED_STACK, call_targets, read_stack_words};
+use super::cpus::{Cpus, stacks_of_cpus};
+use super::panic::{call_targets, read_stacks};
 use super::*;
 
 /// Functions a stopped CPU halts in for good.
@@ -86,6 +87,10 @@ pub(super) fn prologue(code: &[u8]) -> Option<(usize, u64)> {
         at += 5;
     }
     for _ in 0..32 {
+        // Code that ends inside the prologue says nothing about the frame.
+        if code.len() < at + 8 {
+            return None;
+        }
         let b = |i: usize| code.get(at + i).copied();
         let (len, pushed) = match (b(0)?, b(1), b(2)) {
             (0x50..=0x57, ..) => (1, 8),
@@ -127,7 +132,7 @@ pub(super) fn prologue(code: &[u8]) -> Option<(usize, u64)> {
         at += len;
         frame = frame.checked_add(pushed)?;
     }
-    (at <= code.len()).then_some((at, frame))
+    Some((at, frame))
 }
 
 /// The offset of the instruction after the `hlt` of an endless halt loop (`hlt` then a short
@@ -141,61 +146,146 @@ fn halt_loop(code: &[u8], from: usize) -> Option<usize> {
         .map(|i| i + 1)
 }
 
-/// Where a stopped CPU is: its registers and how they were found, from the stacks it may have
-/// run the stop handler on (its hardirq stack, its exception stacks, its task's stack).
+/// Where each stopped CPU is: its registers and how they were found, or why not. `which`
+/// holds each CPU and the kernel stack of the task it ran. The stacks it may have run the stop
+/// handler on are searched in turn (its hardirq stack, its exception stacks, its task's
+/// stack), every CPU's at once: a few DMA round trips for all the CPUs together.
 pub(super) fn reconstruct_stopped(
     view: &mut View,
     kernel: &Kernel,
-    stops: &[StopFunction],
-    stacks: &[(u64, u64, &str)],
-) -> Result<(Regs, String), String> {
+    l: &ThreadLayout,
+    cpus: &Cpus,
+    which: &[(u32, Option<u64>)],
+) -> Vec<Result<(Regs, String), String>> {
+    let stops = StopFunction::read_all(view, kernel);
     if stops.is_empty() {
-        return Err(format!(
+        let why = format!(
             "none of the functions a stopped CPU halts in ({}) was found and understood",
             STOP_FUNCTIONS.join(", ")
-        ));
+        );
+        return which.iter().map(|_| Err(why.clone())).collect();
     }
-    let text = kernel.text.value;
-    let in_text = |v: u64| v >= text && v < text.wrapping_add(1 << 30);
-    let mut looked = Vec::new();
-    for &(base, len, what) in stacks {
-        let words = read_stack_words(view, base, len.min(MAX_SCANNED_STACK));
-        if words.iter().all(|w| *w == 0) {
-            looked.push(format!("{what} at {base:#x} (unreadable)"));
-            continue;
-        }
-        // Every word that could be a return address, checked in one batch; the deepest call
-        // into a stop function (the slot nearest the stack's bottom) wins.
-        let candidates: Vec<(usize, u64)> =
-            words.iter().copied().enumerate().filter(|&(_, v)| in_text(v)).collect();
-        let targets = call_targets(view, &candidates.iter().map(|&(_, v)| v).collect::<Vec<_>>());
-        for (&(i, value), target) in candidates.iter().zip(targets) {
+    let cpu_list: Vec<u32> = which.iter().map(|&(c, _)| c).collect();
+    let mut stacks = stacks_of_cpus(view, kernel, l, cpus, &cpu_list);
+    for (list, &(_, task_stack)) in stacks.iter_mut().zip(which) {
+        list.extend(task_stack.map(|s| (s, THREAD_SIZE, "its kernel stack")));
+    }
+    let mut found: Vec<Option<(Regs, String)>> = vec![None; which.len()];
+    let mut looked: Vec<Vec<String>> = vec![Vec::new(); which.len()];
+    let rounds = stacks.iter().map(Vec::len).max().unwrap_or(0);
+    for round in 0..rounds {
+        let todo: Vec<(usize, (u64, u64, &str))> = (0..which.len())
+            .filter(|&i| found[i].is_none())
+            .filter_map(|i| Some((i, *stacks[i].get(round)?)))
+            .collect();
+        let words =
+            read_stacks(view, &todo.iter().map(|&(_, (base, len, _))| (base, len)).collect::<Vec<_>>());
+        // Every word that could be a return address, checked in one batch.
+        let text = kernel.text.value;
+        let in_text = |v: u64| v >= text && v < text.wrapping_add(1 << 30);
+        let candidates: Vec<(usize, usize, u64)> = words
+            .iter()
+            .enumerate()
+            .flat_map(|(k, w)| {
+                w.iter().enumerate().filter(|&(_, &v)| in_text(v)).map(move |(i, &v)| (k, i, v))
+            })
+            .collect();
+        let targets = call_targets(view, &candidates.iter().map(|&(_, _, v)| v).collect::<Vec<_>>());
+        for ((k, i, value), target) in candidates.into_iter().zip(targets) {
+            let (cpu_index, (base, _, what)) = todo[k];
+            if found[cpu_index].is_some() {
+                continue; // The deepest call (nearest the stack's bottom) was found first.
+            }
             let Some(stop) = target.and_then(|t| stops.iter().find(|s| s.start == t)) else { continue };
             let slot = base + (i as u64) * 8;
-            let mut regs = Regs::default();
-            regs[reg::RIP] = Some(stop.resume);
-            regs[reg::RSP] = Some(slot.wrapping_sub(stop.frame));
-            regs[reg::CS] = Some(KERNEL_CS);
-            regs[reg::SS] = Some(KERNEL_DS);
-            let caller = kernel
-                .symbols
-                .lookup(value)
-                .map(|(n, off)| format!("{n}+{off:#x}"))
-                .unwrap_or_else(|| format!("{value:#x}"));
-            let place = if stop.halt_loop { "halt loop" } else { "body" };
-            return Ok((
-                regs,
-                format!(
-                    "stopped in {}'s {place}, called from {caller} (return address at {what} slot {slot:#x})",
-                    stop.name
-                ),
-            ));
+            found[cpu_index] = Some(stopped_regs(kernel, stop, value, slot, what));
         }
-        looked.push(format!("{what} at {base:#x}"));
+        for (k, &(cpu_index, (base, _, what))) in todo.iter().enumerate() {
+            if found[cpu_index].is_none() {
+                let unreadable = if words[k].iter().all(|w| *w == 0) { " (unreadable)" } else { "" };
+                looked[cpu_index].push(format!("{what} at {base:#x}{unreadable}"));
+            }
+        }
     }
-    Err(format!(
-        "no call into {} on {}",
-        stops.iter().map(|s| s.name).collect::<Vec<_>>().join(" or "),
-        looked.join(", ")
-    ))
+    let names = stops.iter().map(|s| s.name).collect::<Vec<_>>().join(" or ");
+    found
+        .into_iter()
+        .zip(looked)
+        .map(|(f, looked)| match f {
+            Some(f) => Ok(f),
+            None if looked.is_empty() => Err("none of its stacks is known".to_string()),
+            None => Err(format!("no call into {names} on {}", looked.join(", "))),
+        })
+        .collect()
+}
+
+/// The registers of a CPU halted in `stop`, whose call into it returns to `ret` from `slot`.
+fn stopped_regs(kernel: &Kernel, stop: &StopFunction, ret: u64, slot: u64, what: &str) -> (Regs, String) {
+    let mut regs = Regs::default();
+    regs[reg::RIP] = Some(stop.resume);
+    regs[reg::RSP] = Some(slot.wrapping_sub(stop.frame));
+    regs[reg::CS] = Some(KERNEL_CS);
+    regs[reg::SS] = Some(KERNEL_DS);
+    let caller = kernel
+        .symbols
+        .lookup(ret)
+        .map(|(n, off)| format!("{n}+{off:#x}"))
+        .unwrap_or_else(|| format!("{ret:#x}"));
+    let place = if stop.halt_loop { "halt loop" } else { "body" };
+    let how = format!(
+        "stopped in {}'s {place}, called from {caller} (return address at {what} slot {slot:#x})",
+        stop.name
+    );
+    (regs, how)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Debian 6.1's `stop_this_cpu`: ftrace's call, `push %rbp`, a `mov $imm32,%rbp` between the
+    /// pushes, `push %rbx`, `sub $0x18,%rsp`, then the stack protector's load.
+    const STOP_THIS_CPU: &[u8] = &[
+        0xe8, 0x1b, 0x6a, 0x03, 0x00, 0x55, 0x48, 0xc7, 0xc5, 0xc0, 0x98, 0x01, 0x00, 0x53, 0x48, 0x83, 0xec,
+        0x18, 0x65, 0x48, 0x8b, 0x04, 0x25, 0x28, 0x00, 0x00, 0x00,
+    ];
+
+    /// Code followed by the int3 padding between functions.
+    fn padded(code: &[u8]) -> Vec<u8> {
+        [code, &[0xcc; 16]].concat()
+    }
+
+    #[test]
+    fn the_prologue_gives_the_frame_below_the_return_address() {
+        assert_eq!(prologue(STOP_THIS_CPU), Some((18, 0x28)));
+        // endbr64 and a nop5 for ftrace, r12..r15 pushes, a 32-bit reservation.
+        let code = [
+            0xf3, 0x0f, 0x1e, 0xfa, 0x0f, 0x1f, 0x44, 0x00, 0x00, 0x41, 0x57, 0x41, 0x56, 0x49, 0x89, 0xfe,
+            0x48, 0x81, 0xec, 0x00, 0x01, 0x00, 0x00, 0xcc,
+        ];
+        assert_eq!(prologue(&padded(&code)), Some((23, 16 + 0x100)));
+        // Code cut short inside the prologue: no frame is believed.
+        assert_eq!(prologue(&STOP_THIS_CPU[..16]), None);
+    }
+
+    #[test]
+    fn a_prologue_that_writes_rsp_another_way_is_not_followed() {
+        // push %rbp; mov %rbp,%rsp (48 89 ec): rsp from a register.
+        assert_eq!(prologue(&padded(&[0x55, 0x48, 0x89, 0xec])), None);
+        // push %rbp; mov $imm32,%rsp (48 c7 c4 …).
+        assert_eq!(prologue(&padded(&[0x55, 0x48, 0xc7, 0xc4, 0, 0, 0, 0])), None);
+        // mov %rbp,%r12 (49 89 ec) writes r12, not rsp: followed.
+        assert_eq!(prologue(&padded(&[0x55, 0x49, 0x89, 0xec])), Some((4, 8)));
+    }
+
+    #[test]
+    fn the_halt_loop_is_a_hlt_with_a_jump_back() {
+        // …; verw; hlt; jmp back to the verw: rip after the hlt.
+        let code = [0x90, 0xeb, 0x07, 0x0f, 0x00, 0x2d, 0xd6, 0x2e, 0xfc, 0x00, 0xf4, 0xeb, 0xf4, 0x31, 0xc0];
+        assert_eq!(halt_loop(&code, 0), Some(11));
+        // A 0xf4 byte followed by a forward jump is no loop; nor a jump before the search start.
+        assert_eq!(halt_loop(&[0xf4, 0xeb, 0x02, 0x90, 0x90, 0x90], 0), None);
+        assert_eq!(halt_loop(&[0x90, 0xf4, 0xeb, 0xfc], 1), None);
+        assert_eq!(halt_loop(&[], 0), None);
+    }
 }
