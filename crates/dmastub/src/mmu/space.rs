@@ -64,6 +64,25 @@ impl TableReader for CachedTables<'_> {
     }
 }
 
+/// The walk's view when only the table cache may answer: a table page not cached is noted as
+/// the one the walk needs next, and ends the walk.
+struct CachedOnly<'a> {
+    cache: &'a TableCache,
+    missing: Option<PhysAddr>,
+}
+
+impl TableReader for CachedOnly<'_> {
+    fn read_entry(&mut self, table: PhysAddr, index: u16) -> Result<u64, PhysError> {
+        self.cache.entry(table, index).ok_or_else(|| {
+            self.missing = Some(table);
+            PhysError::NotRam { addr: table, len: TABLE_BYTES as u64, source_name: "the table cache".into() }
+        })
+    }
+}
+
+/// Most pages whose walks one batch prepares (a batch of stacks is a few hundred).
+const MAX_PREFETCH_PAGES: usize = 16 * 1024;
+
 impl AddressSpace {
     /// An address space over `mem`, translating as `config` says, with empty caches.
     pub fn new(mem: Box<dyn PhysMem>, config: MmuConfig) -> Self {
@@ -365,6 +384,7 @@ impl AddressSpace {
     ) -> Vec<Result<(), MemError>> {
         self.begin();
         let root = self.config.root_of(cr3);
+        self.prefetch_tables(root, reads.iter().map(|(v, b)| (*v, b.len())));
         let runs = reads
             .iter()
             .map(|(virt, buf)| match self.virt_runs(root, *virt, buf.len()) {
@@ -375,6 +395,73 @@ impl AddressSpace {
         let results = self.read_objects(runs, reads.iter_mut().map(|(_, b)| &mut **b));
         self.end();
         results
+    }
+
+    /// Reads the page-table pages that the walks of many objects will need, level by level, the
+    /// pages missing at each level in one batch: a DMA source then pays a round trip per level
+    /// for all the walks together, instead of one per missing page. What cannot be read here
+    /// is left to the walks themselves, which say why.
+    fn prefetch_tables(&mut self, root: PhysAddr, objects: impl Iterator<Item = (VirtAddr, usize)>) {
+        let mut pages: Vec<VirtAddr> = Vec::new();
+        'objects: for (virt, len) in objects {
+            let first = virt.0 & !(PAGE_SIZE - 1);
+            let Some(last) = virt.0.checked_add(len.saturating_sub(1) as u64) else { continue };
+            let mut page = first;
+            while page <= last {
+                if pages.len() >= MAX_PREFETCH_PAGES {
+                    break 'objects;
+                }
+                if self.tlb.get(root, VirtAddr(page)).is_none() {
+                    pages.push(VirtAddr(page));
+                }
+                let Some(next) = page.checked_add(PAGE_SIZE) else { break };
+                page = next;
+            }
+        }
+        for _ in 0..self.config.paging.levels() {
+            let mut missing: Vec<PhysAddr> = Vec::new();
+            pages.retain(|&va| {
+                let mut reader = CachedOnly { cache: &self.tables, missing: None };
+                let _ = walk(&mut reader, self.config, root.0, va, None);
+                reader.missing.inspect(|&t| missing.push(t)).is_some()
+            });
+            missing.sort_unstable_by_key(|t| t.0);
+            missing.dedup();
+            missing.retain(|&t| find_range(self.mem.ram(), t, TABLE_BYTES as u64).is_some());
+            if missing.is_empty() {
+                return;
+            }
+            let mut bufs = vec![[0u8; TABLE_BYTES]; missing.len()];
+            let mut segments: Vec<Segment<'_>> =
+                missing.iter().zip(bufs.iter_mut()).map(|(&addr, buf)| Segment { addr, buf }).collect();
+            let mut ok = vec![true; segments.len()];
+            let mut from = 0;
+            while from < segments.len() {
+                match self.mem.read_segments(&mut segments[from..]) {
+                    Ok(()) => break,
+                    Err(e) if e.error.is_device_failure() => return,
+                    Err(e) => {
+                        ok[from + e.index] = false;
+                        from += e.index + 1;
+                    }
+                }
+            }
+            drop(segments);
+            self.stats.table_reads += missing.len() as u64;
+            let mut filled = false;
+            for ((&table, page), ok) in missing.iter().zip(&bufs).zip(ok) {
+                if ok {
+                    let _ = self.tables.fill(table, |slot| {
+                        slot.copy_from_slice(page);
+                        Ok::<(), ()>(())
+                    });
+                    filled = true;
+                }
+            }
+            if !filled {
+                return;
+            }
+        }
     }
 
     /// Reads objects, given as their physical runs (or the error that stopped their

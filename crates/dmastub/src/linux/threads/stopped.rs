@@ -16,6 +16,20 @@ use super::*;
 
 /// Functions a stopped CPU halts in for good.
 const STOP_FUNCTIONS: &[&str] = &["stop_this_cpu", "crash_nmi_callback"];
+/// Bytes at the top of a stack read first: where a stop handler's frames are.
+const TOP_WINDOW: u64 = 2048;
+/// Possible return addresses checked per CPU in one batch of reads.
+const CANDIDATES_PER_BATCH: usize = 8;
+
+/// A part of a stack to search.
+struct Window {
+    base: u64,
+    len: u64,
+    what: &'static str,
+    /// The whole stack's base, on the window that completes it.
+    stack: Option<u64>,
+}
+
 /// Most code bytes read of one stop function (they are a few hundred bytes long).
 const MAX_STOP_CODE: u64 = 4096;
 
@@ -149,7 +163,8 @@ fn halt_loop(code: &[u8], from: usize) -> Option<usize> {
 /// Where each stopped CPU is: its registers and how they were found, or why not. `which`
 /// holds each CPU and the kernel stack of the task it ran. The stacks it may have run the stop
 /// handler on are searched in turn (its hardirq stack, its exception stacks, its task's
-/// stack), every CPU's at once: a few DMA round trips for all the CPUs together.
+/// stack), every CPU's at once, each stack's top first: the handler's frames are there, so a
+/// few DMA round trips find every CPU.
 pub(super) fn reconstruct_stopped(
     view: &mut View,
     kernel: &Kernel,
@@ -170,40 +185,70 @@ pub(super) fn reconstruct_stopped(
     for (list, &(_, task_stack)) in stacks.iter_mut().zip(which) {
         list.extend(task_stack.map(|s| (s, THREAD_SIZE, "its kernel stack")));
     }
+    // Each stack as two windows, its top first; the second says where the whole stack is.
+    let windows: Vec<Vec<Window>> = stacks
+        .iter()
+        .map(|list| {
+            list.iter()
+                .flat_map(|&(base, len, what)| {
+                    let top = len.min(TOP_WINDOW);
+                    let top_base = base.wrapping_add(len - top);
+                    [
+                        Window { base: top_base, len: top, what, stack: None },
+                        Window { base, len: len - top, what, stack: Some(base) },
+                    ]
+                })
+                .filter(|w| w.len > 0 || w.stack.is_some())
+                .collect()
+        })
+        .collect();
+    let text = kernel.text.value;
+    let in_text = |v: u64| v >= text && v < text.wrapping_add(1 << 30);
     let mut found: Vec<Option<(Regs, String)>> = vec![None; which.len()];
     let mut looked: Vec<Vec<String>> = vec![Vec::new(); which.len()];
-    let rounds = stacks.iter().map(Vec::len).max().unwrap_or(0);
+    let rounds = windows.iter().map(Vec::len).max().unwrap_or(0);
     for round in 0..rounds {
-        let todo: Vec<(usize, (u64, u64, &str))> = (0..which.len())
+        let todo: Vec<(usize, &Window)> = (0..which.len())
             .filter(|&i| found[i].is_none())
-            .filter_map(|i| Some((i, *stacks[i].get(round)?)))
+            .filter_map(|i| Some((i, windows[i].get(round)?)))
             .collect();
-        let words =
-            read_stacks(view, &todo.iter().map(|&(_, (base, len, _))| (base, len)).collect::<Vec<_>>());
-        // Every word that could be a return address, checked in one batch.
-        let text = kernel.text.value;
-        let in_text = |v: u64| v >= text && v < text.wrapping_add(1 << 30);
-        let candidates: Vec<(usize, usize, u64)> = words
+        let words = read_stacks(view, &todo.iter().map(|(_, w)| (w.base, w.len)).collect::<Vec<_>>());
+        // The words that could be return addresses, from each window's top down: the live
+        // frames are at the top, and what lies below them is left over from deeper calls.
+        let mut candidates: Vec<Vec<(u64, u64)>> = todo
             .iter()
-            .enumerate()
-            .flat_map(|(k, w)| {
-                w.iter().enumerate().filter(|&(_, &v)| in_text(v)).map(move |(i, &v)| (k, i, v))
+            .zip(&words)
+            .map(|((_, w), words)| {
+                let slots = words.iter().enumerate().map(|(i, &v)| (w.base + i as u64 * 8, v));
+                slots.filter(|&(_, v)| in_text(v)).rev().collect()
             })
             .collect();
-        let targets = call_targets(view, &candidates.iter().map(|&(_, _, v)| v).collect::<Vec<_>>());
-        for ((k, i, value), target) in candidates.into_iter().zip(targets) {
-            let (cpu_index, (base, _, what)) = todo[k];
-            if found[cpu_index].is_some() {
-                continue; // The deepest call (nearest the stack's bottom) was found first.
+        // A few from each CPU's window per batch, until each is found or runs out.
+        loop {
+            let mut batch: Vec<(usize, u64, u64)> = Vec::new();
+            for (k, list) in candidates.iter_mut().enumerate() {
+                if found[todo[k].0].is_none() {
+                    let take = list.len().min(CANDIDATES_PER_BATCH);
+                    batch.extend(list.drain(..take).map(|(slot, v)| (k, slot, v)));
+                }
             }
-            let Some(stop) = target.and_then(|t| stops.iter().find(|s| s.start == t)) else { continue };
-            let slot = base + (i as u64) * 8;
-            found[cpu_index] = Some(stopped_regs(kernel, stop, value, slot, what));
+            if batch.is_empty() {
+                break;
+            }
+            let targets = call_targets(view, &batch.iter().map(|&(_, _, v)| v).collect::<Vec<_>>());
+            for ((k, slot, value), target) in batch.into_iter().zip(targets) {
+                let (cpu_index, w) = todo[k];
+                if found[cpu_index].is_some() {
+                    continue; // The topmost call was found first.
+                }
+                let Some(stop) = target.and_then(|t| stops.iter().find(|s| s.start == t)) else { continue };
+                found[cpu_index] = Some(stopped_regs(kernel, stop, value, slot, w.what));
+            }
         }
-        for (k, &(cpu_index, (base, _, what))) in todo.iter().enumerate() {
-            if found[cpu_index].is_none() {
+        for (k, &(cpu_index, w)) in todo.iter().enumerate() {
+            if let (None, Some(base)) = (&found[cpu_index], w.stack) {
                 let unreadable = if words[k].iter().all(|w| *w == 0) { " (unreadable)" } else { "" };
-                looked[cpu_index].push(format!("{what} at {base:#x}{unreadable}"));
+                looked[cpu_index].push(format!("{} at {base:#x}{unreadable}", w.what));
             }
         }
     }
