@@ -51,6 +51,8 @@ pub(crate) enum LinuxCommand {
     Bt(Option<u64>),
     /// `bt -a`: the backtrace of the task each CPU was running.
     BtAll,
+    /// `maps PID`: the process's memory map, as `/proc/PID/maps`.
+    Maps(u64),
 }
 
 /// Every command: its usage and one line of what it does. `monitor help` prints this table.
@@ -76,6 +78,10 @@ pub(crate) const COMMANDS: &[(&str, &str)] = &[
     (
         "bt -a",
         "backtrace of the task on every CPU, through the interrupt that stopped it into what it was doing",
+    ),
+    (
+        "maps PID",
+        "memory map of process PID as /proc/PID/maps prints it: VMAs, permissions, offset, device, inode, path",
     ),
     ("kernel", "what was found: release, KASLR slide, CR3, layout source, bytes read; vmlinux command"),
     ("dmesg [N]", "the kernel log from memory, last N lines"),
@@ -120,6 +126,9 @@ pub(crate) enum ParseError {
         /// What followed it.
         got: String,
     },
+    /// A command that takes a PID got none.
+    #[error("'{0}' needs a PID, e.g. 'monitor {0} 93'")]
+    NeedsPid(&'static str),
     /// `switch` without a PID or `kernel`.
     #[error("'switch' needs a PID or 'kernel', e.g. 'monitor switch 57'")]
     SwitchNeedsTarget,
@@ -218,6 +227,10 @@ pub(crate) fn parse(line: &str) -> Result<Command, ParseError> {
             "-a" => Ok(Command::Linux(LinuxCommand::BtAll)),
             pid => number_arg("bt", pid).map(|p| Command::Linux(LinuxCommand::Bt(Some(p)))),
         },
+        "maps" => match rest.trim() {
+            "" => Err(ParseError::NeedsPid("maps")),
+            pid => number_arg("maps", pid).map(|p| Command::Linux(LinuxCommand::Maps(p))),
+        },
         "dmesg" => match rest.trim() {
             "" => Ok(Command::Linux(LinuxCommand::Dmesg(None))),
             n => number_arg("dmesg", n).map(|n| Command::Linux(LinuxCommand::Dmesg(Some(n)))),
@@ -274,6 +287,8 @@ mod tests {
         assert_eq!(parse("BT 93"), Ok(Command::Linux(Bt(Some(93)))));
         assert_eq!(parse("bt -a"), Ok(Command::Linux(BtAll)));
         assert!(matches!(parse("bt -x"), Err(ParseError::BadNumber { command: "bt", .. })));
+        assert_eq!(parse("maps 93"), Ok(Command::Linux(Maps(93))));
+        assert_eq!(parse("MAPS 0x5d"), Ok(Command::Linux(Maps(93))));
     }
 
     #[test]
@@ -290,6 +305,8 @@ mod tests {
             ("switch init", "'init' is not a number"),
             ("dmesg lots", "'lots' is not a number"),
             ("bt crasher", "bt: 'crasher' is not a number"),
+            ("maps", "'maps' needs a PID"),
+            ("maps init", "maps: 'init' is not a number"),
         ] {
             let err = parse(line).unwrap_err().to_string();
             assert!(err.contains(want), "{line:?} gave {err:?}");

@@ -105,6 +105,9 @@ pub enum LinuxError {
     /// No backtrace for the thread: why (no registers, no unwind tables, unreadable memory).
     #[error(transparent)]
     Unwind(#[from] UnwindError),
+    /// A process's memory map could not be read.
+    #[error(transparent)]
+    Maps(#[from] super::mm::MapsError),
 }
 
 impl LinuxError {
@@ -114,6 +117,7 @@ impl LinuxError {
             LinuxError::Layout(e) => e.is_device_failure(),
             LinuxError::Log(e) => e.is_device_failure(),
             LinuxError::Unwind(e) => e.is_device_failure(),
+            LinuxError::Maps(e) => e.is_device_failure(),
             _ => false,
         }
     }
