@@ -137,16 +137,13 @@ impl DmaTarget {
         Ok(render::backtrace(thread, linux.backtrace(&mut self.space, thread), linux.hint_names()))
     }
 
-    /// `monitor maps PID`: the process's memory map, its task taken from the thread list this
-    /// stop has read (no second walk of the task list).
+    /// `monitor maps PID`: the process's memory map.
     fn maps(&mut self, pid: u64) -> Result<String, CommandError> {
-        self.threads();
-        let (Some(linux), Some(list)) = (&self.linux, &self.threads) else {
+        let Some(linux) = &self.linux else {
             return Err(CommandError::NoLinux);
         };
-        let task = list.by_pid(pid).map_err(|e| CommandError::linux(linux.explain(&e)))?.task.clone();
-        let maps =
-            linux.maps_of(&mut self.space, &task).map_err(|e| CommandError::linux(linux.explain(&e)))?;
+        let pid = i32::try_from(pid).map_err(|_| CommandError::NotAPid(pid))?;
+        let maps = linux.maps(&mut self.space, pid).map_err(|e| CommandError::linux(linux.explain(&e)))?;
         Ok(render::maps(&maps))
     }
 

@@ -69,6 +69,7 @@ pub(crate) struct MmLayout {
     pub d_hash_pprev: Option<F>,
     pub d_op: Option<F>,
     pub d_dname: Option<F>,
+    pub d_iname: Option<F>,
     // mount
     pub mnt_parent: Option<F>,
     pub mnt_mountpoint: Option<F>,
@@ -154,6 +155,7 @@ impl MmLayout {
             },
             d_op: opt("dentry", "d_op"),
             d_dname: opt("dentry_operations", "d_dname"),
+            d_iname: opt("dentry", "d_iname"),
             mnt_parent: opt("mount", "mnt_parent"),
             mnt_mountpoint: opt("mount", "mnt_mountpoint"),
             mount_mnt,
@@ -208,6 +210,8 @@ impl MmLayout {
             self.d_hash_pprev,
             self.d_op,
             self.d_inode,
+            // Short names live inside the dentry: read with it, not a round trip later.
+            self.d_iname,
         ]
     }
 

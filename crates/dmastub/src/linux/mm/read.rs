@@ -361,13 +361,20 @@ fn resolve_vma(
     if ops != 0
         && let Some(name_f) = l.vm_ops_name
     {
+        // The special mapping's name pointer is asked for with vm_ops->name (the round trip
+        // after would otherwise be spent on it alone); unused when the function is another.
+        let private = l.vm_private_data.and_then(|f| field(bytes, lo, f)).unwrap_or(0);
+        let off = l.special_mapping_name.map_or(0, |f| f.off);
+        let name_ptr = if private != 0 && names.special_mapping_name.is_some() {
+            owned(b, private.wrapping_add(off), 8)
+        } else {
+            None
+        };
         match owned(b, ops.wrapping_add(name_f.off), 8)? {
             Ok(w) => {
                 let func = uint(&w, 0, 8).unwrap_or(0);
                 if func != 0 && Some(func) == names.special_mapping_name {
-                    let private = l.vm_private_data.and_then(|f| field(bytes, lo, f)).unwrap_or(0);
-                    let off = l.special_mapping_name.map_or(0, |f| f.off);
-                    match owned(b, private.wrapping_add(off), 8)? {
+                    match name_ptr.or_else(|| owned(b, private.wrapping_add(off), 8))? {
                         Ok(w) => {
                             let s = uint(&w, 0, 8).unwrap_or(0);
                             if s != 0 {
@@ -553,35 +560,58 @@ fn resolve_path(
     vfsmnt: u64,
     root: Option<(u64, u64)>,
 ) -> Option<Result<String, String>> {
+    // The mount is asked for with the leaf dentry: both are known from the file.
+    let _ = read_mount(b, l, vfsmnt);
     let leaf = match read_dentry(b, l, dentry)? {
         Ok(d) => d,
         Err(e) => return Some(Err(e)),
     };
-    // Pseudo files name themselves (`d_op->d_dname`).
-    if leaf.op != 0
-        && let Some(f) = l.d_dname
-    {
-        let func = match owned(b, leaf.op.wrapping_add(f.off), 8)? {
-            Ok(w) => uint(&w, 0, 8).unwrap_or(0),
-            Err(e) => return Some(Err(format!("dentry_operations {:#x}: {e}", leaf.op))),
+    // Pseudo files name themselves (`d_op->d_dname`): asked for, but the walk up goes on
+    // meanwhile (most d_ops have no d_dname).
+    let dname = match (leaf.op, l.d_dname) {
+        (0, _) | (_, None) => Some(Ok(0)),
+        (op, Some(f)) => owned(b, op.wrapping_add(f.off), 8).map(|r| {
+            r.map(|w| uint(&w, 0, 8).unwrap_or(0)).map_err(|e| format!("dentry_operations {op:#x}: {e}"))
+        }),
+    };
+    let walked = walk_up(b, l, dentry, vfsmnt, root);
+    let func = match dname? {
+        Ok(f) => f,
+        Err(e) => return Some(Err(e)),
+    };
+    if func != 0 {
+        let name = match dentry_name(b, dentry, &leaf)? {
+            Ok(n) => String::from_utf8_lossy(&n).into_owned(),
+            Err(e) => return Some(Err(e)),
         };
-        if func != 0 {
-            let name = match dentry_name(b, dentry, &leaf)? {
-                Ok(n) => String::from_utf8_lossy(&n).into_owned(),
-                Err(e) => return Some(Err(e)),
-            };
-            if Some(func) == names.anon_inodefs_dname {
-                return Some(Ok(format!("anon_inode:{name}")));
-            }
-            if Some(func) == names.simple_dname {
-                return Some(Ok(escape(&format!("/{name} (deleted)"))));
-            }
-            return Some(Err(format!(
-                "dentry {dentry:#x} is named by function {func:#x} (d_dname), which dmastub cannot run"
-            )));
+        if Some(func) == names.anon_inodefs_dname {
+            return Some(Ok(format!("anon_inode:{name}")));
         }
+        if Some(func) == names.simple_dname {
+            return Some(Ok(escape(&format!("/{name} (deleted)"))));
+        }
+        return Some(Err(format!(
+            "dentry {dentry:#x} is named by function {func:#x} (d_dname), which dmastub cannot run"
+        )));
     }
-    let deleted = !leaf.hashed && leaf.parent != dentry;
+    let mut path = match walked? {
+        Ok(p) => p,
+        Err(e) => return Some(Err(e)),
+    };
+    if !leaf.hashed && leaf.parent != dentry {
+        path.push_str(" (deleted)");
+    }
+    Some(Ok(escape(&path)))
+}
+
+/// The names from `dentry` up to the root, joined: `/a/b/c`.
+fn walk_up(
+    b: &mut Batcher,
+    l: &MmLayout,
+    dentry: u64,
+    vfsmnt: u64,
+    root: Option<(u64, u64)>,
+) -> Option<Result<String, String>> {
     let mut parts: Vec<Vec<u8>> = Vec::new();
     let mut waiting = false;
     let (mut d, mut mnt) = (dentry, vfsmnt);
@@ -639,13 +669,10 @@ fn resolve_path(
     if path.is_empty() {
         path.push('/');
     }
-    if deleted {
-        path.push_str(" (deleted)");
-    }
     if let Some(why) = mount_problem {
         log::debug!("path {path}: mounts not crossed: {why}");
     }
-    Some(Ok(escape(&path)))
+    Some(Ok(path))
 }
 
 /// `mangle_path` with `seq_file_path`'s escapes ("\n"): a newline becomes `\012`.

@@ -214,7 +214,7 @@ pub fn state_letter(state: u64, exit_state: u64) -> char {
     b"RSDTtXZP".get(index).map(|&b| b as char).unwrap_or('?')
 }
 
-fn clean_comm(raw: &[u8]) -> String {
+pub(crate) fn clean_comm(raw: &[u8]) -> String {
     let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
     raw[..end].iter().map(|&b| if (0x21..0x7f).contains(&b) || b == b' ' { b as char } else { '?' }).collect()
 }
