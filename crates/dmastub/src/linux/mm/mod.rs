@@ -14,6 +14,8 @@ pub(crate) mod maple;
 mod pid;
 mod read;
 pub mod render;
+#[cfg(test)]
+mod tests;
 
 pub use maple::{MapleEntry, MapleError};
 
