@@ -110,7 +110,9 @@ impl Machine {
         self.bytes(ptr, name);
         self.u64(d + 0x28, ptr);
     }
-    fn vma(&mut self, v: u64, start: u64, end: u64, flags: u64, pgoff: u64, file: u64, next: u64) {
+    /// A VMA: `[start, end, flags, pgoff, file, next]`.
+    fn vma(&mut self, v: u64, f: [u64; 6]) {
+        let [start, end, flags, pgoff, file, next] = f;
         for (off, val) in [(0, start), (8, end), (0x10, next), (0x18, flags), (0x20, pgoff), (0x28, file)] {
             self.u64(v + off, val);
         }
@@ -139,10 +141,10 @@ fn build(loop_list: bool) -> (Machine, Task) {
     }
     m.u64(mm + 0x68, 6);
     m.u64(mm + 0x70, 4096);
-    m.vma(v1, 0x400000, 0x401000, VM_READ | VM_EXEC, 0, f1, v2);
-    m.vma(v2, 0x401000, 0x402000, VM_READ | VM_WRITE | VM_MAYSHARE, 2, f2, v3);
-    m.vma(v3, 0x500000, 0x501000, VM_READ | VM_WRITE, 0x500, 0, v4);
-    m.vma(v4, 0x7ff000, 0x800000, VM_READ | VM_WRITE, 0x7ff, 0, if loop_list { v2 } else { 0 });
+    m.vma(v1, [0x400000, 0x401000, VM_READ | VM_EXEC, 0, f1, v2]);
+    m.vma(v2, [0x401000, 0x402000, VM_READ | VM_WRITE | VM_MAYSHARE, 2, f2, v3]);
+    m.vma(v3, [0x500000, 0x501000, VM_READ | VM_WRITE, 0x500, 0, v4]);
+    m.vma(v4, [0x7ff000, 0x800000, VM_READ | VM_WRITE, 0x7ff, 0, if loop_list { v2 } else { 0 }]);
     // Files, inode, super block (dev 8:1).
     m.u64(f1 + 0x10, m2 + 0x20);
     m.u64(f1 + 0x18, lib_d);
