@@ -1,7 +1,7 @@
 //! `monitor maps PID` and `dmastub maps PID`: a process's memory map read from the kernel's
 //! maple tree, checked through real gdb against what the guest's own `/proc/PID/maps` printed
 //! (the `timekeeper-maps` section of each fixture's `truth-serial.log`), on every fixture and
-//! image (raw and ELF, before and after the panic); the command line against the monitor; and
+//! image (raw, ELF and kdump-compressed, before and after the panic); the command line against the monitor; and
 //! the errors a user can cause.
 
 mod common;
@@ -12,8 +12,10 @@ use dmastub::mmu::{AddressSpace, MmuConfig, Paging};
 use dmastub::phys::{self, OpenOptions};
 use std::path::Path;
 
-/// The images each fixture may have (those present are checked).
-const IMAGES: &[&str] = &["post-panic.raw.zst", "post-panic.elf.zst", "pre-panic.raw.zst"];
+/// The images each fixture may have (those present are checked); the kdump file has no user
+/// pages, but the kernel's objects a map is made of are all there.
+const IMAGES: &[&str] =
+    &["post-panic.raw.zst", "post-panic.elf.zst", "pre-panic.raw.zst", "post-panic.kdump-d31-zlib"];
 
 /// The lines of section `name` (`--- name` up to the next `--- `) of the guest's report.
 fn section(dir: &Path, name: &str) -> Option<Vec<String>> {
