@@ -12,13 +12,15 @@ pub(crate) struct F {
     pub size: u64,
 }
 
-/// The byte range `[lo, hi)` that holds every field of `fields`, or `None` when they are more
-/// than `max` bytes apart (a layout that odd is read field by field).
+/// The byte range `[lo, hi)` that holds every field of `fields`.
 pub(crate) fn span(fields: &[Option<F>]) -> (u64, u64) {
     let lo = fields.iter().flatten().map(|f| f.off).min().unwrap_or(0);
     let hi = fields.iter().flatten().map(|f| f.off.saturating_add(f.size)).max().unwrap_or(0);
     (lo, hi.max(lo))
 }
+
+/// The most bytes of one struct read at once (`mm_struct` is about 1 KiB on 6.1).
+const MAX_SPAN: u64 = 16 * 1024;
 
 /// The offsets `maps` needs.
 #[derive(Clone, Debug)]
@@ -106,7 +108,7 @@ impl MmLayout {
         let d_name = need("dentry", "d_name")?;
         let mount_mnt = opt("mount", "mnt");
         let fs_root = opt("fs_struct", "root");
-        Ok(Self {
+        let l = Self {
             task_fs: opt("task_struct", "fs"),
             fs_root_mnt: fs_root.map(|r| F { off: r.off + path_mnt, size: 8 }),
             fs_root_dentry: fs_root.map(|r| F { off: r.off + path_dentry, size: 8 }),
@@ -163,7 +165,26 @@ impl MmLayout {
             vm_ops_name: opt("vm_operations_struct", "name"),
             special_mapping_name: opt("vm_special_mapping", "name"),
             maple: MapleLayout::from_types(t),
-        })
+        };
+        // Each struct is read in one piece: a layout that spreads its fields further than any
+        // real kernel's (a damaged profile) is refused rather than read in megabytes.
+        for (what, fields) in [
+            ("mm_struct", l.mm_fields()),
+            ("vm_area_struct", l.vma_fields()),
+            ("dentry", l.dentry_fields()),
+            ("mount", l.mount_fields()),
+            ("file", vec![Some(l.f_path_mnt), Some(l.f_path_dentry), l.f_inode]),
+            ("inode", vec![Some(l.i_ino), Some(l.i_sb)]),
+        ] {
+            let (lo, hi) = span(&fields);
+            if hi - lo > MAX_SPAN {
+                return Err(MapsError::Layout {
+                    what: format!("{what} fields within {MAX_SPAN} bytes of each other"),
+                    origin: t.source(),
+                });
+            }
+        }
+        Ok(l)
     }
 
     pub fn mm_fields(&self) -> Vec<Option<F>> {
