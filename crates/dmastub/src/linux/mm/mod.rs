@@ -130,6 +130,14 @@ pub enum MapsError {
         /// Its name.
         comm: String,
     },
+    /// A process that has exited (a zombie, or one being torn down) has no `mm` any more.
+    #[error("pid {pid} ({comm}) has no memory map: its mm is gone (it has exited)")]
+    Exited {
+        /// Its pid.
+        pid: i32,
+        /// Its name.
+        comm: String,
+    },
     /// The struct layout lacks a field the map needs.
     #[error("the struct layout ({origin}) has no {what}: memory maps unavailable")]
     Layout {

@@ -34,10 +34,13 @@ pub(crate) fn process_maps(
     task: &Task,
 ) -> Result<ProcessMaps, MapsError> {
     let (pid, comm) = (task.pid, task.comm.clone());
+    let kthread = task.flags.is_some_and(|f| f & PF_KTHREAD != 0);
     let mm = match task.mm {
-        Some(0) => return Err(MapsError::KernelThread { pid, comm }),
-        Some(mm) if task.flags.is_none_or(|f| f & PF_KTHREAD == 0) => mm,
-        Some(_) => return Err(MapsError::KernelThread { pid, comm }),
+        _ if kthread => return Err(MapsError::KernelThread { pid, comm }),
+        // Without flags, no mm is taken for a kernel thread (as `ps` does).
+        Some(0) if task.flags.is_none() => return Err(MapsError::KernelThread { pid, comm }),
+        Some(0) => return Err(MapsError::Exited { pid, comm }),
+        Some(mm) => mm,
         None => {
             return Err(MapsError::Layout {
                 what: "task_struct.mm".into(),

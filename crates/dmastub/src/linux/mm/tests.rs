@@ -233,8 +233,13 @@ fn a_dentry_chain_that_loops_is_an_error_not_a_hang() {
 #[test]
 fn kernel_threads_and_unreadable_mm() {
     let (m, mut t) = build(false);
+    t.flags = Some(crate::linux::tasks::PF_KTHREAD);
     t.mm = Some(0);
     assert!(matches!(run(m, &t), Err(MapsError::KernelThread { pid: 42, .. })));
+    let (m, mut t) = build(false);
+    t.mm = Some(0);
+    let e = run(m, &t).unwrap_err();
+    assert_eq!(e.to_string(), "pid 42 (prog) has no memory map: its mm is gone (it has exited)");
     let (m, mut t) = build(false);
     t.mm = Some(0xffff_c900_0000_0000);
     let e = run(m, &t).unwrap_err();
