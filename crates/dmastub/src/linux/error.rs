@@ -3,6 +3,7 @@
 use super::discover::FailedReads;
 use super::origin::{Hint, Remedies};
 use super::printk::PrintkError;
+use super::threads::UserRegsError;
 use super::unwind::UnwindError;
 
 /// Why there is no task layout (the struct layout lacks what the task list needs).
@@ -105,6 +106,9 @@ pub enum LinuxError {
     /// No backtrace for the thread: why (no registers, no unwind tables, unreadable memory).
     #[error(transparent)]
     Unwind(#[from] UnwindError),
+    /// No user-mode registers for the task: why (a kernel thread, no user entry frame).
+    #[error(transparent)]
+    UserRegs(#[from] UserRegsError),
 }
 
 impl LinuxError {
