@@ -51,6 +51,18 @@ pub(crate) enum LinuxCommand {
     Bt(Option<u64>),
     /// `bt -a`: the backtrace of the task each CPU was running.
     BtAll,
+    /// `regs [user|kernel]`: which register set threads report (None: show which).
+    Regs(Option<RegSet>),
+}
+
+/// The register set the threads of the task list report to gdb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum RegSet {
+    /// What the kernel saved when the task last switched out (or the CPU's).
+    #[default]
+    Kernel,
+    /// The user-mode registers saved on kernel entry (`task_pt_regs`).
+    User,
 }
 
 /// Every command: its usage and one line of what it does. `monitor help` prints this table.
@@ -76,6 +88,10 @@ pub(crate) const COMMANDS: &[(&str, &str)] = &[
     (
         "bt -a",
         "backtrace of the task on every CPU, through the interrupt that stopped it into what it was doing",
+    ),
+    (
+        "regs [user|kernel]",
+        "threads report user-mode registers (task_pt_regs: with 'switch PID', 'file BINARY', 'bt' unwinds the process) or kernel ones",
     ),
     ("kernel", "what was found: release, KASLR slide, CR3, layout source, bytes read; vmlinux command"),
     ("dmesg [N]", "the kernel log from memory, last N lines"),
@@ -218,6 +234,12 @@ pub(crate) fn parse(line: &str) -> Result<Command, ParseError> {
             "-a" => Ok(Command::Linux(LinuxCommand::BtAll)),
             pid => number_arg("bt", pid).map(|p| Command::Linux(LinuxCommand::Bt(Some(p)))),
         },
+        "regs" => match rest.trim() {
+            "" => Ok(Command::Linux(LinuxCommand::Regs(None))),
+            w if w.eq_ignore_ascii_case("user") => Ok(Command::Linux(LinuxCommand::Regs(Some(RegSet::User)))),
+            w if w.eq_ignore_ascii_case("kernel") => Ok(Command::Linux(LinuxCommand::Regs(Some(RegSet::Kernel)))),
+            other => Err(ParseError::BadOption { command: "regs", option: "user' or 'kernel", got: other.to_string() }),
+        },
         "dmesg" => match rest.trim() {
             "" => Ok(Command::Linux(LinuxCommand::Dmesg(None))),
             n => number_arg("dmesg", n).map(|n| Command::Linux(LinuxCommand::Dmesg(Some(n)))),
@@ -274,6 +296,9 @@ mod tests {
         assert_eq!(parse("BT 93"), Ok(Command::Linux(Bt(Some(93)))));
         assert_eq!(parse("bt -a"), Ok(Command::Linux(BtAll)));
         assert!(matches!(parse("bt -x"), Err(ParseError::BadNumber { command: "bt", .. })));
+        assert_eq!(parse("regs user"), Ok(Command::Linux(Regs(Some(RegSet::User)))));
+        assert_eq!(parse("REGS Kernel"), Ok(Command::Linux(Regs(Some(RegSet::Kernel)))));
+        assert_eq!(parse("regs"), Ok(Command::Linux(Regs(None))));
     }
 
     #[test]
@@ -290,6 +315,7 @@ mod tests {
             ("switch init", "'init' is not a number"),
             ("dmesg lots", "'lots' is not a number"),
             ("bt crasher", "bt: 'crasher' is not a number"),
+            ("regs both", "'regs' takes nothing or 'user' or 'kernel'"),
         ] {
             let err = parse(line).unwrap_err().to_string();
             assert!(err.contains(want), "{line:?} gave {err:?}");

@@ -3,7 +3,7 @@
 use super::DmaTarget;
 use crate::addr::VirtAddr;
 use crate::gdb::error::{CommandError, FatalError};
-use crate::gdb::monitor::{self, Command, LinuxCommand};
+use crate::gdb::monitor::{self, Command, LinuxCommand, RegSet};
 use crate::gdb::state::Mode;
 use crate::linux::render;
 use crate::linux::threads;
@@ -95,6 +95,7 @@ impl DmaTarget {
                 Ok(format!("active CR3 = {cr3:#x} (the kernel's page tables)\n"))
             }
             LinuxCommand::Bt(pid) => self.backtrace(pid),
+            LinuxCommand::Regs(set) => Ok(self.regs_command(set)),
             LinuxCommand::BtAll => {
                 self.threads();
                 let (Some(linux), Some(list)) = (&self.linux, &self.threads) else {
@@ -112,6 +113,8 @@ impl DmaTarget {
                     .map_err(|e| CommandError::linux(linux.explain(&e)))?;
                 self.activate(sw.cr3, &format!("monitor switch {} ({})", sw.pid, sw.comm));
                 self.state.task_context = true;
+                // Its auxiliary vector, for gdb's qXfer:auxv:read (the dynamic linker's r_debug).
+                self.auxv = self.process_auxv(sw.pid);
                 let tid = threads::thread_id(sw.pid, None);
                 Ok(format!(
                     "active CR3 = {:#x}: the address space of pid {} ({}); kernel addresses still map\n\
@@ -120,6 +123,56 @@ impl DmaTarget {
                 ))
             }
         }
+    }
+
+    /// `monitor regs [user|kernel]`: which register set threads report, and what it means for
+    /// the thread gdb has selected.
+    fn regs_command(&mut self, set: Option<RegSet>) -> String {
+        let Some(set) = set else {
+            return match self.state.regs {
+                RegSet::Kernel => "threads report kernel registers (the saved switch frame, or the CPU's)\n",
+                RegSet::User => "threads report user-mode registers (task_pt_regs)\n",
+            }
+            .to_string();
+        };
+        self.state.regs = set;
+        self.user_regs.clear();
+        let mut s = match set {
+            RegSet::Kernel => "threads now report kernel registers (the saved switch frame, or the CPU's)\n".to_string(),
+            RegSet::User => "threads now report user-mode registers: the pt_regs saved at the top of each task's \
+                             kernel stack on its last entry from user space (kernel threads: unavailable)\n"
+                .to_string(),
+        };
+        // What the selected thread now shows, so that a wrong frame is seen at once.
+        let selected = self.stop_thread();
+        let thread = self.threads().get(selected.get() as u64).cloned();
+        if let (RegSet::User, Some(t)) = (set, thread) {
+            let linux = self.linux.as_ref();
+            match linux.map(|l| l.user_regs(&mut self.space, &t)) {
+                Some(Ok(u)) => s.push_str(&format!(
+                    "thread {} (pid {} {}): rip {:#x} rsp {:#x} (pt_regs at {:#x})\n",
+                    t.tid,
+                    t.task.pid,
+                    t.task.comm,
+                    u.regs.pc().unwrap_or_default(),
+                    u.regs.get(crate::linux::reg::RSP).unwrap_or_default(),
+                    u.frame
+                )),
+                Some(Err(e)) => s.push_str(&format!("thread {}: {}\n", t.tid, linux.map(|l| l.explain(&e)).unwrap_or_default())),
+                None => {}
+            }
+        }
+        // gdb keeps the registers it read until the next stop; it cannot be told from here.
+        s.push_str("(gdb shows them for threads it reads again: 'maint flush register-cache', then 'thread N', 'bt')\n");
+        s
+    }
+
+    /// The `saved_auxv` of process `pid`'s mm, as gdb reads `qXfer:auxv:read`: (type, value)
+    /// pairs up to and including AT_NULL.
+    fn process_auxv(&mut self, pid: i32) -> Option<Vec<u8>> {
+        let _linux = self.linux.as_ref()?;
+        let _ = pid;
+        None::<Vec<(u64, u64)>>.map(|a| auxv_bytes(&a)) // MAPS-PENDING
     }
 
     /// `monitor bt [PID]`: the backtrace of task PID, or of the thread gdb has selected.
@@ -168,4 +221,15 @@ impl MonitorCmd for DmaTarget {
         }
         Ok(())
     }
+}
+
+/// An auxiliary vector as the kernel gives it (`/proc/PID/auxv`, NT_AUXV): 64-bit type and value
+/// pairs, ending at the first AT_NULL.
+pub(crate) fn auxv_bytes(auxv: &[(u64, u64)]) -> Vec<u8> {
+    let end = auxv.iter().position(|(k, _)| *k == 0).map_or(auxv.len(), |i| i + 1);
+    let mut v: Vec<u8> = auxv[..end].iter().flat_map(|(k, val)| [k.to_le_bytes(), val.to_le_bytes()]).flatten().collect();
+    if auxv[..end].last().is_none_or(|(k, _)| *k != 0) {
+        v.extend_from_slice(&[0u8; 16]);
+    }
+    v
 }
