@@ -59,6 +59,9 @@ pub(crate) enum CommandLine {
     /// Print a task's kernel backtrace (as `monitor bt`), unwound with the kernel's own ORC
     /// tables from memory: no vmlinux needed.
     Bt(BtArgs),
+    /// Print a process's memory map as /proc/PID/maps shows it (as `monitor maps PID`): its
+    /// VMAs from the kernel's maple tree (or VMA list), with files' device, inode and path.
+    Maps(MapsArgs),
     /// Save the machine's memory as a vmcore that crash and drgn open: kdump-compressed (what
     /// kdump writes) or ELF, filtered like makedumpfile's -d from the kernel's own struct page
     /// array (no vmlinux needed), with VMCOREINFO and a register note per CPU. From any source,
@@ -313,6 +316,15 @@ pub(crate) struct BtArgs {
     /// Every CPU's running task, through the interrupt that stopped it (as `monitor bt -a`).
     #[arg(short = 'a', long = "all", conflicts_with = "pid")]
     pub(crate) all: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct MapsArgs {
+    #[command(flatten)]
+    pub(crate) common: LinuxCmdArgs,
+    /// The process (or one of its threads).
+    #[arg(value_parser = parse_number)]
+    pub(crate) pid: u64,
 }
 
 #[derive(Args)]

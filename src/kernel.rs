@@ -1,7 +1,7 @@
 //! `dmastub kernel`, `ps`, `dmesg`, `bt` and `profile`: the kernel in the memory, without gdb.
 
 use crate::CliResult;
-use crate::cli::{BtArgs, DmesgArgs, LinuxArgs, LinuxCmdArgs, ProfileArgs, PsArgs};
+use crate::cli::{BtArgs, DmesgArgs, LinuxArgs, LinuxCmdArgs, MapsArgs, ProfileArgs, PsArgs};
 use crate::source::{mmu_config, open_source, with_remedy};
 use dmastub::linux::Btf;
 use dmastub::linux::render_remedies;
@@ -95,6 +95,14 @@ pub(crate) fn bt(a: BtArgs) -> CliResult {
     }
     let thread = linux.pick_thread(&list, a.pid).map_err(explain)?;
     print!("{}", render::bt(&list, thread, linux.backtrace(&mut space, thread), a.pid, linux.hint_names()));
+    Ok(())
+}
+
+pub(crate) fn maps(a: MapsArgs) -> CliResult {
+    let (mut space, linux) = open_linux(&a.common)?;
+    let pid = i32::try_from(a.pid).map_err(|_| format!("{} is not a pid", a.pid))?;
+    let maps = linux.maps(&mut space, pid).map_err(|e| linux.explain(&e))?;
+    print!("{}", render::maps(&maps));
     Ok(())
 }
 

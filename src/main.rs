@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         CommandLine::Ps(a) => kernel::ps(a),
         CommandLine::Dmesg(a) => kernel::dmesg(a),
         CommandLine::Bt(a) => kernel::bt(a),
+        CommandLine::Maps(a) => kernel::maps(a),
         CommandLine::Dump(a) => dump::dump(a),
         CommandLine::Profile(a) => kernel::write_profile(a),
         CommandLine::Demo(a) if a.vm => demo::vm::run(&demo::vm::VmDemoOptions {

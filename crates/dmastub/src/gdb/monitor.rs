@@ -51,6 +51,8 @@ pub(crate) enum LinuxCommand {
     Bt(Option<u64>),
     /// `bt -a`: the backtrace of the task each CPU was running.
     BtAll,
+    /// `maps PID`: the process's memory map, as `/proc/PID/maps`.
+    Maps(u64),
     /// `regs [user|kernel]`: which register set threads report (None: show which).
     Regs(Option<RegSet>),
 }
@@ -88,6 +90,10 @@ pub(crate) const COMMANDS: &[(&str, &str)] = &[
     (
         "bt -a",
         "backtrace of the task on every CPU, through the interrupt that stopped it into what it was doing",
+    ),
+    (
+        "maps PID",
+        "memory map of process PID as /proc/PID/maps prints it: VMAs, permissions, offset, device, inode, path",
     ),
     (
         "regs [user|kernel]",
@@ -136,6 +142,9 @@ pub(crate) enum ParseError {
         /// What followed it.
         got: String,
     },
+    /// A command that takes a PID got none.
+    #[error("'{0}' needs a PID, e.g. 'monitor {0} 93'")]
+    NeedsPid(&'static str),
     /// `switch` without a PID or `kernel`.
     #[error("'switch' needs a PID or 'kernel', e.g. 'monitor switch 57'")]
     SwitchNeedsTarget,
@@ -234,6 +243,10 @@ pub(crate) fn parse(line: &str) -> Result<Command, ParseError> {
             "-a" => Ok(Command::Linux(LinuxCommand::BtAll)),
             pid => number_arg("bt", pid).map(|p| Command::Linux(LinuxCommand::Bt(Some(p)))),
         },
+        "maps" => match rest.trim() {
+            "" => Err(ParseError::NeedsPid("maps")),
+            pid => number_arg("maps", pid).map(|p| Command::Linux(LinuxCommand::Maps(p))),
+        },
         "regs" => match rest.trim() {
             "" => Ok(Command::Linux(LinuxCommand::Regs(None))),
             w if w.eq_ignore_ascii_case("user") => Ok(Command::Linux(LinuxCommand::Regs(Some(RegSet::User)))),
@@ -296,6 +309,8 @@ mod tests {
         assert_eq!(parse("BT 93"), Ok(Command::Linux(Bt(Some(93)))));
         assert_eq!(parse("bt -a"), Ok(Command::Linux(BtAll)));
         assert!(matches!(parse("bt -x"), Err(ParseError::BadNumber { command: "bt", .. })));
+        assert_eq!(parse("maps 93"), Ok(Command::Linux(Maps(93))));
+        assert_eq!(parse("MAPS 0x5d"), Ok(Command::Linux(Maps(93))));
         assert_eq!(parse("regs user"), Ok(Command::Linux(Regs(Some(RegSet::User)))));
         assert_eq!(parse("REGS Kernel"), Ok(Command::Linux(Regs(Some(RegSet::Kernel)))));
         assert_eq!(parse("regs"), Ok(Command::Linux(Regs(None))));
@@ -315,6 +330,8 @@ mod tests {
             ("switch init", "'init' is not a number"),
             ("dmesg lots", "'lots' is not a number"),
             ("bt crasher", "bt: 'crasher' is not a number"),
+            ("maps", "'maps' needs a PID"),
+            ("maps init", "maps: 'init' is not a number"),
             ("regs both", "'regs' takes nothing or 'user' or 'kernel'"),
         ] {
             let err = parse(line).unwrap_err().to_string();

@@ -106,6 +106,9 @@ pub enum LinuxError {
     /// No backtrace for the thread: why (no registers, no unwind tables, unreadable memory).
     #[error(transparent)]
     Unwind(#[from] UnwindError),
+    /// A process's memory map could not be read.
+    #[error(transparent)]
+    Maps(#[from] super::mm::MapsError),
     /// No user-mode registers for the task: why (a kernel thread, no user entry frame).
     #[error(transparent)]
     UserRegs(#[from] UserRegsError),
@@ -118,6 +121,7 @@ impl LinuxError {
             LinuxError::Layout(e) => e.is_device_failure(),
             LinuxError::Log(e) => e.is_device_failure(),
             LinuxError::Unwind(e) => e.is_device_failure(),
+            LinuxError::Maps(e) => e.is_device_failure(),
             _ => false,
         }
     }

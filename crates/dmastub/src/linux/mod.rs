@@ -12,6 +12,7 @@ mod error;
 pub(crate) mod kallsyms;
 pub(crate) mod layout;
 mod list;
+pub mod mm;
 mod name_index;
 pub(crate) mod origin;
 pub(crate) mod pages;
@@ -33,6 +34,7 @@ pub use discover::{DiscoverError, FailedReads, Hints, ImageError, Kernel, Trampo
 pub use error::{LayoutError, LinuxError, ThreadLayoutError};
 pub use kallsyms::{Kallsyms, KallsymsError};
 pub use layout::{Member, TypeInfo, TypeMap};
+pub use mm::{MappedFile, MapsError, MmInfo, ProcessMaps, Vma};
 pub use origin::{Found, Hint, HintNames, Origin};
 pub use origin::{Remedies, render_remedies};
 pub use pages::{

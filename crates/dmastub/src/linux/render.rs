@@ -11,6 +11,8 @@ use super::threads::{Thread, ThreadList, reg};
 use super::unwind::Backtrace;
 use std::fmt::Write as _;
 
+pub use super::mm::render::{maps, maps_line};
+
 /// One line for the server's banner.
 pub fn kernel_summary(k: &Kernel, names: HintNames) -> String {
     let release = k.release.as_ref().map_or("unknown release", |r| r.value.as_str());

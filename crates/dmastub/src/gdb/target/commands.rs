@@ -106,6 +106,7 @@ impl DmaTarget {
                     render::backtrace(t, linux.backtrace(&mut self.space, t), names)
                 }))
             }
+            LinuxCommand::Maps(pid) => self.maps(pid),
             LinuxCommand::Switch(Some(pid)) => {
                 let pid = i32::try_from(pid).map_err(|_| CommandError::NotAPid(pid))?;
                 let sw = linux
@@ -187,6 +188,19 @@ impl DmaTarget {
             None => list.get(selected.get() as u64).ok_or(CommandError::NoSelectedTask)?,
         };
         Ok(render::backtrace(thread, linux.backtrace(&mut self.space, thread), linux.hint_names()))
+    }
+
+    /// `monitor maps PID`: the process's memory map, its task taken from the thread list this
+    /// stop has read (no second walk of the task list).
+    fn maps(&mut self, pid: u64) -> Result<String, CommandError> {
+        self.threads();
+        let (Some(linux), Some(list)) = (&self.linux, &self.threads) else {
+            return Err(CommandError::NoLinux);
+        };
+        let task = list.by_pid(pid).map_err(|e| CommandError::linux(linux.explain(&e)))?.task.clone();
+        let maps =
+            linux.maps_of(&mut self.space, &task).map_err(|e| CommandError::linux(linux.explain(&e)))?;
+        Ok(render::maps(&maps))
     }
 
     fn describe_cr3(&self) -> String {
