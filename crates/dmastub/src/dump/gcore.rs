@@ -12,8 +12,9 @@
 //! says where): the number of runs is known only once every page is read. The file is written
 //! under a temporary name next to the target and renamed into place when complete.
 
-use crate::linux::{Regs, encode_prstatus};
-use crate::mmu::MemError;
+use crate::addr::VirtAddr;
+use crate::linux::{Linux, LinuxError, Regs, encode_prstatus};
+use crate::mmu::{AddressSpace, MemError};
 use crate::phys::elf::{EHDR_SIZE, ELFCLASS64, ELFDATA2LSB, EM_X86_64, ET_CORE, MAGIC, PHDR_SIZE, PT_LOAD, PT_NOTE};
 use crate::phys::encode_note;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -217,6 +218,18 @@ pub fn encode_nt_file(mappings: &[CoreMapping]) -> Vec<u8> {
     d
 }
 
+/// An auxiliary vector as the kernel gives it (`/proc/PID/auxv`, NT_AUXV): 64-bit type and
+/// value pairs up to and including the first AT_NULL (`mm->saved_auxv` is a fixed-size array
+/// with zeros after it); one is added when it has none.
+pub fn encode_auxv(auxv: &[(u64, u64)]) -> Vec<u8> {
+    let end = auxv.iter().position(|(k, _)| *k == 0).map_or(auxv.len(), |i| i + 1);
+    let mut v: Vec<u8> = auxv[..end].iter().flat_map(|(k, val)| [k.to_le_bytes(), val.to_le_bytes()]).flatten().collect();
+    if auxv[..end].last().is_none_or(|(k, _)| *k != 0) {
+        v.extend_from_slice(&[0u8; 16]);
+    }
+    v
+}
+
 /// The PT_NOTE's contents, in the kernel's order: the first thread's NT_PRSTATUS (and
 /// NT_PRFPREG), NT_PRPSINFO, NT_AUXV, NT_FILE, then every other thread's.
 pub fn encode_notes(p: &CoreProcess) -> Vec<u8> {
@@ -236,8 +249,7 @@ pub fn encode_notes(p: &CoreProcess) -> Vec<u8> {
     }
     encode_note(&mut out, "CORE", NT_PRPSINFO, &encode_prpsinfo(p));
     if !p.auxv.is_empty() {
-        let auxv: Vec<u8> = p.auxv.iter().flat_map(|(k, v)| [k.to_le_bytes(), v.to_le_bytes()]).flatten().collect();
-        encode_note(&mut out, "CORE", NT_AUXV, &auxv);
+        encode_note(&mut out, "CORE", NT_AUXV, &encode_auxv(&p.auxv));
     }
     if p.mappings.iter().any(|m| m.path.is_some()) {
         encode_note(&mut out, "CORE", NT_FILE, &encode_nt_file(&p.mappings));
@@ -432,6 +444,82 @@ fn write_into(p: &CoreProcess, read: &mut ReadPages<'_>, file: &std::fs::File) -
     Ok(summary)
 }
 
+/// A process's core, ready to write: what it holds besides memory, the page-table root its
+/// memory is read through, and what could not be read.
+pub struct ProcessCore {
+    /// The notes' contents and the mappings.
+    pub process: CoreProcess,
+    /// The process's page-table root (`mm->pgd`).
+    pub cr3: u64,
+    /// What is missing, one line each (a thread without user-mode registers, a mapping list cut short).
+    pub problems: Vec<String>,
+}
+
+impl ProcessCore {
+    /// Reads pages of the process through its page tables, for [`write_core`].
+    pub fn reader<'a>(&self, space: &'a mut AddressSpace) -> impl FnMut(&mut [(u64, &mut [u8])]) -> Vec<Result<(), MemError>> + 'a {
+        let cr3 = self.cr3;
+        move |reads: &mut [(u64, &mut [u8])]| {
+            let mut virt: Vec<(VirtAddr, &mut [u8])> = reads.iter_mut().map(|(a, b)| (VirtAddr(*a), &mut **b)).collect();
+            space.read_virt_many_in(cr3, &mut virt)
+        }
+    }
+}
+
+/// What the core of process `pid` (any of its threads' ids) holds: its threads' user-mode
+/// registers (the thread group leader first), its info, auxiliary vector and mappings. Fails
+/// for an unknown pid and for a kernel thread (it has no user space to dump).
+pub fn process_core(linux: &Linux, space: &mut AddressSpace, pid: i32) -> Result<ProcessCore, LinuxError> {
+    let threads = linux.process_threads(space, pid)?;
+    let Some((leader, _)) = threads.first() else {
+        return Err(LinuxError::NoTasks(format!("pid {pid} has no threads")));
+    };
+    let task = leader.task.clone();
+    let Some(cr3) = task.cr3 else {
+        return Err(LinuxError::NoPgd { pid: task.pid, comm: task.comm.clone() });
+    };
+    let mut problems = Vec::new();
+    let maps = linux.maps(space, task.tgid)?;
+    problems.extend(maps.problems.iter().map(|p| format!("mappings: {p}")));
+    let mut core_threads = Vec::new();
+    for (t, regs) in &threads {
+        match regs {
+            Ok(u) => core_threads.push(CoreThread { tid: t.task.pid, regs: u.regs, fpregs: None }),
+            // A thread without registers is left out: a note of zeros would be a lie.
+            Err(e) => problems.push(format!("thread {} left out: {e}", t.task.pid)),
+        }
+    }
+    // The command line: the first 80 bytes are all NT_PRPSINFO holds.
+    let mm = &maps.mm;
+    let mut args = vec![0u8; mm.arg_end.saturating_sub(mm.arg_start).min(80) as usize];
+    if !args.is_empty() && let Err(e) = space.read_virt_in(cr3, VirtAddr(mm.arg_start), &mut args) {
+        problems.push(format!("its command line at {:#x}: {e}", mm.arg_start));
+        args.clear();
+    }
+    let mappings = maps
+        .vmas
+        .iter()
+        .map(|v| CoreMapping {
+            start: v.start,
+            end: v.end,
+            vm_flags: v.flags,
+            pgoff: v.pgoff,
+            path: v.file.as_ref().map(|f| f.path.clone()),
+        })
+        .collect();
+    let process = CoreProcess {
+        pid: task.tgid,
+        ppid: task.ppid.unwrap_or(0),
+        comm: task.comm.clone(),
+        state: task.state,
+        args,
+        threads: core_threads,
+        auxv: mm.saved_auxv.clone(),
+        mappings,
+    };
+    Ok(ProcessCore { process, cr3, problems })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,7 +540,7 @@ mod tests {
                 CoreThread { tid: 93, regs, fpregs: None },
                 CoreThread { tid: 94, regs: Regs::default(), fpregs: None },
             ],
-            auxv: vec![(6, 4096), (0, 0)],
+            auxv: vec![(6, 4096), (0, 0), (0, 0), (0, 0)],
             mappings: vec![
                 CoreMapping { start: 0x400000, end: 0x403000, vm_flags: VM_READ | VM_EXEC, pgoff: 0, path: Some("/bin/timekeeper".into()) },
                 CoreMapping { start: 0x500000, end: 0x501000, vm_flags: 0, pgoff: 0, path: None },

@@ -100,6 +100,9 @@ pub enum LinuxError {
         /// Its name.
         comm: String,
     },
+    /// No user-mode registers for the task: why (a kernel thread, no user entry frame).
+    #[error(transparent)]
+    UserRegs(#[from] UserRegsError),
     /// The kernel log could not be read.
     #[error(transparent)]
     Log(#[from] PrintkError),
@@ -109,9 +112,6 @@ pub enum LinuxError {
     /// A process's memory map could not be read.
     #[error(transparent)]
     Maps(#[from] super::mm::MapsError),
-    /// No user-mode registers for the task: why (a kernel thread, no user entry frame).
-    #[error(transparent)]
-    UserRegs(#[from] UserRegsError),
 }
 
 impl LinuxError {

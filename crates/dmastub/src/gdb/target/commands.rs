@@ -171,9 +171,14 @@ impl DmaTarget {
     /// The `saved_auxv` of process `pid`'s mm, as gdb reads `qXfer:auxv:read`: (type, value)
     /// pairs up to and including AT_NULL.
     fn process_auxv(&mut self, pid: i32) -> Option<Vec<u8>> {
-        let _linux = self.linux.as_ref()?;
-        let _ = pid;
-        None::<Vec<(u64, u64)>>.map(|a| auxv_bytes(&a)) // MAPS-PENDING
+        let linux = self.linux.as_ref()?;
+        match linux.maps(&mut self.space, pid) {
+            Ok(m) => Some(crate::dump::gcore::encode_auxv(&m.mm.saved_auxv)),
+            Err(e) => {
+                log::info!("pid {pid}: no auxiliary vector for gdb: {}", linux.explain(&e));
+                None
+            }
+        }
     }
 
     /// `monitor bt [PID]`: the backtrace of task PID, or of the thread gdb has selected.
@@ -237,13 +242,3 @@ impl MonitorCmd for DmaTarget {
     }
 }
 
-/// An auxiliary vector as the kernel gives it (`/proc/PID/auxv`, NT_AUXV): 64-bit type and value
-/// pairs, ending at the first AT_NULL.
-pub(crate) fn auxv_bytes(auxv: &[(u64, u64)]) -> Vec<u8> {
-    let end = auxv.iter().position(|(k, _)| *k == 0).map_or(auxv.len(), |i| i + 1);
-    let mut v: Vec<u8> = auxv[..end].iter().flat_map(|(k, val)| [k.to_le_bytes(), val.to_le_bytes()]).flatten().collect();
-    if auxv[..end].last().is_none_or(|(k, _)| *k != 0) {
-        v.extend_from_slice(&[0u8; 16]);
-    }
-    v
-}
