@@ -19,7 +19,7 @@ pub(crate) fn gcore(a: GcoreArgs) -> CliResult {
     }
     let opts = GcoreOptions { max_bytes: a.max_size };
     let mut read = core.reader(&mut space);
-    let s = write_core(&core.process, &mut read, path, &opts).map_err(|e| match e {
+    let s = write_core(&core.process, &mut *read, path, &opts).map_err(|e| match e {
         dmastub::dump::gcore::GcoreError::TooBig { .. } => format!("{e} with --max-size"),
         e => e.to_string(),
     })?;

@@ -128,7 +128,11 @@ fn gdb_opens_the_core_with_the_binary_and_reads_the_truth() {
                     w.len() > 2 && w[0].parse::<u32>().is_ok() && w[1] == "LWP"
                 })
                 .count();
-            assert_eq!(threads, threads_on(img.to_str().unwrap(), hex(&t["timekeeper"]["cr3"])), "{image}: info threads:\n{out}");
+            assert_eq!(
+                threads,
+                threads_on(img.to_str().unwrap(), hex(&t["timekeeper"]["cr3"])),
+                "{image}: info threads:\n{out}"
+            );
             assert!(out.contains(&format!("LWP {}", tk.pid)), "{image}: the leader's thread:\n{out}");
 
             // The notes as readelf sees them: NT_FILE names the binary as the guest mapped it.
@@ -147,7 +151,9 @@ fn gdb_opens_the_core_with_the_binary_and_reads_the_truth() {
                     let w: Vec<&str> = l.split_whitespace().collect();
                     let n = |s: &str| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok();
                     match w[..] {
-                        [a, b, _, o, path] if path.starts_with('/') => Some((n(a)?, n(b)?, n(o)?, path.to_string())),
+                        [a, b, _, o, path] if path.starts_with('/') => {
+                            Some((n(a)?, n(b)?, n(o)?, path.to_string()))
+                        }
                         _ => None,
                     }
                 })
@@ -197,10 +203,17 @@ fn gdb_opens_the_core_with_the_binary_and_reads_the_truth() {
                     .collect()
             };
             assert_eq!(regs(&live).len(), 4, "{image}: registers through the stub:\n{live}");
-            assert_eq!(regs(&live), regs(&out), "{image}: the core and the stub disagree:\n{live}\n---\n{out}");
+            assert_eq!(
+                regs(&live),
+                regs(&out),
+                "{image}: the core and the stub disagree:\n{live}\n---\n{out}"
+            );
             assert_eq!(x_gx(&live, tk.global), Some(tk.global_value), "{image}: stub global:\n{live}");
             assert_eq!(x_gx(&live, tk.stack), Some(tk.stack_value), "{image}: stub stack:\n{live}");
-            assert!(live.lines().any(|l| l.starts_with('#') && l.contains(" main ")), "{image}: stub bt:\n{live}");
+            assert!(
+                live.lines().any(|l| l.starts_with('#') && l.contains(" main ")),
+                "{image}: stub bt:\n{live}"
+            );
             let _ = std::fs::remove_file(&core);
         }
     }
@@ -213,7 +226,8 @@ fn unknown_pids_and_kernel_threads_are_refused() {
     let img = unpacked(&dir, IMAGES[0]);
     let core = core_path(&dir, "refused");
     let _ = std::fs::remove_file(&core);
-    let (ok, _, err) = run(&["gcore", "--image", img.to_str().unwrap(), "99999", "-o", core.to_str().unwrap()]);
+    let (ok, _, err) =
+        run(&["gcore", "--image", img.to_str().unwrap(), "99999", "-o", core.to_str().unwrap()]);
     assert!(!ok && err.contains("no task with pid 99999"), "unknown pid: {err}");
     let kthread = t["processes"]
         .as_array()
@@ -227,8 +241,16 @@ fn unknown_pids_and_kernel_threads_are_refused() {
     assert!(!core.exists(), "nothing is written for a refused pid");
     // The limit: refused before anything is written, and how to raise it said.
     let tk = timekeeper(&t).pid.to_string();
-    let (ok, _, err) =
-        run(&["gcore", "--image", img.to_str().unwrap(), &tk, "-o", core.to_str().unwrap(), "--max-size", "64K"]);
+    let (ok, _, err) = run(&[
+        "gcore",
+        "--image",
+        img.to_str().unwrap(),
+        &tk,
+        "-o",
+        core.to_str().unwrap(),
+        "--max-size",
+        "64K",
+    ]);
     assert!(!ok && err.contains("--max-size"), "limit: {err}");
     assert!(!core.exists());
 }

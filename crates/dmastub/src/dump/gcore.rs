@@ -15,7 +15,9 @@
 use crate::addr::VirtAddr;
 use crate::linux::{Linux, LinuxError, Regs, encode_prstatus};
 use crate::mmu::{AddressSpace, MemError};
-use crate::phys::elf::{EHDR_SIZE, ELFCLASS64, ELFDATA2LSB, EM_X86_64, ET_CORE, MAGIC, PHDR_SIZE, PT_LOAD, PT_NOTE};
+use crate::phys::elf::{
+    EHDR_SIZE, ELFCLASS64, ELFDATA2LSB, EM_X86_64, ET_CORE, MAGIC, PHDR_SIZE, PT_LOAD, PT_NOTE,
+};
 use crate::phys::encode_note;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -136,7 +138,9 @@ pub enum GcoreError {
     #[error("no thread of the process has user-mode registers: a core without them is no use to gdb")]
     NoThreads,
     /// More runs than an ELF program header table holds.
-    #[error("more than {MAX_PHDRS} runs of memory (mappings split by absent pages): an ELF header cannot list them")]
+    #[error(
+        "more than {MAX_PHDRS} runs of memory (mappings split by absent pages): an ELF header cannot list them"
+    )]
     TooManySegments,
     /// Writing the file failed.
     #[error("{path}: {error}")]
@@ -223,7 +227,8 @@ pub fn encode_nt_file(mappings: &[CoreMapping]) -> Vec<u8> {
 /// with zeros after it); one is added when it has none.
 pub fn encode_auxv(auxv: &[(u64, u64)]) -> Vec<u8> {
     let end = auxv.iter().position(|(k, _)| *k == 0).map_or(auxv.len(), |i| i + 1);
-    let mut v: Vec<u8> = auxv[..end].iter().flat_map(|(k, val)| [k.to_le_bytes(), val.to_le_bytes()]).flatten().collect();
+    let mut v: Vec<u8> =
+        auxv[..end].iter().flat_map(|(k, val)| [k.to_le_bytes(), val.to_le_bytes()]).flatten().collect();
     if auxv[..end].last().is_none_or(|(k, _)| *k != 0) {
         v.extend_from_slice(&[0u8; 16]);
     }
@@ -305,7 +310,16 @@ fn ehdr(phoff: u64, phnum: u16) -> Vec<u8> {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn phdr(out: &mut Vec<u8>, p_type: u32, flags: u32, offset: u64, vaddr: u64, filesz: u64, memsz: u64, align: u64) {
+fn phdr(
+    out: &mut Vec<u8>,
+    p_type: u32,
+    flags: u32,
+    offset: u64,
+    vaddr: u64,
+    filesz: u64,
+    memsz: u64,
+    align: u64,
+) {
     out.extend_from_slice(&p_type.to_le_bytes());
     out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&offset.to_le_bytes());
@@ -371,7 +385,11 @@ impl From<std::io::Error> for Failure {
     }
 }
 
-fn write_into(p: &CoreProcess, read: &mut ReadPages<'_>, file: &std::fs::File) -> Result<GcoreSummary, Failure> {
+fn write_into(
+    p: &CoreProcess,
+    read: &mut ReadPages<'_>,
+    file: &std::fs::File,
+) -> Result<GcoreSummary, Failure> {
     let notes = encode_notes(p);
     let notes_at = EHDR_SIZE as u64;
     let data_at = (notes_at + notes.len() as u64).div_ceil(PAGE) * PAGE;
@@ -385,15 +403,23 @@ fn write_into(p: &CoreProcess, read: &mut ReadPages<'_>, file: &std::fs::File) -
     let mut pages = vec![0u8; BATCH_PAGES * PAGE as usize];
     for m in &p.mappings {
         if let Some(why) = skip_reason(m) {
-            summary.skipped.push(format!("{:#x}-{:#x} {}: {why}", m.start, m.end, m.path.as_deref().unwrap_or("")));
+            summary.skipped.push(format!(
+                "{:#x}-{:#x} {}: {why}",
+                m.start,
+                m.end,
+                m.path.as_deref().unwrap_or("")
+            ));
             continue;
         }
         let flags = pflags(m.vm_flags);
         let mut at = m.start & !(PAGE - 1);
         while at < m.end {
             let n = (((m.end - at).div_ceil(PAGE)) as usize).min(BATCH_PAGES);
-            let mut reads: Vec<(u64, &mut [u8])> =
-                pages[..n * PAGE as usize].chunks_mut(PAGE as usize).enumerate().map(|(i, b)| (at + i as u64 * PAGE, b)).collect();
+            let mut reads: Vec<(u64, &mut [u8])> = pages[..n * PAGE as usize]
+                .chunks_mut(PAGE as usize)
+                .enumerate()
+                .map(|(i, b)| (at + i as u64 * PAGE, b))
+                .collect();
             let results = read(&mut reads);
             drop(reads);
             for (i, r) in results.into_iter().enumerate().take(n) {
@@ -401,7 +427,11 @@ fn write_into(p: &CoreProcess, read: &mut ReadPages<'_>, file: &std::fs::File) -
                 match r {
                     Ok(()) => {
                         match segments.last_mut() {
-                            Some(s) if s.vaddr + s.len == page_at && s.offset + s.len == cursor && s.flags == flags => {
+                            Some(s)
+                                if s.vaddr + s.len == page_at
+                                    && s.offset + s.len == cursor
+                                    && s.flags == flags =>
+                            {
                                 s.len += PAGE
                             }
                             _ => {
@@ -420,7 +450,9 @@ fn write_into(p: &CoreProcess, read: &mut ReadPages<'_>, file: &std::fs::File) -
                         let kept = summary.absent.len();
                         match summary.absent.last_mut() {
                             Some(a) if a.1 == page_at => a.1 += PAGE,
-                            _ if kept < ABSENT_KEPT => summary.absent.push((page_at, page_at + PAGE, e.to_string())),
+                            _ if kept < ABSENT_KEPT => {
+                                summary.absent.push((page_at, page_at + PAGE, e.to_string()))
+                            }
                             _ => {}
                         }
                     }
@@ -457,12 +489,13 @@ pub struct ProcessCore {
 
 impl ProcessCore {
     /// Reads pages of the process through its page tables, for [`write_core`].
-    pub fn reader<'a>(&self, space: &'a mut AddressSpace) -> impl FnMut(&mut [(u64, &mut [u8])]) -> Vec<Result<(), MemError>> + 'a {
+    pub fn reader<'a>(&self, space: &'a mut AddressSpace) -> Box<ReadPages<'a>> {
         let cr3 = self.cr3;
-        move |reads: &mut [(u64, &mut [u8])]| {
-            let mut virt: Vec<(VirtAddr, &mut [u8])> = reads.iter_mut().map(|(a, b)| (VirtAddr(*a), &mut **b)).collect();
+        Box::new(move |reads: &mut [(u64, &mut [u8])]| {
+            let mut virt: Vec<(VirtAddr, &mut [u8])> =
+                reads.iter_mut().map(|(a, b)| (VirtAddr(*a), &mut **b)).collect();
             space.read_virt_many_in(cr3, &mut virt)
-        }
+        })
     }
 }
 
@@ -479,7 +512,8 @@ pub fn process_core(linux: &Linux, space: &mut AddressSpace, pid: i32) -> Result
         return Err(LinuxError::NoPgd { pid: task.pid, comm: task.comm.clone() });
     };
     let mut problems = Vec::new();
-    let maps = linux.maps(space, task.tgid)?;
+    // The leader's task, as the thread list read it: no second walk of the task list.
+    let maps = linux.maps_of(space, &task)?;
     problems.extend(maps.problems.iter().map(|p| format!("mappings: {p}")));
     let mut core_threads = Vec::new();
     for (t, regs) in &threads {
@@ -492,7 +526,9 @@ pub fn process_core(linux: &Linux, space: &mut AddressSpace, pid: i32) -> Result
     // The command line: the first 80 bytes are all NT_PRPSINFO holds.
     let mm = &maps.mm;
     let mut args = vec![0u8; mm.arg_end.saturating_sub(mm.arg_start).min(80) as usize];
-    if !args.is_empty() && let Err(e) = space.read_virt_in(cr3, VirtAddr(mm.arg_start), &mut args) {
+    if !args.is_empty()
+        && let Err(e) = space.read_virt_in(cr3, VirtAddr(mm.arg_start), &mut args)
+    {
         problems.push(format!("its command line at {:#x}: {e}", mm.arg_start));
         args.clear();
     }
@@ -542,9 +578,21 @@ mod tests {
             ],
             auxv: vec![(6, 4096), (0, 0), (0, 0), (0, 0)],
             mappings: vec![
-                CoreMapping { start: 0x400000, end: 0x403000, vm_flags: VM_READ | VM_EXEC, pgoff: 0, path: Some("/bin/timekeeper".into()) },
+                CoreMapping {
+                    start: 0x400000,
+                    end: 0x403000,
+                    vm_flags: VM_READ | VM_EXEC,
+                    pgoff: 0,
+                    path: Some("/bin/timekeeper".into()),
+                },
                 CoreMapping { start: 0x500000, end: 0x501000, vm_flags: 0, pgoff: 0, path: None },
-                CoreMapping { start: 0x7ffc_0000_0000, end: 0x7ffc_0000_2000, vm_flags: VM_READ | VM_WRITE, pgoff: 0, path: None },
+                CoreMapping {
+                    start: 0x7ffc_0000_0000,
+                    end: 0x7ffc_0000_2000,
+                    vm_flags: VM_READ | VM_WRITE,
+                    pgoff: 0,
+                    path: None,
+                },
             ],
         }
     }
@@ -621,7 +669,14 @@ mod tests {
             .map(|i| {
                 let h = &b[phoff + i * 56..][..56];
                 let q = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap());
-                [u32::from_le_bytes(h[0..4].try_into().unwrap()) as u64, u32::from_le_bytes(h[4..8].try_into().unwrap()) as u64, q(8), q(16), q(32), q(40)]
+                [
+                    u32::from_le_bytes(h[0..4].try_into().unwrap()) as u64,
+                    u32::from_le_bytes(h[4..8].try_into().unwrap()) as u64,
+                    q(8),
+                    q(16),
+                    q(32),
+                    q(40),
+                ]
             })
             .collect();
         assert_eq!(ph[0][0], PT_NOTE as u64);
@@ -630,7 +685,11 @@ mod tests {
         for h in &ph[1..] {
             assert_eq!(h[4], h[5], "memsz = filesz: nothing described that was not read");
             let at = h[2] as usize;
-            assert_eq!(u64::from_le_bytes(b[at..at + 8].try_into().unwrap()), h[3], "each page holds its own address");
+            assert_eq!(
+                u64::from_le_bytes(b[at..at + 8].try_into().unwrap()),
+                h[3],
+                "each page holds its own address"
+            );
         }
         assert!(!dir.join(format!(".core.tmp-{}", std::process::id())).exists());
         let _ = std::fs::remove_dir_all(&dir);

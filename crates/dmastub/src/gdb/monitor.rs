@@ -250,8 +250,14 @@ pub(crate) fn parse(line: &str) -> Result<Command, ParseError> {
         "regs" => match rest.trim() {
             "" => Ok(Command::Linux(LinuxCommand::Regs(None))),
             w if w.eq_ignore_ascii_case("user") => Ok(Command::Linux(LinuxCommand::Regs(Some(RegSet::User)))),
-            w if w.eq_ignore_ascii_case("kernel") => Ok(Command::Linux(LinuxCommand::Regs(Some(RegSet::Kernel)))),
-            other => Err(ParseError::BadOption { command: "regs", option: "user' or 'kernel", got: other.to_string() }),
+            w if w.eq_ignore_ascii_case("kernel") => {
+                Ok(Command::Linux(LinuxCommand::Regs(Some(RegSet::Kernel))))
+            }
+            other => Err(ParseError::BadOption {
+                command: "regs",
+                option: "user' or 'kernel",
+                got: other.to_string(),
+            }),
         },
         "dmesg" => match rest.trim() {
             "" => Ok(Command::Linux(LinuxCommand::Dmesg(None))),

@@ -6,13 +6,13 @@ use super::{Client, DmaTarget, FatalError, MACHINE_TID, READ_PIECE, REPLY_BUDGET
 use crate::gdb::arch::{DmaRegId, DmaRegs, X86_64System, reg_name, regnum};
 use crate::gdb::error::RequestError;
 use gdbstub::common::{Signal, Tid};
+use gdbstub::target::ext::auxv::AuxvOps;
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::base::multithread::{
     MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
     MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
 };
 use gdbstub::target::ext::base::single_register_access::{SingleRegisterAccess, SingleRegisterAccessOps};
-use gdbstub::target::ext::auxv::AuxvOps;
 use gdbstub::target::ext::breakpoints::BreakpointsOps;
 use gdbstub::target::ext::extended_mode::ExtendedModeOps;
 use gdbstub::target::ext::monitor_cmd::MonitorCmdOps;

@@ -139,10 +139,14 @@ impl DmaTarget {
         self.state.regs = set;
         self.user_regs.clear();
         let mut s = match set {
-            RegSet::Kernel => "threads now report kernel registers (the saved switch frame, or the CPU's)\n".to_string(),
-            RegSet::User => "threads now report user-mode registers: the pt_regs saved at the top of each task's \
+            RegSet::Kernel => {
+                "threads now report kernel registers (the saved switch frame, or the CPU's)\n".to_string()
+            }
+            RegSet::User => {
+                "threads now report user-mode registers: the pt_regs saved at the top of each task's \
                              kernel stack on its last entry from user space (kernel threads: unavailable)\n"
-                .to_string(),
+                    .to_string()
+            }
         };
         // What the selected thread now shows, so that a wrong frame is seen at once.
         let selected = self.stop_thread();
@@ -159,7 +163,11 @@ impl DmaTarget {
                     u.regs.get(crate::linux::reg::RSP).unwrap_or_default(),
                     u.frame
                 )),
-                Some(Err(e)) => s.push_str(&format!("thread {}: {}\n", t.tid, linux.map(|l| l.explain(&e)).unwrap_or_default())),
+                Some(Err(e)) => s.push_str(&format!(
+                    "thread {}: {}\n",
+                    t.tid,
+                    linux.map(|l| l.explain(&e)).unwrap_or_default()
+                )),
                 None => {}
             }
         }
@@ -241,4 +249,3 @@ impl MonitorCmd for DmaTarget {
         Ok(())
     }
 }
-

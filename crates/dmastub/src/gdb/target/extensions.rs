@@ -6,6 +6,7 @@ use crate::gdb::error::RequestError;
 use gdbstub::common::{Pid, Tid};
 use gdbstub::target::TargetError;
 use gdbstub::target::TargetResult;
+use gdbstub::target::ext::auxv::Auxv;
 use gdbstub::target::ext::breakpoints::{
     Breakpoints, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps, SwBreakpoint, SwBreakpointOps,
     WatchKind,
@@ -13,7 +14,6 @@ use gdbstub::target::ext::breakpoints::{
 use gdbstub::target::ext::extended_mode::{
     Args, AttachKind, CurrentActivePid, CurrentActivePidOps, ExtendedMode, ShouldTerminate,
 };
-use gdbstub::target::ext::auxv::Auxv;
 use gdbstub::target::ext::section_offsets::{Offsets, SectionOffsets};
 use log::{info, warn};
 

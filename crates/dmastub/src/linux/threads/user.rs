@@ -111,7 +111,9 @@ pub enum UserRegsError {
         error: String,
     },
     /// What is there is not a user entry frame.
-    #[error("pid {pid} ({comm}): the top of its kernel stack at {frame:#x} does not hold a user entry frame: {why}")]
+    #[error(
+        "pid {pid} ({comm}): the top of its kernel stack at {frame:#x} does not hold a user entry frame: {why}"
+    )]
     NotUserFrame {
         /// Its pid.
         pid: i32,
