@@ -111,7 +111,13 @@ pub enum LinuxError {
     Unwind(#[from] UnwindError),
     /// A process's memory map could not be read.
     #[error(transparent)]
-    Maps(#[from] super::mm::MapsError),
+    Maps(Box<super::mm::MapsError>),
+}
+
+impl From<super::mm::MapsError> for LinuxError {
+    fn from(e: super::mm::MapsError) -> Self {
+        LinuxError::Maps(Box::new(e))
+    }
 }
 
 impl LinuxError {

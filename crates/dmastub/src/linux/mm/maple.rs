@@ -227,6 +227,9 @@ pub(crate) fn decode_node(
     out
 }
 
+/// Reads a batch of nodes together: each node's bytes, or why not.
+pub(crate) type ReadNodes<'r> = dyn FnMut(&[u64]) -> Vec<Result<Vec<u8>, MemError>> + 'r;
+
 /// Every value of the tree whose root entry is `root`, in index order, and what could not be
 /// read. `read` reads a batch of nodes (256 bytes each) together. At most `max_entries`
 /// values and as many nodes are taken.
@@ -234,7 +237,7 @@ pub(crate) fn walk(
     l: &MapleLayout,
     root: u64,
     max_entries: usize,
-    read: &mut dyn FnMut(&[u64]) -> Vec<Result<Vec<u8>, MemError>>,
+    read: &mut ReadNodes<'_>,
 ) -> (Vec<MapleEntry>, Vec<MapleError>) {
     let mut errors = Vec::new();
     let mut values = Vec::new();
@@ -277,6 +280,9 @@ pub(crate) fn walk(
             }
             nodes += 1;
             todo.push((node, ty, min, max));
+        }
+        if todo.is_empty() {
+            break;
         }
         let addrs: Vec<u64> = todo.iter().map(|t| t.0).collect();
         let got = read(&addrs);
@@ -366,7 +372,11 @@ mod tests {
         // Root arange: children 0x1000 covers 0..=0x4fff, 0x1100 covers 0x5000..=MAX.
         mem.insert(0x1000, node(&l, NodeType::Leaf64, &[0x3fff, 0x4fff], &[0, 0xa0]));
         mem.insert(0x1100, node(&l, NodeType::Leaf64, &[0x5fff, 0x6fff, u64::MAX], &[0xb0, 0, 0xc0]));
-        mem.insert(0x2000, node(&l, NodeType::Arange64, &[0x4fff], &[0x1000 | LEAF, 0x1100 | LEAF]));
+        // The last used slot's pivot is the node's max (here ULONG_MAX), as the kernel keeps it.
+        mem.insert(
+            0x2000,
+            node(&l, NodeType::Arange64, &[0x4fff, u64::MAX], &[0x1000 | LEAF, 0x1100 | LEAF]),
+        );
         let mut batches = Vec::new();
         let (v, e) = walk(&l, 0x2000 | ARANGE, 100, &mut reader(mem, &mut batches));
         assert!(e.is_empty(), "{e:?}");

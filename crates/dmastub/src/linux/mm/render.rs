@@ -80,6 +80,17 @@ mod tests {
         let mut v = vma(0x7f00_0000_0000, 0x7f00_0000_1000, VM_READ | VM_MAYSHARE, 3);
         v.file =
             Some(MappedFile { dev_major: 0x103, dev_minor: 0x12345, inode: 123456789012, path: "/x".into() });
-        assert_eq!(maps_line(&v), "7f0000000000-7f0000001000 r--s 00003000 103:12345 123456789012 /x\n");
+        assert_eq!(
+            maps_line(&v),
+            "7f0000000000-7f0000001000 r--s 00003000 103:12345 123456789012           /x\n"
+        );
+        // A header past the column gets one space.
+        let mut v = vma(0xffff_ffff_ff60_0000, 0xffff_ffff_ff60_1000, VM_EXEC, 0);
+        v.file =
+            Some(MappedFile { dev_major: 0xfff, dev_minor: 0xfffff, inode: u64::MAX, path: "/y".into() });
+        assert_eq!(
+            maps_line(&v),
+            "ffffffffff600000-ffffffffff601000 --xp 00000000 fff:fffff 18446744073709551615 /y\n"
+        );
     }
 }
