@@ -76,6 +76,9 @@ pub struct UserRegs {
     pub notes: Vec<String>,
 }
 
+/// A thread of a process and its user-mode registers, or why they are unavailable.
+pub type ProcessThread = (Thread, Result<UserRegs, UserRegsError>);
+
 /// Why a task has no user-mode registers.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -253,7 +256,7 @@ impl Linux {
         &self,
         space: &mut AddressSpace,
         pid: i32,
-    ) -> Result<Vec<(Thread, Result<UserRegs, UserRegsError>)>, LinuxError> {
+    ) -> Result<Vec<ProcessThread>, LinuxError> {
         let list = self.threads(space)?;
         let asked = list.by_pid(u64::try_from(pid).unwrap_or(u64::MAX))?;
         if asked.task.is_kernel_thread() || asked.idle_of.is_some() {
