@@ -254,3 +254,34 @@ fn unknown_pids_and_kernel_threads_are_refused() {
     assert!(!ok && err.contains("--max-size"), "limit: {err}");
     assert!(!core.exists());
 }
+
+/// A kdump file at dump level 31 left user pages out: the core has none of them, and gdb says
+/// it cannot read the stack rather than showing zeros; the registers are still there.
+#[test]
+fn pages_the_source_left_out_are_never_zeros_in_the_core() {
+    let Some(dir) = fixture_dir(BASE_FIXTURE) else { return };
+    let img = dir.join("post-panic.kdump-d31-zlib");
+    if !img.exists() {
+        eprintln!("SKIP: no {}", img.display());
+        return;
+    }
+    let tk = timekeeper(&truth(&dir, "post-panic"));
+    let core = core_path(&dir, "kdump");
+    let _ = std::fs::remove_file(&core);
+    let pid = tk.pid.to_string();
+    let (ok, _, err) = run(&["gcore", "--image", img.to_str().unwrap(), &pid, "-o", core.to_str().unwrap()]);
+    assert!(ok, "dmastub gcore on the kdump file: {err}");
+    assert!(
+        err.contains("absent") && err.contains("excluded by the dump"),
+        "no report of absent pages: {err}"
+    );
+    let out =
+        gdb_core(&dir.join("timekeeper"), &core, &[&format!("x/gx {:#x}", tk.stack), "info registers rip"]);
+    assert!(
+        out.contains(&format!("Cannot access memory at address {:#x}", tk.stack)),
+        "the stack page was excluded, yet gdb read it:\n{out}"
+    );
+    // The registers are in the notes: gdb names the frame of the user rip (text from the binary).
+    assert!(out.contains("#0  0x") && out.contains("sleep"), "no user rip in the sleep call:\n{out}");
+    let _ = std::fs::remove_file(&core);
+}
