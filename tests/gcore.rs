@@ -285,3 +285,39 @@ fn pages_the_source_left_out_are_never_zeros_in_the_core() {
     assert!(out.contains("#0  0x") && out.contains("sleep"), "no user rip in the sleep call:\n{out}");
     let _ = std::fs::remove_file(&core);
 }
+
+/// By DMA (the NetTLP emulator serving the raw image) the core is the same, byte for byte, as
+/// the one written from the image itself.
+#[test]
+fn by_dma_the_core_is_the_same_as_from_the_image() {
+    let Some(dir) = fixture_dir(BASE_FIXTURE) else { return };
+    let tk = timekeeper(&truth(&dir, "post-panic"));
+    let raw = unpacked(&dir, "post-panic.raw.zst");
+    let (from_file, by_dma) = (core_path(&dir, "file"), core_path(&dir, "dma"));
+    let pid = tk.pid.to_string();
+    for c in [&from_file, &by_dma] {
+        let _ = std::fs::remove_file(c);
+    }
+    let (ok, _, err) =
+        run(&["gcore", "--image", raw.to_str().unwrap(), &pid, "-o", from_file.to_str().unwrap()]);
+    assert!(ok, "from the image: {err}");
+    {
+        let _emu = Emulator::start(raw.to_str().unwrap(), "127.0.93.2");
+        let (ok, _, err) = run(&[
+            "gcore",
+            "--nettlp",
+            "127.0.93.2",
+            "--nettlp-local",
+            "127.0.93.1",
+            &pid,
+            "-o",
+            by_dma.to_str().unwrap(),
+        ]);
+        assert!(ok, "by DMA: {err}");
+    }
+    let (a, b) = (std::fs::read(&from_file).unwrap(), std::fs::read(&by_dma).unwrap());
+    assert!(a == b, "the cores differ ({} and {} bytes)", a.len(), b.len());
+    for c in [&from_file, &by_dma] {
+        let _ = std::fs::remove_file(c);
+    }
+}
