@@ -110,7 +110,18 @@ fn gdb_opens_the_core_with_the_binary_and_reads_the_truth() {
                     "info threads",
                     "info registers rip rsp cs ss",
                     "info proc mappings",
+                    "info registers mxcsr fctrl",
                 ],
+            );
+            // NT_PRFPREG from the task's saved FPU state: a C program that never touches the
+            // control registers has their reset values (garbage would not).
+            assert!(
+                out.lines().any(|l| l.starts_with("mxcsr") && l.contains("0x1f80")),
+                "{image}: mxcsr:\n{out}"
+            );
+            assert!(
+                out.lines().any(|l| l.starts_with("fctrl") && l.contains("0x37f")),
+                "{image}: fctrl:\n{out}"
             );
             assert_eq!(x_gx(&out, tk.global), Some(tk.global_value), "{image}: the global:\n{out}");
             assert_eq!(x_gx(&out, tk.stack), Some(tk.stack_value), "{image}: the stack variable:\n{out}");
@@ -138,7 +149,7 @@ fn gdb_opens_the_core_with_the_binary_and_reads_the_truth() {
             // The notes as readelf sees them: NT_FILE names the binary as the guest mapped it.
             let re = Command::new("readelf").args(["-n", "-l"]).arg(&core).output().expect("run readelf");
             let re = String::from_utf8_lossy(&re.stdout);
-            for note in ["NT_PRSTATUS", "NT_PRPSINFO", "NT_AUXV", "NT_FILE"] {
+            for note in ["NT_PRSTATUS", "NT_FPREGSET", "NT_PRPSINFO", "NT_AUXV", "NT_FILE"] {
                 assert!(re.contains(note), "{image}: readelf -n lacks {note}:\n{re}");
             }
             // NT_FILE as gdb reads it (`info proc mappings`) = the guest's own /proc/PID/maps,

@@ -518,7 +518,12 @@ pub fn process_core(linux: &Linux, space: &mut AddressSpace, pid: i32) -> Result
     let mut core_threads = Vec::new();
     for (t, regs) in &threads {
         match regs {
-            Ok(u) => core_threads.push(CoreThread { tid: t.task.pid, regs: u.regs, fpregs: None }),
+            Ok(u) => {
+                if u.fpregs.is_none() {
+                    problems.extend(u.notes.iter().map(|n| format!("thread {}: {n}", t.task.pid)));
+                }
+                core_threads.push(CoreThread { tid: t.task.pid, regs: u.regs, fpregs: u.fpregs.clone() })
+            }
             // A thread without registers is left out: a note of zeros would be a lie.
             Err(e) => problems.push(format!("thread {} left out: {e}", t.task.pid)),
         }
@@ -574,7 +579,7 @@ mod tests {
             args: b"/bin/timekeeper\0--flag\0".to_vec(),
             threads: vec![
                 CoreThread { tid: 93, regs, fpregs: None },
-                CoreThread { tid: 94, regs: Regs::default(), fpregs: None },
+                CoreThread { tid: 94, regs: Regs::default(), fpregs: Some(vec![0x25; 512]) },
             ],
             auxv: vec![(6, 4096), (0, 0), (0, 0), (0, 0)],
             mappings: vec![
@@ -615,7 +620,8 @@ mod tests {
     fn notes_come_in_the_kernels_order() {
         let notes = parse_notes(&encode_notes(&process()));
         let types: Vec<u32> = notes.iter().map(|n| n.1).collect();
-        assert_eq!(types, [NT_PRSTATUS, NT_PRPSINFO, NT_AUXV, NT_FILE, NT_PRSTATUS]);
+        assert_eq!(types, [NT_PRSTATUS, NT_PRPSINFO, NT_AUXV, NT_FILE, NT_PRSTATUS, NT_PRFPREG]);
+        assert_eq!(notes[5].2.len(), 512, "each thread's FPU state after its registers");
         assert!(notes.iter().all(|n| n.0 == "CORE"));
         let pid = |d: &[u8]| i32::from_le_bytes(d[32..36].try_into().unwrap());
         assert_eq!(pid(&notes[0].2), 93, "the leader first");

@@ -40,6 +40,12 @@ pub struct UserLayout {
     es: Option<u64>,
     /// `sizeof(struct pt_regs)`: 168 on x86-64.
     pt_regs_size: Option<u64>,
+    /// Where the FPU state is: `thread.fpu.fpstate` (a pointer, 5.16 on) with `fpstate.size`
+    /// and `fpstate.regs`, or `thread.fpu.state` (inline, before 5.16).
+    fpstate_ptr: Option<u64>,
+    fpstate_size: Option<u64>,
+    fpstate_regs: Option<u64>,
+    fpu_inline: Option<u64>,
 }
 
 impl UserLayout {
@@ -59,6 +65,10 @@ impl UserLayout {
             ds: field("ds"),
             es: field("es"),
             pt_regs_size: t.size_of("pt_regs"),
+            fpstate_ptr: field("fpu.fpstate"),
+            fpstate_size: t.member("fpstate", "size").map(|m| m.offset),
+            fpstate_regs: t.member("fpstate", "regs").map(|m| m.offset),
+            fpu_inline: field("fpu.state"),
         }
     }
 }
@@ -71,6 +81,9 @@ pub struct UserRegs {
     pub regs: Regs,
     /// The kernel-virtual address of the `pt_regs` read.
     pub frame: u64,
+    /// The FPU/SSE state as NT_PRFPREG holds it (`user_i387_struct`: the 512-byte FXSAVE
+    /// layout), when it was saved in memory (a task that is not running).
+    pub fpregs: Option<Vec<u8>>,
     /// What is less sure than the rest, one line each (a running task's fs base, which
     /// `task->thread` only holds as of its last switch).
     pub notes: Vec<String>,
@@ -233,12 +246,69 @@ pub fn read_user_regs(
             Err(e) => notes.push(format!("{r:?} unavailable: task->thread at {addr:#x}: {e}")),
         }
     }
+    let mut fpregs = None;
     if thread.running_on.is_some() {
         // task->thread holds fs/gs as of the task's last switch; a running task may have
-        // changed them since (arch_prctl, wrfsbase).
+        // changed them since (arch_prctl, wrfsbase). Its FPU registers were in the CPU.
         notes.push("it was running: its fs/gs bases are those saved when it last switched in".to_string());
+        notes.push("it was running: its FPU registers were in the CPU, not in memory".to_string());
+    } else {
+        match read_fpregs(view, u, t.addr) {
+            Ok(fp) => fpregs = Some(fp),
+            Err(why) => notes.push(format!("FPU registers unavailable: {why}")),
+        }
     }
-    Ok(UserRegs { regs, frame, notes })
+    Ok(UserRegs { regs, frame, fpregs, notes })
+}
+
+/// Size of the FXSAVE area (`user_i387_struct`), and of the XSAVE header after it.
+const FXSAVE_SIZE: usize = 512;
+const XSAVE_HEADER: usize = 64;
+/// `fpstate.size` and the union beyond it are bounded: the largest XSAVE area is a few KiB.
+const MAX_FPSTATE: u64 = 64 * 1024;
+
+/// The task's saved FPU state as NT_PRFPREG holds it. With XSAVE, components in their init
+/// state (their XSTATE_BV bit clear) may hold stale bytes in memory: they are given their init
+/// values, as the kernel's own ptrace and core code does (x87: control word 0x37f, the rest 0;
+/// SSE: the XMM registers 0; MXCSR is always saved).
+fn read_fpregs(view: &mut View, u: &UserLayout, task: u64) -> Result<Vec<u8>, String> {
+    let (area, size) = match (u.fpstate_ptr, u.fpstate_regs, u.fpu_inline) {
+        (Some(ptr), Some(regs), _) => {
+            let at = task.wrapping_add(ptr);
+            let fpstate =
+                view.read_u64(at).map_err(|e| format!("task->thread.fpu.fpstate at {at:#x}: {e}"))?;
+            let size = match u.fpstate_size {
+                Some(off) => u64::from(
+                    view.read_u32(fpstate.wrapping_add(off))
+                        .map_err(|e| format!("fpstate->size at {:#x}: {e}", fpstate.wrapping_add(off)))?,
+                ),
+                None => (FXSAVE_SIZE + XSAVE_HEADER) as u64,
+            };
+            (fpstate.wrapping_add(regs), size)
+        }
+        (_, _, Some(inline)) => (task.wrapping_add(inline), (FXSAVE_SIZE + XSAVE_HEADER) as u64),
+        _ => return Err("the struct layout has no task_struct.thread.fpu.fpstate or .state".to_string()),
+    };
+    if size < FXSAVE_SIZE as u64 || size > MAX_FPSTATE {
+        return Err(format!("fpstate->size {size} is not a plausible FPU state size"));
+    }
+    let xsave = size >= (FXSAVE_SIZE + XSAVE_HEADER) as u64;
+    let mut b = vec![0u8; if xsave { FXSAVE_SIZE + 8 } else { FXSAVE_SIZE }];
+    view.read(area, &mut b).map_err(|e| format!("the FPU state at {area:#x}: {e}"))?;
+    if xsave {
+        let bv = u64::from_le_bytes(b[FXSAVE_SIZE..].try_into().unwrap_or_default());
+        if bv & 1 == 0 {
+            // x87 in its init state: everything before MXCSR (fcw..fdp) and the ST registers.
+            b[..24].fill(0);
+            b[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+            b[32..160].fill(0);
+        }
+        if bv & 2 == 0 {
+            b[160..416].fill(0);
+        }
+        b.truncate(FXSAVE_SIZE);
+    }
+    Ok(b)
 }
 
 impl Linux {
