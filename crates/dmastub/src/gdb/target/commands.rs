@@ -96,6 +96,14 @@ impl DmaTarget {
             }
             LinuxCommand::Bt(pid) => self.backtrace(pid),
             LinuxCommand::Regs(set) => Ok(self.regs_command(set)),
+            LinuxCommand::Unwind { ip, sp, bp, exact } => {
+                let Some(linux) = &self.linux else { return Err(CommandError::NoLinux) };
+                match linux.unwind_step(&mut self.space, ip, sp, bp, exact) {
+                    Ok((regs, entry)) => Ok(render::unwound(&regs, entry)),
+                    // One line gdb's unwinder reads as "no caller here", not a failed command.
+                    Err(e) => Ok(format!("no caller: {}\n", linux.explain(&e))),
+                }
+            }
             LinuxCommand::BtAll => {
                 self.threads();
                 let (Some(linux), Some(list)) = (&self.linux, &self.threads) else {
