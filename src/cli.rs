@@ -24,6 +24,7 @@ Examples:
   dmastub serve --image post-panic.elf --cr3 0x1a20000 --no-linux
   dmastub dump --nettlp 192.168.10.1 -o vmcore  # a kdump-compressed vmcore (-d 31, zlib) for crash and drgn
   dmastub dump --image post-panic.raw --format elf --dump-level 0 -o vmcore.elf
+  dmastub gcore --image post-panic.raw 93 -o core.93 && gdb timekeeper core.93  # a process's core
   dmastub read --image post-panic.raw --phys 0x1000 64
   dmastub vtop --image post-panic.raw --cr3 0x1a20000 0x4a50f0
   dmastub nettlp-emulator --image post-panic.raw  # play a NetTLP adapter over an image, for tests
@@ -68,6 +69,11 @@ pub(crate) enum CommandLine {
     /// by DMA too: the way to take home a dump of a machine whose kdump never ran. Ctrl-C stops
     /// it and leaves a partial dump marked as such.
     Dump(DumpArgs),
+    /// Write a process's core file, as gdb's own `gcore` writes it on the live machine: a
+    /// register note per thread (user mode, from task_pt_regs), the process's info, auxiliary
+    /// vector and file mappings, and every mapping's memory read through its page tables. Open
+    /// it with `gdb BINARY CORE`. Memory the source cannot give is left out, never zeros.
+    Gcore(GcoreArgs),
     /// Write a target profile (TOML: the struct offsets dmastub uses) from BTF, for a machine
     /// whose memory may one day have to be read without it: a copy of /sys/kernel/btf/vmlinux,
     /// or the BTF in a memory image.
@@ -457,4 +463,39 @@ pub(crate) struct DumpArgs {
     /// No progress bar.
     #[arg(long, short = 'q')]
     pub(crate) quiet: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct GcoreArgs {
+    #[command(flatten)]
+    pub(crate) common: LinuxCmdArgs,
+    /// The process (any of its threads' ids names it).
+    #[arg(value_parser = parse_number)]
+    pub(crate) pid: u64,
+    /// The core file to write.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub(crate) output: PathBuf,
+    /// Refuse to read more than this much of the process's mappings (their sizes added up):
+    /// bytes, or with a K, M, G or T suffix.
+    #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = parse_size)]
+    pub(crate) max_size: u64,
+    /// Overwrite FILE if it exists.
+    #[arg(long, short = 'f')]
+    pub(crate) force: bool,
+}
+
+/// A size: a number (0x… hex or decimal), optionally followed by K, M, G or T (powers of 1024;
+/// none of them is a hex digit, so there is no ambiguity).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let shift = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => 10,
+        Some('M') => 20,
+        Some('G') => 30,
+        Some('T') => 40,
+        _ => 0,
+    };
+    let num = if shift > 0 { &t[..t.len() - 1] } else { t };
+    let n = parse_number(num).map_err(|e| e.to_string())?;
+    n.checked_mul(1u64 << shift).ok_or_else(|| format!("'{text}' is too large"))
 }

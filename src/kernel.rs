@@ -54,7 +54,7 @@ pub(crate) fn hint_flag(hint: Hint) -> &'static str {
     }
 }
 
-fn open_linux(a: &LinuxCmdArgs) -> Result<(AddressSpace, Linux), Box<dyn std::error::Error>> {
+pub(crate) fn open_linux(a: &LinuxCmdArgs) -> Result<(AddressSpace, Linux), Box<dyn std::error::Error>> {
     let mem = open_source(&a.source, WriteMode::ReadOnly)?;
     let mut space = AddressSpace::new(mem, mmu_config(&a.mmu));
     let linux = find_linux(&mut space, a.cr3, &a.linux)?;

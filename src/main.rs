@@ -7,6 +7,7 @@ mod cli;
 mod demo;
 mod dump;
 mod emulator;
+mod gcore;
 mod kernel;
 mod memory;
 mod serve;
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         CommandLine::Bt(a) => kernel::bt(a),
         CommandLine::Maps(a) => kernel::maps(a),
         CommandLine::Dump(a) => dump::dump(a),
+        CommandLine::Gcore(a) => gcore::gcore(a),
         CommandLine::Profile(a) => kernel::write_profile(a),
         CommandLine::Demo(a) if a.vm => demo::vm::run(&demo::vm::VmDemoOptions {
             nettlp: a.nettlp,

@@ -17,6 +17,7 @@
 //! only once the whole file is written.
 
 mod elf;
+pub mod gcore;
 mod kdump;
 mod machine;
 mod read;

@@ -60,6 +60,18 @@ pub(crate) enum LinuxCommand {
     BtAll,
     /// `maps PID`: the process's memory map, as `/proc/PID/maps`.
     Maps(u64),
+    /// `regs [user|kernel]`: which register set threads report (None: show which).
+    Regs(Option<RegSet>),
+}
+
+/// The register set the threads of the task list report to gdb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum RegSet {
+    /// What the kernel saved when the task last switched out (or the CPU's).
+    #[default]
+    Kernel,
+    /// The user-mode registers saved on kernel entry (`task_pt_regs`).
+    User,
 }
 
 /// Every command: its usage and one line of what it does. `monitor help` prints this table.
@@ -89,6 +101,10 @@ pub(crate) const COMMANDS: &[(&str, &str)] = &[
     (
         "maps PID",
         "memory map of process PID as /proc/PID/maps prints it: VMAs, permissions, offset, device, inode, path",
+    ),
+    (
+        "regs [user|kernel]",
+        "threads report user-mode registers (task_pt_regs: with 'switch PID', 'file BINARY', 'bt' unwinds the process) or kernel ones",
     ),
     ("kernel", "what was found: release, KASLR slide, CR3, layout source, bytes read; vmlinux command"),
     ("dmesg [N]", "the kernel log from memory, last N lines"),
@@ -247,6 +263,18 @@ pub(crate) fn parse(line: &str) -> Result<Command, ParseError> {
             "" => Err(ParseError::NeedsPid("maps")),
             pid => number_arg("maps", pid).map(|p| Command::Linux(LinuxCommand::Maps(p))),
         },
+        "regs" => match rest.trim() {
+            "" => Ok(Command::Linux(LinuxCommand::Regs(None))),
+            w if w.eq_ignore_ascii_case("user") => Ok(Command::Linux(LinuxCommand::Regs(Some(RegSet::User)))),
+            w if w.eq_ignore_ascii_case("kernel") => {
+                Ok(Command::Linux(LinuxCommand::Regs(Some(RegSet::Kernel))))
+            }
+            other => Err(ParseError::BadOption {
+                command: "regs",
+                option: "user' or 'kernel",
+                got: other.to_string(),
+            }),
+        },
         "unwind" => {
             let mut words: Vec<&str> = rest.split_whitespace().collect();
             let exact = words.last().is_some_and(|w| w.eq_ignore_ascii_case("exact"));
@@ -335,6 +363,9 @@ mod tests {
         assert!(matches!(parse("bt -x"), Err(ParseError::BadNumber { command: "bt", .. })));
         assert_eq!(parse("maps 93"), Ok(Command::Linux(Maps(93))));
         assert_eq!(parse("MAPS 0x5d"), Ok(Command::Linux(Maps(93))));
+        assert_eq!(parse("regs user"), Ok(Command::Linux(Regs(Some(RegSet::User)))));
+        assert_eq!(parse("REGS Kernel"), Ok(Command::Linux(Regs(Some(RegSet::Kernel)))));
+        assert_eq!(parse("regs"), Ok(Command::Linux(Regs(None))));
     }
 
     #[test]
@@ -353,6 +384,7 @@ mod tests {
             ("bt crasher", "bt: 'crasher' is not a number"),
             ("maps", "'maps' needs a PID"),
             ("maps init", "maps: 'init' is not a number"),
+            ("regs both", "'regs' takes nothing or 'user' or 'kernel'"),
         ] {
             let err = parse(line).unwrap_err().to_string();
             assert!(err.contains(want), "{line:?} gave {err:?}");

@@ -47,6 +47,8 @@ pub struct SessionState {
     /// read: selecting another one (`Hg`, gdb's `thread N`) switches to its process's page
     /// tables.
     pub(crate) selected: Option<Tid>,
+    /// Which registers threads report: the kernel's saved context, or user mode (`monitor regs`).
+    pub(crate) regs: crate::gdb::monitor::RegSet,
 }
 
 impl SessionState {

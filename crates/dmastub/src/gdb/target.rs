@@ -95,6 +95,10 @@ pub struct DmaTarget {
     lldb_probed_p: bool,
     /// A memory read the session encodes itself (see [`Self::capture_next_read`]).
     read_capture: ReadCapture,
+    /// Threads' user-mode registers read this stop (`monitor regs user`), or why there are none.
+    user_regs: HashMap<u64, Result<crate::linux::Regs, String>>,
+    /// The auxiliary vector of the process `monitor switch PID` chose (`qXfer:auxv:read`).
+    auxv: Option<Vec<u8>>,
 }
 
 /// The state of [`DmaTarget::capture_next_read`].
@@ -147,6 +151,8 @@ impl DmaTarget {
             last_stop_tid: None,
             lldb_probed_p: false,
             read_capture: ReadCapture::Off,
+            user_regs: HashMap::new(),
+            auxv: None,
         }
     }
 
@@ -201,6 +207,8 @@ impl DmaTarget {
 
     /// Makes `cr3` the active page-table root; `origin` says who set it (`monitor cr3` shows it).
     pub fn set_cr3(&mut self, cr3: u64, origin: &str) {
+        // The auxiliary vector is the process's whose tables `monitor switch PID` made active.
+        self.auxv = None;
         self.state.set_cr3(cr3);
         self.state.cr3_origin = origin.to_string();
         self.state.cr3_pinned = true;
@@ -238,6 +246,7 @@ impl DmaTarget {
     /// may be used after it.
     pub(crate) fn on_stop(&mut self) {
         self.text_pages.clear();
+        self.user_regs.clear();
         if self.space.mem().is_volatile() {
             self.space.flush();
             // Tasks come and go on a running machine: the next stop reads them again.
@@ -285,6 +294,7 @@ impl DmaTarget {
         self.resume_tid = None;
         self.last_stop_tid = None;
         self.lldb_probed_p = false;
+        self.auxv = None;
         self.on_stop();
     }
 

@@ -3,6 +3,7 @@
 use super::discover::FailedReads;
 use super::origin::{Hint, Remedies};
 use super::printk::PrintkError;
+use super::threads::UserRegsError;
 use super::unwind::UnwindError;
 
 /// Why there is no task layout (the struct layout lacks what the task list needs).
@@ -99,6 +100,9 @@ pub enum LinuxError {
         /// Its name.
         comm: String,
     },
+    /// No user-mode registers for the task: why (a kernel thread, no user entry frame).
+    #[error(transparent)]
+    UserRegs(#[from] UserRegsError),
     /// The kernel log could not be read.
     #[error(transparent)]
     Log(#[from] PrintkError),

@@ -49,7 +49,7 @@ pub use symfile::{SymfileError, load_system_map, load_vmlinux, parse_system_map}
 pub use tasks::{Task, TaskList};
 pub use tasks::{TaskError, TaskLayout};
 pub use threads::{PRSTATUS_SIZE, ThreadLayout, encode_prstatus, parse_prstatus, reg};
-pub use threads::{Reg, Regs, Thread, ThreadList};
+pub use threads::{Reg, Regs, Thread, ThreadList, UserRegs, UserRegsError};
 pub use unwind::{Backtrace, Frame, Orc, Start, UnwindError, unwind};
 pub use vmcoreinfo::VmcoreInfo;
 

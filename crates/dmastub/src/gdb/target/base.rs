@@ -6,6 +6,7 @@ use super::{Client, DmaTarget, FatalError, MACHINE_TID, READ_PIECE, REPLY_BUDGET
 use crate::gdb::arch::{DmaRegId, DmaRegs, X86_64System, reg_name, regnum};
 use crate::gdb::error::RequestError;
 use gdbstub::common::{Signal, Tid};
+use gdbstub::target::ext::auxv::AuxvOps;
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::base::multithread::{
     MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
@@ -40,6 +41,12 @@ impl Target for DmaTarget {
 
     fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
         Some(self)
+    }
+
+    fn support_auxv(&mut self) -> Option<AuxvOps<'_, Self>> {
+        // Offered from the start (gdb asks what is supported once, at connect); empty until
+        // `monitor switch PID` chooses a process.
+        if self.linux.is_some() { Some(self) } else { None }
     }
 
     fn support_extended_mode(&mut self) -> Option<ExtendedModeOps<'_, Self>> {

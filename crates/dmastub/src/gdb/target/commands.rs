@@ -3,7 +3,7 @@
 use super::DmaTarget;
 use crate::addr::VirtAddr;
 use crate::gdb::error::{CommandError, FatalError};
-use crate::gdb::monitor::{self, Command, LinuxCommand};
+use crate::gdb::monitor::{self, Command, LinuxCommand, RegSet};
 use crate::gdb::state::Mode;
 use crate::linux::render;
 use crate::linux::threads;
@@ -95,6 +95,7 @@ impl DmaTarget {
                 Ok(format!("active CR3 = {cr3:#x} (the kernel's page tables)\n"))
             }
             LinuxCommand::Bt(pid) => self.backtrace(pid),
+            LinuxCommand::Regs(set) => Ok(self.regs_command(set)),
             LinuxCommand::Unwind { ip, sp, bp, exact } => {
                 let Some(linux) = &self.linux else { return Err(CommandError::NoLinux) };
                 match linux.unwind_step(&mut self.space, ip, sp, bp, exact) {
@@ -121,12 +122,77 @@ impl DmaTarget {
                     .map_err(|e| CommandError::linux(linux.explain(&e)))?;
                 self.activate(sw.cr3, &format!("monitor switch {} ({})", sw.pid, sw.comm));
                 self.state.task_context = true;
+                // Its auxiliary vector, for gdb's qXfer:auxv:read (the dynamic linker's r_debug).
+                self.auxv = self.process_auxv(sw.pid);
                 let tid = threads::thread_id(sw.pid, None);
                 Ok(format!(
                     "active CR3 = {:#x}: the address space of pid {} ({}); kernel addresses still map\n\
                      (its gdb thread, Thread {tid} in 'info threads', reads the same; until gdb selects another thread)\n",
                     sw.cr3, sw.pid, sw.comm
                 ))
+            }
+        }
+    }
+
+    /// `monitor regs [user|kernel]`: which register set threads report, and what it means for
+    /// the thread gdb has selected.
+    fn regs_command(&mut self, set: Option<RegSet>) -> String {
+        let Some(set) = set else {
+            return match self.state.regs {
+                RegSet::Kernel => "threads report kernel registers (the saved switch frame, or the CPU's)\n",
+                RegSet::User => "threads report user-mode registers (task_pt_regs)\n",
+            }
+            .to_string();
+        };
+        self.state.regs = set;
+        self.user_regs.clear();
+        let mut s = match set {
+            RegSet::Kernel => {
+                "threads now report kernel registers (the saved switch frame, or the CPU's)\n".to_string()
+            }
+            RegSet::User => {
+                "threads now report user-mode registers: the pt_regs saved at the top of each task's \
+                             kernel stack on its last entry from user space (kernel threads: unavailable)\n"
+                    .to_string()
+            }
+        };
+        // What the selected thread now shows, so that a wrong frame is seen at once.
+        let selected = self.stop_thread();
+        let thread = self.threads().get(selected.get() as u64).cloned();
+        if let (RegSet::User, Some(t)) = (set, thread) {
+            let linux = self.linux.as_ref();
+            match linux.map(|l| l.user_regs(&mut self.space, &t)) {
+                Some(Ok(u)) => s.push_str(&format!(
+                    "thread {} (pid {} {}): rip {:#x} rsp {:#x} (pt_regs at {:#x})\n",
+                    t.tid,
+                    t.task.pid,
+                    t.task.comm,
+                    u.regs.pc().unwrap_or_default(),
+                    u.regs.get(crate::linux::reg::RSP).unwrap_or_default(),
+                    u.frame
+                )),
+                Some(Err(e)) => s.push_str(&format!(
+                    "thread {}: {}\n",
+                    t.tid,
+                    linux.map(|l| l.explain(&e)).unwrap_or_default()
+                )),
+                None => {}
+            }
+        }
+        // gdb keeps the registers it read until the next stop; it cannot be told from here.
+        s.push_str("(gdb shows them for threads it reads again: 'maint flush register-cache', then 'thread N', 'bt')\n");
+        s
+    }
+
+    /// The `saved_auxv` of process `pid`'s mm, as gdb reads `qXfer:auxv:read`: (type, value)
+    /// pairs up to and including AT_NULL.
+    fn process_auxv(&mut self, pid: i32) -> Option<Vec<u8>> {
+        let linux = self.linux.as_ref()?;
+        match linux.maps(&mut self.space, pid) {
+            Ok(m) => Some(crate::dump::gcore::encode_auxv(&m.mm.saved_auxv)),
+            Err(e) => {
+                log::info!("pid {pid}: no auxiliary vector for gdb: {}", linux.explain(&e));
+                None
             }
         }
     }

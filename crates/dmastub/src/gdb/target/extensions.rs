@@ -6,6 +6,7 @@ use crate::gdb::error::RequestError;
 use gdbstub::common::{Pid, Tid};
 use gdbstub::target::TargetError;
 use gdbstub::target::TargetResult;
+use gdbstub::target::ext::auxv::Auxv;
 use gdbstub::target::ext::breakpoints::{
     Breakpoints, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps, SwBreakpoint, SwBreakpointOps,
     WatchKind,
@@ -153,5 +154,18 @@ impl SectionOffsets for DmaTarget {
         let Some(linux) = &self.linux else { return Ok(Offsets::Sections { text: 0, data: 0, bss: None }) };
         let (text, data) = linux.kernel.segment_bases();
         Ok(Offsets::Segments { text_seg: text, data_seg: Some(data) })
+    }
+}
+
+impl Auxv for DmaTarget {
+    /// The auxiliary vector of the process `monitor switch PID` chose (its `mm->saved_auxv`):
+    /// gdb finds the dynamic linker's `r_debug` from it and lists the shared libraries. Outside
+    /// a process context there is none (an empty one: gdb then looks no further).
+    fn get_auxv(&self, offset: u64, length: usize, buf: &mut [u8]) -> TargetResult<usize, Self> {
+        let Some(auxv) = &self.auxv else { return Ok(0) };
+        let from = usize::try_from(offset).unwrap_or(usize::MAX).min(auxv.len());
+        let n = length.min(buf.len()).min(auxv.len() - from);
+        buf[..n].copy_from_slice(&auxv[from..from + n]);
+        Ok(n)
     }
 }

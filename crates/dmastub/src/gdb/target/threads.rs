@@ -3,7 +3,9 @@
 
 use super::{Client, DmaTarget, MACHINE_TID};
 use crate::gdb::arch::{DmaRegs, regnum};
+use crate::gdb::monitor::RegSet;
 use crate::gdb::state::Mode;
+use crate::linux::{Regs, Thread};
 use gdbstub::common::Tid;
 use log::debug;
 
@@ -106,12 +108,15 @@ impl DmaTarget {
         let active = self.state.cr3();
         let list = self.threads();
         let first = list.threads.first().map(|t| t.tid);
-        match list.get(tid.get() as u64) {
+        let thread = list.get(tid.get() as u64).cloned();
+        let user = self.state.regs == RegSet::User;
+        match thread {
             Some(t) => {
-                regs = DmaRegs::of_task(&t.regs);
+                let task_regs = if user { self.user_registers(&t).unwrap_or_default() } else { t.regs };
+                regs = DmaRegs::of_task(&task_regs);
                 // gdb cannot attach when the first thread has no pc, and threads are ordered so
                 // that it has one whenever any thread has: otherwise it reads 0, as without tasks.
-                if first == Some(t.tid) && t.regs.pc().is_none() {
+                if first == Some(t.tid) && task_regs.pc().is_none() {
                     regs.values[regnum::RIP] = Some(0);
                 }
             }
@@ -125,5 +130,19 @@ impl DmaTarget {
             Client::Gdb => active,
         };
         regs
+    }
+
+    /// `thread`'s user-mode registers (`monitor regs user`), read once per stop; `None` for a
+    /// kernel thread or a task whose user entry frame cannot be read (logged once).
+    pub(crate) fn user_registers(&mut self, thread: &Thread) -> Option<Regs> {
+        if !self.user_regs.contains_key(&thread.tid) {
+            let linux = self.linux.as_ref()?;
+            let r = linux.user_regs(&mut self.space, thread).map(|u| u.regs).map_err(|e| linux.explain(&e));
+            if let Err(why) = &r {
+                debug!("thread {}: no user-mode registers: {why}", thread.tid);
+            }
+            self.user_regs.insert(thread.tid, r);
+        }
+        self.user_regs.get(&thread.tid)?.as_ref().ok().copied()
     }
 }

@@ -20,6 +20,7 @@ mod cpus;
 mod panic;
 mod regs;
 mod stopped;
+mod user;
 
 use cpus::{Cpus, cpu_stacks, crash_note_registers, note_registers, read_cpus};
 use panic::reconstruct_panic;
@@ -27,6 +28,7 @@ pub use regs::{
     IRET_FRAME_WORD, PRSTATUS_SIZE, PT_REGS_WORDS, Reg, Regs, encode_prstatus, parse_prstatus, reg, user_regs,
 };
 use stopped::reconstruct_stopped;
+pub use user::{UserLayout, UserRegs, UserRegsError};
 
 /// `__KERNEL_CS` and `__KERNEL_DS` on x86-64: what a task in the kernel runs with.
 const KERNEL_CS: u64 = 0x10;
@@ -182,6 +184,8 @@ pub struct ThreadLayout {
     pcpu_hot_hardirq: Option<u64>,
     /// `sizeof(struct cea_exception_stacks)`: the NMI, #DF, #DB and #MC stacks with guard pages.
     exception_stacks_size: Option<u64>,
+    /// Where the user-mode state in `task->thread` is (see [`user`]).
+    user: UserLayout,
 }
 
 /// `struct inactive_task_frame`: the callee-saved registers and the return address the
@@ -227,6 +231,7 @@ impl ThreadLayout {
             rq_idle: t.member("rq", "idle").map(|m| m.offset),
             pcpu_hot_hardirq: t.member("pcpu_hot", "hardirq_stack_ptr").map(|m| m.offset),
             exception_stacks_size: t.size_of("cea_exception_stacks"),
+            user: UserLayout::from_types(t),
         })
     }
 }
