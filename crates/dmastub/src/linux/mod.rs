@@ -12,6 +12,7 @@ mod error;
 pub(crate) mod kallsyms;
 pub(crate) mod layout;
 mod list;
+pub mod modules;
 mod name_index;
 pub(crate) mod origin;
 pub(crate) mod pages;
