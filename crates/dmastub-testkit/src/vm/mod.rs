@@ -491,7 +491,7 @@ impl LiveVm {
         let console = self.wait_for_panic(timeout)?;
         console
             .lines()
-            .find_map(|l| l.strip_prefix("CRASHER pid="))
+            .find_map(|l| l.split_once("CRASHER pid=").map(|(_, pid)| pid))
             .and_then(|p| p.trim().parse().ok())
             .ok_or_else(|| VmError::Msg("the crasher did not say its pid".into()))
     }

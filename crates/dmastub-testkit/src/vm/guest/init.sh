@@ -26,7 +26,9 @@ cd /
 TICKER=$!
 sleep 1000000 &
 sleep 1000000 &
-printf '#!/bin/busybox sh\necho "CRASHER pid=$$"\necho c > /proc/sysrq-trigger\n' > /bin/crasher
+# The pid also goes to the kernel log: printk reaches the console before the panic does, while
+# the tty's own output may still sit in the UART's buffer when the CPUs stop.
+printf '#!/bin/busybox sh\necho "CRASHER pid=$$" > /dev/kmsg\necho "CRASHER pid=$$"\necho c > /proc/sysrq-trigger\n' > /bin/crasher
 chmod 755 /bin/crasher
 sleep 1
 
