@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         CommandLine::Vtop(a) => memory::vtop(a),
         CommandLine::Kernel(a) => kernel::kernel(a),
         CommandLine::Ps(a) => kernel::ps(a),
+        CommandLine::Lsmod(a) => kernel::lsmod(a),
         CommandLine::Dmesg(a) => kernel::dmesg(a),
         CommandLine::Bt(a) => kernel::bt(a),
         CommandLine::Dump(a) => dump::dump(a),

@@ -88,8 +88,16 @@ impl KoIndex {
     }
 }
 
+/// `s` in an XML attribute, also without the bytes the remote protocol escapes (`$#}*`).
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' | '<' | '>' | '"' | '$' | '#' | '}' | '*' | '\'' => out.push_str(&format!("&#{};", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The library list: one `<library name="NAME.ko">` per module, its sections' addresses in

@@ -265,7 +265,7 @@ fn sections_follow_the_ko_files_alloc_order_for_gdb() {
         xml,
         "<library-list version=\"1.0\">\n  <library name=\"b.ko\"><section address=\"0xffffffffc0004000\"/>\
          <section address=\"0xffffffffc0004000\"/><section address=\"0xffffffffc0006000\"/></library>\n  \
-         <library name=\"a&amp;.ko\"></library>\n</library-list>\n"
+         <library name=\"a&#38;.ko\"></library>\n</library-list>\n"
     );
     mem.put(SECTS + 0x20, &100_000u32.to_le_bytes());
     let e = b.sections(&mut mem, &l).unwrap_err().to_string();
