@@ -39,6 +39,7 @@ fn main() -> ExitCode {
                 kernel: a.kernel,
                 busybox: a.busybox,
                 cache: a.cache.unwrap_or_else(dmastub_testkit::vm::guest::default_cache_dir),
+                extra_files: Vec::new(),
             },
             vmlinux: a.vmlinux,
             panic: match a.panic {
