@@ -100,11 +100,22 @@ fn xml_escape(s: &str) -> String {
     out
 }
 
+/// One module as one of gdb's libraries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Library {
+    /// The module's name (the library is `NAME.ko`).
+    pub name: String,
+    /// Its loaded sections (`sect_attrs`): name and address.
+    pub sections: Vec<(String, u64)>,
+    /// Its `.ko` file's ALLOC sections, when the file was found.
+    pub file: Option<KoSections>,
+}
+
 /// The library list: one `<library name="NAME.ko">` per module, its sections' addresses in
-/// the order of its `.ko` file's ALLOC sections when `ko` has them, else in the kernel's order.
-pub fn library_list(modules: &[(String, Vec<(String, u64)>, Option<KoSections>)]) -> String {
+/// the order of its `.ko` file's ALLOC sections when the file is known, else in the kernel's.
+pub fn library_list(modules: &[Library]) -> String {
     let mut s = String::from("<library-list version=\"1.0\">\n");
-    for (name, sections, ko) in modules {
+    for Library { name, sections, file: ko } in modules {
         let _ = write!(s, "  <library name=\"{}.ko\">", xml_escape(name));
         let lowest = sections.iter().map(|&(_, a)| a).filter(|&a| a != 0).min().unwrap_or(0);
         match ko {

@@ -13,7 +13,7 @@ mod render;
 #[cfg(test)]
 mod tests;
 
-pub use libraries::{KoIndex, KoSections, library_list};
+pub use libraries::{KoIndex, KoSections, Library, library_list};
 pub use render::{lsmod, proc_modules};
 
 use super::{Memory, Symbols, TypeInfo};
@@ -684,7 +684,7 @@ impl super::Linux {
                     let file = ko.find(&m.name).and_then(|p| {
                         KoSections::read(p).map_err(|e| log::warn!("libraries: module {}: {e}", m.name)).ok()
                     });
-                    libs.push((m.name.clone(), sections, file));
+                    libs.push(Library { name: m.name.clone(), sections, file });
                 }
                 Err(e) => log::warn!("libraries: module {} left out: {e}", m.name),
             }

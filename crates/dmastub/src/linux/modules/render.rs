@@ -58,8 +58,8 @@ pub fn lsmod(list: &ModuleList) -> String {
     }
     let _ = writeln!(
         s,
-        "{:<24} {:>8}  {:<24} {:<9} {:<18}  {:<6} {}",
-        "Module", "Size", "Used by", "State", "Base", "Taint", "struct module"
+        "{:<24} {:>8}  {:<24} {:<9} {:<18}  {:<6} struct module",
+        "Module", "Size", "Used by", "State", "Base", "Taint"
     );
     for m in &list.modules {
         let refs = m.refcount.map_or("?".to_string(), |r| r.to_string());

@@ -260,7 +260,10 @@ fn sections_follow_the_ko_files_alloc_order_for_gdb() {
         path: PathBuf::from("b.ko"),
         alloc: vec![".text".into(), ".modinfo".into(), ".data".into()],
     };
-    let xml = library_list(&[("b".into(), sections.clone(), Some(ko)), ("a&".into(), vec![], None)]);
+    let xml = library_list(&[
+        Library { name: "b".into(), sections: sections.clone(), file: Some(ko) },
+        Library { name: "a&".into(), sections: vec![], file: None },
+    ]);
     assert_eq!(
         xml,
         "<library-list version=\"1.0\">\n  <library name=\"b.ko\"><section address=\"0xffffffffc0004000\"/>\
