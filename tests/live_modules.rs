@@ -205,6 +205,7 @@ fn modules_on_a_live_guest() {
 
     // gdb's libraries: every module, the test module's debug file read at its place.
     let libs = run(&mut g, "info sharedlibrary");
+    eprintln!("live-modules: monitor lsmod:\n{table}\ninfo sharedlibrary:\n{libs}");
     for name in ["dummy", "tun", "loop", "dmastub_test"] {
         assert!(libs.contains(&format!("{name}.ko")), "gdb lists no {name}.ko:\n{libs}");
     }
@@ -238,6 +239,7 @@ fn modules_on_a_live_guest() {
     // The stop thread is the panicking task: gdb's bt goes through the module's frames with
     // their source lines.
     let bt = run(&mut g, "bt");
+    eprintln!("live-modules: gdb bt:\n{bt}");
     assert!(
         bt.contains(&format!("dmastub_test.c:{panic_line}")),
         "no dmastub_test.c:{panic_line} in bt:\n{bt}"
