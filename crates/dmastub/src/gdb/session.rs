@@ -537,4 +537,13 @@ mod tests {
             Some(&b"PacketSize=20000;qXfer:osdata:read+;qXfer:libraries:read+"[..])
         );
     }
+
+    #[test]
+    fn the_library_list_without_a_kernel_is_empty_and_windows_are_checked() {
+        let mut input = packet(b"qXfer:libraries:read::0,1000");
+        input.extend(packet(b"qXfer:libraries:read::zz"));
+        let out = String::from_utf8_lossy(&session_output(&input, true)).into_owned();
+        assert!(out.contains("$l<library-list version=\"1.0\"/>\n#"), "{out}");
+        assert!(out.contains("$E00#"), "{out}");
+    }
 }
