@@ -200,6 +200,10 @@ fn modules_on_a_live_guest() {
     let test_line =
         proc_modules.iter().find(|l| l.starts_with("dmastub_test ")).expect("dmastub_test loaded");
     assert!(test_line.ends_with("(OE)"), "an out-of-tree unsigned module taints O and E: {test_line}");
+    // The command line reads the same over --live.
+    let (ok, cli, err) = common::run(&["lsmod", "--proc", "--live", &s.vm.ram_path().display().to_string()]);
+    assert!(ok, "dmastub lsmod --proc --live: {err}");
+    assert_eq!(cli.lines().collect::<Vec<_>>(), proc_modules, "dmastub lsmod --proc --live");
     let table = run(&mut g, "monitor lsmod");
     assert!(table.lines().any(|l| l.starts_with("Module")), "{table}");
 
@@ -222,6 +226,7 @@ fn modules_on_a_live_guest() {
     let (ok, bt, err) =
         common::run(&["bt", "--live", &s.vm.ram_path().display().to_string(), &poker.to_string()]);
     assert!(ok, "dmastub bt {poker}: {err}");
+    eprintln!("live-modules: dmastub bt {poker}:\n{bt}");
     // (The compiler may put the call of dmastub_test_outer in dmastub_test_write.cold.)
     for f in ["dmastub_test_inner+", "dmastub_test_outer+", "dmastub_test_write"] {
         let line =
