@@ -103,3 +103,17 @@ fn monitor_lsmod_and_the_library_list_in_gdb() {
     }
     assert!(out.contains("'lsmod' takes nothing or '-p'"), "{out}");
 }
+
+/// The trimmed images keep only the pages discovery reads, not the module list: on them
+/// `lsmod` must get past `struct module`'s layout from the kernel's real BTF (6.1's
+/// `core_layout`, 6.12's `mem[]`) and fail on the list's memory, saying where.
+#[test]
+fn the_layout_of_6_1_and_6_12_comes_from_their_btf() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for name in ["linux-6.1-la57-trimmed", "linux-6.12.117-la57-trimmed"] {
+        let image = unpacked(&root.join(name), "post-panic.lime.zst");
+        let (ok, out, err) = run(&["lsmod", "--image", &image.display().to_string()]);
+        assert!(!ok, "{name}: the trimmed image has no module list, yet lsmod printed:\n{out}");
+        assert!(err.contains("lsmod: the modules list head at 0x") && err.contains("is not RAM"), "{name}: {err}");
+    }
+}
