@@ -114,6 +114,9 @@ fn the_layout_of_6_1_and_6_12_comes_from_their_btf() {
         let image = unpacked(&root.join(name), "post-panic.lime.zst");
         let (ok, out, err) = run(&["lsmod", "--image", &image.display().to_string()]);
         assert!(!ok, "{name}: the trimmed image has no module list, yet lsmod printed:\n{out}");
-        assert!(err.contains("lsmod: the modules list head at 0x") && err.contains("is not RAM"), "{name}: {err}");
+        assert!(
+            err.contains("lsmod: the modules list head at 0x") && err.contains("is not RAM"),
+            "{name}: {err}"
+        );
     }
 }
