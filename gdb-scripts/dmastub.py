@@ -17,6 +17,13 @@ dmastub-bt [PID]
 $task(PID)
     The task's `struct task_struct *` (needs a vmlinux with debug info for the type).
 
+An unwinder takes gdb's backtraces through interrupt and exception entries and the switches to
+the IRQ stack (`thread apply all bt` of CPUs stopped by the panic's IPI or NMI: stop_this_cpu,
+sysvec_reboot, asm_sysvec_reboot, then the code the interrupt stopped), which DWARF does not
+describe, and through every kernel frame when gdb has no debug info for it (a vmlinux with
+symbols only, or none): at those frames it asks the stub for the caller (`monitor unwind`),
+which unwinds with the kernel's own ORC tables; gdb's DWARF unwinder does every other frame.
+
 With Linux's own gdb scripts (scripts/gdb, `source .../vmlinux-gdb.py`, before or after this
 file), it teaches them the current CPU: the CPU of the selected thread's task (the one it runs
 on, or last ran on), which `$lx_current()` and `$lx_per_cpu("VAR")` use when given no CPU.
@@ -27,6 +34,7 @@ import re
 import sys
 
 import gdb
+import gdb.unwinder
 
 # The stub's thread ids: pid + 1 for a task; the idle task of CPU N > 0 is IDLE_TID_BASE + N.
 IDLE_TID_BASE = 1 << 22
@@ -213,11 +221,104 @@ class _LinuxCpusHook(importlib.abc.MetaPathFinder):
         return None
 
 
+# Functions whose frames DWARF cannot unwind: entry code (no CFI; the interrupted context is in
+# pt_regs) and the C entry points that switch to the IRQ stack in inline assembly.
+_ENTRY_PREFIXES = ("asm_", "entry_", "sysvec_", "common_interrupt", "spurious_interrupt",
+                   "ret_from_fork", "do_softirq", "__do_softirq", "irq_exit_rcu", "__irq_exit_rcu",
+                   "handle_softirqs", "native_irq_return")
+_CALLER = re.compile(r"^caller( entry)?((?: \w+=0x[0-9a-f]+)*)\s*$", re.M)
+
+
+class _FrameId:
+    def __init__(self, sp, pc):
+        self.sp = sp
+        self.pc = pc
+
+
+def _function_of(pc):
+    """Whether the debug info describes pc's function, its name, and its start (from the
+    minimal symbols when there is no debug info; None when nothing names it)."""
+    try:
+        block = gdb.current_progspace().block_for_pc(pc)
+    except RuntimeError:
+        block = None
+    while block is not None and block.function is None:
+        block = block.superblock
+    if block is not None:
+        # The outermost function: an inlined one sits inside the real frame's.
+        while block.superblock is not None and block.superblock.function is not None:
+            block = block.superblock
+        return True, block.function.name, block.start
+    try:
+        text = gdb.execute(f"info symbol {pc:#x}", to_string=True)
+    except gdb.error:
+        return False, "", None
+    m = re.match(r"^(\S+)(?: \+ (\d+))? in section", text)
+    if not m:
+        return False, "", None
+    return False, m.group(1), pc - int(m.group(2) or 0)
+
+
+class EntryUnwinder(gdb.unwinder.Unwinder):
+    """Frames in entry code and IRQ-stack switches, unwound by the stub's ORC unwinder."""
+
+    def __init__(self):
+        super().__init__("dmastub-entry")
+        self.disabled = False
+
+    def __call__(self, pending_frame):
+        if self.disabled:
+            return None
+        pc = int(pending_frame.read_register("rip"))
+        if pc >> 63 == 0:
+            return None  # user space: not the kernel's tables
+        dwarf, name, start = _function_of(pc)
+        if dwarf and not name.startswith(_ENTRY_PREFIXES):
+            return None
+        try:
+            sp = int(pending_frame.read_register("rsp"))
+        except gdb.error:
+            return None
+        try:
+            bp = f"{int(pending_frame.read_register('rbp')):#x}"
+        except gdb.error:
+            bp = ""  # ORC says whether it needs it
+        exact = "exact" if pending_frame.level() == 0 else ""
+        try:
+            text = _monitor(f"unwind {pc:#x} {sp:#x} {bp} {exact}")
+        except gdb.error:
+            return None
+        if "unknown command" in text:
+            self.disabled = True  # not dmastub
+            return None
+        m = _CALLER.search(text)
+        if not m:
+            return None  # "no caller: why": DWARF, or the end of the stack
+        regs = dict((k, int(v, 16)) for k, v in re.findall(r"(\w+)=(0x[0-9a-f]+)", m.group(2)))
+        if "rip" not in regs or "rsp" not in regs:
+            return None
+        ulong = gdb.lookup_type("unsigned long")
+        # The frame's id is its CFA, as gdb's own unwinders make it: the caller's stack pointer.
+        info = pending_frame.create_unwind_info(
+            _FrameId(gdb.Value(regs["rsp"]).cast(ulong), gdb.Value(start or pc).cast(ulong)))
+        for name, value in regs.items():
+            try:
+                info.add_saved_register(name, gdb.Value(value).cast(ulong))
+            except (ValueError, gdb.error):
+                pass  # a register this architecture description lacks
+        return info
+
+
+def _register_unwinder():
+    gdb.unwinder.register_unwinder(None, EntryUnwinder(), replace=True)
+
+
 if "linux.cpus" in sys.modules:
     _teach_linux_cpus(sys.modules["linux.cpus"])
 elif not any(isinstance(f, _LinuxCpusHook) for f in sys.meta_path):
     sys.meta_path.insert(0, _LinuxCpusHook())
 
+_register_unwinder()
 DmastubSymbols()
 DmastubPs()
 DmastubTask()

@@ -143,3 +143,98 @@ fn every_stopped_cpu_has_the_registers_qemu_saw() {
         }
     }
 }
+
+/// gdb's own `thread apply all bt`, with gdb-scripts/dmastub.py's unwinder asking the stub at
+/// the frames DWARF does not describe: with the DWARF vmlinux, every stopped CPU's trace goes
+/// from the halt loop through the stop interrupt's entry (`asm_sysvec_reboot` or an NMI's) into
+/// the function it interrupted; with symbols only, the panicking task's trace names the same
+/// functions as `monitor bt` (every frame from the kernel's ORC tables).
+#[test]
+fn gdb_unwinds_through_the_stop_interrupt() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/gdb-scripts/dmastub.py");
+    for dir in fixture_dirs() {
+        let truth = truth(&dir, "post-panic");
+        let Some(names) = NmSymbols::of_fixture(&dir, &truth) else { continue };
+        let release = truth["kernel"]["release"].as_str().unwrap_or_default().to_string();
+        for image in IMAGES.iter().filter(|i| dir.join(i).is_file()) {
+            let path = unpacked(&dir, image);
+            let tag = format!("{}/{image}", dir.display());
+            let stub = Stub::start(&["--image", path.to_str().unwrap()]);
+            let timeout = std::time::Duration::from_secs(300);
+            let source = format!("source {script}");
+
+            // Symbols only: the panicking thread (gdb's first) frame by frame as monitor bt.
+            let symbols = unpacked(&dir, "vmlinux-symbols.zst");
+            let out =
+                gdb_with(stub.port, Some(&symbols), &[&source, "thread 1", "bt", "monitor bt"], timeout);
+            let (gdb_bt, ours) = out
+                .split_at(monitor_bt_start(&out).unwrap_or_else(|| panic!("{tag}: no monitor bt:\n{out}")));
+            let gdb_names: Vec<&str> = gdb_bt
+                .lines()
+                .filter(|l| l.starts_with('#'))
+                .filter_map(|l| l.split(" in ").nth(1)?.split_whitespace().next())
+                .collect();
+            let our_names: Vec<&str> = ours
+                .lines()
+                .filter(|l| l.starts_with('#'))
+                .filter_map(|l| l.split_whitespace().nth(2)?.split('+').next())
+                .collect();
+            assert!(our_names.len() >= 5, "{tag}: monitor bt is short:\n{ours}");
+            // gdb's frame #0 is printed twice (at the thread switch and in bt).
+            let gdb_frames: Vec<&str> = gdb_names.iter().skip(1).copied().take(our_names.len()).collect();
+            // gdb names a frame by the symbol at or before it, which may be a label's.
+            let same = gdb_frames.len() == our_names.len()
+                && gdb_frames.iter().zip(&our_names).all(|(g, o)| o.starts_with(g));
+            assert!(
+                same,
+                "{tag}: gdb's bt with symbols only {gdb_frames:?} differs from monitor bt {our_names:?}:\n{out}"
+            );
+
+            let Some(vmlinux) = dwarf_vmlinux().filter(|_| release.ends_with("6.1.0-56-amd64")) else {
+                eprintln!("SKIP part: {tag}: no DWARF vmlinux of {release} (DMASTUB_DWARF_VMLINUX)");
+                continue;
+            };
+            let threads = gdb(stub.port, &["info threads"]);
+            for cpu in stopped_cpus(&truth) {
+                let n = cpu["cpu"].as_u64().unwrap();
+                let thread =
+                    thread_on_cpu(&threads, cpu).unwrap_or_else(|| panic!("{tag}: no thread on cpu{n}"));
+                let out = gdb_with(
+                    stub.port,
+                    Some(&vmlinux),
+                    &[&source, &format!("thread {thread}"), "bt"],
+                    timeout,
+                );
+                let frames: Vec<&str> = out.lines().filter(|l| l.starts_with('#')).collect();
+                let func = names.name(hex(&cpu["rip"])).unwrap();
+                assert!(
+                    frames.iter().any(|f| f.contains(&format!(" {func} "))),
+                    "{tag}: cpu{n}: not in {func}:\n{out}"
+                );
+                let entry = frames
+                    .iter()
+                    .position(|f| f.contains(" in asm_sysvec_") || f.contains(" in asm_exc_nmi"))
+                    .unwrap_or_else(|| panic!("{tag}: cpu{n}: gdb's bt has no interrupt entry:\n{out}"));
+                let after = frames
+                    .get(entry + 1)
+                    .unwrap_or_else(|| panic!("{tag}: cpu{n}: bt ends at the entry:\n{out}"));
+                assert!(
+                    after.split(" in ").nth(1).is_some_and(|f| !f.starts_with("??")),
+                    "{tag}: cpu{n}: the frame after the entry has no function:\n{out}"
+                );
+            }
+        }
+    }
+}
+
+/// Where `monitor bt`'s answer starts in gdb's output: its `thread N: pid …` line.
+fn monitor_bt_start(out: &str) -> Option<usize> {
+    let mut at = 0;
+    for line in out.split_inclusive('\n') {
+        if line.starts_with("thread ") && line.contains(": pid ") {
+            return Some(at);
+        }
+        at += line.len();
+    }
+    None
+}

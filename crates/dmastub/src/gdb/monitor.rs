@@ -51,6 +51,13 @@ pub(crate) enum LinuxCommand {
     Threads,
     /// `dmesg [N]`: the last N lines.
     Dmesg(Option<u64>),
+    /// `unwind PC SP [BP] [exact]`: one frame's caller by the kernel's unwind tables.
+    Unwind {
+        ip: u64,
+        sp: u64,
+        bp: Option<u64>,
+        exact: bool,
+    },
     /// `bt [PID]`: the backtrace of task PID, or of gdb's selected thread.
     Bt(Option<u64>),
     /// `bt -a`: the backtrace of the task each CPU was running.
@@ -84,6 +91,10 @@ pub(crate) const COMMANDS: &[(&str, &str)] = &[
     ),
     ("kernel", "what was found: release, KASLR slide, CR3, layout source, bytes read; vmlinux command"),
     ("dmesg [N]", "the kernel log from memory, last N lines"),
+    (
+        "unwind PC SP [BP] [exact]",
+        "one frame's caller from the kernel's unwind tables (for gdb-scripts/dmastub.py's unwinder at interrupt entries)",
+    ),
 ];
 
 /// Text that is not a number as [`parse_number`] takes them.
@@ -125,6 +136,11 @@ pub(crate) enum ParseError {
         /// What followed it.
         got: String,
     },
+    /// `unwind` without its numbers.
+    #[error(
+        "'unwind' needs PC and SP, then optionally BP and 'exact', e.g. 'monitor unwind 0xffffffff81000000 0xffffc90000003f00'"
+    )]
+    UnwindUsage,
     /// `switch` without a PID or `kernel`.
     #[error("'switch' needs a PID or 'kernel', e.g. 'monitor switch 57'")]
     SwitchNeedsTarget,
@@ -228,6 +244,26 @@ pub(crate) fn parse(line: &str) -> Result<Command, ParseError> {
             "-a" => Ok(Command::Linux(LinuxCommand::BtAll)),
             pid => number_arg("bt", pid).map(|p| Command::Linux(LinuxCommand::Bt(Some(p)))),
         },
+        "unwind" => {
+            let mut words: Vec<&str> = rest.split_whitespace().collect();
+            let exact = words.last().is_some_and(|w| w.eq_ignore_ascii_case("exact"));
+            if exact {
+                words.pop();
+            }
+            let n = |w: &str| number_arg("unwind", w);
+            match words[..] {
+                [ip, sp] => {
+                    Ok(Command::Linux(LinuxCommand::Unwind { ip: n(ip)?, sp: n(sp)?, bp: None, exact }))
+                }
+                [ip, sp, bp] => Ok(Command::Linux(LinuxCommand::Unwind {
+                    ip: n(ip)?,
+                    sp: n(sp)?,
+                    bp: Some(n(bp)?),
+                    exact,
+                })),
+                _ => Err(ParseError::UnwindUsage),
+            }
+        }
         "dmesg" => match rest.trim() {
             "" => Ok(Command::Linux(LinuxCommand::Dmesg(None))),
             n => number_arg("dmesg", n).map(|n| Command::Linux(LinuxCommand::Dmesg(Some(n)))),
@@ -285,6 +321,16 @@ mod tests {
         assert_eq!(parse("bt"), Ok(Command::Linux(Bt(None))));
         assert_eq!(parse("BT 93"), Ok(Command::Linux(Bt(Some(93)))));
         assert_eq!(parse("bt -a"), Ok(Command::Linux(BtAll)));
+        assert_eq!(
+            parse("unwind 0x10 0x20"),
+            Ok(Command::Linux(Unwind { ip: 16, sp: 32, bp: None, exact: false }))
+        );
+        assert_eq!(
+            parse("unwind 0x10 0x20 0x30 exact"),
+            Ok(Command::Linux(Unwind { ip: 16, sp: 32, bp: Some(48), exact: true }))
+        );
+        assert_eq!(parse("unwind 0x10"), Err(ParseError::UnwindUsage));
+        assert!(matches!(parse("unwind 0x10 zz"), Err(ParseError::BadNumber { command: "unwind", .. })));
         assert!(matches!(parse("bt -x"), Err(ParseError::BadNumber { command: "bt", .. })));
     }
 

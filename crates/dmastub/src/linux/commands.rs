@@ -123,6 +123,21 @@ impl Linux {
             .map_err(LinuxError::from)
     }
 
+    /// One frame's caller by the kernel's unwind tables: see [`unwind::unwind_one`].
+    pub fn unwind_step(
+        &self,
+        space: &mut AddressSpace,
+        ip: u64,
+        sp: u64,
+        bp: Option<u64>,
+        exact: bool,
+    ) -> Result<(super::Regs, bool), LinuxError> {
+        let mut view = View::new(space, self.kernel.cr3.value);
+        self.orc(&mut view)
+            .and_then(|orc| unwind::unwind_one(&mut view, orc, ip, sp, bp, exact))
+            .map_err(LinuxError::from)
+    }
+
     /// Every task and idle task as a thread, with registers and contexts (CPU registers from
     /// the source's ELF notes, when it kept them).
     pub fn threads(&self, space: &mut AddressSpace) -> Result<ThreadList, LinuxError> {

@@ -7,7 +7,7 @@ use super::error::LinuxError;
 use super::origin::{Hint, HintNames, render_remedies};
 use super::printk::KernelLog;
 use super::tasks::TaskList;
-use super::threads::{Thread, ThreadList, reg};
+use super::threads::{Reg, Regs, Thread, ThreadList, reg};
 use super::unwind::Backtrace;
 use std::fmt::Write as _;
 
@@ -179,4 +179,22 @@ pub fn bt(
 /// `dmesg`: the kernel log, its last `lines` lines (all with `None`).
 pub fn dmesg(log: &KernelLog, lines: Option<usize>) -> String {
     log.render(lines)
+}
+
+/// `monitor unwind`'s answer: one line, `caller` (or `caller entry` when entry code saved the
+/// registers: the code it interrupted), then `name=0x…` for each register known, by gdb's
+/// names.
+pub fn unwound(regs: &Regs, entry: bool) -> String {
+    let mut line = String::from(if entry { "caller entry" } else { "caller" });
+    for (r, v) in regs.iter() {
+        let Some(v) = v else { continue };
+        let name = match r {
+            Reg::FsBase => "fs_base".to_string(),
+            Reg::GsBase => "gs_base".to_string(),
+            other => format!("{other:?}").to_lowercase(),
+        };
+        line.push_str(&format!(" {name}={v:#x}"));
+    }
+    line.push('\n');
+    line
 }

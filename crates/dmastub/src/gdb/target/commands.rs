@@ -100,6 +100,14 @@ impl DmaTarget {
                 Ok(format!("active CR3 = {cr3:#x} (the kernel's page tables)\n"))
             }
             LinuxCommand::Bt(pid) => self.backtrace(pid),
+            LinuxCommand::Unwind { ip, sp, bp, exact } => {
+                let Some(linux) = &self.linux else { return Err(CommandError::NoLinux) };
+                match linux.unwind_step(&mut self.space, ip, sp, bp, exact) {
+                    Ok((regs, entry)) => Ok(render::unwound(&regs, entry)),
+                    // One line gdb's unwinder reads as "no caller here", not a failed command.
+                    Err(e) => Ok(format!("no caller: {}\n", linux.explain(&e))),
+                }
+            }
             LinuxCommand::BtAll => {
                 self.threads();
                 let (Some(linux), Some(list)) = (&self.linux, &self.threads) else {

@@ -13,6 +13,9 @@ pub(super) struct Cpus {
 }
 
 /// Fails only when the device fails: nothing more can be read then.
+/// CPUs whose `__per_cpu_offset` entries are read with `nr_cpu_ids`, before it is known.
+const OFFSETS_READ_FIRST: usize = 64;
+
 pub(super) fn read_cpus(
     view: &mut View,
     kernel: &Kernel,
@@ -21,12 +24,35 @@ pub(super) fn read_cpus(
 ) -> Result<Cpus, String> {
     let sym = |n: &str| kernel.symbols.address(n);
     let mut cpus = Cpus::default();
-    let count = match sym("nr_cpu_ids").map(|a| (a, view.read_u32(a))) {
-        Some((_, Ok(n))) if (1..=MAX_CPUS).contains(&n) => n,
-        Some((_, Ok(n))) => {
-            problems.push(format!("nr_cpu_ids reads {n}: not a CPU count; assuming 1 CPU"));
-            1
+    // nr_cpu_ids, panic_cpu and the first CPUs' offsets in one batch: a round trip over DMA
+    // (and one page-table walk) instead of three. More CPUs than that are read after.
+    let mut count_bytes = [0u8; 4];
+    let mut panic_bytes = [0u8; 4];
+    let mut first_offsets = vec![0u8; OFFSETS_READ_FIRST * 8];
+    let (count_at, panic_at, offsets_at) = (sym("nr_cpu_ids"), sym("panic_cpu"), sym("__per_cpu_offset"));
+    let mut reads: Vec<(u64, &mut [u8])> = Vec::new();
+    let mut slots = [None; 3];
+    for (slot, (at, buf)) in [(count_at, &mut count_bytes[..]), (panic_at, &mut panic_bytes[..])]
+        .into_iter()
+        .chain([(offsets_at, &mut first_offsets[..])])
+        .enumerate()
+    {
+        if let Some(at) = at {
+            slots[slot] = Some(reads.len());
+            reads.push((at, buf));
         }
+    }
+    let results = view.read_together(&mut reads);
+    drop(reads);
+    let result = |slot: usize| slots[slot].map(|i| results[i].clone());
+    let count = match count_at.zip(result(0)) {
+        Some((_, Ok(()))) => match u32::from_le_bytes(count_bytes) {
+            n if (1..=MAX_CPUS).contains(&n) => n,
+            n => {
+                problems.push(format!("nr_cpu_ids reads {n}: not a CPU count; assuming 1 CPU"));
+                1
+            }
+        },
         Some((at, Err(e))) if e.is_device_failure() => return Err(format!("nr_cpu_ids at {at:#x}: {e}")),
         Some((_, Err(e))) => {
             problems.push(format!("nr_cpu_ids: {e}; assuming 1 CPU"));
@@ -34,10 +60,18 @@ pub(super) fn read_cpus(
         }
         None => 1,
     };
-    cpus.offsets = match sym("__per_cpu_offset") {
+    cpus.offsets = match offsets_at {
         Some(at) => {
             let mut raw = vec![0u8; count as usize * 8];
-            match view.read(at, &mut raw) {
+            let first = match result(2) {
+                Some(Ok(())) => raw.len().min(first_offsets.len()),
+                // The speculative read may have run past the array into a hole: read it exactly.
+                _ => 0,
+            };
+            raw[..first].copy_from_slice(&first_offsets[..first]);
+            let rest =
+                if first < raw.len() { view.read(at + first as u64, &mut raw[first..]) } else { Ok(()) };
+            match rest {
                 Ok(()) => raw
                     .chunks_exact(8)
                     .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
@@ -83,8 +117,8 @@ pub(super) fn read_cpus(
     if cpus.idle.first() == Some(&None) {
         cpus.idle[0] = kernel.init_task.as_ref().map(|f| f.value);
     }
-    if let Some(at) = sym("panic_cpu") {
-        match view.read_u32(at) {
+    if let Some((at, r)) = panic_at.zip(result(1)) {
+        match r.map(|()| u32::from_le_bytes(panic_bytes)) {
             Ok(c) if (c as usize) < n => cpus.panic_cpu = Some(c),
             Ok(_) => {} // PANIC_CPU_INVALID: nobody panicked.
             Err(e) => problems.push(format!("panic_cpu at {at:#x}: {e}")),

@@ -450,19 +450,28 @@ fn running_registers(
             t.regs = *regs;
             t.origin = RegsOrigin::Cpu { cpu, from: "the kernel's crash note" };
         } else if t.panicking {
-            let mut stacks: Vec<(u64, u64, &str)> =
+            // Its own stack first (a panic in process context, the common case), then its
+            // CPU's interrupt and exception stacks together: every stack read is round trips.
+            let own: Vec<(u64, u64, &str)> =
                 t.stack.map(|s| (s, THREAD_SIZE, "its kernel stack")).into_iter().collect();
-            stacks.extend(cpu_stacks(view, kernel, l, cpus, cpu));
-            t.origin = if stacks.is_empty() {
-                RegsOrigin::Unavailable("its kernel stack is unknown".to_string())
+            let first = if own.is_empty() {
+                Err("its kernel stack is unknown".to_string())
             } else {
-                match reconstruct_panic(view, kernel, &stacks) {
-                    Ok((regs, how)) => {
-                        t.regs = regs;
-                        RegsOrigin::Reconstructed(how)
-                    }
-                    Err(why) => RegsOrigin::Unavailable(why),
+                reconstruct_panic(view, kernel, &own)
+            };
+            let found = first.or_else(|first| {
+                let others = cpu_stacks(view, kernel, l, cpus, cpu);
+                if others.is_empty() {
+                    return Err(first);
                 }
+                reconstruct_panic(view, kernel, &others).map_err(|why| format!("{first}; {why}"))
+            });
+            t.origin = match found {
+                Ok((regs, how)) => {
+                    t.regs = regs;
+                    RegsOrigin::Reconstructed(how)
+                }
+                Err(why) => RegsOrigin::Unavailable(why),
             };
         } else {
             stopped.push((i, cpu));

@@ -16,28 +16,73 @@ pub(super) fn reconstruct_panic(
     kernel: &Kernel,
     stacks: &[(u64, u64, &str)],
 ) -> Result<(Regs, String), String> {
-    let mut looked = Vec::new();
-    for &(base, len, what) in stacks {
-        let words = read_stack_words(view, base, len);
-        if words.iter().all(|w| *w == 0) {
-            looked.push(format!("{what} at {base:#x} (unreadable)"));
-            continue;
+    // Every stack in one batch, then every return address into an anchor in another, then the
+    // chosen anchor's prologue and its caller's candidates in a third: a few round trips over
+    // DMA, however many words the stacks hold.
+    let spans: Vec<(u64, u64)> = stacks.iter().map(|&(base, len, _)| (base, len)).collect();
+    let words = read_stacks(view, &spans);
+    let in_text = kernel_text(kernel);
+    let mut candidates: Vec<(usize, usize, &'static str, u64)> = Vec::new();
+    for (s, w) in words.iter().enumerate() {
+        for (i, &value) in w.iter().enumerate() {
+            if !in_text(value) {
+                continue;
+            }
+            let Some((name, offset)) = kernel.symbols.lookup(value - 1) else { continue };
+            if let Some(anchor) = PANIC_ANCHORS.iter().find(|a| **a == name) {
+                candidates.push((s, i, anchor, value - 1 - offset));
+            }
         }
-        if let Some(found) = panic_frame_in(view, kernel, base, &words, what) {
-            return Ok(found);
-        }
-        looked.push(format!("{what} at {base:#x}"));
     }
-    Err(format!("no return address into panic on {}", looked.join(", ")))
+    let rets: Vec<u64> = candidates.iter().map(|&(s, i, _, _)| words[s][i]).collect();
+    let targets = call_targets(view, &rets);
+    // The first stack in order with a real call site wins; within it, the lowest slot.
+    let found = candidates.iter().zip(targets).find_map(|(c, t)| t.map(|_| *c));
+    let Some((s, i, anchor, start)) = found else {
+        let looked: Vec<String> = stacks
+            .iter()
+            .zip(&words)
+            .map(|(&(base, _, what), w)| {
+                if w.iter().all(|v| *v == 0) {
+                    format!("{what} at {base:#x} (unreadable)")
+                } else {
+                    format!("{what} at {base:#x}")
+                }
+            })
+            .collect();
+        return Err(format!("no return address into panic on {}", looked.join(", ")));
+    };
+    let (stack, what) = (stacks[s].0, stacks[s].2);
+    let value = words[s][i];
+    let slot = stack + (i as u64) * 8;
+    let mut regs = Regs::default();
+    regs[reg::RIP] = Some(value);
+    regs[reg::RSP] = Some(slot + 8);
+    regs[reg::CS] = Some(KERNEL_CS);
+    regs[reg::SS] = Some(KERNEL_DS);
+    let mut how = format!("return address into {anchor} at {what} slot {slot:#x}");
+    // The call into the anchor: the first return address above whose call targets it.
+    let above: Vec<(usize, u64)> =
+        words[s].iter().copied().enumerate().skip(i + 1).take(256).filter(|&(_, w)| in_text(w)).collect();
+    let rets: Vec<u64> = above.iter().map(|&(_, w)| w).collect();
+    let (frame_pointer, targets) = prologue_and_call_targets(view, start, &rets);
+    let caller = above.iter().zip(targets).find(|(_, t)| *t == Some(start)).map(|(a, _)| a.0);
+    if let (true, Some(j)) = (frame_pointer, caller) {
+        let rbp = stack + (j as u64) * 8 - 8;
+        regs[reg::RBP] = Some(rbp);
+        how.push_str(&format!(", rbp {rbp:#x} below the return address of the call into {anchor}"));
+    }
+    Ok((regs, how))
 }
 
-/// The words of a stack; an unreadable page (a guard page between exception stacks) reads as
-/// zeros.
-pub(super) fn read_stack_words(view: &mut View, base: u64, len: u64) -> Vec<u64> {
-    read_stacks(view, &[(base, len)]).pop().unwrap_or_default()
+/// Whether an address is in the kernel's text: the top 2 GiB, from `_text` on.
+fn kernel_text(kernel: &Kernel) -> impl Fn(u64) -> bool {
+    let text = kernel.text.value;
+    move |v: u64| v >= text && v < text.wrapping_add(1 << 30)
 }
 
-/// [`read_stack_words`] of several stacks, every page of them in one batch (one DMA round
+/// The words of several stacks (an unreadable page, such as a guard page between exception
+/// stacks, reads as zeros), every page of them in one batch (one DMA round
 /// trip, besides page-table walks), at most [`MAX_SCANNED_STACK`] bytes of each.
 pub(super) fn read_stacks(view: &mut View, stacks: &[(u64, u64)]) -> Vec<Vec<u64>> {
     let mut bytes: Vec<Vec<u8>> =
@@ -68,80 +113,37 @@ pub(super) fn read_stacks(view: &mut View, stacks: &[(u64, u64)]) -> Vec<Vec<u64
 /// Most bytes scanned on one stack (the exception stacks with their guard pages are 40 KiB).
 pub(super) const MAX_SCANNED_STACK: u64 = 64 << 10;
 
-pub(super) fn panic_frame_in(
-    view: &mut View,
-    kernel: &Kernel,
-    stack: u64,
-    words: &[u64],
-    what: &str,
-) -> Option<(Regs, String)> {
-    let text = kernel.text.value;
-    // Kernel text is in the top 2 GiB, from _text on.
-    let in_text = |v: u64| v >= text && v < text.wrapping_add(1 << 30);
-    for (i, &value) in words.iter().enumerate() {
-        if !in_text(value) {
-            continue;
-        }
-        let Some((name, offset)) = kernel.symbols.lookup(value - 1) else { continue };
-        let Some(anchor) = PANIC_ANCHORS.iter().find(|a| **a == name) else { continue };
-        if call_target(view, value).is_none() {
-            continue;
-        }
-        let start = value - 1 - offset;
-        let slot = stack + (i as u64) * 8;
-        let mut regs = Regs::default();
-        regs[reg::RIP] = Some(value);
-        regs[reg::RSP] = Some(slot + 8);
-        regs[reg::CS] = Some(KERNEL_CS);
-        regs[reg::SS] = Some(KERNEL_DS);
-        let mut how = format!("return address into {anchor} at {what} slot {slot:#x}");
-        if keeps_frame_pointer(view, start) {
-            // The call into the anchor: the first return address above whose call targets it.
-            let caller = words
-                .iter()
-                .enumerate()
-                .skip(i + 1)
-                .take(256)
-                .find(|&(_, &w)| in_text(w) && call_target(view, w) == Some(start));
-            if let Some((j, _)) = caller {
-                let rbp = stack + (j as u64) * 8 - 8;
-                regs[reg::RBP] = Some(rbp);
-                how.push_str(&format!(", rbp {rbp:#x} below the return address of the call into {anchor}"));
-            }
-        }
-        return Some((regs, how));
-    }
-    None
-}
-
-/// The target of the `call rel32` (`e8`, direct calls and retpolined indirect ones) that
-/// `ret` returns from, if that is what precedes it.
-pub(super) fn call_target(view: &mut View, ret: u64) -> Option<u64> {
-    let mut call = [0u8; 5];
-    view.read(ret.checked_sub(5)?, &mut call).ok()?;
-    let rel = i32::from_le_bytes([call[1], call[2], call[3], call[4]]);
-    (call[0] == 0xe8).then(|| ret.wrapping_add_signed(i64::from(rel)))
-}
-
-/// [`call_target`] of many return addresses, read in one batch.
+/// The targets of the `call rel32`s (`e8`, direct calls and retpolined indirect ones) that
+/// `ret`s return from, where that is what precedes them: read in one batch.
 pub(super) fn call_targets(view: &mut View, rets: &[u64]) -> Vec<Option<u64>> {
     let mut calls = vec![[0u8; 5]; rets.len()];
     let mut reads: Vec<(u64, &mut [u8])> =
         rets.iter().zip(calls.iter_mut()).map(|(r, c)| (r.wrapping_sub(5), &mut c[..])).collect();
     let results = view.read_together(&mut reads);
-    rets.iter()
-        .zip(calls)
-        .zip(results)
-        .map(|((ret, call), r)| {
-            let rel = i32::from_le_bytes([call[1], call[2], call[3], call[4]]);
-            (r.is_ok() && *ret >= 5 && call[0] == 0xe8).then(|| ret.wrapping_add_signed(i64::from(rel)))
-        })
-        .collect()
+    rets.iter().zip(calls).zip(results).map(|((ret, call), r)| decode_call(*ret, &call, r.is_ok())).collect()
+}
+
+/// The target of the `call rel32` in the 5 bytes `call` read before `ret`, if it is one.
+fn decode_call(ret: u64, call: &[u8; 5], read: bool) -> Option<u64> {
+    let rel = i32::from_le_bytes([call[1], call[2], call[3], call[4]]);
+    (read && ret >= 5 && call[0] == 0xe8).then(|| ret.wrapping_add_signed(i64::from(rel)))
 }
 
 /// Whether the function at `start` opens with `push %rbp; mov %rsp,%rbp` (after its ftrace and
-/// IBT padding of up to 9 bytes).
-pub(super) fn keeps_frame_pointer(view: &mut View, start: u64) -> bool {
+/// IBT padding of up to 9 bytes), and [`call_targets`] of `rets`: one batch.
+fn prologue_and_call_targets(view: &mut View, start: u64, rets: &[u64]) -> (bool, Vec<Option<u64>>) {
     let mut code = [0u8; 13];
-    view.read(start, &mut code).is_ok() && code.windows(4).any(|w| w == [0x55, 0x48, 0x89, 0xe5])
+    let mut calls = vec![[0u8; 5]; rets.len()];
+    let mut reads: Vec<(u64, &mut [u8])> = vec![(start, &mut code[..])];
+    reads.extend(rets.iter().zip(calls.iter_mut()).map(|(r, c)| (r.wrapping_sub(5), &mut c[..])));
+    let results = view.read_together(&mut reads);
+    drop(reads);
+    let frame_pointer = results[0].is_ok() && code.windows(4).any(|w| w == [0x55, 0x48, 0x89, 0xe5]);
+    let targets = rets
+        .iter()
+        .zip(calls)
+        .zip(results.into_iter().skip(1))
+        .map(|((ret, call), r)| decode_call(*ret, &call, r.is_ok()))
+        .collect();
+    (frame_pointer, targets)
 }

@@ -25,7 +25,7 @@ mod walk;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use orc::OrcLayout;
 pub use tables::Orc;
-pub use walk::unwind;
+pub use walk::{unwind, unwind_one};
 
 use super::Memory;
 use super::kallsyms::Kallsyms;

@@ -113,6 +113,40 @@ pub fn unwind(view: &mut dyn Memory, symbols: &Kallsyms, orc: &Orc, start: &Star
     bt
 }
 
+/// The caller of one frame (`ip`, `sp`, `bp`; `exact` when `ip` is where the CPU was, not a
+/// return address): its registers, all of them when entry code saved them (pt_regs), and
+/// whether it is code that an interrupt or exception entry interrupted. For debuggers that
+/// unwind on their own and need the kernel's tables where their own information ends (gdb at
+/// interrupt entries and stack switches, which DWARF does not describe).
+pub fn unwind_one(
+    view: &mut dyn Memory,
+    orc: &Orc,
+    ip: u64,
+    sp: u64,
+    bp: Option<u64>,
+    exact: bool,
+) -> Result<(Regs, bool), UnwindError> {
+    let mut words = ReadAhead::new(view);
+    let mut modules = Modules { list: None };
+    let mut st = State { ip, sp, bp, signal: exact, regs: None, full: false, prev_regs: None };
+    let lookup = if exact { ip } else { ip.wrapping_sub(1) };
+    let found = step(&mut words, orc, &mut modules, &mut st, lookup)?;
+    let mut regs = match (&st.regs, &found) {
+        (Some(saved), Step::Entry { .. }) => *saved,
+        _ => Regs::default(),
+    };
+    regs[reg::RIP] = Some(st.ip);
+    regs[reg::RSP] = Some(st.sp);
+    if regs.get(reg::RBP).is_none() {
+        regs[reg::RBP] = st.bp;
+    }
+    match found {
+        Step::Caller => Ok((regs, false)),
+        Step::Entry { .. } => Ok((regs, true)),
+        Step::End => Err(UnwindError::Stop(format!("{ip:#x} is the last frame of its stack"))),
+    }
+}
+
 /// What one step found above a frame.
 pub(super) enum Step {
     /// The caller.
