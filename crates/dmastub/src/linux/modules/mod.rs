@@ -601,16 +601,20 @@ impl Module {
                 "module {name}'s section attributes at {attrs:#x} claim {n} sections (at most {MAX_SECTIONS} believed)"
             )));
         }
+        // The whole array in one read (one DMA request, not two per section).
+        let array = attrs.wrapping_add(s.attrs);
+        let mut raw = vec![0u8; (n * s.stride) as usize];
+        view.read(array, &mut raw)
+            .map_err(|e| ModuleError::read(format!("module {name}'s {n} section attributes"), array, e))?;
         let mut out = Vec::with_capacity(n as usize);
-        for i in 0..n {
-            let a = attrs.wrapping_add(s.attrs).wrapping_add(i * s.stride);
-            let rd = |view: &mut dyn Memory, off: u64| {
-                view.read_u64(a.wrapping_add(off)).map_err(|e| {
-                    ModuleError::read(format!("module {name}'s section {i}"), a.wrapping_add(off), e)
-                })
+        for (i, a) in raw.chunks_exact(s.stride as usize).enumerate() {
+            let word = |off: u64| a.u64_at(off as usize);
+            let (Some(name_ptr), Some(addr)) = (word(s.name), word(s.address)) else {
+                return Err(ModuleError::Layout(format!(
+                    "module_sect_attr's name or address is past its size {:#x}",
+                    s.stride
+                )));
             };
-            let name_ptr = rd(view, s.name)?;
-            let addr = rd(view, s.address)?;
             let sect = read_name(view, name_ptr, MAX_NAME)
                 .map_err(|e| ModuleError::read(format!("module {name}'s section {i} name"), name_ptr, e))?;
             out.push((sect, addr));
