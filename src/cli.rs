@@ -53,6 +53,8 @@ pub(crate) enum CommandLine {
     Vtop(VtopArgs),
     /// Find the kernel in the memory (no hints needed) and print what was found.
     Kernel(LinuxCmdArgs),
+    /// List the loaded kernel modules (as `monitor lsmod`; --proc: as /proc/modules prints them).
+    Lsmod(LsmodArgs),
     /// List the tasks of the kernel in the memory (as `monitor ps`).
     Ps(PsArgs),
     /// Print the kernel log from the memory (as `monitor dmesg`).
@@ -196,6 +198,11 @@ pub(crate) struct ServeArgs {
     /// With --allow-write: write changes into the dump file itself.
     #[arg(long, requires = "allow_write")]
     pub(crate) write_image: bool,
+    /// A folder holding modules' .ko files (searched recursively; repeatable), e.g. the
+    /// -dbg package's usr/lib/debug/lib/modules/RELEASE: gdb's library list then gives each
+    /// module's sections in its file's order, as gdb needs to load it (`set solib-search-path`).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) module_files: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -300,6 +307,15 @@ pub(crate) struct PsArgs {
     /// Also list the threads of multi-threaded processes.
     #[arg(short = 't', long)]
     pub(crate) threads: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct LsmodArgs {
+    #[command(flatten)]
+    pub(crate) common: LinuxCmdArgs,
+    /// Print /proc/modules' lines (`name size refcnt users state 0xbase [(taints)]`).
+    #[arg(short = 'p', long = "proc")]
+    pub(crate) proc: bool,
 }
 
 #[derive(Args)]

@@ -1,7 +1,7 @@
-//! `dmastub kernel`, `ps`, `dmesg`, `bt` and `profile`: the kernel in the memory, without gdb.
+//! `dmastub kernel`, `ps`, `lsmod`, `dmesg`, `bt` and `profile`: the kernel in the memory, without gdb.
 
 use crate::CliResult;
-use crate::cli::{BtArgs, DmesgArgs, LinuxArgs, LinuxCmdArgs, MapsArgs, ProfileArgs, PsArgs};
+use crate::cli::{BtArgs, DmesgArgs, LinuxArgs, LinuxCmdArgs, LsmodArgs, MapsArgs, ProfileArgs, PsArgs};
 use crate::source::{mmu_config, open_source, with_remedy};
 use dmastub::linux::Btf;
 use dmastub::linux::render_remedies;
@@ -71,6 +71,17 @@ pub(crate) fn ps(a: PsArgs) -> CliResult {
     let (mut space, linux) = open_linux(&a.common)?;
     let list = linux.tasks(&mut space, a.threads).map_err(|e| linux.explain(&e))?;
     print!("{}", render::ps(&list));
+    Ok(())
+}
+
+pub(crate) fn lsmod(a: LsmodArgs) -> CliResult {
+    let (mut space, linux) = open_linux(&a.common)?;
+    let list = linux.modules(&mut space).map_err(|e| format!("lsmod: {e}"))?;
+    if a.proc {
+        print!("{}", dmastub::linux::modules::proc_modules(&list));
+    } else {
+        print!("{}", dmastub::linux::modules::lsmod(&list));
+    }
     Ok(())
 }
 

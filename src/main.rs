@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         CommandLine::Vtop(a) => memory::vtop(a),
         CommandLine::Kernel(a) => kernel::kernel(a),
         CommandLine::Ps(a) => kernel::ps(a),
+        CommandLine::Lsmod(a) => kernel::lsmod(a),
         CommandLine::Dmesg(a) => kernel::dmesg(a),
         CommandLine::Bt(a) => kernel::bt(a),
         CommandLine::Maps(a) => kernel::maps(a),
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
                 kernel: a.kernel,
                 busybox: a.busybox,
                 cache: a.cache.unwrap_or_else(dmastub_testkit::vm::guest::default_cache_dir),
+                extra_files: Vec::new(),
             },
             vmlinux: a.vmlinux,
             panic: match a.panic {

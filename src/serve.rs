@@ -62,7 +62,9 @@ pub(crate) fn serve(a: ServeArgs) -> CliResult {
     println!("dmastub: serving {name} ({description}) on {}, {access}", server.local_addr()?);
     println!("dmastub: memory packets address {mode}");
     std::io::stdout().flush()?;
-    let mut target = DmaTarget::new(space, a.allow_write).with_hint_names(crate::kernel::hint_flag);
+    let mut target = DmaTarget::new(space, a.allow_write)
+        .with_hint_names(crate::kernel::hint_flag)
+        .with_module_files(&a.module_files);
     if let Some(cr3) = a.cr3 {
         target = target.with_cr3(cr3, "--cr3");
     }

@@ -24,6 +24,10 @@ pub struct GuestOptions {
     pub busybox: Option<PathBuf>,
     /// Where downloads and built files are kept (see [`default_cache_dir`]).
     pub cache: PathBuf,
+    /// More files for the initramfs: path (under `lib/modules/` for modules) and contents.
+    /// `lib/modules/load-order` (one module name a line) makes `init` insmod
+    /// `lib/modules/NAME.ko` in that order at boot.
+    pub extra_files: Vec<(String, Vec<u8>)>,
 }
 
 /// The files QEMU boots, and what they are.
@@ -69,8 +73,10 @@ pub fn prepare(opts: &GuestOptions, progress: &mut dyn FnMut(&str)) -> Result<Gu
     let ticker_bytes =
         fs::read(&ticker).map_err(|e| VmError::io(format!("reading {}", ticker.display()), e))?;
 
-    let initramfs = cache.join("initramfs.cpio");
-    let entries = [
+    // Another suite's guest (without the extra files) may be built from the same cache at once.
+    let initramfs =
+        cache.join(if opts.extra_files.is_empty() { "initramfs.cpio" } else { "initramfs-extra.cpio" });
+    let mut entries = vec![
         Entry::Dir { path: "bin" },
         Entry::Dir { path: "dev" },
         Entry::Dir { path: "proc" },
@@ -82,6 +88,13 @@ pub fn prepare(opts: &GuestOptions, progress: &mut dyn FnMut(&str)) -> Result<Gu
         Entry::File { path: "bin/busybox", mode: 0o755, data: &busybox_bytes },
         Entry::File { path: "bin/ticker", mode: 0o755, data: &ticker_bytes },
     ];
+    if !opts.extra_files.is_empty() {
+        entries.push(Entry::Dir { path: "lib" });
+        entries.push(Entry::Dir { path: "lib/modules" });
+        for (path, data) in &opts.extra_files {
+            entries.push(Entry::File { path, mode: 0o644, data });
+        }
+    }
     let mut archive = Vec::with_capacity(busybox_bytes.len() + ticker_bytes.len() + 8192);
     cpio::write_newc(&mut archive, &entries).map_err(|e| VmError::io("building the initramfs".into(), e))?;
     fs::write(&initramfs, archive).map_err(|e| VmError::io(format!("writing {}", initramfs.display()), e))?;
@@ -171,7 +184,7 @@ fn static_busybox(cache: &Path, progress: &mut dyn FnMut(&str)) -> Result<PathBu
 }
 
 /// `apt-get download PACKAGE` into `dir`; returns the .deb.
-fn download(package: &str, dir: &Path) -> Result<PathBuf, VmError> {
+pub fn download(package: &str, dir: &Path) -> Result<PathBuf, VmError> {
     run_tool(Command::new("apt-get").args(["download", "-q", package]).current_dir(dir), "apt-get download")?;
     let prefix = format!("{package}_");
     fs::read_dir(dir)
@@ -187,7 +200,7 @@ fn download(package: &str, dir: &Path) -> Result<PathBuf, VmError> {
 }
 
 /// Unpacks the members of `deb` that match `pattern` into `dir` (dpkg-deb piped into tar).
-fn extract_from_deb(deb: &Path, dir: &Path, pattern: &str) -> Result<(), VmError> {
+pub fn extract_from_deb(deb: &Path, dir: &Path, pattern: &str) -> Result<(), VmError> {
     let mut dpkg = Command::new("dpkg-deb")
         .arg("--fsys-tarfile")
         .arg(deb)

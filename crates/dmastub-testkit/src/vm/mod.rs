@@ -496,6 +496,19 @@ impl LiveVm {
             .ok_or_else(|| VmError::Msg("the crasher did not say its pid".into()))
     }
 
+    /// Panics the kernel in the test module's own code (`tools/test-module`, which must be
+    /// loaded): a process writes to `/proc/dmastub_test`; waits for the panic to finish and
+    /// returns that process's pid.
+    pub fn poke_module(&mut self, timeout: Duration) -> Result<u32, VmError> {
+        self.request("poke-module")?;
+        let console = self.wait_for_panic(timeout)?;
+        console
+            .lines()
+            .find_map(|l| l.split_once("POKER pid=").map(|(_, pid)| pid))
+            .and_then(|p| p.trim().parse().ok())
+            .ok_or_else(|| VmError::Msg("the process poking the test module did not say its pid".into()))
+    }
+
     /// Panics the kernel from outside: an NMI from QEMU's monitor, which the guest's
     /// `kernel.unknown_nmi_panic` turns into a panic; waits for the panic to finish.
     pub fn panic_by_nmi(&mut self, timeout: Duration) -> Result<(), VmError> {

@@ -36,6 +36,10 @@ pub(crate) enum Command {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LinuxCommand {
+    /// `lsmod [-p]`: the loaded modules; `-p` as `/proc/modules` prints them.
+    Lsmod {
+        proc: bool,
+    },
     /// `ps [-t]`: the task list, with threads.
     Ps {
         threads: bool,
@@ -84,6 +88,7 @@ pub(crate) const COMMANDS: &[(&str, &str)] = &[
     ("vtop ADDR", "walk the page tables for virtual ADDR: each level's entry, the page size, the result"),
     ("flush", "drop cached page-table pages and translations (re-read the tables)"),
     ("stats [reset]", "backend reads and cache hits since the last reset"),
+    ("lsmod [-p]", "loaded modules: name, size, users, state, base, taint; -p prints /proc/modules' lines"),
     ("ps [-t]", "every task: PID, PPID, state, command, task_struct, CR3; -t adds threads"),
     (
         "threads",
@@ -249,6 +254,11 @@ pub(crate) fn parse(line: &str) -> Result<Command, ParseError> {
             "-t" => Ok(Command::Linux(LinuxCommand::Ps { threads: true })),
             other => Err(ParseError::BadOption { command: "ps", option: "-t", got: other.to_string() }),
         },
+        "lsmod" => match rest.trim() {
+            "" => Ok(Command::Linux(LinuxCommand::Lsmod { proc: false })),
+            "-p" => Ok(Command::Linux(LinuxCommand::Lsmod { proc: true })),
+            other => Err(ParseError::BadOption { command: "lsmod", option: "-p", got: other.to_string() }),
+        },
         "switch" => match rest.trim() {
             "" => Err(ParseError::SwitchNeedsTarget),
             k if k.eq_ignore_ascii_case("kernel") => Ok(Command::Linux(LinuxCommand::Switch(None))),
@@ -340,6 +350,8 @@ mod tests {
         assert_eq!(parse("ps"), Ok(Command::Linux(Ps { threads: false })));
         assert_eq!(parse("ps -t"), Ok(Command::Linux(Ps { threads: true })));
         assert_eq!(parse("threads"), Ok(Command::Linux(Threads)));
+        assert_eq!(parse("lsmod"), Ok(Command::Linux(Lsmod { proc: false })));
+        assert_eq!(parse("LSMOD -p"), Ok(Command::Linux(Lsmod { proc: true })));
         assert_eq!(parse("info version"), Ok(Command::QemuInfo("version".into())));
         assert!(parse("threads 5").is_err());
         assert_eq!(parse("switch 57"), Ok(Command::Linux(Switch(Some(57)))));
@@ -378,6 +390,7 @@ mod tests {
             ("phys now", "takes no arguments"),
             ("stats everything", "'stats' takes nothing or 'reset'"),
             ("ps -x", "'ps' takes nothing or '-t'"),
+            ("lsmod all", "'lsmod' takes nothing or '-p'"),
             ("switch", "needs a PID or 'kernel'"),
             ("switch init", "'init' is not a number"),
             ("dmesg lots", "'lots' is not a number"),

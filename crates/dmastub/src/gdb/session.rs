@@ -3,7 +3,8 @@
 //! gdbstub answers nearly everything. The session frames the client's bytes into packets first
 //! so that the few that gdbstub 0.7 cannot answer the way gdb and lldb need are answered here:
 //!
-//! - `qSupported`: gdbstub's reply, with `qXfer:osdata:read+` added (gdb's `info os`).
+//! - `qSupported`: gdbstub's reply, with `qXfer:osdata:read+` (gdb's `info os`) and
+//!   `qXfer:libraries:read+` (the modules as gdb's libraries) added.
 //! - `qXfer:osdata:read`: the task list as gdb's process table.
 //! - `D` in extended mode: detached, and the session goes on (gdbstub would end it).
 //! - `m` longer than one reply: shortened to what one reply holds, which the protocol allows;
@@ -40,7 +41,7 @@ const MAX_FRAME: usize = PACKET_SIZE + 8;
 pub const PACKET_SIZE: usize = 0x20000;
 
 /// The features added to gdbstub's `qSupported` reply.
-const EXTRA_FEATURES: &[u8] = b";qXfer:osdata:read+";
+const EXTRA_FEATURES: &[u8] = b";qXfer:osdata:read+;qXfer:libraries:read+";
 
 /// Why a session ended in error.
 #[derive(Debug, thiserror::Error)]
@@ -323,6 +324,12 @@ fn answer(target: &mut DmaTarget, body: &[u8]) -> Answer {
     if let Some(rest) = body.strip_prefix(b"qXfer:osdata:read:") {
         return Answer::Reply(osdata_reply(target, rest));
     }
+    if let Some(rest) = body.strip_prefix(b"qXfer:libraries:read::") {
+        // The loaded modules, as gdb's libraries (see linux::modules::library_list).
+        let Some((offset, length)) = xfer_window(rest) else { return Answer::Reply(b"E00".to_vec()) };
+        let doc = target.libraries(offset == 0);
+        return Answer::Reply(window_reply(doc.as_bytes(), offset, length));
+    }
     if (body == b"D" || body.starts_with(b"D;")) && target.is_extended() {
         target.on_detach();
         return Answer::Reply(b"OK".to_vec());
@@ -371,15 +378,20 @@ fn answer(target: &mut DmaTarget, body: &[u8]) -> Answer {
 fn osdata_reply(target: &mut DmaTarget, rest: &[u8]) -> Vec<u8> {
     let Some(colon) = rest.iter().position(|&b| b == b':') else { return b"E00".to_vec() };
     let (annex, window) = (&rest[..colon], &rest[colon + 1..]);
-    let Some((offset, length)) = window
-        .iter()
-        .position(|&b| b == b',')
-        .and_then(|i| Some((hex(&window[..i])?, hex(&window[i + 1..])?)))
-    else {
+    let Some((offset, length)) = xfer_window(window) else {
         return b"E00".to_vec();
     };
     let Some(doc) = target.osdata(annex) else { return Vec::new() };
-    let doc = doc.as_bytes();
+    window_reply(doc.as_bytes(), offset, length)
+}
+
+/// `OFFSET,LENGTH` of a `qXfer` read.
+fn xfer_window(window: &[u8]) -> Option<(u64, u64)> {
+    window.iter().position(|&b| b == b',').and_then(|i| Some((hex(&window[..i])?, hex(&window[i + 1..])?)))
+}
+
+/// The window `offset`, `length` of `doc`: `m…` (more follows) or `l…` (the last part).
+fn window_reply(doc: &[u8], offset: u64, length: u64) -> Vec<u8> {
     let start = usize::try_from(offset).unwrap_or(usize::MAX).min(doc.len());
     let len = usize::try_from(length).unwrap_or(usize::MAX).min(MAX_READ as usize);
     let end = start.saturating_add(len).min(doc.len());
@@ -520,6 +532,18 @@ mod tests {
         let held = [b"+".as_slice(), &packet(b"PacketSize=20000")].concat();
         let out = amend_reply(&held, EXTRA_FEATURES);
         assert_eq!(out[0], b'+');
-        assert_eq!(checked_body(&out[1..]), Some(&b"PacketSize=20000;qXfer:osdata:read+"[..]));
+        assert_eq!(
+            checked_body(&out[1..]),
+            Some(&b"PacketSize=20000;qXfer:osdata:read+;qXfer:libraries:read+"[..])
+        );
+    }
+
+    #[test]
+    fn the_library_list_without_a_kernel_is_empty_and_windows_are_checked() {
+        let mut input = packet(b"qXfer:libraries:read::0,1000");
+        input.extend(packet(b"qXfer:libraries:read::zz"));
+        let out = String::from_utf8_lossy(&session_output(&input, true)).into_owned();
+        assert!(out.contains("$l<library-list version=\"1.0\"/>\n#"), "{out}");
+        assert!(out.contains("$E00#"), "{out}");
     }
 }

@@ -99,6 +99,10 @@ pub struct DmaTarget {
     user_regs: HashMap<u64, Result<crate::linux::Regs, String>>,
     /// The auxiliary vector of the process `monitor switch PID` chose (`qXfer:auxv:read`).
     auxv: Option<Vec<u8>>,
+    /// Where modules' `.ko` files are: the order of their sections for gdb's library list.
+    module_files: crate::linux::modules::KoIndex,
+    /// The library list (the modules) gdb is reading, made at its first window.
+    libraries: Option<String>,
 }
 
 /// The state of [`DmaTarget::capture_next_read`].
@@ -153,7 +157,17 @@ impl DmaTarget {
             read_capture: ReadCapture::Off,
             user_regs: HashMap::new(),
             auxv: None,
+            module_files: Default::default(),
+            libraries: None,
         }
+    }
+
+    /// Where the modules' `.ko` files are (searched recursively, e.g. Debian's
+    /// `usr/lib/debug/lib/modules/RELEASE`): gdb's library list gives each module's section
+    /// addresses in its file's order, which only the file has.
+    pub fn with_module_files(mut self, dirs: &[std::path::PathBuf]) -> Self {
+        self.module_files = crate::linux::modules::KoIndex::new(dirs);
+        self
     }
 
     /// Makes the target Linux-aware: the `ps`/`switch`/`kernel`/`dmesg` commands, `qOffsets`
@@ -356,6 +370,25 @@ impl DmaTarget {
 
     /// gdb's `info os` documents (`qXfer:osdata:read`): the list of types, and `processes`
     /// from the task list. `None` for a type dmastub does not have.
+    /// The modules as gdb's library list (`qXfer:libraries:read`): made when gdb asks for its
+    /// start (`fresh`), the same document for the windows after.
+    pub(crate) fn libraries(&mut self, fresh: bool) -> String {
+        if fresh || self.libraries.is_none() {
+            let doc = match &self.linux {
+                Some(linux) => {
+                    linux.module_libraries(&mut self.space, &self.module_files).unwrap_or_else(|e| {
+                        log::warn!("libraries: no modules offered to gdb: {e}");
+                        String::new()
+                    })
+                }
+                None => String::new(),
+            };
+            self.libraries =
+                Some(if doc.is_empty() { "<library-list version=\"1.0\"/>\n".to_string() } else { doc });
+        }
+        self.libraries.clone().unwrap_or_default()
+    }
+
     pub(crate) fn osdata(&mut self, annex: &[u8]) -> Option<String> {
         match annex {
             b"" => Some(super::osdata::types()),

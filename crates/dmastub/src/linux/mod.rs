@@ -13,6 +13,7 @@ pub(crate) mod kallsyms;
 pub(crate) mod layout;
 mod list;
 pub mod mm;
+pub mod modules;
 mod name_index;
 pub(crate) mod origin;
 pub(crate) mod pages;

@@ -8,6 +8,7 @@
 #   maps PID one process's /proc/PID/maps
 #   stat PID /proc/PID/stat and /proc/PID/status
 #   modules  /proc/modules
+#   poke-module  panic the kernel in the test module's own code (echo panic > /proc/dmastub_test)
 # Answers are framed by "BEGIN <request>" and "END <request>" lines.
 /bin/busybox mkdir -p /proc /sys /dev /tmp
 /bin/busybox --install -s /bin
@@ -21,6 +22,13 @@ echo 1 > /proc/sys/kernel/sysrq
 # An NMI from outside (QEMU's inject-nmi, a BMC's NMI button) panics the kernel, as on servers.
 echo 1 > /proc/sys/kernel/unknown_nmi_panic
 cd /
+
+# Modules the test kit put in the initramfs, loaded in the order of lib/modules/load-order.
+if [ -f /lib/modules/load-order ]; then
+    while read -r m; do
+        insmod "/lib/modules/$m.ko" > /dev/console 2>&1 || echo "INSMOD-FAILED $m" > /dev/console
+    done < /lib/modules/load-order
+fi
 
 /bin/ticker > /dev/console 2>&1 &
 TICKER=$!
@@ -63,6 +71,9 @@ while read -r request <&3; do
             { echo "BEGIN $request"; cat "/proc/${request#stat }/stat" "/proc/${request#stat }/status" 2>&1
               echo "END $request"; } >&3 ;;
         modules) { echo "BEGIN modules"; cat /proc/modules; echo "END modules"; } >&3 ;;
+        poke-module)
+            { echo "BEGIN poke-module"; echo "END poke-module"; } >&3
+            sh -c 'echo "POKER pid=$$" > /dev/kmsg; echo panic > /proc/dmastub_test' > /dev/console 2>&1 ;;
         panic) { echo "BEGIN panic"; echo "END panic"; } >&3; /bin/crasher > /dev/console 2>&1 ;;
         *) { echo "BEGIN $request"; echo "unknown request"; echo "END $request"; } >&3 ;;
     esac

@@ -79,6 +79,11 @@ impl DmaTarget {
             return Err(CommandError::NoLinux);
         };
         match cmd {
+            LinuxCommand::Lsmod { proc } => match linux.modules(&mut self.space) {
+                Ok(list) if proc => Ok(crate::linux::modules::proc_modules(&list)),
+                Ok(list) => Ok(crate::linux::modules::lsmod(&list)),
+                Err(e) => Err(CommandError::linux(format!("lsmod: {e}"))),
+            },
             LinuxCommand::Ps { threads } => match linux.tasks(&mut self.space, threads) {
                 Ok(list) => Ok(render::ps(&list)),
                 Err(e) => Err(CommandError::linux(linux.explain(&e))),

@@ -42,14 +42,9 @@ const MAX_ORC_ENTRIES: u64 = 4 << 20;
 const MAX_STACK_SWITCHES: u32 = 4;
 /// Where x86-64 loads modules (`MODULES_VADDR`, lowest without KASLR, to `MODULES_END`).
 const MODULE_SPACE: std::ops::Range<u64> = 0xffff_ffff_a000_0000..0xffff_ffff_ff00_0000;
-/// Most modules walked on the `modules` list.
-const MAX_MODULES: usize = 8192;
-/// Most symbols believed in one module's symbol table.
-const MAX_MODULE_SYMBOLS: u64 = 1 << 20;
 /// `sizeof(Elf64_Sym)`.
+#[cfg(test)]
 const ELF_SYM_SIZE: usize = 24;
-/// Longest symbol name read from a module's string table.
-const MAX_NAME: usize = 256;
 
 /// Why there is no backtrace, or why one stopped. The text is what `monitor bt` shows.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

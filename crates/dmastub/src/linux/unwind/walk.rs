@@ -214,7 +214,7 @@ pub(super) fn entry_for(
         }
         Err(why) => return Err(UnwindError::NoModules { ip, source: Box::new(why) }),
     };
-    let name = module.name.clone();
+    let name = module.name().to_string();
     let table = module
         .table(&mut *words, &orc.layout)
         .map_err(|why| UnwindError::NoModuleTable { module: name.clone(), source: Box::new(why) })?;
@@ -343,9 +343,9 @@ pub(super) fn name_of(
     {
         return match layout.and_then(|l| m.symbol(view, l, lookup)) {
             Some((name, start, size)) if size == 0 || lookup - start < size => {
-                format!("{name}+{:#x}/{size:#x} [{}]", lookup - start + adjust, m.name)
+                format!("{name}+{:#x}/{size:#x} [{}]", lookup - start + adjust, m.name())
             }
-            _ => format!("[{}]+{:#x}", m.name, lookup - m.text.0 + adjust),
+            _ => format!("[{}]+{:#x}", m.name(), lookup - m.module.text.0 + adjust),
         };
     }
     "??".to_string()
