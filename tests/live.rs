@@ -14,17 +14,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::BIN;
+use common::{BIN, live_required};
 use dmastub_testkit::child::{DmastubChild, GdbSession};
 use dmastub_testkit::vm::{self, GuestOptions, GuestReport, LiveVm, VmConfig};
 
 const GDB_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn live_required() -> bool {
-    ["CI", "DMASTUB_LIVE_REQUIRED"]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty() && s != "0" && s != "false"))
-}
 
 /// The guest, booted once for the whole suite; `None` (skip) only where that is allowed.
 fn boot() -> Option<LiveVm> {

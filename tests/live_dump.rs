@@ -23,17 +23,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use common::{BIN, Scratch, dwarf_vmlinux};
+use common::{BIN, Scratch, dwarf_vmlinux, live_required};
 use dmastub_testkit::vm::{self, GuestOptions, GuestProcess, GuestReport, LiveVm, VmConfig};
-
-fn env_set(names: &[&str]) -> bool {
-    names.iter().any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty() && s != "0" && s != "false"))
-}
-
-/// As `tests/live.rs`: a guest that cannot run is a failure, not a skip.
-fn live_required() -> bool {
-    env_set(&["CI", "DMASTUB_LIVE_REQUIRED"])
-}
 
 /// As `tests/dump_readers.rs`: a missing reader is a failure, not a skip.
 fn readers_required() -> bool {

@@ -7,18 +7,12 @@
 
 mod common;
 
-use common::{BIN, gdb_with};
+use common::{BIN, gdb_with, live_required};
 use dmastub_testkit::child::DmastubChild;
 use dmastub_testkit::vm::{self, GuestOptions, LiveVm, VmConfig};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
-
-fn live_required() -> bool {
-    ["CI", "DMASTUB_LIVE_REQUIRED"]
-        .iter()
-        .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty() && s != "0" && s != "false"))
-}
 
 fn boot() -> Option<LiveVm> {
     let missing = vm::missing_packages();

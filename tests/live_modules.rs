@@ -25,13 +25,9 @@ const GDB_TIMEOUT: Duration = Duration::from_secs(120);
 const STOCK: &[(&str, &str)] =
     &[("dummy", "drivers/net/dummy.ko"), ("tun", "drivers/net/tun.ko"), ("loop", "drivers/block/loop.ko")];
 
-fn required() -> bool {
-    std::env::var("DMASTUB_LIVE_REQUIRED").is_ok_and(|s| !s.is_empty() && s != "0" && s != "false")
-}
-
 /// Skips (or fails, when required) with `why`.
 fn skip(why: &str) -> Option<()> {
-    assert!(!required(), "live modules suite must run, but: {why}");
+    assert!(!live_required(), "live modules suite must run, but: {why}");
     eprintln!("SKIP: live modules: {why}");
     None
 }

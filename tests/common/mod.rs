@@ -10,6 +10,14 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dmastub");
 
+/// Whether a live guest must run here (CI, or `DMASTUB_LIVE_REQUIRED`): a guest that cannot
+/// boot is then a failure, not a skip.
+pub fn live_required() -> bool {
+    ["CI", "DMASTUB_LIVE_REQUIRED"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty() && s != "0" && s != "false"))
+}
+
 pub use dmastub_testkit::child::DmastubChild;
 
 /// The public fixture set the suite is written for (`../shared/fixtures/README.md`); other

@@ -34,7 +34,8 @@ struct Load {
     len: u64,
 }
 
-fn ehdr(phnum: u16, complete: bool) -> Vec<u8> {
+/// An x86-64 ELF core's file header: its program headers at `phoff`, `phnum` of them.
+pub(super) fn core_header(phoff: u64, phnum: u16, flags: u32) -> Vec<u8> {
     let mut v = vec![0u8; EHDR_SIZE];
     v[..4].copy_from_slice(MAGIC);
     v[4] = ELFCLASS64;
@@ -43,13 +44,16 @@ fn ehdr(phnum: u16, complete: bool) -> Vec<u8> {
     v[16..18].copy_from_slice(&ET_CORE.to_le_bytes());
     v[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
     v[20..24].copy_from_slice(&1u32.to_le_bytes());
-    v[32..40].copy_from_slice(&(EHDR_SIZE as u64).to_le_bytes()); // e_phoff
-    let flags = if complete { 0 } else { DUMP_ELF_INCOMPLETE };
+    v[32..40].copy_from_slice(&phoff.to_le_bytes());
     v[48..52].copy_from_slice(&flags.to_le_bytes());
     v[52..54].copy_from_slice(&(EHDR_SIZE as u16).to_le_bytes());
     v[54..56].copy_from_slice(&(PHDR_SIZE as u16).to_le_bytes());
     v[56..58].copy_from_slice(&phnum.to_le_bytes());
     v
+}
+
+fn ehdr(phnum: u16, complete: bool) -> Vec<u8> {
+    core_header(EHDR_SIZE as u64, phnum, if complete { 0 } else { DUMP_ELF_INCOMPLETE })
 }
 
 fn phdr(out: &mut Vec<u8>, p_type: u32, offset: u64, paddr: u64, len: u64) {

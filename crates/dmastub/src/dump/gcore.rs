@@ -15,9 +15,7 @@
 use crate::addr::VirtAddr;
 use crate::linux::{Linux, LinuxError, Regs, encode_prstatus};
 use crate::mmu::{AddressSpace, MemError};
-use crate::phys::elf::{
-    EHDR_SIZE, ELFCLASS64, ELFDATA2LSB, EM_X86_64, ET_CORE, MAGIC, PHDR_SIZE, PT_LOAD, PT_NOTE,
-};
+use crate::phys::elf::{EHDR_SIZE, PHDR_SIZE, PT_LOAD, PT_NOTE};
 use crate::phys::encode_note;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -294,19 +292,7 @@ fn pflags(vm_flags: u64) -> u32 {
 }
 
 fn ehdr(phoff: u64, phnum: u16) -> Vec<u8> {
-    let mut v = vec![0u8; EHDR_SIZE];
-    v[..4].copy_from_slice(MAGIC);
-    v[4] = ELFCLASS64;
-    v[5] = ELFDATA2LSB;
-    v[6] = 1; // EV_CURRENT
-    v[16..18].copy_from_slice(&ET_CORE.to_le_bytes());
-    v[18..20].copy_from_slice(&EM_X86_64.to_le_bytes());
-    v[20..24].copy_from_slice(&1u32.to_le_bytes());
-    v[32..40].copy_from_slice(&phoff.to_le_bytes());
-    v[52..54].copy_from_slice(&(EHDR_SIZE as u16).to_le_bytes());
-    v[54..56].copy_from_slice(&(PHDR_SIZE as u16).to_le_bytes());
-    v[56..58].copy_from_slice(&phnum.to_le_bytes());
-    v
+    super::elf::core_header(phoff, phnum, 0)
 }
 
 #[allow(clippy::too_many_arguments)]
