@@ -123,7 +123,9 @@ impl Linux {
             .map_err(LinuxError::from)
     }
 
-    /// One frame's caller by the kernel's unwind tables: see [`unwind::unwind_one`].
+    /// One frame's caller by the kernel's unwind tables, from `ip`, `sp` and `bp` as the frame
+    /// has them (`exact` when `ip` is where the CPU was, not a return address): every register
+    /// when entry code saved them, and whether the caller is code an entry interrupted.
     pub fn unwind_step(
         &self,
         space: &mut AddressSpace,

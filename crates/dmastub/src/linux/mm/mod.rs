@@ -5,7 +5,7 @@
 //!
 //! Over DMA a process costs a few round trips per level of its structures, not per VMA: the
 //! maple tree is read a level at a time, then every VMA together, then files, inodes and
-//! dentries level by level ([`batch`]). Everything read is untrusted: walks are bounded
+//! dentries level by level (`batch.rs`). Everything read is untrusted: walks are bounded
 //! (VMAs, tree depth, path length), loops are detected, and every problem names the address.
 
 mod batch;

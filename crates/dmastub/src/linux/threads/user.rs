@@ -312,7 +312,8 @@ fn read_fpregs(view: &mut View, u: &UserLayout, task: u64) -> Result<Vec<u8>, St
 }
 
 impl Linux {
-    /// The user-mode registers of `thread` (see [`read_user_regs`]).
+    /// The user-mode registers of `thread`: the `pt_regs` at the top of its kernel stack,
+    /// checked to be a user entry frame.
     pub fn user_regs(&self, space: &mut AddressSpace, thread: &Thread) -> Result<UserRegs, LinuxError> {
         let l = self.thread_layout.as_ref().map_err(|e| LinuxError::NoTasks(e.to_string()))?;
         let la57 = space.paging().levels() == 5;
