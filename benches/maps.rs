@@ -11,63 +11,18 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+#[path = "support/gdb_timing.rs"]
+mod gdb_timing;
+
 use common::*;
-use std::path::Path;
-use std::time::Duration;
+use gdb_timing::{Sample, Timer, median};
 
 const ADAPTER: &str = "127.0.91.2";
 const LOCAL: &str = "127.0.91.1";
 const RUNS: usize = 5;
 
-/// gdb-side timing: the command's wall time inside gdb, its line count, then `monitor stats`.
-const TIMER: &str = r##"
-import time
-import gdb
-
-def dmastub_timed(command):
-    gdb.execute("monitor flush", to_string=True)
-    gdb.execute("monitor stats reset", to_string=True)
-    t0 = time.perf_counter()
-    out = gdb.execute(command, to_string=True)
-    took = time.perf_counter() - t0
-    vmas = len([l for l in out.splitlines() if l and not l.startswith("#")])
-    print("TIMED %.6f %d" % (took, vmas))
-    print(gdb.execute("monitor stats", to_string=True))
-"##;
-
-struct Sample {
-    seconds: f64,
-    vmas: usize,
-    round_trips: Option<u64>,
-}
-
-fn timed(port: u16, timer: &Path, command: &str) -> Sample {
-    let out = gdb_with(
-        port,
-        None,
-        &[&format!("source {}", timer.display()), &format!("python dmastub_timed({command:?})")],
-        Duration::from_secs(300),
-    );
-    let line = out.lines().find(|l| l.starts_with("TIMED ")).unwrap_or_else(|| panic!("no timing:\n{out}"));
-    let mut w = line.split_whitespace().skip(1);
-    let seconds = w.next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
-    let vmas = w.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let round_trips = out
-        .lines()
-        .rev()
-        .find(|l| l.contains("NetTLP:"))
-        .and_then(|l| l.split(" round trips").next()?.rsplit(' ').next()?.parse().ok());
-    Sample { seconds, vmas, round_trips }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
-    let timer = std::env::temp_dir().join(format!("dmastub-bench-maps-timer-{}.py", std::process::id()));
-    std::fs::write(&timer, TIMER).expect("write the gdb timer script");
+    let timer = Timer::new("maps");
     let mut any = false;
     for dir in fixture_dirs() {
         let name = dir.file_name().unwrap_or_default().to_string_lossy().to_string();
@@ -87,8 +42,8 @@ fn main() {
             let stub = Stub::start(args);
             for pid in [tk, 1] {
                 let command = format!("monitor maps {pid}");
-                let samples: Vec<Sample> = (0..RUNS).map(|_| timed(stub.port, &timer, &command)).collect();
-                let vmas = samples[0].vmas;
+                let samples: Vec<Sample> = (0..RUNS).map(|_| timer.run(stub.port, None, &command)).collect();
+                let vmas = samples[0].content_lines;
                 let secs = median(samples.iter().map(|s| s.seconds).collect());
                 let rt = samples
                     .iter()
@@ -108,5 +63,4 @@ fn main() {
     if !any {
         println!("SKIP: no fixture images (set DMASTUB_FIXTURES)");
     }
-    let _ = std::fs::remove_file(&timer);
 }

@@ -20,69 +20,27 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
+#[path = "support/gdb_timing.rs"]
+mod gdb_timing;
+
 use common::*;
+use gdb_timing::{Sample, Timer, median};
 use std::path::Path;
-use std::time::Duration;
 
 const ADAPTER: &str = "127.0.78.2";
 const LOCAL: &str = "127.0.78.1";
 const RUNS: usize = 5;
 
-/// gdb-side timing: the command's wall time inside gdb, its line count, then `monitor stats`.
-const TIMER: &str = r#"
-import time
-import gdb
-
-def dmastub_timed(command):
-    gdb.execute("monitor flush", to_string=True)
-    gdb.execute("monitor stats reset", to_string=True)
-    t0 = time.perf_counter()
-    out = gdb.execute(command, to_string=True)
-    took = time.perf_counter() - t0
-    print("TIMED %.6f %d" % (took, len(out.splitlines())))
-    print(gdb.execute("monitor stats", to_string=True))
-"#;
-
-struct Sample {
-    seconds: f64,
-    lines: usize,
-    round_trips: Option<u64>,
-}
-
-fn timed(port: u16, vmlinux: Option<&Path>, timer: &Path, command: &str) -> Sample {
-    let out = gdb_with(
-        port,
-        vmlinux,
-        &[&format!("source {}", timer.display()), &format!("python dmastub_timed({command:?})")],
-        Duration::from_secs(300),
-    );
-    let line = out.lines().find(|l| l.starts_with("TIMED ")).unwrap_or_else(|| panic!("no timing:\n{out}"));
-    let mut w = line.split_whitespace().skip(1);
-    let seconds = w.next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
-    let lines = w.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-    let round_trips = out
-        .lines()
-        .rev()
-        .find(|l| l.contains("NetTLP:"))
-        .and_then(|l| l.split(" round trips").next()?.rsplit(' ').next()?.parse().ok());
-    Sample { seconds, lines, round_trips }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// A command's median seconds, and median round trips when over NetTLP.
 type Median = (f64, Option<f64>);
 
 /// (ps, threads) medians, and the thread count.
-fn compare(args: &[&str], vmlinux: Option<&Path>, timer: &Path) -> (Median, Median, usize) {
+fn compare(args: &[&str], vmlinux: Option<&Path>, timer: &Timer) -> (Median, Median, usize) {
     let stub = Stub::start(args);
     let (mut ps, mut th) = (Vec::new(), Vec::new());
     for _ in 0..RUNS {
-        ps.push(timed(stub.port, vmlinux, timer, "monitor ps -t"));
-        th.push(timed(stub.port, vmlinux, timer, "info threads"));
+        ps.push(timer.run(stub.port, vmlinux, "monitor ps -t"));
+        th.push(timer.run(stub.port, vmlinux, "info threads"));
     }
     // `info threads` prints a header line, then one line per thread.
     let threads = th[0].lines.saturating_sub(1);
@@ -97,8 +55,7 @@ fn compare(args: &[&str], vmlinux: Option<&Path>, timer: &Path) -> (Median, Medi
 }
 
 fn main() {
-    let timer = std::env::temp_dir().join(format!("dmastub-bench-timer-{}.py", std::process::id()));
-    std::fs::write(&timer, TIMER).expect("write the gdb timer script");
+    let timer = Timer::new("threads");
     let mut any = false;
     for dir in fixture_dirs() {
         let name = dir.file_name().unwrap_or_default().to_string_lossy().to_string();
@@ -145,5 +102,4 @@ fn main() {
     if !any {
         println!("SKIP: no fixture images (set DMASTUB_FIXTURES)");
     }
-    let _ = std::fs::remove_file(&timer);
 }
