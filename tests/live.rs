@@ -16,49 +16,18 @@ use std::time::Duration;
 
 use common::{BIN, live_required};
 use dmastub_testkit::child::{DmastubChild, GdbSession};
-use dmastub_testkit::vm::{self, GuestOptions, GuestReport, LiveVm, VmConfig};
+use dmastub_testkit::vm::{self, GuestOptions, GuestReport, LiveVm};
 
 const GDB_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The guest, booted once for the whole suite; `None` (skip) only where that is allowed.
+/// The guest, booted once for the whole suite; `None` (skip) only where that is allowed. The
+/// fixture kernel when the full suite set it up (its DWARF vmlinux then lets crash read the
+/// live dump); else the distribution's current kernel, as the demo boots.
 fn boot() -> Option<LiveVm> {
-    let missing = vm::missing_packages();
-    if !missing.is_empty() {
-        assert!(
-            !live_required(),
-            "the live suite must run here, but these packages are missing: {missing:?}"
-        );
-        eprintln!(
-            "SKIP: live suite: missing {missing:?} (apt-get install qemu-system-x86 gdb gcc libc6-dev)"
-        );
-        return None;
-    }
-    // The fixture kernel when the full suite set it up (its DWARF vmlinux then lets crash read
-    // the live dump); else the distribution's current kernel, as the demo boots.
     let kernel =
         std::env::var_os("DMASTUB_FIXTURE_KERNEL").map(std::path::PathBuf::from).filter(|p| p.is_file());
     let opts = GuestOptions { kernel, cache: vm::guest::default_cache_dir(), ..Default::default() };
-    let mut progress = |line: &str| eprintln!("live: {line}");
-    let files = match vm::guest::prepare(&opts, &mut progress) {
-        Ok(f) => f,
-        Err(e) if !live_required() => {
-            eprintln!("SKIP: live suite: cannot prepare the guest: {e}");
-            return None;
-        }
-        Err(e) => panic!("the live suite cannot prepare its guest: {e}"),
-    };
-    match LiveVm::boot(&files, &VmConfig::default(), &mut progress) {
-        Ok(vm) => {
-            eprintln!(
-                "live: guest {} up in {:.1} s ({})",
-                vm.report.release,
-                vm.boot_time.as_secs_f64(),
-                vm.accel
-            );
-            Some(vm)
-        }
-        Err(e) => panic!("the live guest did not boot: {e}"),
-    }
+    common::boot_live_guest("live suite", &opts)
 }
 
 /// A server over the guest's RAM: `serve --live FILE`, or the NetTLP emulator on the file

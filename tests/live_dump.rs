@@ -24,7 +24,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use common::{BIN, Scratch, dwarf_vmlinux, live_required};
-use dmastub_testkit::vm::{self, GuestOptions, GuestProcess, GuestReport, LiveVm, VmConfig};
+use dmastub_testkit::vm::{self, GuestOptions, GuestProcess, GuestReport, LiveVm};
 
 /// As `tests/dump_readers.rs`: a missing reader is a failure, not a skip.
 fn readers_required() -> bool {
@@ -98,31 +98,13 @@ fn qemu_here() -> bool {
     true
 }
 
-/// The demo's guest running `kernel`; `None` (skip) only where that is allowed.
 fn boot(kernel: &Path) -> Option<LiveVm> {
     let opts = GuestOptions {
         kernel: Some(kernel.to_path_buf()),
         cache: vm::guest::default_cache_dir(),
         ..Default::default()
     };
-    let mut progress = |line: &str| eprintln!("live-dump: {line}");
-    let files = match vm::guest::prepare(&opts, &mut progress) {
-        Ok(f) => f,
-        Err(e) if !live_required() => {
-            eprintln!("SKIP: crash on a live dump: cannot prepare the guest: {e}");
-            return None;
-        }
-        Err(e) => panic!("cannot prepare the guest: {e}"),
-    };
-    let vm = LiveVm::boot(&files, &VmConfig::default(), &mut progress)
-        .unwrap_or_else(|e| panic!("the guest did not boot with {}: {e}", kernel.display()));
-    eprintln!(
-        "live-dump: guest {} up in {:.1} s ({})",
-        vm.report.release,
-        vm.boot_time.as_secs_f64(),
-        vm.accel
-    );
-    Some(vm)
+    common::boot_live_guest("live-dump", &opts)
 }
 
 /// `dmastub dump --live RAM -q [extra] -o out`, timed.

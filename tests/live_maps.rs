@@ -7,37 +7,16 @@
 
 mod common;
 
-use common::{BIN, gdb_with, live_required};
+use common::{BIN, gdb_with};
 use dmastub_testkit::child::DmastubChild;
-use dmastub_testkit::vm::{self, GuestOptions, LiveVm, VmConfig};
+use dmastub_testkit::vm::{self, GuestOptions, LiveVm};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 fn boot() -> Option<LiveVm> {
-    let missing = vm::missing_packages();
-    if !missing.is_empty() {
-        assert!(
-            !live_required(),
-            "the live suite must run here, but these packages are missing: {missing:?}"
-        );
-        eprintln!("SKIP: live maps: missing {missing:?} (apt-get install qemu-system-x86 gdb gcc libc6-dev)");
-        return None;
-    }
     let opts = GuestOptions { cache: vm::guest::default_cache_dir(), ..Default::default() };
-    let mut progress = |line: &str| eprintln!("live: {line}");
-    let files = match vm::guest::prepare(&opts, &mut progress) {
-        Ok(f) => f,
-        Err(e) if !live_required() => {
-            eprintln!("SKIP: live maps: cannot prepare the guest: {e}");
-            return None;
-        }
-        Err(e) => panic!("the live suite cannot prepare its guest: {e}"),
-    };
-    match LiveVm::boot(&files, &VmConfig::default(), &mut progress) {
-        Ok(vm) => Some(vm),
-        Err(e) => panic!("the live guest did not boot: {e}"),
-    }
+    common::boot_live_guest("live maps", &opts)
 }
 
 /// The guest's answer to `maps`: each pid's lines (empty for kernel threads).

@@ -10,6 +10,40 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_dmastub");
 
+/// The live guest booted with `opts` for the suite `suite`; `None` (having said why) when
+/// QEMU and its tools are missing or the guest's files cannot be had, where
+/// [`live_required`] allows a skip. A guest that does not boot fails.
+pub fn boot_live_guest(
+    suite: &str,
+    opts: &dmastub_testkit::vm::GuestOptions,
+) -> Option<dmastub_testkit::vm::LiveVm> {
+    use dmastub_testkit::vm::{self, LiveVm, VmConfig};
+    let missing = vm::missing_packages();
+    if !missing.is_empty() {
+        assert!(!live_required(), "the {suite} must run here, but these packages are missing: {missing:?}");
+        eprintln!("SKIP: {suite}: missing {missing:?} (apt-get install qemu-system-x86 gdb gcc libc6-dev)");
+        return None;
+    }
+    let mut progress = |line: &str| eprintln!("{suite}: {line}");
+    let files = match vm::guest::prepare(opts, &mut progress) {
+        Ok(f) => f,
+        Err(e) if !live_required() => {
+            eprintln!("SKIP: {suite}: cannot prepare the guest: {e}");
+            return None;
+        }
+        Err(e) => panic!("the {suite} cannot prepare its guest: {e}"),
+    };
+    let vm = LiveVm::boot(&files, &VmConfig::default(), &mut progress)
+        .unwrap_or_else(|e| panic!("the {suite}'s guest did not boot ({}): {e}", files.kernel_origin));
+    eprintln!(
+        "{suite}: guest {} up in {:.1} s ({})",
+        vm.report.release,
+        vm.boot_time.as_secs_f64(),
+        vm.accel
+    );
+    Some(vm)
+}
+
 /// Whether a live guest must run here (CI, or `DMASTUB_LIVE_REQUIRED`): a guest that cannot
 /// boot is then a failure, not a skip.
 pub fn live_required() -> bool {
