@@ -164,19 +164,36 @@ impl Linux {
         Ok(list)
     }
 
-    /// The CR3 of task `pid` (a process or a thread).
-    pub fn task_cr3(&self, space: &mut AddressSpace, pid: i32) -> Result<Switch, LinuxError> {
+    /// Task `pid` (a process or a thread), found as the kernel finds it (the pid namespace's
+    /// xarray: a few reads), else in the task list (a read per task).
+    pub(crate) fn task_by_pid(&self, space: &mut AddressSpace, pid: i32) -> Result<tasks::Task, LinuxError> {
         let layout = self.layout.as_ref().map_err(LayoutError::clone)?;
+        if let Some(types) = self.kernel.types.as_deref() {
+            let mut view = View::new(space, self.kernel.cr3.value);
+            let direct_map = self.kernel.page_offset_base.value;
+            match super::mm::find_task(&mut view, types, &self.kernel.symbols, layout, pid, direct_map) {
+                Ok(Some(task)) => return Ok(task),
+                Ok(None) => {}
+                Err(why) => {
+                    log::info!("pid {pid} not looked up in init_pid_ns ({why}): walking the task list")
+                }
+            }
+        }
         let init = self.init_task()?;
         let mut view = View::new(space, self.kernel.cr3.value);
         let list = tasks::list(&mut view, layout, init, true);
-        let Some(t) = list.tasks.iter().find(|t| t.pid == pid) else {
-            return Err(LinuxError::NoSuchPid {
-                pid: pid as u64,
-                among: format!("in the task list of {} tasks", list.tasks.len()),
-                why: list.truncated.as_ref().or(list.problems.first()).cloned(),
-            });
-        };
+        let among = format!("in the task list of {} tasks", list.tasks.len());
+        let why = list.truncated.as_ref().or(list.problems.first()).cloned();
+        list.tasks.into_iter().find(|t| t.pid == pid).ok_or(LinuxError::NoSuchPid {
+            pid: pid as u64,
+            among,
+            why,
+        })
+    }
+
+    /// The CR3 of task `pid` (a process or a thread).
+    pub fn task_cr3(&self, space: &mut AddressSpace, pid: i32) -> Result<Switch, LinuxError> {
+        let t = self.task_by_pid(space, pid)?;
         match t.cr3 {
             Some(cr3) => Ok(Switch { cr3, pid, comm: t.comm.clone() }),
             None if t.is_kernel_thread() => Err(LinuxError::KernelThread { pid, comm: t.comm.clone() }),

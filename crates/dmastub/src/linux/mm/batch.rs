@@ -6,6 +6,7 @@
 //! resolver together. Over DMA the cost is the length of the longest chain in round trips, not
 //! the number of pointers.
 
+use crate::bytes::LeBytes;
 use crate::linux::View;
 use crate::mmu::MemError;
 use std::collections::{HashMap, HashSet};
@@ -78,10 +79,5 @@ impl<'v, 'a> Batcher<'v, 'a> {
 
 /// The little-endian unsigned value of `size` bytes at `off` in `b`, if there.
 pub(crate) fn uint(b: &[u8], off: u64, size: u64) -> Option<u64> {
-    let off = usize::try_from(off).ok()?;
-    let n = (size as usize).clamp(1, 8);
-    let bytes = b.get(off..off.checked_add(n)?)?;
-    let mut w = [0u8; 8];
-    w[..n].copy_from_slice(bytes);
-    Some(u64::from_le_bytes(w))
+    b.uint_at(usize::try_from(off).ok()?, (size as usize).clamp(1, 8))
 }

@@ -12,6 +12,7 @@ mod batch;
 mod layout;
 pub(crate) mod maple;
 mod pid;
+pub(crate) use pid::find_task;
 mod read;
 pub mod render;
 #[cfg(test)]
@@ -172,36 +173,10 @@ impl MapsError {
 }
 
 impl Linux {
-    /// The memory map of task `pid` (a process or one of its threads), found as the kernel
-    /// finds it (the pid namespace's xarray: a few reads), else in the task list.
+    /// The memory map of task `pid` (a process or one of its threads).
     pub fn maps(&self, space: &mut AddressSpace, pid: i32) -> Result<ProcessMaps, LinuxError> {
-        let layout = self.layout.as_ref().map_err(Clone::clone)?;
-        if let Some(types) = self.kernel.types.as_deref() {
-            let mut view = View::new(space, self.kernel.cr3.value);
-            match pid::find_task(
-                &mut view,
-                types,
-                &self.kernel.symbols,
-                layout,
-                pid,
-                self.kernel.page_offset_base.value,
-            ) {
-                Ok(Some(task)) => return self.maps_of(space, &task),
-                Ok(None) => {}
-                Err(why) => {
-                    log::info!("pid {pid} not looked up in init_pid_ns ({why}): walking the task list")
-                }
-            }
-        }
-        let list = self.tasks(space, true)?;
-        let Some(task) = list.tasks.iter().find(|t| t.pid == pid) else {
-            return Err(LinuxError::NoSuchPid {
-                pid: pid as u64,
-                among: format!("in the task list of {} tasks", list.tasks.len()),
-                why: list.truncated.as_ref().or(list.problems.first()).cloned(),
-            });
-        };
-        self.maps_of(space, task)
+        let task = self.task_by_pid(space, pid)?;
+        self.maps_of(space, &task)
     }
 
     /// The memory map of `task`, already read (from the task list or gdb's threads).

@@ -3,7 +3,7 @@
 //! more, where walking the task list costs one per task (over DMA, a round trip each).
 
 use super::batch::uint;
-use crate::linux::tasks::{COMM_LEN, Task, TaskLayout, clean_comm};
+use crate::linux::tasks::{Task, TaskLayout, read_task};
 use crate::linux::{Memory, Symbols, TypeInfo, View};
 
 /// `XA_CHUNK_SHIFT`: 64 slots per node.
@@ -81,34 +81,8 @@ pub(crate) fn find_task(
     if first == 0 {
         return Ok(None);
     }
-    // The fields maps needs, in one read (not the task list's parent and pgd reads after).
     let addr = first.wrapping_sub(pid_links);
-    let fields = [
-        Some((tl.pid, 4)),
-        tl.tgid.map(|o| (o, 4)),
-        Some((tl.comm, COMM_LEN as u64)),
-        tl.flags.map(|o| (o, 4)),
-        tl.mm.map(|o| (o, 8)),
-    ];
-    let lo = fields.iter().flatten().map(|f| f.0).min().unwrap_or(0);
-    let hi = fields.iter().flatten().map(|f| f.0 + f.1).max().unwrap_or(0);
-    if hi - lo > 16 * 1024 {
-        return Err("task_struct fields too far apart".into());
-    }
-    let mut t = vec![0u8; (hi - lo) as usize];
-    view.read(addr.wrapping_add(lo), &mut t).map_err(|e| format!("task {addr:#x}: {e}"))?;
-    let get = |o: u64, n: u64| uint(&t, o - lo, n);
-    let task = Task {
-        addr,
-        pid: get(tl.pid, 4).unwrap_or(0) as i32,
-        tgid: tl.tgid.and_then(|o| get(o, 4)).unwrap_or(0) as i32,
-        ppid: None,
-        comm: clean_comm(&t[(tl.comm - lo) as usize..(tl.comm - lo) as usize + COMM_LEN]),
-        state: '?',
-        flags: tl.flags.and_then(|o| get(o, 4)).map(|f| f as u32),
-        mm: tl.mm.and_then(|o| get(o, 8)),
-        cr3: None,
-    };
+    let task = read_task(view, tl, addr).map_err(|e| e.to_string())?;
     // A stale or damaged entry must not stand for another task.
     Ok((task.pid == pid).then_some(task))
 }
