@@ -242,6 +242,52 @@ impl<'a> View<'a> {
         results.into_iter().zip(words).map(|(r, w)| r.map(|()| u64::from_le_bytes(w))).collect()
     }
 
+    /// Runs `first` and `second` each with a view of its own (this one's root and what is left
+    /// of its budget), their reads in lockstep (see [`AddressSpace::in_lockstep`]); what they
+    /// read counts against this view's budget.
+    pub fn in_lockstep<A, B>(
+        &mut self,
+        first: impl FnOnce(&mut View) -> A,
+        second: impl FnOnce(&mut View) -> B + Send,
+    ) -> (A, B)
+    where
+        B: Send,
+    {
+        let (cr3, left) = (
+            self.cr3,
+            Budget {
+                tasks: self.budget.tasks.saturating_sub(self.tasks),
+                bytes: self.budget.bytes.saturating_sub(self.bytes_read),
+            },
+        );
+        let ((a, used_a), (b, used_b)) = self.space.in_lockstep(
+            |space| {
+                let mut v = View::with_budget(space, cr3, left);
+                let a = first(&mut v);
+                (a, (v.bytes_read, v.lent, v.tasks, v.spent))
+            },
+            |space| {
+                let mut v = View::with_budget(space, cr3, left);
+                let b = second(&mut v);
+                (b, (v.bytes_read, v.lent, v.tasks, v.spent))
+            },
+        );
+        for (bytes, lent, tasks, spent) in [used_a, used_b] {
+            self.bytes_read += bytes;
+            self.lent += lent;
+            self.tasks += tasks;
+            if self.spent.is_none() {
+                self.spent = spent;
+            }
+        }
+        (a, b)
+    }
+
+    /// The source's traffic so far ([`PhysMem::traffic`](crate::phys::PhysMem::traffic)).
+    pub fn traffic(&self) -> Option<String> {
+        self.space.mem().traffic()
+    }
+
     /// The root this view reads under.
     pub fn cr3(&self) -> u64 {
         self.cr3

@@ -75,6 +75,24 @@ impl TableCache {
         }
     }
 
+    /// A copy of the pages held now (not of the memory kept for reuse).
+    pub fn snapshot(&self) -> Self {
+        let index: FoldMap<u64, u32> = self
+            .index
+            .iter()
+            .filter(|&(_, &slot)| (slot as usize) < self.used)
+            .map(|(&k, &v)| (k, v))
+            .collect();
+        Self {
+            capacity: self.capacity,
+            index,
+            keys: self.keys[..self.used.min(self.keys.len())].to_vec(),
+            pages: self.pages[..self.used.min(self.pages.len())].to_vec(),
+            used: self.used.min(self.pages.len()),
+            victim: self.victim,
+        }
+    }
+
     /// Pages currently held.
     #[cfg(test)]
     pub fn len(&self) -> usize {

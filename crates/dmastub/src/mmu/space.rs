@@ -6,7 +6,7 @@ use super::stats::MmuStats;
 use super::walk::{DirectReader, TableReader, Translation, WalkTrace, walk, walk_trace};
 use super::{MmuConfig, Paging};
 use crate::addr::{PAGE_SIZE, PhysAddr, VirtAddr};
-use crate::phys::{PhysError, PhysMem, Segment, find_range};
+use crate::phys::{BufferMem, Lockstep, PhysError, PhysMem, Segment, SourceKind, find_range};
 use std::time::{Duration, Instant};
 
 /// An idle gap longer than this ends a burst of requests: on a volatile source everything
@@ -113,6 +113,54 @@ impl AddressSpace {
     /// after changing page tables that way.
     pub fn mem_mut(&mut self) -> &mut dyn PhysMem {
         &mut *self.mem
+    }
+
+    /// Runs `first` here and `second` on another thread, each over its own address space (the
+    /// same configuration, its own caches), their reads in [`Lockstep`]: over a device source,
+    /// where each batch costs a round trip, two independent chains of reads cost the longer
+    /// one's round trips instead of both. Other sources run `second`, then `first`, here.
+    pub fn in_lockstep<A, B>(
+        &mut self,
+        first: impl FnOnce(&mut AddressSpace) -> A,
+        second: impl FnOnce(&mut AddressSpace) -> B + Send,
+    ) -> (A, B)
+    where
+        B: Send,
+    {
+        if self.mem.kind() != SourceKind::NetTlp {
+            let b = second(self);
+            return (first(self), b);
+        }
+        let detached = || -> Box<dyn PhysMem> {
+            Box::new(BufferMem::new("a source in use by readers in lockstep", Vec::new()))
+        };
+        let mut lockstep = Lockstep::new(std::mem::replace(&mut self.mem, detached()));
+        self.mem = Box::new(lockstep.reader());
+        let mut other = AddressSpace::new(Box::new(lockstep.reader()), self.config);
+        // The table pages read so far serve both: the other need not read them again.
+        other.tables = self.tables.snapshot();
+        let (a, b, other_stats) = std::thread::scope(|scope| {
+            let helper = scope.spawn(move || {
+                let b = second(&mut other);
+                (b, other.stats)
+            });
+            let a = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| first(&mut *self)));
+            // Our reader goes now, so that the other one never waits for it.
+            self.mem = detached();
+            match helper.join() {
+                Ok((b, stats)) => (a, Ok(b), stats),
+                Err(panic) => (a, Err(panic), MmuStats::default()),
+            }
+        });
+        match lockstep.into_source() {
+            Ok(source) => self.mem = source,
+            Err(_) => log::error!("a reader in lockstep outlived its thread: the source is detached"),
+        }
+        self.stats.absorb(&other_stats);
+        match (a, b) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(panic), _) | (_, Err(panic)) => std::panic::resume_unwind(panic),
+        }
     }
 
     /// How addresses translate.

@@ -24,6 +24,18 @@ pub struct MmuStats {
 }
 
 impl MmuStats {
+    /// Adds `other`'s counts to these.
+    pub fn absorb(&mut self, other: &MmuStats) {
+        self.table_reads += other.table_reads;
+        self.table_cache_hits += other.table_cache_hits;
+        self.data_reads += other.data_reads;
+        self.data_bytes += other.data_bytes;
+        self.translation_hits += other.translation_hits;
+        self.translation_misses += other.translation_misses;
+        self.walks += other.walks;
+        self.flushes += other.flushes;
+    }
+
     /// All backend reads, tables and data.
     pub fn backend_reads(&self) -> u64 {
         self.table_reads + self.data_reads

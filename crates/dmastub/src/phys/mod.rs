@@ -23,6 +23,7 @@ mod file;
 mod format;
 pub mod kdump;
 mod lime;
+mod lockstep;
 pub mod nettlp;
 mod open;
 mod ranges;
@@ -35,6 +36,7 @@ pub use file::WriteMode;
 pub use format::{Format, Unreadable};
 pub use kdump::KdumpError;
 pub use lime::LimeError;
+pub use lockstep::{Lockstep, LockstepReader};
 pub use open::{OpenError, OpenOptions, open_file};
 pub use ranges::{FileRange, RangeError, RangeOrigin};
 

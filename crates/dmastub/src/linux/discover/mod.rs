@@ -45,7 +45,7 @@ pub struct Hints {
     /// Symbols at their link addresses (System.map, vmlinux, profile) and where they came from.
     pub link_symbols: Option<(Kallsyms, String)>,
     /// A layout that replaces the in-memory BTF (a BTF file, a profile).
-    pub types: Option<Box<dyn TypeInfo + Send>>,
+    pub types: Option<Box<dyn TypeInfo + Send + Sync>>,
 }
 
 /// Everything discovery found: the kernel, as data.
@@ -73,7 +73,7 @@ pub struct Kernel {
     /// The kernel's VMCOREINFO, from the core's note or from memory.
     pub vmcoreinfo: Option<Found<VmcoreInfo>>,
     /// The struct layout: the user's, the kernel's BTF, a built-in profile or VMCOREINFO's.
-    pub types: Option<Box<dyn TypeInfo + Send>>,
+    pub types: Option<Box<dyn TypeInfo + Send + Sync>>,
     /// The real-mode trampoline, when it was read.
     pub trampoline: Option<Trampoline>,
     /// The kernel's BTF is in memory but reads of it failed (so that a missing layout is not
@@ -418,20 +418,20 @@ fn find_release(view: &mut View, syms: &Kallsyms, vmci: Option<&VmcoreInfo>) -> 
 fn find_types(
     view: &mut View,
     syms: &Kallsyms,
-    given: Option<Box<dyn TypeInfo + Send>>,
+    given: Option<Box<dyn TypeInfo + Send + Sync>>,
     release: Option<&Found<String>>,
     vmci: Option<&VmcoreInfo>,
     notes: &mut Vec<String>,
-) -> (Option<Box<dyn TypeInfo + Send>>, Option<FailedReads>) {
+) -> (Option<Box<dyn TypeInfo + Send + Sync>>, Option<FailedReads>) {
     if given.is_some() {
         return (given, None);
     }
-    let fallback = |notes: &mut Vec<String>| -> Option<Box<dyn TypeInfo + Send>> {
+    let fallback = |notes: &mut Vec<String>| -> Option<Box<dyn TypeInfo + Send + Sync>> {
         if let Some(p) = release.and_then(|r| Profile::built_in_for(&r.value)) {
             notes.push(format!("no BTF in memory: using the built-in profile {}", p.name));
             return Some(Box::new(p.types()));
         }
-        vmci.map(|v| Box::new(v.types()) as Box<dyn TypeInfo + Send>)
+        vmci.map(|v| Box::new(v.types()) as Box<dyn TypeInfo + Send + Sync>)
     };
     match read_btf(view, syms) {
         Ok(Some(btf)) => (Some(Box::new(btf)), None),

@@ -11,7 +11,7 @@ mod read;
 pub use read::{TaskError, read_task, read_tasks};
 
 use super::error::LayoutError;
-use super::list::{Head, walk_list};
+use super::list::{Along, Head, walk_list, walk_list_along};
 use super::{Memory, TypeInfo, View};
 use std::collections::HashSet;
 
@@ -221,11 +221,23 @@ pub(crate) fn clean_comm(raw: &[u8]) -> String {
 
 /// Every process (thread-group leader) from `init_task`, and with `threads` every thread.
 pub fn list(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -> TaskList {
+    list_along(mem, l, init_task, threads, None)
+}
+
+/// [`list`], reading `along` for each process as the task list's walk passes it (see
+/// [`Along`]; processes found another way, and threads, are not in it).
+pub(crate) fn list_along(
+    mem: &mut View,
+    l: &TaskLayout,
+    init_task: u64,
+    threads: bool,
+    along: Option<&mut Along>,
+) -> TaskList {
     let mut problems = Vec::new();
     let Some(tasks_off) = l.tasks else {
         return list_by_tree(mem, l, init_task, threads);
     };
-    let leaders = walk_list(
+    let leaders = walk_list_along(
         mem,
         init_task.wrapping_add(tasks_off),
         tasks_off,
@@ -233,6 +245,7 @@ pub fn list(mem: &mut View, l: &TaskLayout, init_task: u64, threads: bool) -> Ta
         usize::MAX,
         "task list",
         &mut problems,
+        along,
     );
     let mut tasks = Vec::with_capacity(leaders.len());
     let read = read_tasks(mem, l, &leaders);

@@ -207,6 +207,18 @@ mod thread_groups {
     }
 
     fn run_with(via_signal: bool, threads: bool, budget: crate::linux::Budget) -> TaskList {
+        run_along(via_signal, threads, budget, None)
+    }
+
+    /// Offset of a pointer each task holds, to 16 bytes of its index (for [`Along`]).
+    const POINTER: u64 = 0x280;
+
+    fn run_along(
+        via_signal: bool,
+        threads: bool,
+        budget: crate::linux::Budget,
+        along: Option<&mut crate::linux::list::Along>,
+    ) -> TaskList {
         let l = layout(via_signal);
         let mut b = PageTableBuilder::new(Paging::Level4, 8 << 20);
         b.set_table_area((6u64 << 20).into(), (8u64 << 20).into()).unwrap();
@@ -231,6 +243,8 @@ mod thread_groups {
             c[..comm.len()].copy_from_slice(comm.as_bytes());
             b.write_bytes((p + l.comm).into(), &c).unwrap();
             b.write_u64((p + l.real_parent.unwrap()).into(), virt(0)).unwrap();
+            b.write_u64((p + POINTER).into(), virt(70 + i as u64)).unwrap();
+            b.write_bytes(phys(70 + i as u64).into(), &[i as u8; 16]).unwrap();
             // Each process's mm points at a page table root of its own (a made-up address).
             let group = if tgid == 10 { 1 } else { i as u64 };
             if user {
@@ -267,7 +281,29 @@ mod thread_groups {
         let cr3 = b.root();
         let mut space = AddressSpace::new(Box::new(b.into_mem("threads")), MmuConfig::new(Paging::Level4));
         let mut view = View::with_budget(&mut space, cr3, budget);
-        list(&mut view, &l, virt(0), threads)
+        list_along(&mut view, &l, virt(0), threads, along)
+    }
+
+    #[test]
+    fn the_walk_reads_along_each_process_its_words_and_what_they_point_at() {
+        use crate::linux::list::{Along, AlongRead};
+        let mut along = Along { words: vec![POINTER, l_pid()], follow: Some((0, 16)), ..Along::default() };
+        let got = run_along(true, true, crate::linux::Budget::DEFAULT, Some(&mut along));
+        assert_eq!(got.tasks.len(), 5, "{:?}", got.problems);
+        let virt = |i: u64| DIRECT + (1u64 << 20) + i * 4096;
+        // The processes on the list (tasks 0, 1 and 4), not the threads found another way; the
+        // last one's follow-up read would need a step after the end, and is left to the caller.
+        let pid = |i: u64| [0u64, 10, 11, 12, 20][i as usize];
+        let words = |i: u64| vec![Some(virt(70 + i)), Some(pid(i) | (pid(i) << 32))];
+        assert_eq!(along.got.len(), 3, "{:?}", along.got);
+        assert_eq!(along.got[&virt(0)], AlongRead { words: words(0), follow: Some(vec![0; 16]) });
+        assert_eq!(along.got[&virt(1)], AlongRead { words: words(1), follow: Some(vec![1; 16]) });
+        assert_eq!(along.got[&virt(4)], AlongRead { words: words(4), follow: None });
+    }
+
+    /// The layout's pid offset: its 64-bit word holds pid then tgid.
+    fn l_pid() -> u64 {
+        layout(true).pid
     }
 
     #[test]

@@ -19,7 +19,6 @@ const OFFSETS_READ_FIRST: usize = 64;
 pub(super) fn read_cpus(
     view: &mut View,
     kernel: &Kernel,
-    l: &ThreadLayout,
     problems: &mut Vec<String>,
 ) -> Result<Cpus, String> {
     let sym = |n: &str| kernel.symbols.address(n);
@@ -89,6 +88,26 @@ pub(super) fn read_cpus(
     let n = cpus.offsets.len();
     cpus.curr = vec![None; n];
     cpus.idle = vec![None; n];
+    if let Some((at, r)) = panic_at.zip(result(1)) {
+        match r.map(|()| u32::from_le_bytes(panic_bytes)) {
+            Ok(c) if (c as usize) < n => cpus.panic_cpu = Some(c),
+            Ok(_) => {} // PANIC_CPU_INVALID: nobody panicked.
+            Err(e) => problems.push(format!("panic_cpu at {at:#x}: {e}")),
+        }
+    }
+    Ok(cpus)
+}
+
+/// Each CPU's current and idle task, from its runqueue (CPU 0's idle task is `init_task`
+/// when its runqueue does not say).
+pub(super) fn read_runqueues(
+    view: &mut View,
+    kernel: &Kernel,
+    l: &ThreadLayout,
+    cpus: &mut Cpus,
+    problems: &mut Vec<String>,
+) {
+    let sym = |n: &str| kernel.symbols.address(n);
     match (sym("runqueues"), l.rq_curr, l.rq_idle) {
         (Some(rq), Some(curr), Some(idle)) => {
             // Each CPU's rq->curr then rq->idle, all in one batch.
@@ -117,14 +136,6 @@ pub(super) fn read_cpus(
     if cpus.idle.first() == Some(&None) {
         cpus.idle[0] = kernel.init_task.as_ref().map(|f| f.value);
     }
-    if let Some((at, r)) = panic_at.zip(result(1)) {
-        match r.map(|()| u32::from_le_bytes(panic_bytes)) {
-            Ok(c) if (c as usize) < n => cpus.panic_cpu = Some(c),
-            Ok(_) => {} // PANIC_CPU_INVALID: nobody panicked.
-            Err(e) => problems.push(format!("panic_cpu at {at:#x}: {e}")),
-        }
-    }
-    Ok(cpus)
 }
 
 /// The CPU registers the source carries (NT_PRSTATUS notes), by CPU number. A CPU in the kernel

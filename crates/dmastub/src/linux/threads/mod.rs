@@ -11,6 +11,7 @@
 
 use super::discover::Kernel;
 use super::error::{LinuxError, ThreadLayoutError};
+use super::list::Along;
 use super::tasks::{self, Task, TaskLayout};
 use super::{Memory, Symbols, TypeInfo, View};
 use crate::phys::CoreNote;
@@ -22,7 +23,7 @@ mod regs;
 mod stopped;
 mod user;
 
-use cpus::{Cpus, cpu_stacks, crash_note_registers, note_registers, read_cpus};
+use cpus::{Cpus, cpu_stacks, crash_note_registers, note_registers, read_cpus, read_runqueues};
 use panic::reconstruct_panic;
 pub use regs::{
     IRET_FRAME_WORD, PRSTATUS_SIZE, PT_REGS_WORDS, Reg, Regs, encode_prstatus, parse_prstatus, reg, user_regs,
@@ -258,7 +259,7 @@ pub fn list(
     };
     // The CPUs first: a device that does not answer ends the list here, before a walk that
     // would wait out its timeout again (gdb gives up on a reply after 2 s).
-    let cpus = match l.map(|l| read_cpus(view, kernel, l, &mut out.problems)) {
+    let mut cpus = match l.map(|_| read_cpus(view, kernel, &mut out.problems)) {
         Some(Ok(c)) => c,
         Some(Err(e)) => {
             out.problems.push(e);
@@ -267,21 +268,47 @@ pub fn list(
         None => Cpus::default(),
     };
     out.cpus = cpus.offsets.len() as u32;
-    let walked = tasks::list(view, tl, init, true);
+    probe(view, "cpus");
+    // Each process's thread.sp and stack base, then its switch frame, read as the walk
+    // passes it; and, beside the walk, in lockstep with it, what the CPUs ran and their
+    // registers. Over DMA the walk's steps hold one request each: what rides along costs
+    // (almost) no round trip.
+    let mut along = Along::default();
+    if let Some(l) = l {
+        along.words = [Some(l.thread_sp), l.stack].into_iter().flatten().collect();
+        along.follow = Some((0, l.frame.size as usize));
+    }
+    let walk_along = l.map(|_| &mut along);
+    let (walked, (cpus, side)) = view.in_lockstep(
+        |v| tasks::list_along(v, tl, init, true, walk_along),
+        move |v| match l {
+            Some(l) => {
+                let mut problems = Vec::new();
+                read_runqueues(v, kernel, l, &mut cpus, &mut problems);
+                let mut side = cpu_side(v, kernel, tl, l, &cpus, notes);
+                problems.append(&mut side.problems);
+                side.problems = problems;
+                (cpus, side)
+            }
+            None => (cpus, CpuSide::default()),
+        },
+    );
+    probe(view, "walk and CPUs");
     out.problems.extend(walked.problems);
     out.truncated = walked.truncated;
     if walked.tasks.is_empty() {
         return out;
     }
     let mut all = walked.tasks;
-    // Idle tasks of CPUs 1.. are not on the task list. (Looked up by address: up to 8192 CPUs
-    // against up to the budget's tasks.)
+    // Idle tasks of CPUs 1.. are not on the task list.
     let listed: std::collections::HashSet<u64> = all.iter().map(|t| t.addr).collect();
-    let missing: Vec<u64> = cpus.idle.iter().flatten().copied().filter(|a| !listed.contains(a)).collect();
-    drop(listed);
-    for r in tasks::read_tasks(view, tl, &missing) {
+    let idle: std::collections::HashSet<u64> = cpus.idle.iter().flatten().copied().collect();
+    for (addr, r) in &side.tasks {
+        if !idle.contains(addr) || listed.contains(addr) {
+            continue;
+        }
         match r {
-            Ok(t) => all.push(t),
+            Ok(t) => all.push(t.clone()),
             Err(e) => out.problems.push(format!("an idle task: {e}")),
         }
     }
@@ -326,7 +353,7 @@ pub fn list(
         fresh
     });
     if let Some(l) = l {
-        fill_registers(view, kernel, l, &cpus, notes, &mut threads, &mut out.problems);
+        fill_registers(view, l, &along, side, &mut threads, &mut out.problems);
     }
     order(&mut threads);
     out.threads = threads;
@@ -336,42 +363,67 @@ pub fn list(
 
 fn fill_registers(
     view: &mut View,
-    kernel: &Kernel,
     l: &ThreadLayout,
-    cpus: &Cpus,
-    notes: &[CoreNote],
+    along: &Along,
+    mut side: CpuSide,
     threads: &mut [Thread],
     problems: &mut Vec<String>,
 ) {
     // Batches of a bounded size: a long list must not hold every thread's reads at once.
     for batch in threads.chunks_mut(FRAME_BATCH) {
-        switch_frames(view, l, batch);
+        switch_frames(view, l, along, batch);
     }
-    running_registers(view, kernel, l, cpus, notes, threads, problems);
+    probe(view, "switch frames");
+    for t in threads.iter_mut() {
+        if let Some((regs, origin)) = t.running_on.and_then(|cpu| side.regs.remove(&cpu)) {
+            t.regs = regs;
+            t.origin = origin;
+        }
+    }
+    problems.append(&mut side.problems);
+    if threads.iter().any(|t| t.panicking && matches!(t.origin, RegsOrigin::Unavailable(_))) {
+        problems.push("the panicking task's registers are unavailable".to_string());
+    }
 }
 
 /// Threads whose switch frames are read in one batch (a DMA round trip or two each batch).
 const FRAME_BATCH: usize = 4096;
 
-/// Every sleeping thread's registers from its switch frame, and every thread's stack base.
-fn switch_frames(view: &mut View, l: &ThreadLayout, threads: &mut [Thread]) {
-    // Every task's thread.sp and stack base in one batch, then every switch frame in another.
-    let addrs: Vec<u64> = threads
+/// Every sleeping thread's registers from its switch frame, and every thread's stack base;
+/// what the task walk already read ([`Along`]) is not read again.
+fn switch_frames(view: &mut View, l: &ThreadLayout, along: &Along, threads: &mut [Thread]) {
+    // What the walk did not read: every such task's thread.sp and stack base in one batch,
+    // then every switch frame in another.
+    let fields: Vec<u64> = [Some(l.thread_sp), l.stack].into_iter().flatten().collect();
+    let walked = |t: &Thread| {
+        along
+            .got
+            .get(&t.task.addr)
+            .filter(|g| g.words.len() == fields.len() && g.words.iter().all(Option::is_some))
+    };
+    let unread: Vec<usize> = (0..threads.len()).filter(|&i| walked(&threads[i]).is_none()).collect();
+    let addrs: Vec<u64> = unread
         .iter()
-        .flat_map(|t| {
-            [Some(l.thread_sp), l.stack].into_iter().flatten().map(|off| t.task.addr.wrapping_add(off))
-        })
+        .flat_map(|&i| fields.iter().map(move |off| (i, off)))
+        .map(|(i, off)| threads[i].task.addr.wrapping_add(*off))
         .collect();
     let mut words = view.read_u64s(&addrs).into_iter();
     let mut sp = vec![None; threads.len()];
     let mut stack = vec![None; threads.len()];
     for (i, t) in threads.iter_mut().enumerate() {
-        let fields = [Some(&mut sp[i]), l.stack.map(|_| &mut stack[i])];
-        for slot in fields.into_iter().flatten() {
-            match words.next() {
-                Some(Ok(v)) => *slot = Some(v),
-                Some(Err(e)) => t.origin = RegsOrigin::Unavailable(format!("task {:#x}: {e}", t.task.addr)),
-                None => {}
+        if let Some(g) = walked(t) {
+            sp[i] = g.words[0];
+            stack[i] = g.words.get(1).copied().flatten();
+        } else {
+            let slots = [Some(&mut sp[i]), l.stack.map(|_| &mut stack[i])];
+            for slot in slots.into_iter().flatten() {
+                match words.next() {
+                    Some(Ok(v)) => *slot = Some(v),
+                    Some(Err(e)) => {
+                        t.origin = RegsOrigin::Unavailable(format!("task {:#x}: {e}", t.task.addr))
+                    }
+                    None => {}
+                }
             }
         }
         t.stack = stack[i];
@@ -379,6 +431,7 @@ fn switch_frames(view: &mut View, l: &ThreadLayout, threads: &mut [Thread]) {
     // Sleeping tasks: the frame at thread.sp, when it lies in the task's stack.
     let frame = &l.frame;
     let mut frames: Vec<(usize, u64, Vec<u8>)> = Vec::new();
+    let mut known: Vec<(usize, u64, Vec<u8>)> = Vec::new();
     for (i, t) in threads.iter_mut().enumerate() {
         if t.running_on.is_some() {
             continue;
@@ -395,12 +448,22 @@ fn switch_frames(view: &mut View, l: &ThreadLayout, threads: &mut [Thread]) {
             ));
             continue;
         }
-        frames.push((i, sp, vec![0u8; frame.size as usize]));
+        let read_along = along
+            .got
+            .get(&t.task.addr)
+            .filter(|g| g.words.first() == Some(&Some(sp)))
+            .and_then(|g| g.follow.clone())
+            .filter(|b| b.len() as u64 == frame.size);
+        match read_along {
+            Some(bytes) => known.push((i, sp, bytes)),
+            None => frames.push((i, sp, vec![0u8; frame.size as usize])),
+        }
     }
     let mut reads: Vec<(u64, &mut [u8])> = frames.iter_mut().map(|(_, sp, b)| (*sp, &mut b[..])).collect();
     let results = view.read_together(&mut reads);
-    for ((i, sp, bytes), r) in frames.iter().zip(results) {
-        let t = &mut threads[*i];
+    let read = frames.into_iter().zip(results);
+    for ((i, sp, bytes), r) in known.into_iter().map(|f| (f, Ok(()))).chain(read) {
+        let t = &mut threads[i];
         if let Err(e) = r {
             t.origin = RegsOrigin::Unavailable(format!("its switch frame at {sp:#x}: {e}"));
             continue;
@@ -423,42 +486,85 @@ fn switch_frames(view: &mut View, l: &ThreadLayout, threads: &mut [Thread]) {
     }
 }
 
-/// Running tasks: the CPUs' registers, if anything kept them.
-fn running_registers(
+/// What the CPUs ran, read beside the task walk: the tasks each CPU runs and idles in, and
+/// the running ones' registers by CPU.
+#[derive(Default)]
+struct CpuSide {
+    /// Each CPU's current and idle task (but `init_task`), by address.
+    tasks: Vec<(u64, Result<Task, tasks::TaskError>)>,
+    /// Registers and where they came from, by the CPU running the task.
+    regs: HashMap<u32, (Regs, RegsOrigin)>,
+    problems: Vec<String>,
+}
+
+/// The CPUs' tasks, then their registers, if anything kept them: the source's notes, the
+/// kernel's crash notes, or rebuilt from the panic's and the stops' frames on their stacks.
+fn cpu_side(
     view: &mut View,
     kernel: &Kernel,
+    tl: &TaskLayout,
     l: &ThreadLayout,
     cpus: &Cpus,
     notes: &[CoreNote],
-    threads: &mut [Thread],
-    problems: &mut Vec<String>,
-) {
-    let running: Vec<(usize, u32)> =
-        threads.iter().enumerate().filter_map(|(i, t)| Some((i, t.running_on?))).collect();
-    if running.is_empty() {
-        return;
+) -> CpuSide {
+    let mut side = CpuSide::default();
+    let init = kernel.init_task.as_ref().map(|f| f.value);
+    let mut addrs: Vec<u64> = Vec::new();
+    for a in cpus.curr.iter().chain(&cpus.idle).flatten() {
+        if Some(*a) != init && !addrs.contains(a) {
+            addrs.push(*a);
+        }
     }
-    let pid_of_cpu = |c: u32| running.iter().find(|(_, cpu)| *cpu == c).map(|(i, _)| threads[*i].task.pid);
+    let read = tasks::read_tasks(view, tl, &addrs);
+    side.tasks = addrs.iter().copied().zip(read).collect();
+    // Each running task on the first CPU that runs it (as the thread list places it).
+    let mut running: Vec<(u32, u64)> = Vec::new();
+    for (c, a) in cpus.curr.iter().enumerate() {
+        if let Some(a) = a
+            && !running.iter().any(|(_, r)| r == a)
+        {
+            running.push((c as u32, *a));
+        }
+    }
+    if running.is_empty() {
+        return side;
+    }
+    let pid_of = |addr: u64| match side.tasks.iter().find(|(a, _)| *a == addr) {
+        Some((_, Ok(t))) => Some(t.pid),
+        Some((_, Err(_))) => None,
+        None => Some(0), // init_task
+    };
+    let pid_of_cpu = |c: u32| running.iter().find(|(cpu, _)| *cpu == c).and_then(|&(_, a)| pid_of(a));
     let from_notes = note_registers(notes, cpus, &pid_of_cpu);
     let from_crash = if from_notes.is_empty() {
         crash_note_registers(view, kernel.symbols.address("crash_notes"), cpus)
     } else {
         HashMap::new()
     };
-    let mut stopped: Vec<(usize, u32)> = Vec::new();
-    for (i, cpu) in running {
-        let t = &mut threads[i];
+    // The running tasks' kernel stacks, in one batch, for the rest.
+    let rest: Vec<(u32, u64)> = running
+        .iter()
+        .copied()
+        .filter(|(c, _)| !from_notes.contains_key(c) && !from_crash.contains_key(c))
+        .collect();
+    let stack_of: HashMap<u32, u64> = match l.stack {
+        Some(off) => {
+            let words = view.read_u64s(&rest.iter().map(|&(_, a)| a.wrapping_add(off)).collect::<Vec<_>>());
+            rest.iter().zip(words).filter_map(|(&(c, _), w)| Some((c, w.ok()?))).collect()
+        }
+        None => HashMap::new(),
+    };
+    let mut stopped: Vec<(u32, Option<u64>)> = Vec::new();
+    for &(cpu, _) in &running {
         if let Some(regs) = from_notes.get(&cpu) {
-            t.regs = *regs;
-            t.origin = RegsOrigin::Cpu { cpu, from: "the core's NT_PRSTATUS note" };
+            side.regs.insert(cpu, (*regs, RegsOrigin::Cpu { cpu, from: "the core's NT_PRSTATUS note" }));
         } else if let Some(regs) = from_crash.get(&cpu) {
-            t.regs = *regs;
-            t.origin = RegsOrigin::Cpu { cpu, from: "the kernel's crash note" };
-        } else if t.panicking {
+            side.regs.insert(cpu, (*regs, RegsOrigin::Cpu { cpu, from: "the kernel's crash note" }));
+        } else if Some(cpu) == cpus.panic_cpu {
             // Its own stack first (a panic in process context, the common case), then its
             // CPU's interrupt and exception stacks together: every stack read is round trips.
             let own: Vec<(u64, u64, &str)> =
-                t.stack.map(|s| (s, THREAD_SIZE, "its kernel stack")).into_iter().collect();
+                stack_of.get(&cpu).map(|&s| (s, THREAD_SIZE, "its kernel stack")).into_iter().collect();
             let first = if own.is_empty() {
                 Err("its kernel stack is unknown".to_string())
             } else {
@@ -471,37 +577,32 @@ fn running_registers(
                 }
                 reconstruct_panic(view, kernel, &others).map_err(|why| format!("{first}; {why}"))
             });
-            t.origin = match found {
-                Ok((regs, how)) => {
-                    t.regs = regs;
-                    RegsOrigin::Reconstructed(how)
-                }
-                Err(why) => RegsOrigin::Unavailable(why),
+            let origin = match found {
+                Ok((regs, how)) => (regs, RegsOrigin::Reconstructed(how)),
+                Err(why) => (Regs::default(), RegsOrigin::Unavailable(why)),
             };
+            side.regs.insert(cpu, origin);
         } else {
-            stopped.push((i, cpu));
+            stopped.push((cpu, stack_of.get(&cpu).copied()));
         }
     }
     // The others, if another CPU stopped them: all together, in a few round trips.
-    let which: Vec<(u32, Option<u64>)> = stopped.iter().map(|&(i, cpu)| (cpu, threads[i].stack)).collect();
-    if !which.is_empty() {
-        for (&(i, cpu), r) in stopped.iter().zip(reconstruct_stopped(view, kernel, l, cpus, &which)) {
-            let t = &mut threads[i];
-            t.origin = match r {
-                Ok((regs, how)) => {
-                    t.regs = regs;
-                    RegsOrigin::Reconstructed(how)
-                }
-                Err(why) => RegsOrigin::Unavailable(format!(
-                    "it was running on cpu{cpu}: its registers were in the CPU, and this source did not \
-                     keep them; memory shows no stop ({why})"
-                )),
+    if !stopped.is_empty() {
+        for (&(cpu, _), r) in stopped.iter().zip(reconstruct_stopped(view, kernel, l, cpus, &stopped)) {
+            let origin = match r {
+                Ok((regs, how)) => (regs, RegsOrigin::Reconstructed(how)),
+                Err(why) => (
+                    Regs::default(),
+                    RegsOrigin::Unavailable(format!(
+                        "it was running on cpu{cpu}: its registers were in the CPU, and this source did \
+                         not keep them; memory shows no stop ({why})"
+                    )),
+                ),
             };
+            side.regs.insert(cpu, origin);
         }
     }
-    if threads.iter().any(|t| t.panicking && matches!(t.origin, RegsOrigin::Unavailable(_))) {
-        problems.push("the panicking task's registers are unavailable".to_string());
-    }
+    side
 }
 
 /// The panicking task first (gdb selects the first thread at attach), then each CPU's idle
@@ -527,3 +628,11 @@ fn order(threads: &mut [Thread]) {
 
 #[cfg(test)]
 mod tests;
+
+/// Logs what the source has carried so far, after a phase of the list (`RUST_LOG=debug`):
+/// where the round trips of `info threads` go.
+fn probe(view: &View, phase: &str) {
+    if let Some(traffic) = view.traffic() {
+        log::debug!("thread list, after {phase}: {traffic}");
+    }
+}

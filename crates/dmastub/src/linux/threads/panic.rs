@@ -64,10 +64,20 @@ pub(super) fn reconstruct_panic(
     // The call into the anchor: the first return address above whose call targets it.
     let above: Vec<(usize, u64)> =
         words[s].iter().copied().enumerate().skip(i + 1).take(256).filter(|&(_, w)| in_text(w)).collect();
-    let rets: Vec<u64> = above.iter().map(|&(_, w)| w).collect();
-    let (frame_pointer, targets) = prologue_and_call_targets(view, start, &rets);
-    let caller = above.iter().zip(targets).find(|(_, t)| *t == Some(start)).map(|(a, _)| a.0);
-    if let (true, Some(j)) = (frame_pointer, caller) {
+    // A few candidates per batch, nearest first: the caller is just above, and the words further
+    // up (up to 256 of them) are only read when it is not.
+    let mut frame_pointer = None;
+    let mut caller = None;
+    for chunk in above.chunks(CALLERS_PER_BATCH) {
+        let rets: Vec<u64> = chunk.iter().map(|&(_, w)| w).collect();
+        let (fp, targets) = prologue_and_call_targets(view, frame_pointer.is_none().then_some(start), &rets);
+        frame_pointer = frame_pointer.or(fp);
+        caller = chunk.iter().zip(targets).find(|(_, t)| *t == Some(start)).map(|(a, _)| a.0);
+        if caller.is_some() || frame_pointer == Some(false) {
+            break;
+        }
+    }
+    if let (Some(true), Some(j)) = (frame_pointer, caller) {
         let rbp = stack + (j as u64) * 8 - 8;
         regs[reg::RBP] = Some(rbp);
         how.push_str(&format!(", rbp {rbp:#x} below the return address of the call into {anchor}"));
@@ -129,20 +139,29 @@ fn decode_call(ret: u64, call: &[u8; 5], read: bool) -> Option<u64> {
     (read && ret >= 5 && call[0] == 0xe8).then(|| ret.wrapping_add_signed(i64::from(rel)))
 }
 
-/// Whether the function at `start` opens with `push %rbp; mov %rsp,%rbp` (after its ftrace and
-/// IBT padding of up to 9 bytes), and [`call_targets`] of `rets`: one batch.
-fn prologue_and_call_targets(view: &mut View, start: u64, rets: &[u64]) -> (bool, Vec<Option<u64>>) {
+/// Return addresses above the anchor's checked per batch for the call into it.
+const CALLERS_PER_BATCH: usize = 8;
+
+/// Whether the function at `start` (when given) opens with `push %rbp; mov %rsp,%rbp` (after
+/// its ftrace and IBT padding of up to 9 bytes), and [`call_targets`] of `rets`: one batch.
+fn prologue_and_call_targets(
+    view: &mut View,
+    start: Option<u64>,
+    rets: &[u64],
+) -> (Option<bool>, Vec<Option<u64>>) {
     let mut code = [0u8; 13];
     let mut calls = vec![[0u8; 5]; rets.len()];
-    let mut reads: Vec<(u64, &mut [u8])> = vec![(start, &mut code[..])];
+    let mut reads: Vec<(u64, &mut [u8])> = start.map(|start| (start, &mut code[..])).into_iter().collect();
     reads.extend(rets.iter().zip(calls.iter_mut()).map(|(r, c)| (r.wrapping_sub(5), &mut c[..])));
-    let results = view.read_together(&mut reads);
+    let mut results = view.read_together(&mut reads).into_iter();
     drop(reads);
-    let frame_pointer = results[0].is_ok() && code.windows(4).any(|w| w == [0x55, 0x48, 0x89, 0xe5]);
+    let frame_pointer = start.map(|_| {
+        results.next().is_some_and(|r| r.is_ok()) && code.windows(4).any(|w| w == [0x55, 0x48, 0x89, 0xe5])
+    });
     let targets = rets
         .iter()
         .zip(calls)
-        .zip(results.into_iter().skip(1))
+        .zip(results)
         .map(|((ret, call), r)| decode_call(*ret, &call, r.is_ok()))
         .collect();
     (frame_pointer, targets)
