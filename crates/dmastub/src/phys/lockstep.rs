@@ -10,6 +10,7 @@
 //! Bytes and errors are each reader's own, exactly as the source gives them.
 
 use super::{CoreNote, PhysError, PhysMem, RamRange, Segment, SegmentError, SourceKind};
+use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// What a source says of itself, kept by each reader.
@@ -37,6 +38,20 @@ struct Round {
     running: usize,
     waiting: Vec<Request>,
     answers: Vec<(usize, Answer)>,
+    /// Whole pages read so far (what page-table walks read), by address: the readers walk the
+    /// same tables, and what one read serves the other, for this one operation as each
+    /// reader's own table cache would.
+    pages: HashMap<u64, Vec<u8>>,
+}
+
+/// Bytes of a page kept in [`Round::pages`]; and how many are kept at most.
+const PAGE: usize = 4096;
+const MAX_PAGES: usize = 512;
+
+/// Where one segment of a request comes from.
+enum From {
+    Kept(Vec<u8>),
+    Batch(usize),
 }
 
 impl Round {
@@ -48,28 +63,61 @@ impl Round {
         let mut requests = std::mem::take(&mut self.waiting);
         // A failure leaves the segments after it unread: those readers' batches go again.
         while !requests.is_empty() {
-            let mut bytes: Vec<Vec<u8>> =
-                requests.iter().flat_map(|r| r.segments.iter().map(|&(_, len)| vec![0u8; len])).collect();
-            let addrs = requests.iter().flat_map(|r| r.segments.iter().map(|&(a, _)| a));
-            let mut segments: Vec<Segment<'_>> =
-                addrs.zip(bytes.iter_mut()).map(|(addr, buf)| Segment { addr, buf: &mut buf[..] }).collect();
+            let mut wanted: Vec<(super::PhysAddr, usize)> = Vec::new();
+            let plans: Vec<Vec<From>> = requests
+                .iter()
+                .map(|r| {
+                    r.segments
+                        .iter()
+                        .map(|&(addr, len)| match self.pages.get(&addr.0).filter(|_| len == PAGE) {
+                            Some(page) => From::Kept(page.clone()),
+                            None => {
+                                wanted.push((addr, len));
+                                From::Batch(wanted.len() - 1)
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let mut bytes: Vec<Vec<u8>> = wanted.iter().map(|&(_, len)| vec![0u8; len]).collect();
+            let mut segments: Vec<Segment<'_>> = wanted
+                .iter()
+                .zip(bytes.iter_mut())
+                .map(|(&(addr, _), buf)| Segment { addr, buf: &mut buf[..] })
+                .collect();
             let failed = self.source.read_segments(&mut segments).err();
             drop(segments);
-            let mut bytes = bytes.into_iter();
-            let mut first = 0usize;
-            let mut unread = Vec::new();
-            for request in requests {
-                let n = request.segments.len();
-                let mine: Vec<Vec<u8>> = bytes.by_ref().take(n).collect();
-                match &failed {
-                    Some(e) if e.index < first => unread.push(request),
-                    Some(e) if e.index < first + n => {
-                        let error = SegmentError { index: e.index - first, error: e.error.clone() };
-                        self.answers.push((request.reader, (mine, Some(error))));
-                    }
-                    _ => self.answers.push((request.reader, (mine, None))),
+            let read = failed.as_ref().map_or(wanted.len(), |e| e.index);
+            for (&(addr, len), b) in wanted.iter().zip(&bytes).take(read) {
+                if len == PAGE && addr.0 % PAGE as u64 == 0 && self.pages.len() < MAX_PAGES {
+                    self.pages.insert(addr.0, b.clone());
                 }
-                first += n;
+            }
+            let mut unread = Vec::new();
+            for (request, plan) in requests.into_iter().zip(plans) {
+                // The first of its segments the batch did not fill, if any.
+                let short = plan.iter().enumerate().find_map(|(i, f)| match f {
+                    From::Batch(k) if *k >= read => Some((i, *k)),
+                    _ => None,
+                });
+                match (short, &failed) {
+                    (Some((i, k)), Some(e)) if k == e.index => {
+                        let mine = plan.into_iter().take(i).map(|f| match f {
+                            From::Kept(b) => b,
+                            From::Batch(k) => bytes[k].clone(),
+                        });
+                        let error = SegmentError { index: i, error: e.error.clone() };
+                        self.answers.push((request.reader, (mine.collect(), Some(error))));
+                    }
+                    (Some(_), _) => unread.push(request),
+                    (None, _) => {
+                        let mine = plan.into_iter().map(|f| match f {
+                            From::Kept(b) => b,
+                            From::Batch(k) => std::mem::take(&mut bytes[k]),
+                        });
+                        self.answers.push((request.reader, (mine.collect(), None)));
+                    }
+                }
             }
             requests = unread;
         }
@@ -105,7 +153,8 @@ impl Lockstep {
             volatile: source.is_volatile(),
             notes: source.core_notes().to_vec(),
         };
-        let round = Round { source, running: 0, waiting: Vec::new(), answers: Vec::new() };
+        let round =
+            Round { source, running: 0, waiting: Vec::new(), answers: Vec::new(), pages: HashMap::new() };
         Self {
             shared: Arc::new(Shared { round: Mutex::new(round), answered: Condvar::new() }),
             description,
@@ -215,6 +264,7 @@ mod tests {
     struct Counting {
         inner: BufferMem,
         batches: Arc<AtomicUsize>,
+        bytes: Arc<AtomicUsize>,
     }
 
     impl PhysMem for Counting {
@@ -232,13 +282,22 @@ mod tests {
         }
         fn read_segments(&mut self, segments: &mut [Segment<'_>]) -> Result<(), SegmentError> {
             self.batches.fetch_add(1, Ordering::SeqCst);
+            self.bytes.fetch_add(segments.iter().map(|s| s.buf.len()).sum(), Ordering::SeqCst);
             self.inner.read_segments(segments)
         }
     }
 
     fn source(batches: &Arc<AtomicUsize>) -> Box<dyn PhysMem> {
+        counting(batches, &Arc::new(AtomicUsize::new(0)))
+    }
+
+    fn counting(batches: &Arc<AtomicUsize>, bytes_read: &Arc<AtomicUsize>) -> Box<dyn PhysMem> {
         let bytes: Vec<u8> = (0..0x4000u32).map(|i| (i * 7 % 251) as u8).collect();
-        Box::new(Counting { inner: BufferMem::new("counting", bytes), batches: Arc::clone(batches) })
+        Box::new(Counting {
+            inner: BufferMem::new("counting", bytes),
+            batches: Arc::clone(batches),
+            bytes: Arc::clone(bytes_read),
+        })
     }
 
     fn expected(addr: u64, len: usize) -> Vec<u8> {
@@ -295,6 +354,34 @@ mod tests {
         assert_eq!(ra.1.to_vec(), expected(8, 4), "the one before it is filled");
         assert!(rb.0, "the other reader's read succeeds");
         assert_eq!(rb.1.to_vec(), expected(0x20, 4));
+    }
+
+    #[test]
+    fn a_page_one_reader_read_serves_the_other() {
+        let (batches, bytes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut lockstep = Lockstep::new(counting(&batches, &bytes));
+        let (mut a, mut b) = (lockstep.reader(), lockstep.reader());
+        // Two rounds: each reader reads the page at 0x1000 once, in a different round.
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut page = vec![0u8; 4096];
+                a.read(PhysAddr(0x1000), &mut page).unwrap();
+                assert_eq!(page, expected(0x1000, 4096));
+                let mut word = [0u8; 8];
+                a.read(PhysAddr(0x10), &mut word).unwrap();
+            });
+            s.spawn(move || {
+                let mut word = [0u8; 8];
+                b.read(PhysAddr(0), &mut word).unwrap();
+                let mut page = vec![0u8; 4096];
+                b.read(PhysAddr(0x1000), &mut page).unwrap();
+                assert_eq!(page, expected(0x1000, 4096));
+            });
+        });
+        let source = lockstep.into_source().ok().expect("every reader dropped");
+        assert_eq!(batches.load(Ordering::SeqCst), 2);
+        assert_eq!(bytes.load(Ordering::SeqCst), 4096 + 8 + 8, "the page was read once");
+        drop(source);
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub const THREAD_SIZE: u64 = 16 * 1024;
 const MAX_CPUS: u32 = 8192;
 /// Above every PID (`PID_MAX_LIMIT`): the idle tasks of CPUs 1.. get thread ids from here.
 const IDLE_TID_BASE: u64 = 1 << 22;
+/// Bytes at the top of the panicking task's stack searched before the whole of it.
+const PANIC_TOP_WINDOW: u64 = 4096;
+/// How far above that window's bottom a find must be to stand without the rest of the stack.
+const PANIC_WINDOW_MARGIN: u64 = 1024;
 /// Functions whose frame on the panicking task's stack anchors a rebuilt register set.
 const PANIC_ANCHORS: &[&str] = &["vpanic", "panic"];
 
@@ -565,10 +569,20 @@ fn cpu_side(
             // CPU's interrupt and exception stacks together: every stack read is round trips.
             let own: Vec<(u64, u64, &str)> =
                 stack_of.get(&cpu).map(|&s| (s, THREAD_SIZE, "its kernel stack")).into_iter().collect();
-            let first = if own.is_empty() {
-                Err("its kernel stack is unknown".to_string())
-            } else {
-                reconstruct_panic(view, kernel, &own)
+            let first = match own.first() {
+                None => Err("its kernel stack is unknown".to_string()),
+                Some(&(base, len, what)) => {
+                    // The stack's top first: a panic in process context is seldom deep. What is
+                    // found there stands when it lies well above the window's bottom (the
+                    // calls below panic's frame, which would win, are then inside it too).
+                    let top = base + len - PANIC_TOP_WINDOW;
+                    match reconstruct_panic(view, kernel, &[(top, PANIC_TOP_WINDOW, what)]) {
+                        Ok(found) if found.0[reg::RSP].is_some_and(|sp| sp >= top + PANIC_WINDOW_MARGIN) => {
+                            Ok(found)
+                        }
+                        _ => reconstruct_panic(view, kernel, &own),
+                    }
+                }
             };
             let found = first.or_else(|first| {
                 let others = cpu_stacks(view, kernel, l, cpus, cpu);
