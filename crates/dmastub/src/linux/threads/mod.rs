@@ -513,32 +513,36 @@ fn cpu_side(
 ) -> CpuSide {
     let mut side = CpuSide::default();
     let init = kernel.init_task.as_ref().map(|f| f.value);
-    let mut addrs: Vec<u64> = Vec::new();
-    for a in cpus.curr.iter().chain(&cpus.idle).flatten() {
-        if Some(*a) != init && !addrs.contains(a) {
-            addrs.push(*a);
-        }
-    }
+    // Up to 8192 CPUs: each task once, looked up by address, not searched for.
+    let mut seen = std::collections::HashSet::new();
+    let addrs: Vec<u64> = cpus
+        .curr
+        .iter()
+        .chain(&cpus.idle)
+        .flatten()
+        .copied()
+        .filter(|a| Some(*a) != init && seen.insert(*a))
+        .collect();
     let read = tasks::read_tasks(view, tl, &addrs);
     side.tasks = addrs.iter().copied().zip(read).collect();
     // Each running task on the first CPU that runs it (as the thread list places it).
-    let mut running: Vec<(u32, u64)> = Vec::new();
+    let mut first_cpu = HashMap::new();
     for (c, a) in cpus.curr.iter().enumerate() {
-        if let Some(a) = a
-            && !running.iter().any(|(_, r)| r == a)
-        {
-            running.push((c as u32, *a));
+        if let Some(a) = a {
+            first_cpu.entry(*a).or_insert(c as u32);
         }
     }
+    let mut running: Vec<(u32, u64)> = first_cpu.iter().map(|(&a, &c)| (c, a)).collect();
+    running.sort_unstable();
     if running.is_empty() {
         return side;
     }
-    let pid_of = |addr: u64| match side.tasks.iter().find(|(a, _)| *a == addr) {
-        Some((_, Ok(t))) => Some(t.pid),
-        Some((_, Err(_))) => None,
-        None => Some(0), // init_task
-    };
-    let pid_of_cpu = |c: u32| running.iter().find(|(cpu, _)| *cpu == c).and_then(|&(_, a)| pid_of(a));
+    let pid_by_addr: HashMap<u64, Option<i32>> =
+        side.tasks.iter().map(|(a, r)| (*a, r.as_ref().ok().map(|t| t.pid))).collect();
+    // A running task not read here is init_task (pid 0).
+    let pid_of = |addr: u64| pid_by_addr.get(&addr).copied().unwrap_or(Some(0));
+    let task_of_cpu: HashMap<u32, u64> = running.iter().copied().collect();
+    let pid_of_cpu = |c: u32| task_of_cpu.get(&c).and_then(|&a| pid_of(a));
     let from_notes = note_registers(notes, cpus, &pid_of_cpu);
     let from_crash = if from_notes.is_empty() {
         crash_note_registers(view, kernel.symbols.address("crash_notes"), cpus)
