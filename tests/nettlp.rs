@@ -454,6 +454,23 @@ fn an_adapter_lost_mid_session_fails_fast() {
     // A few timeout budgets (tries of at most 200 + 400 + 800 ms) and gdb's own start; never one
     // per task.
     assert!(took < Duration::from_secs(10), "{took:?}");
+    // The thread list's two sides (the task walk, and the CPUs beside it) fail together: their
+    // first batches go out as one, and what a batch could not read for a dead device is not
+    // sent again, page tables included. One timeout for that batch, one each for the reads of
+    // the walk's one task; it was four when the CPUs were read first, eight when they first
+    // rode along with the walk.
+    // (`stats reset` prints the stats so far: the last ones are those of `monitor threads`.)
+    let threads = gdb(stub.port, &["monitor stats reset", "monitor threads", "monitor stats"]);
+    assert!(threads.contains("nr_cpu_ids") && threads.contains("not sent, since"), "{threads}");
+    let timed_out = threads
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("NetTLP: ")?.split("; ").nth(1)?.split(", ").nth(2)?.strip_suffix(" timed out")
+        })
+        .next_back()
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("no timeout count in the stats: {threads}"));
+    assert!(timed_out <= 3, "{timed_out} reads waited out the timeout: {threads}");
 }
 
 /// Reads spread over the image, compared byte for byte; the first difference is reported.

@@ -37,6 +37,9 @@ pub struct AddressSpace {
     burst_start: Option<Instant>,
     /// Counts flushes: what a caller keeps beside the caches is fresh while this is unchanged.
     generation: u64,
+    /// The device failure that ended a batch's table reads, while the batch's walks go on:
+    /// a table they still miss is not asked for again (each would wait out the timeout).
+    batch_device_failure: Option<PhysError>,
 }
 
 /// The walk's view of memory on the hot path: table pages through the cache.
@@ -44,6 +47,8 @@ struct CachedTables<'a> {
     mem: &'a mut dyn PhysMem,
     cache: &'a mut TableCache,
     stats: &'a mut MmuStats,
+    /// When set, a table not cached fails at once with this device failure.
+    device_failed: Option<&'a PhysError>,
 }
 
 impl TableReader for CachedTables<'_> {
@@ -51,6 +56,9 @@ impl TableReader for CachedTables<'_> {
         if let Some(e) = self.cache.entry(table, index) {
             self.stats.table_cache_hits += 1;
             return Ok(e);
+        }
+        if let Some(e) = self.device_failed {
+            return Err(e.not_sent_after(table, "the batch's page-table reads"));
         }
         self.stats.table_reads += 1;
         if find_range(self.mem.ram(), table, TABLE_BYTES as u64).is_some() {
@@ -95,6 +103,7 @@ impl AddressSpace {
             last_access: None,
             burst_start: None,
             generation: 0,
+            batch_device_failure: None,
         }
     }
 
@@ -251,8 +260,12 @@ impl AddressSpace {
         }
         self.stats.translation_misses += 1;
         self.stats.walks += 1;
-        let mut reader =
-            CachedTables { mem: &mut *self.mem, cache: &mut self.tables, stats: &mut self.stats };
+        let mut reader = CachedTables {
+            mem: &mut *self.mem,
+            cache: &mut self.tables,
+            stats: &mut self.stats,
+            device_failed: self.batch_device_failure.as_ref(),
+        };
         let t = walk(&mut reader, self.config, root.0, virt, None)?;
         self.tlb.insert(root, virt, t);
         Ok(t)
@@ -432,7 +445,7 @@ impl AddressSpace {
     ) -> Vec<Result<(), MemError>> {
         self.begin();
         let root = self.config.root_of(cr3);
-        self.prefetch_tables(root, reads.iter().map(|(v, b)| (*v, b.len())));
+        self.batch_device_failure = self.prefetch_tables(root, reads.iter().map(|(v, b)| (*v, b.len())));
         let runs = reads
             .iter()
             .map(|(virt, buf)| match self.virt_runs(root, *virt, buf.len()) {
@@ -440,6 +453,7 @@ impl AddressSpace {
                 (runs, None) => Ok(runs),
             })
             .collect();
+        self.batch_device_failure = None;
         let results = self.read_objects(runs, reads.iter_mut().map(|(_, b)| &mut **b));
         self.end();
         results
@@ -448,8 +462,13 @@ impl AddressSpace {
     /// Reads the page-table pages that the walks of many objects will need, level by level, the
     /// pages missing at each level in one batch: a DMA source then pays a round trip per level
     /// for all the walks together, instead of one per missing page. What cannot be read here
-    /// is left to the walks themselves, which say why.
-    fn prefetch_tables(&mut self, root: PhysAddr, objects: impl Iterator<Item = (VirtAddr, usize)>) {
+    /// is left to the walks themselves, which say why; the device failing is returned, for
+    /// the walks to fail at once.
+    fn prefetch_tables(
+        &mut self,
+        root: PhysAddr,
+        objects: impl Iterator<Item = (VirtAddr, usize)>,
+    ) -> Option<PhysError> {
         let mut pages: Vec<VirtAddr> = Vec::new();
         'objects: for (virt, len) in objects {
             let first = virt.0 & !(PAGE_SIZE - 1);
@@ -477,7 +496,7 @@ impl AddressSpace {
             missing.dedup();
             missing.retain(|&t| find_range(self.mem.ram(), t, TABLE_BYTES as u64).is_some());
             if missing.is_empty() {
-                return;
+                return None;
             }
             let mut bufs = vec![[0u8; TABLE_BYTES]; missing.len()];
             let mut segments: Vec<Segment<'_>> =
@@ -487,7 +506,7 @@ impl AddressSpace {
             while from < segments.len() {
                 match self.mem.read_segments(&mut segments[from..]) {
                     Ok(()) => break,
-                    Err(e) if e.error.is_device_failure() => return,
+                    Err(e) if e.error.is_device_failure() => return Some(e.error),
                     Err(e) => {
                         ok[from + e.index] = false;
                         from += e.index + 1;
@@ -507,9 +526,10 @@ impl AddressSpace {
                 }
             }
             if !filled {
-                return;
+                return None;
             }
         }
+        None
     }
 
     /// Reads objects, given as their physical runs (or the error that stopped their

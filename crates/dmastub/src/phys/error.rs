@@ -66,6 +66,21 @@ impl PhysError {
         matches!(self, PhysError::Device { .. })
     }
 
+    /// For a read at `addr` that is not sent because `self`, a device failure on `context`,
+    /// came first: the same failure, at its own address (sending it would only wait out the
+    /// device's timeout again). Any other error is returned as it is.
+    pub fn not_sent_after(&self, addr: PhysAddr, context: &str) -> Self {
+        match self {
+            PhysError::Device { addr: failed, source_name, why, source } => PhysError::Device {
+                addr,
+                source_name: source_name.clone(),
+                why: format!("not sent, since {context} failed at phys {failed}: {why}"),
+                source: source.clone(),
+            },
+            other => other.clone(),
+        }
+    }
+
     /// What the user can change so that this does not happen again, if anything.
     pub fn remedy(&self) -> Option<Remedy> {
         match self {

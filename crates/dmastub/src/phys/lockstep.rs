@@ -61,9 +61,13 @@ impl Round {
             return;
         }
         let mut requests = std::mem::take(&mut self.waiting);
-        // A failure leaves the segments after it unread: those readers' batches go again.
+        // A failure leaves the segments after it unread: those readers' batches go again,
+        // unless the device failed (it would only wait out its timeout again).
         while !requests.is_empty() {
+            // Each distinct segment once: readers walking the same tables ask for the same
+            // pages in the same round.
             let mut wanted: Vec<(super::PhysAddr, usize)> = Vec::new();
+            let mut slot_of: HashMap<(u64, usize), usize> = HashMap::new();
             let plans: Vec<Vec<From>> = requests
                 .iter()
                 .map(|r| {
@@ -71,10 +75,10 @@ impl Round {
                         .iter()
                         .map(|&(addr, len)| match self.pages.get(&addr.0).filter(|_| len == PAGE) {
                             Some(page) => From::Kept(page.clone()),
-                            None => {
+                            None => From::Batch(*slot_of.entry((addr.0, len)).or_insert_with(|| {
                                 wanted.push((addr, len));
-                                From::Batch(wanted.len() - 1)
-                            }
+                                wanted.len() - 1
+                            })),
                         })
                         .collect()
                 })
@@ -100,24 +104,35 @@ impl Round {
                     From::Batch(k) if *k >= read => Some((i, *k)),
                     _ => None,
                 });
-                match (short, &failed) {
-                    (Some((i, k)), Some(e)) if k == e.index => {
-                        let mine = plan.into_iter().take(i).map(|f| match f {
-                            From::Kept(b) => b,
-                            From::Batch(k) => bytes[k].clone(),
-                        });
-                        let error = SegmentError { index: i, error: e.error.clone() };
-                        self.answers.push((request.reader, (mine.collect(), Some(error))));
-                    }
-                    (Some(_), _) => unread.push(request),
+                let filled = |upto: usize| -> Vec<Vec<u8>> {
+                    plan.iter()
+                        .take(upto)
+                        .map(|f| match f {
+                            From::Kept(b) => b.clone(),
+                            From::Batch(k) => bytes[*k].clone(),
+                        })
+                        .collect()
+                };
+                let error = match (short, &failed) {
                     (None, _) => {
-                        let mine = plan.into_iter().map(|f| match f {
-                            From::Kept(b) => b,
-                            From::Batch(k) => std::mem::take(&mut bytes[k]),
-                        });
-                        self.answers.push((request.reader, (mine.collect(), None)));
+                        self.answers.push((request.reader, (filled(plan.len()), None)));
+                        continue;
                     }
-                }
+                    (Some((i, k)), Some(e)) if k == e.index => {
+                        SegmentError { index: i, error: e.error.clone() }
+                    }
+                    (Some((i, _)), Some(e)) if e.error.is_device_failure() => SegmentError {
+                        index: i,
+                        error: e
+                            .error
+                            .not_sent_after(request.segments[i].0, "another reader's read in the batch"),
+                    },
+                    (Some(_), _) => {
+                        unread.push(request);
+                        continue;
+                    }
+                };
+                self.answers.push((request.reader, (filled(error.index), Some(error))));
             }
             requests = unread;
         }
@@ -260,11 +275,13 @@ mod tests {
     use crate::phys::{BufferMem, PhysAddr};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// A buffer that counts the batches it is asked for.
+    /// A buffer that counts the batches it is asked for; a batch that holds `dead` fails from
+    /// its first segment on, as a device gone silent.
     struct Counting {
         inner: BufferMem,
         batches: Arc<AtomicUsize>,
         bytes: Arc<AtomicUsize>,
+        dead: Option<u64>,
     }
 
     impl PhysMem for Counting {
@@ -283,6 +300,10 @@ mod tests {
         fn read_segments(&mut self, segments: &mut [Segment<'_>]) -> Result<(), SegmentError> {
             self.batches.fetch_add(1, Ordering::SeqCst);
             self.bytes.fetch_add(segments.iter().map(|s| s.buf.len()).sum(), Ordering::SeqCst);
+            if segments.iter().any(|s| Some(s.addr.0) == self.dead) {
+                let error = PhysError::device(segments[0].addr, "counting", "no completion");
+                return Err(SegmentError { index: 0, error });
+            }
             self.inner.read_segments(segments)
         }
     }
@@ -297,6 +318,7 @@ mod tests {
             inner: BufferMem::new("counting", bytes),
             batches: Arc::clone(batches),
             bytes: Arc::clone(bytes_read),
+            dead: None,
         })
     }
 
@@ -398,5 +420,63 @@ mod tests {
         });
         assert_eq!(batches.load(Ordering::SeqCst), 1);
         assert!(lockstep.into_source().is_ok());
+    }
+
+    #[test]
+    fn a_segment_both_readers_ask_for_in_one_round_is_read_once() {
+        let (batches, bytes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let mut lockstep = Lockstep::new(counting(&batches, &bytes));
+        let readers = [lockstep.reader(), lockstep.reader()];
+        std::thread::scope(|s| {
+            for mut r in readers {
+                s.spawn(move || {
+                    let mut page = vec![0u8; 4096];
+                    r.read(PhysAddr(0x2000), &mut page).unwrap();
+                    assert_eq!(page, expected(0x2000, 4096));
+                });
+            }
+        });
+        assert!(lockstep.into_source().is_ok());
+        assert_eq!(batches.load(Ordering::SeqCst), 1);
+        assert_eq!(bytes.load(Ordering::SeqCst), 4096, "one read served both");
+    }
+
+    /// A device that fails fails every reader's batch in the round at once: sending the
+    /// others again would only wait out its timeout again.
+    #[test]
+    fn a_device_failure_answers_every_reader_of_the_round_without_sending_again() {
+        let (batches, bytes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let source: Box<dyn PhysMem> = Box::new(Counting {
+            inner: BufferMem::new("counting", (0..0x4000u32).map(|i| (i * 7 % 251) as u8).collect()),
+            batches: Arc::clone(&batches),
+            bytes: Arc::clone(&bytes),
+            dead: Some(0x100),
+        });
+        let mut lockstep = Lockstep::new(source);
+        let (mut a, mut b) = (lockstep.reader(), lockstep.reader());
+        let (ra, rb) = std::thread::scope(|s| {
+            let ha = s.spawn(move || {
+                let mut x = [0u8; 8];
+                a.read(PhysAddr(0x100), &mut x)
+            });
+            let hb = s.spawn(move || {
+                let (mut y, mut z) = ([0u8; 8], [0u8; 8]);
+                let mut segs = [
+                    Segment { addr: PhysAddr(0x200), buf: &mut y },
+                    Segment { addr: PhysAddr(0x300), buf: &mut z },
+                ];
+                b.read_segments(&mut segs)
+            });
+            (ha.join().unwrap(), hb.join().unwrap())
+        });
+        assert!(lockstep.into_source().is_ok());
+        let ea = ra.expect_err("the dead address fails");
+        assert!(ea.is_device_failure() && ea.to_string().contains("0x100"), "its own address: {ea}");
+        let eb = rb.expect_err("the other reader's batch fails too");
+        assert_eq!(eb.index, 0);
+        let text = eb.error.to_string();
+        assert!(eb.error.is_device_failure() && text.contains("0x200"), "its own address: {text}");
+        assert!(text.contains("no completion"), "and why: {text}");
+        assert_eq!(batches.load(Ordering::SeqCst), 1, "nothing was sent again");
     }
 }

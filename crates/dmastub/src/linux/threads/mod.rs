@@ -261,22 +261,11 @@ pub fn list(
             None
         }
     };
-    // The CPUs first: a device that does not answer ends the list here, before a walk that
-    // would wait out its timeout again (gdb gives up on a reply after 2 s).
-    let mut cpus = match l.map(|_| read_cpus(view, kernel, &mut out.problems)) {
-        Some(Ok(c)) => c,
-        Some(Err(e)) => {
-            out.problems.push(e);
-            return out;
-        }
-        None => Cpus::default(),
-    };
-    out.cpus = cpus.offsets.len() as u32;
-    probe(view, "cpus");
     // Each process's thread.sp and stack base, then its switch frame, read as the walk
-    // passes it; and, beside the walk, in lockstep with it, what the CPUs ran and their
+    // passes it; and, beside the walk, in lockstep with it, the CPUs: what they ran and their
     // registers. Over DMA the walk's steps hold one request each: what rides along costs
-    // (almost) no round trip.
+    // (almost) no round trip. A device that does not answer fails both sides' first batch
+    // at once, in one timeout.
     let mut along = Along::default();
     if let Some(l) = l {
         along.words = [Some(l.thread_sp), l.stack].into_iter().flatten().collect();
@@ -285,22 +274,29 @@ pub fn list(
     let walk_along = l.map(|_| &mut along);
     let (walked, (cpus, side)) = view.in_lockstep(
         |v| tasks::list_along(v, tl, init, true, walk_along),
-        move |v| match l {
-            Some(l) => {
-                let mut problems = Vec::new();
-                read_runqueues(v, kernel, l, &mut cpus, &mut problems);
-                let mut side = cpu_side(v, kernel, tl, l, &cpus, notes);
-                problems.append(&mut side.problems);
-                side.problems = problems;
-                (cpus, side)
-            }
-            None => (cpus, CpuSide::default()),
+        move |v| {
+            let Some(l) = l else { return (Cpus::default(), CpuSide::default()) };
+            let mut problems = Vec::new();
+            let mut cpus = match read_cpus(v, kernel, &mut problems) {
+                Ok(cpus) => cpus,
+                Err(e) => {
+                    problems.push(e);
+                    return (Cpus::default(), CpuSide { problems, ..CpuSide::default() });
+                }
+            };
+            read_runqueues(v, kernel, l, &mut cpus, &mut problems);
+            let mut side = cpu_side(v, kernel, tl, l, &cpus, notes);
+            problems.append(&mut side.problems);
+            side.problems = problems;
+            (cpus, side)
         },
     );
     probe(view, "walk and CPUs");
+    out.cpus = cpus.offsets.len() as u32;
     out.problems.extend(walked.problems);
     out.truncated = walked.truncated;
     if walked.tasks.is_empty() {
+        out.problems.extend(side.problems);
         return out;
     }
     let mut all = walked.tasks;
