@@ -288,6 +288,16 @@ impl<'a> View<'a> {
         self.space.mem().traffic()
     }
 
+    /// Logs the source's traffic so far after `phase` of an operation (`RUST_LOG=debug`):
+    /// where an operation's round trips go.
+    pub fn log_traffic(&self, phase: &str) {
+        if log::log_enabled!(log::Level::Debug)
+            && let Some(traffic) = self.traffic()
+        {
+            log::debug!("{phase}: {traffic}");
+        }
+    }
+
     /// The root this view reads under.
     pub fn cr3(&self) -> u64 {
         self.cr3

@@ -184,6 +184,7 @@ impl Linux {
         let types = self.kernel.types.as_deref().ok_or(MapsError::NoTypes)?;
         let layout = layout::MmLayout::from_types(types)?;
         let mut view = View::new(space, self.kernel.cr3.value);
+        view.log_traffic("memory map, before it");
         Ok(read::process_maps(&mut view, &layout, &self.kernel.symbols, task)?)
     }
 }

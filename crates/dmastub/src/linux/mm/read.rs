@@ -113,6 +113,7 @@ pub(crate) fn process_maps(
         }
     };
 
+    view.log_traffic("memory map, after the mm");
     // The VMAs' addresses: from the maple tree, or the old list.
     let vma_addrs: Vec<(u64, Option<(u64, u64)>)> = if let Some(root_f) = l.mm_mt_root {
         let root = field(&mm_bytes, lo, root_f).unwrap_or(0);
@@ -131,6 +132,7 @@ pub(crate) fn process_maps(
         walk_vma_list(view, l, mm, first, &mut problems).into_iter().map(|a| (a, None)).collect()
     };
 
+    view.log_traffic("memory map, after the VMAs' tree");
     // Every VMA's fields, together (in bounded batches).
     let (vlo, vhi) = span(&l.vma_fields());
     let vlen = (vhi - vlo) as usize;
@@ -171,6 +173,7 @@ pub(crate) fn process_maps(
         }
     }
 
+    view.log_traffic("memory map, after the VMAs");
     // Files, inodes, paths and special names: level by level for all VMAs together.
     let mut b = Batcher::new(view);
     let names = Names::new(syms);
@@ -256,6 +259,7 @@ pub(crate) fn process_maps(
     if let Some(why) = view_budget(&b) {
         problems.push(why);
     }
+    b.view.log_traffic(&format!("memory map, after names ({rounds} rounds)"));
     Ok(ProcessMaps { pid, comm, cr3, mm: info, vmas, problems })
 }
 

@@ -291,7 +291,7 @@ pub fn list(
             (cpus, side)
         },
     );
-    probe(view, "walk and CPUs");
+    view.log_traffic("thread list, after walk and CPUs");
     out.cpus = cpus.offsets.len() as u32;
     out.problems.extend(walked.problems);
     out.truncated = walked.truncated;
@@ -373,7 +373,7 @@ fn fill_registers(
     for batch in threads.chunks_mut(FRAME_BATCH) {
         switch_frames(view, l, along, batch);
     }
-    probe(view, "switch frames");
+    view.log_traffic("thread list, after switch frames");
     for t in threads.iter_mut() {
         if let Some((regs, origin)) = t.running_on.and_then(|cpu| side.regs.remove(&cpu)) {
             t.regs = regs;
@@ -642,11 +642,3 @@ fn order(threads: &mut [Thread]) {
 
 #[cfg(test)]
 mod tests;
-
-/// Logs what the source has carried so far, after a phase of the list (`RUST_LOG=debug`):
-/// where the round trips of `info threads` go.
-fn probe(view: &View, phase: &str) {
-    if let Some(traffic) = view.traffic() {
-        log::debug!("thread list, after {phase}: {traffic}");
-    }
-}
