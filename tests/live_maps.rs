@@ -3,6 +3,9 @@
 //! its RAM file, through gdb (`serve --live`, `monitor maps PID` for every user process) and
 //! the command line (`dmastub maps PID --live`): each must equal what the guest printed.
 //!
+//! The guest also runs a dynamically linked program (`tools/dynticker.c`, with the host's
+//! dynamic linker and libc), whose map (over 16 VMAs) needs a maple tree of more than one node.
+//!
 //! Skips with a message where QEMU is missing, unless `CI` or `DMASTUB_LIVE_REQUIRED` is set.
 
 mod common;
@@ -11,11 +14,52 @@ use common::{BIN, gdb_with};
 use dmastub_testkit::child::DmastubChild;
 use dmastub_testkit::vm::{self, GuestOptions, LiveVm};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
-fn boot() -> Option<LiveVm> {
-    let opts = GuestOptions { cache: vm::guest::default_cache_dir(), ..Default::default() };
+/// The dynamic program, built here, and the initramfs files that run it in the guest: the
+/// binary and the host's own copies of the libraries it loads, at the host's paths (so that
+/// gdb, with `set sysroot /`, reads their symbols from the very same files).
+struct Dynamic {
+    binary: PathBuf,
+    files: Vec<(String, Vec<u8>)>,
+}
+
+fn dynamic_program() -> Dynamic {
+    let dir = std::env::temp_dir().join(format!("dmastub-live-maps-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a temporary folder");
+    let binary = dir.join("dynticker");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/dynticker.c");
+    let out =
+        Command::new("gcc").args(["-O0", "-g", "-o"]).arg(&binary).arg(&source).output().expect("run gcc");
+    assert!(out.status.success(), "gcc dynticker.c: {}", String::from_utf8_lossy(&out.stderr));
+    let ldd = Command::new("ldd").arg(&binary).output().expect("run ldd (libc-bin)");
+    assert!(ldd.status.success(), "ldd dynticker: {}", String::from_utf8_lossy(&ldd.stderr));
+    // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)", "/lib64/ld-linux-x86-64.so.2 (0x...)"
+    let libraries: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = l.split_once("=>").map_or(l, |(_, p)| p.trim());
+            path.split_whitespace().next().filter(|p| p.starts_with('/')).map(str::to_string)
+        })
+        .collect();
+    assert!(
+        libraries.len() >= 2,
+        "ldd names no dynamic linker and libc: {}",
+        String::from_utf8_lossy(&ldd.stdout)
+    );
+    let mut files = vec![("bin/dynticker".to_string(), std::fs::read(&binary).expect("read dynticker"))];
+    for lib in &libraries {
+        let data = std::fs::read(lib).unwrap_or_else(|e| panic!("read {lib}: {e}"));
+        files.push((lib.trim_start_matches('/').to_string(), data));
+    }
+    Dynamic { binary, files }
+}
+
+fn boot(extra_files: Vec<(String, Vec<u8>)>) -> Option<LiveVm> {
+    let opts = GuestOptions { cache: vm::guest::default_cache_dir(), extra_files, ..Default::default() };
     common::boot_live_guest("live maps", &opts)
 }
 
@@ -44,7 +88,8 @@ fn trimmed(text: &str) -> Vec<String> {
 
 #[test]
 fn maps_of_every_user_process_equal_the_guests_proc_maps() {
-    let Some(mut vm) = boot() else { return };
+    let dynamic = dynamic_program();
+    let Some(mut vm) = boot(dynamic.files.clone()) else { return };
     // A request written before the guest's loop has opened its port is lost (a tty drops what
     // arrives while nobody has it open): asked again once after the read timeout.
     let answer = match vm.request("maps") {
@@ -112,5 +157,14 @@ fn maps_of_every_user_process_equal_the_guests_proc_maps() {
     let out = std::process::Command::new(BIN).args(["maps", "2", "--live", &ram]).output().expect("run");
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a kernel thread: it has no memory map"));
     eprintln!("live maps: {compared} processes equal the guest's /proc/PID/maps");
+    // The dynamic program's map (its libraries, a maple tree of more than one node) was compared
+    // with the rest: make sure it was there to compare.
+    assert!(
+        users.iter().any(|(_, lines)| lines.iter().any(|l| l.ends_with("/bin/dynticker"))),
+        "the guest runs no dynticker:\n{answer:?}"
+    );
     vm.set_running(true).expect("resume the guest");
+    if let Some(dir) = dynamic.binary.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -24,9 +24,11 @@ pub struct GuestOptions {
     pub busybox: Option<PathBuf>,
     /// Where downloads and built files are kept (see [`default_cache_dir`]).
     pub cache: PathBuf,
-    /// More files for the initramfs: path (under `lib/modules/` for modules) and contents.
+    /// More files for the initramfs: path (relative, e.g. `lib/modules/NAME.ko`, `bin/PROG`)
+    /// and contents; their folders are made, and every one is executable.
     /// `lib/modules/load-order` (one module name a line) makes `init` insmod
-    /// `lib/modules/NAME.ko` in that order at boot.
+    /// `lib/modules/NAME.ko` in that order at boot; `bin/dynticker`, when there, is started
+    /// beside the ticker.
     pub extra_files: Vec<(String, Vec<u8>)>,
 }
 
@@ -73,9 +75,15 @@ pub fn prepare(opts: &GuestOptions, progress: &mut dyn FnMut(&str)) -> Result<Gu
     let ticker_bytes =
         fs::read(&ticker).map_err(|e| VmError::io(format!("reading {}", ticker.display()), e))?;
 
-    // Another suite's guest (without the extra files) may be built from the same cache at once.
-    let initramfs =
-        cache.join(if opts.extra_files.is_empty() { "initramfs.cpio" } else { "initramfs-extra.cpio" });
+    // Another suite's guest (with other extra files) may be built from the same cache at once.
+    let initramfs = if opts.extra_files.is_empty() {
+        cache.join("initramfs.cpio")
+    } else {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        opts.extra_files.hash(&mut h);
+        cache.join(format!("initramfs-extra-{:016x}.cpio", h.finish()))
+    };
     let mut entries = vec![
         Entry::Dir { path: "bin" },
         Entry::Dir { path: "dev" },
@@ -88,12 +96,24 @@ pub fn prepare(opts: &GuestOptions, progress: &mut dyn FnMut(&str)) -> Result<Gu
         Entry::File { path: "bin/busybox", mode: 0o755, data: &busybox_bytes },
         Entry::File { path: "bin/ticker", mode: 0o755, data: &ticker_bytes },
     ];
-    if !opts.extra_files.is_empty() {
-        entries.push(Entry::Dir { path: "lib" });
-        entries.push(Entry::Dir { path: "lib/modules" });
-        for (path, data) in &opts.extra_files {
-            entries.push(Entry::File { path, mode: 0o644, data });
+    // Each extra file's folders (but those above), parents first.
+    let mut dirs: Vec<&str> = Vec::new();
+    for (path, _) in &opts.extra_files {
+        let mut end = 0;
+        while let Some(i) = path[end..].find('/') {
+            end += i;
+            let dir = &path[..end];
+            if !dirs.contains(&dir)
+                && !entries.iter().any(|e| matches!(e, Entry::Dir { path } if *path == dir))
+            {
+                dirs.push(dir);
+            }
+            end += 1;
         }
+    }
+    entries.extend(dirs.into_iter().map(|path| Entry::Dir { path }));
+    for (path, data) in &opts.extra_files {
+        entries.push(Entry::File { path, mode: 0o755, data });
     }
     let mut archive = Vec::with_capacity(busybox_bytes.len() + ticker_bytes.len() + 8192);
     cpio::write_newc(&mut archive, &entries).map_err(|e| VmError::io("building the initramfs".into(), e))?;

@@ -1,7 +1,7 @@
 #!/bin/busybox sh
-# /init of the demo guest (busybox). It starts the ticker and a few sleepers, reports what
-# the guest knows about itself on the console, then serves the host's requests on the
-# second serial port (ttyS1), one per line:
+# /init of the demo guest (busybox). It starts the ticker (and bin/dynticker when the test kit
+# added it) and a few sleepers, reports what the guest knows about itself on the console, then
+# serves the host's requests on the second serial port (ttyS1), one per line:
 #   report   the report again (ps, kallsyms, the ticker)
 #   panic    panic the kernel from a process named "crasher" (echo c > /proc/sysrq-trigger)
 #   maps     every process's /proc/PID/maps, each after a "pid PID" line
@@ -32,6 +32,8 @@ fi
 
 /bin/ticker > /dev/console 2>&1 &
 TICKER=$!
+# A dynamically linked program, when the test kit put one (and its libraries) in the initramfs.
+if [ -x /bin/dynticker ]; then /bin/dynticker > /dev/console 2>&1 & fi
 sleep 1000000 &
 sleep 1000000 &
 # The pid also goes to the kernel log: printk reaches the console before the panic does, while

@@ -191,7 +191,7 @@ impl DmaTarget {
 
     /// The `saved_auxv` of process `pid`'s mm, as gdb reads `qXfer:auxv:read`: (type, value)
     /// pairs up to and including AT_NULL.
-    fn process_auxv(&mut self, pid: i32) -> Option<Vec<u8>> {
+    pub(super) fn process_auxv(&mut self, pid: i32) -> Option<Vec<u8>> {
         let linux = self.linux.as_ref()?;
         match linux.maps(&mut self.space, pid) {
             Ok(m) => Some(crate::dump::gcore::encode_auxv(&m.mm.saved_auxv)),

@@ -107,6 +107,10 @@ impl ExtendedMode for DmaTarget {
         info!("attach {pid}: its thread {tid} is selected; memory is read in its address space");
         self.follow_thread(tid);
         self.attached_pid = Some(pid);
+        // Its auxiliary vector, as after `monitor switch`: gdb's svr4 code, which runs after an
+        // attach, relocates a position-independent binary by it and finds the dynamic linker's
+        // r_debug, then the shared libraries.
+        self.auxv = i32::try_from(pid).ok().and_then(|p| self.process_auxv(p));
         Ok(())
     }
 

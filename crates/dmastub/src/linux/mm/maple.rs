@@ -1,7 +1,9 @@
 //! The maple tree (`lib/maple_tree.c`, Linux 6.1 on): where an `mm_struct` keeps its VMAs.
 //!
-//! A tree entry is an *encoded* node pointer: the node is 256-byte aligned, bits 3..6 hold its
-//! type and bit 1 says "this is a node" (`xa_is_node`). Internal nodes (`maple_range_64`,
+//! A tree entry is an *encoded* node pointer (`mt_mk_node`): the node is 256-byte aligned,
+//! bits 3..6 hold its type and bit 2 is a hint ("a NULL below"). Only the root pointer has bit
+//! 1 too (`MAPLE_ROOT_NODE`, so that `xa_is_node` tells a root node from a single value at
+//! index 0); child pointers in internal nodes have bits 0 and 1 clear. Internal nodes (`maple_range_64`,
 //! `maple_arange_64`) hold child pointers, leaves (`maple_leaf_64`) the values (here VMA
 //! pointers); slot `i` covers `pivot[i-1]+1 ..= pivot[i]`, the last used slot up to the node's
 //! max. The walk reads the tree a level at a time, all nodes of a level in one batch (over DMA
@@ -136,6 +138,20 @@ pub enum MapleError {
         /// The value.
         entry: u64,
     },
+    /// An internal node holds something that is not a child node's pointer.
+    #[error(
+        "maple node {node:#x}: the child for {min:#x}..={max:#x} is {entry:#x}, not a node pointer; that range skipped"
+    )]
+    BadChild {
+        /// The internal node's address.
+        node: u64,
+        /// The first index the child covers.
+        min: u64,
+        /// The last index the child covers.
+        max: u64,
+        /// The value.
+        entry: u64,
+    },
     /// The walk stopped at its bound on entries or nodes.
     #[error("maple tree: stopped after {0} entries/nodes (the most believed)")]
     TooMany(usize),
@@ -159,9 +175,15 @@ pub struct MapleEntry {
     pub value: u64,
 }
 
-/// `xa_is_node`: an internal entry of kind "node".
+/// `xa_is_node`: an internal entry of kind "node" (what a root that is a node looks like).
 pub(crate) fn is_node(entry: u64) -> bool {
     entry & 3 == 2 && entry > 4096
+}
+
+/// Whether an internal node's slot holds a child: an encoded node pointer without the root's
+/// bit (bits 0 and 1 clear) and with a node address.
+fn is_child(entry: u64) -> bool {
+    entry & 3 == 0 && entry & !NODE_MASK >= 4096
 }
 
 fn node_type(entry: u64) -> Result<NodeType, u64> {
@@ -305,10 +327,10 @@ pub(crate) fn walk(
                 }
             } else {
                 for e in entries {
-                    if is_node(e.value) {
+                    if is_child(e.value) {
                         level.push((e.value, e.min, e.max));
                     } else {
-                        errors.push(MapleError::BadEntry { node, index: 0, entry: e.value });
+                        errors.push(MapleError::BadChild { node, min: e.min, max: e.max, entry: e.value });
                     }
                 }
             }
@@ -324,9 +346,12 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    const LEAF: u64 = 1 << 3 | 2;
-    const RANGE: u64 = 2 << 3 | 2;
-    const ARANGE: u64 = 3 << 3 | 2;
+    // As `mt_mk_node` encodes a node: its type in bits 3..6 and `MAPLE_ENODE_NULL` (bit 2).
+    // Only the tree's root also has `MAPLE_ROOT_NODE` (bit 1): `ROOT`.
+    const LEAF: u64 = 1 << 3 | 4;
+    const RANGE: u64 = 2 << 3 | 4;
+    const ARANGE: u64 = 3 << 3 | 4;
+    const ROOT: u64 = 2;
 
     /// A node of `ty` at `addr` with these pivots and slots.
     fn node(l: &MapleLayout, ty: NodeType, pivots: &[u64], slots: &[u64]) -> Vec<u8> {
@@ -378,7 +403,7 @@ mod tests {
             node(&l, NodeType::Arange64, &[0x4fff, u64::MAX], &[0x1000 | LEAF, 0x1100 | LEAF]),
         );
         let mut batches = Vec::new();
-        let (v, e) = walk(&l, 0x2000 | ARANGE, 100, &mut reader(mem, &mut batches));
+        let (v, e) = walk(&l, 0x2000 | ARANGE | ROOT, 100, &mut reader(mem, &mut batches));
         assert!(e.is_empty(), "{e:?}");
         assert_eq!(
             v,
@@ -411,7 +436,7 @@ mod tests {
         // A range node whose child is itself.
         mem.insert(0x3000, node(&l, NodeType::Range64, &[0x10, u64::MAX], &[0x3000 | RANGE, 0x3000 | RANGE]));
         let mut batches = Vec::new();
-        let (v, e) = walk(&l, 0x3000 | RANGE, 100, &mut reader(mem, &mut batches));
+        let (v, e) = walk(&l, 0x3000 | RANGE | ROOT, 100, &mut reader(mem, &mut batches));
         assert!(v.is_empty());
         assert!(e.iter().any(|e| matches!(e, MapleError::Cycle { node: 0x3000 })), "{e:?}");
         assert!(e.iter().any(|e| e.to_string().contains("0x3000")));
@@ -424,15 +449,29 @@ mod tests {
         // Child 0: dense (type 0), child 1: pivots out of order, child 2: unreadable.
         mem.insert(
             0x4000,
-            node(&l, NodeType::Range64, &[0x10, 0x20, u64::MAX], &[0x5000 | 2, 0x5100 | LEAF, 0x5200 | LEAF]),
+            node(&l, NodeType::Range64, &[0x10, 0x20, u64::MAX], &[0x5000 | 4, 0x5100 | LEAF, 0x5200 | LEAF]),
         );
         mem.insert(0x5100, node(&l, NodeType::Leaf64, &[0x18, 0x14], &[0xa0, 0xb0, 0xc0]));
         let mut batches = Vec::new();
-        let (v, e) = walk(&l, 0x4000 | RANGE, 100, &mut reader(mem, &mut batches));
+        let (v, e) = walk(&l, 0x4000 | RANGE | ROOT, 100, &mut reader(mem, &mut batches));
         assert_eq!(v, vec![MapleEntry { min: 0x11, max: 0x18, value: 0xa0 }]);
         assert!(e.iter().any(|e| matches!(e, MapleError::BadType { node: 0x5000, ty: 0, .. })), "{e:?}");
         assert!(e.iter().any(|e| matches!(e, MapleError::BadPivot { node: 0x5100, index: 1, .. })), "{e:?}");
         assert!(e.iter().any(|e| matches!(e, MapleError::Unreadable { node: 0x5200, .. })), "{e:?}");
+        // A child with the root's bit (what the walk took for a child before it followed
+        // mt_mk_node's encoding) is not one.
+        let mut mem = HashMap::new();
+        mem.insert(
+            0x7000,
+            node(&l, NodeType::Range64, &[0x10, u64::MAX], &[0x7100 | LEAF | ROOT, 0x7200 | LEAF]),
+        );
+        mem.insert(0x7200, node(&l, NodeType::Leaf64, &[u64::MAX], &[0xd0]));
+        let (v, e) = walk(&l, 0x7000 | RANGE | ROOT, 100, &mut reader(mem, &mut batches));
+        assert_eq!(v, vec![MapleEntry { min: 0x11, max: u64::MAX, value: 0xd0 }]);
+        assert!(
+            matches!(e[..], [MapleError::BadChild { node: 0x7000, min: 0, max: 0x10, entry: 0x710e }]),
+            "{e:?}"
+        );
         // A leaf value that is an internal entry.
         let b = node(&l, NodeType::Leaf64, &[u64::MAX], &[0x6002]);
         let mut errs = Vec::new();
@@ -450,7 +489,7 @@ mod tests {
             mem.insert(0x10000 + i * 0x100, node(&l, NodeType::Range64, &[u64::MAX], &[next | RANGE]));
         }
         let mut batches = Vec::new();
-        let (_, e) = walk(&l, 0x10000 | RANGE, 1000, &mut reader(mem, &mut batches));
+        let (_, e) = walk(&l, 0x10000 | RANGE | ROOT, 1000, &mut reader(mem, &mut batches));
         assert!(e.iter().any(|e| matches!(e, MapleError::TooDeep { .. })), "{e:?}");
         assert!(batches.len() <= MAX_HEIGHT);
         // Direct root value and empty tree.
