@@ -232,6 +232,41 @@ fn breakpoints_and_watchpoints_say_why_they_never_trigger() {
     assert_eq!(x_gx(&out, f.counter_virt), Some(f.counter_value), "{out}");
 }
 
+/// `attach PID` and gdb's file: with kernel registers the file is vmlinux, still moved by KASLR
+/// (`qOffsets`, asked again after the attach); with user registers it is the process's binary,
+/// moved by its load bias (0 for the fixed-address timekeeper), so its symbols read its memory.
+#[test]
+fn attach_moves_gdbs_file_as_the_register_set_says() {
+    let Some((raw, tr)) = post_panic() else { return };
+    let Some(dir) = fixture_dir("linux-6.1-kaslr") else { return };
+    let stub = Stub::start(&["--image", raw.to_str().unwrap()]);
+    let ext = |file: &Path, cmds: &[&str]| {
+        let mut args = vec!["-q".to_string(), "-nx".into(), "-batch".into(), file.display().to_string()];
+        args.extend(["-ex".into(), format!("target extended-remote 127.0.0.1:{}", stub.port)]);
+        for cmd in cmds {
+            args.extend(["-ex".into(), cmd.to_string()]);
+        }
+        let out = Command::new("gdb").args(&args).output().expect("run gdb");
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let tk = tr["timekeeper"]["pid"].as_u64().unwrap();
+    let attach = format!("attach {tk}");
+    let vmlinux = unpacked(&dir, "vmlinux-symbols.zst");
+    let out = ext(&vmlinux, &[&attach, "p/x &init_task"]);
+    let init_task = tr["init_task"]["virt"].as_str().unwrap();
+    assert!(out.contains(&format!("= {init_task}")), "vmlinux is still moved by KASLR after attach:\n{out}");
+    // The timekeeper has symbols, no types: its value sits 16 bytes into tk_global.
+    let read = "x/gx (char *)&tk_global + 16";
+    let out = ext(&dir.join("timekeeper"), &["monitor regs user", &attach, read]);
+    let global = hex(&tr["timekeeper"]["global_virt"]);
+    let value = tr["timekeeper"]["global_value_in_memory"].as_u64();
+    assert_eq!(
+        x_gx(&out, global),
+        value,
+        "the timekeeper's symbols read its memory, unmoved by KASLR:\n{out}"
+    );
+}
+
 #[test]
 fn extended_remote_keeps_the_connection() {
     let Some((raw, tr)) = post_panic() else { return };

@@ -5,6 +5,9 @@
 //!
 //! The guest also runs a dynamically linked program (`tools/dynticker.c`, with the host's
 //! dynamic linker and libc), whose map (over 16 VMAs) needs a maple tree of more than one node.
+//! Attached to it (extended-remote `attach PID`), gdb lists both as shared libraries where the
+//! guest mapped them, relocates the position-independent binary, reads its globals and unwinds
+//! from the sleep in libc to `main`.
 //!
 //! Skips with a message where QEMU is missing, unless `CI` or `DMASTUB_LIVE_REQUIRED` is set.
 
@@ -87,7 +90,7 @@ fn trimmed(text: &str) -> Vec<String> {
 }
 
 #[test]
-fn maps_of_every_user_process_equal_the_guests_proc_maps() {
+fn maps_of_every_user_process_equal_the_guests_proc_maps_and_gdb_attaches_to_a_dynamic_one() {
     let dynamic = dynamic_program();
     let Some(mut vm) = boot(dynamic.files.clone()) else { return };
     // A request written before the guest's loop has opened its port is lost (a tty drops what
@@ -158,13 +161,78 @@ fn maps_of_every_user_process_equal_the_guests_proc_maps() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a kernel thread: it has no memory map"));
     eprintln!("live maps: {compared} processes equal the guest's /proc/PID/maps");
     // The dynamic program's map (its libraries, a maple tree of more than one node) was compared
-    // with the rest: make sure it was there to compare.
-    assert!(
-        users.iter().any(|(_, lines)| lines.iter().any(|l| l.ends_with("/bin/dynticker"))),
-        "the guest runs no dynticker:\n{answer:?}"
-    );
+    // with the rest; then gdb in its context.
+    let (pid, maps) = users
+        .iter()
+        .find(|(_, lines)| lines.iter().any(|l| l.ends_with("/bin/dynticker")))
+        .unwrap_or_else(|| panic!("the guest runs no dynticker:\n{answer:?}"));
+    dynamic_process_in_gdb(port, *pid, maps, &dynamic.binary);
     vm.set_running(true).expect("resume the guest");
     if let Some(dir) = dynamic.binary.parent() {
         let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// In the dynamic program's context (`monitor switch`, user registers), gdb with the binary
+/// lists its libraries where the guest mapped them, reads its globals through the PIE
+/// relocation and unwinds from libc's sleep to `main`.
+fn dynamic_process_in_gdb(port: u16, pid: i64, maps: &[String], binary: &Path) {
+    // After an attach gdb asks where its file was loaded (qOffsets: the process's load bias)
+    // and for the libraries (qXfer:libraries:read: the process's link map): extended-remote's
+    // `attach PID`, with the binary loaded first and the threads reporting user registers.
+    let file = format!("file {}", binary.display());
+    let extended = format!("target extended-remote 127.0.0.1:{port}");
+    let attach = format!("attach {pid}");
+    let commands = [
+        "disconnect",
+        "set sysroot /",
+        &file,
+        &extended,
+        "monitor regs user",
+        &attach,
+        "info sharedlibrary",
+        "bt",
+        "p dyn_pid",
+        "p/x dyn_magic",
+    ];
+    let out = gdb_with(port, None, &commands, Duration::from_secs(300));
+    // Each library gdb lists: loaded with symbols, where the guest mapped that very file.
+    let mapped = |path: &str, at: u64| {
+        maps.iter().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let range = f.first().and_then(|r| r.split_once('-'));
+            let (Some((lo, hi)), Some(last)) = (range, f.last()) else { return false };
+            let (lo, hi) =
+                (u64::from_str_radix(lo, 16).unwrap_or(0), u64::from_str_radix(hi, 16).unwrap_or(0));
+            *last == path && (lo..hi).contains(&at)
+        })
+    };
+    let mut libraries = Vec::new();
+    for line in out.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() == 4 && f[0].starts_with("0x") && f[2] == "Yes" {
+            let from = u64::from_str_radix(f[0].trim_start_matches("0x"), 16).unwrap_or(0);
+            assert!(
+                mapped(f[3], from),
+                "{} at {from:#x} is in no mapping of it:\n{}\n{out}",
+                f[3],
+                maps.join("\n")
+            );
+            libraries.push(f[3].to_string());
+        }
+    }
+    assert!(
+        libraries.iter().any(|l| l.contains("ld-linux")) && libraries.iter().any(|l| l.contains("libc.so")),
+        "gdb did not load the dynamic linker and libc:\n{out}"
+    );
+    assert!(out.contains(&format!("= {pid}\n")), "dyn_pid is not {pid}:\n{out}");
+    assert!(out.contains("= 0x64796e7469636b72"), "dyn_magic is wrong:\n{out}");
+    let frames: Vec<&str> = out.lines().filter(|l| l.starts_with('#')).collect();
+    let names = frames.join("\n");
+    assert!(
+        names.contains("sleep") && frames.iter().any(|f| f.contains(" main ") && f.contains("dynticker.c:")),
+        "bt does not go from libc's sleep to main in dynticker.c:\n{out}"
+    );
+    let listed: Vec<&str> = out.lines().filter(|l| l.contains(" Yes ") || l.starts_with("From ")).collect();
+    eprintln!("live maps: pid {pid} dynticker in gdb:\n{}\n{}", listed.join("\n"), frames.join("\n"));
 }

@@ -99,6 +99,9 @@ pub struct DmaTarget {
     user_regs: HashMap<u64, Result<crate::linux::Regs, String>>,
     /// The auxiliary vector of the process `monitor switch PID` chose (`qXfer:auxv:read`).
     auxv: Option<Vec<u8>>,
+    /// That process's executable load bias and shared objects (`qOffsets`,
+    /// `qXfer:libraries:read` while in its context).
+    objects: Option<crate::linux::mm::LoadedObjects>,
     /// Where modules' `.ko` files are: the order of their sections for gdb's library list.
     module_files: crate::linux::modules::KoIndex,
     /// The library list (the modules) gdb is reading, made at its first window.
@@ -157,6 +160,7 @@ impl DmaTarget {
             read_capture: ReadCapture::Off,
             user_regs: HashMap::new(),
             auxv: None,
+            objects: None,
             module_files: Default::default(),
             libraries: None,
         }
@@ -219,10 +223,19 @@ impl DmaTarget {
         self.linux.as_ref()
     }
 
+    /// The process whose executable and libraries gdb is shown (`qOffsets`,
+    /// `qXfer:libraries:read`): the one `attach PID` or `monitor switch PID` entered, while
+    /// threads report user registers (`monitor regs user`). Otherwise gdb's file is vmlinux,
+    /// moved by KASLR, and its libraries the modules.
+    pub(crate) fn process_view(&self) -> Option<&crate::linux::mm::LoadedObjects> {
+        self.objects.as_ref().filter(|_| self.state.regs == super::monitor::RegSet::User)
+    }
+
     /// Makes `cr3` the active page-table root; `origin` says who set it (`monitor cr3` shows it).
     pub fn set_cr3(&mut self, cr3: u64, origin: &str) {
         // The auxiliary vector is the process's whose tables `monitor switch PID` made active.
         self.auxv = None;
+        self.objects = None;
         self.state.set_cr3(cr3);
         self.state.cr3_origin = origin.to_string();
         self.state.cr3_pinned = true;
@@ -309,6 +322,7 @@ impl DmaTarget {
         self.last_stop_tid = None;
         self.lldb_probed_p = false;
         self.auxv = None;
+        self.objects = None;
         self.on_stop();
     }
 
@@ -371,8 +385,12 @@ impl DmaTarget {
     /// gdb's `info os` documents (`qXfer:osdata:read`): the list of types, and `processes`
     /// from the task list. `None` for a type dmastub does not have.
     /// The modules as gdb's library list (`qXfer:libraries:read`): made when gdb asks for its
-    /// start (`fresh`), the same document for the windows after.
+    /// start (`fresh`), the same document for the windows after. In a process's context, that
+    /// process's shared objects instead.
     pub(crate) fn libraries(&mut self, fresh: bool) -> String {
+        if let Some(objects) = self.process_view() {
+            return crate::linux::modules::segment_library_list(&objects.libraries);
+        }
         if fresh || self.libraries.is_none() {
             let doc = match &self.linux {
                 Some(linux) => {

@@ -127,8 +127,8 @@ impl DmaTarget {
                     .map_err(|e| CommandError::linux(linux.explain(&e)))?;
                 self.activate(sw.cr3, &format!("monitor switch {} ({})", sw.pid, sw.comm));
                 self.state.task_context = true;
-                // Its auxiliary vector, for gdb's qXfer:auxv:read (the dynamic linker's r_debug).
-                self.auxv = self.process_auxv(sw.pid);
+                // Its auxiliary vector (qXfer:auxv:read) and loaded objects (qXfer:libraries:read).
+                self.enter_process(sw.pid);
                 let tid = threads::thread_id(sw.pid, None);
                 Ok(format!(
                     "active CR3 = {:#x}: the address space of pid {} ({}); kernel addresses still map\n\
@@ -189,16 +189,26 @@ impl DmaTarget {
         s
     }
 
-    /// The `saved_auxv` of process `pid`'s mm, as gdb reads `qXfer:auxv:read`: (type, value)
-    /// pairs up to and including AT_NULL.
-    pub(super) fn process_auxv(&mut self, pid: i32) -> Option<Vec<u8>> {
-        let linux = self.linux.as_ref()?;
-        match linux.maps(&mut self.space, pid) {
-            Ok(m) => Some(crate::dump::gcore::encode_auxv(&m.mm.saved_auxv)),
+    /// Makes process `pid`'s auxiliary vector and loaded objects the ones gdb is given
+    /// (`qXfer:auxv:read`, `qOffsets`, `qXfer:libraries:read`): from its memory map.
+    pub(super) fn enter_process(&mut self, pid: i32) {
+        let Some(linux) = self.linux.as_ref() else { return };
+        let maps = match linux.maps(&mut self.space, pid) {
+            Ok(m) => m,
             Err(e) => {
-                log::info!("pid {pid}: no auxiliary vector for gdb: {}", linux.explain(&e));
-                None
+                log::info!("pid {pid}: no auxiliary vector or libraries for gdb: {}", linux.explain(&e));
+                return;
             }
+        };
+        self.auxv = Some(crate::dump::gcore::encode_auxv(&maps.mm.saved_auxv));
+        match linux.loaded_objects(&mut self.space, &maps) {
+            Ok(objects) => {
+                for p in &objects.problems {
+                    log::info!("pid {pid}: {p}");
+                }
+                self.objects = Some(objects);
+            }
+            Err(why) => log::info!("pid {pid}: its executable's load bias and libraries are unknown: {why}"),
         }
     }
 

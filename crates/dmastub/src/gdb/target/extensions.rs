@@ -107,10 +107,12 @@ impl ExtendedMode for DmaTarget {
         info!("attach {pid}: its thread {tid} is selected; memory is read in its address space");
         self.follow_thread(tid);
         self.attached_pid = Some(pid);
-        // Its auxiliary vector, as after `monitor switch`: gdb's svr4 code, which runs after an
-        // attach, relocates a position-independent binary by it and finds the dynamic linker's
-        // r_debug, then the shared libraries.
-        self.auxv = i32::try_from(pid).ok().and_then(|p| self.process_auxv(p));
+        // Its auxiliary vector, load bias and shared objects, as after `monitor switch`: gdb
+        // asks for them after an attach (qOffsets moves the binary, qXfer:libraries:read lists
+        // the libraries).
+        if let Ok(pid) = i32::try_from(pid) {
+            self.enter_process(pid);
+        }
         Ok(())
     }
 
@@ -155,6 +157,11 @@ impl SectionOffsets for DmaTarget {
     /// applies the data offset to every later segment, the per-CPU one included, which KASLR does
     /// not move — `monitor kernel` prints the command that gets that one right as well.
     fn get_section_offsets(&mut self) -> Result<Offsets<u64>, FatalError> {
+        // In a process's context, with user registers, the file gdb loads is its executable.
+        if let Some(objects) = self.process_view() {
+            let bias = objects.exec_bias;
+            return Ok(Offsets::Sections { text: bias, data: bias, bss: Some(bias) });
+        }
         let Some(linux) = &self.linux else { return Ok(Offsets::Sections { text: 0, data: 0, bss: None }) };
         let (text, data) = linux.kernel.segment_bases();
         Ok(Offsets::Segments { text_seg: text, data_seg: Some(data) })

@@ -9,6 +9,7 @@
 //! (VMAs, tree depth, path length), loops are detected, and every problem names the address.
 
 mod batch;
+pub mod dso;
 mod layout;
 pub(crate) mod maple;
 mod pid;
@@ -18,6 +19,7 @@ pub mod render;
 #[cfg(test)]
 mod tests;
 
+pub use dso::LoadedObjects;
 pub use maple::{MapleEntry, MapleError};
 
 use super::error::LinuxError;
@@ -177,6 +179,20 @@ impl Linux {
     pub fn maps(&self, space: &mut AddressSpace, pid: i32) -> Result<ProcessMaps, LinuxError> {
         let task = self.task_by_pid(space, pid)?;
         self.maps_of(space, &task)
+    }
+
+    /// The executable's load bias and the shared objects of the process whose map is `maps`,
+    /// read in its address space (see [`dso::loaded_objects`]).
+    pub fn loaded_objects(
+        &self,
+        space: &mut AddressSpace,
+        maps: &ProcessMaps,
+    ) -> Result<LoadedObjects, String> {
+        if maps.cr3 == 0 {
+            return Err(format!("pid {}: its page tables are unknown", maps.pid));
+        }
+        let mut view = View::new(space, maps.cr3);
+        dso::loaded_objects(&mut view, maps)
     }
 
     /// The memory map of `task`, already read (from the task list or gdb's threads).

@@ -111,6 +111,22 @@ pub struct Library {
     pub file: Option<KoSections>,
 }
 
+/// A process's shared objects as gdb's library list: one `<library>` per object, named by its
+/// path, with the address of its first loadable segment (gdb moves all its segments by the
+/// same amount).
+pub fn segment_library_list(objects: &[(String, u64)]) -> String {
+    let mut s = String::from("<library-list version=\"1.0\">\n");
+    for (name, first_segment) in objects {
+        let _ = writeln!(
+            s,
+            "  <library name=\"{}\"><segment address=\"{first_segment:#x}\"/></library>",
+            xml_escape(name)
+        );
+    }
+    s.push_str("</library-list>\n");
+    s
+}
+
 /// The library list: one `<library name="NAME.ko">` per module, its sections' addresses in
 /// the order of its `.ko` file's ALLOC sections when the file is known, else in the kernel's.
 pub fn library_list(modules: &[Library]) -> String {

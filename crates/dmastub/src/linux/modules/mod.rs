@@ -13,7 +13,7 @@ mod render;
 #[cfg(test)]
 mod tests;
 
-pub use libraries::{KoIndex, KoSections, Library, library_list};
+pub use libraries::{KoIndex, KoSections, Library, library_list, segment_library_list};
 pub use render::{lsmod, proc_modules};
 
 use super::{Memory, Symbols, TypeInfo};
