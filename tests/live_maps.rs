@@ -7,7 +7,7 @@
 //! dynamic linker and libc), whose map (over 16 VMAs) needs a maple tree of more than one node.
 //! Attached to it (extended-remote `attach PID`), gdb lists both as shared libraries where the
 //! guest mapped them, relocates the position-independent binary, reads its globals and unwinds
-//! from the sleep in libc to `main`.
+//! from the sleep in libc to `main`; and so does `gdb BINARY CORE` on its `dmastub gcore`.
 //!
 //! Skips with a message where QEMU is missing, unless `CI` or `DMASTUB_LIVE_REQUIRED` is set.
 
@@ -167,6 +167,7 @@ fn maps_of_every_user_process_equal_the_guests_proc_maps_and_gdb_attaches_to_a_d
         .find(|(_, lines)| lines.iter().any(|l| l.ends_with("/bin/dynticker")))
         .unwrap_or_else(|| panic!("the guest runs no dynticker:\n{answer:?}"));
     dynamic_process_in_gdb(port, *pid, maps, &dynamic.binary);
+    dynamic_process_core(&ram, *pid, &dynamic.binary);
     vm.set_running(true).expect("resume the guest");
     if let Some(dir) = dynamic.binary.parent() {
         let _ = std::fs::remove_dir_all(dir);
@@ -235,4 +236,35 @@ fn dynamic_process_in_gdb(port: u16, pid: i64, maps: &[String], binary: &Path) {
     );
     let listed: Vec<&str> = out.lines().filter(|l| l.contains(" Yes ") || l.starts_with("From ")).collect();
     eprintln!("live maps: pid {pid} dynticker in gdb:\n{}\n{}", listed.join("\n"), frames.join("\n"));
+}
+
+/// `dmastub gcore` of the dynamic program, opened by gdb with its binary: the libraries found
+/// from the core's file mappings, its globals and the backtrace from libc's sleep to `main`.
+fn dynamic_process_core(ram: &str, pid: i64, binary: &Path) {
+    let core = binary.with_file_name("dynticker.core");
+    let out = Command::new(BIN)
+        .args(["gcore", "--live", ram, &pid.to_string(), "-o"])
+        .arg(&core)
+        .output()
+        .expect("run dmastub gcore");
+    assert!(out.status.success(), "dmastub gcore {pid}: {}", String::from_utf8_lossy(&out.stderr));
+    let g = Command::new("gdb")
+        .args(["-q", "-nx", "-batch", "-ex", "set sysroot /"])
+        .arg(binary)
+        .arg(&core)
+        .args(["-ex", "info sharedlibrary", "-ex", "bt", "-ex", "p dyn_pid", "-ex", "p/x dyn_magic"])
+        .output()
+        .expect("run gdb");
+    let out = format!("{}{}", String::from_utf8_lossy(&g.stdout), String::from_utf8_lossy(&g.stderr));
+    let loaded = |name: &str| out.lines().any(|l| l.contains(" Yes ") && l.contains(name));
+    assert!(loaded("ld-linux") && loaded("libc.so"), "gdb on the core did not load ld.so and libc:\n{out}");
+    assert!(out.contains(&format!("= {pid}\n")), "dyn_pid in the core is not {pid}:\n{out}");
+    assert!(out.contains("= 0x64796e7469636b72"), "dyn_magic in the core is wrong:\n{out}");
+    let frames: Vec<&str> = out.lines().filter(|l| l.starts_with('#')).collect();
+    assert!(
+        frames.iter().any(|f| f.contains("sleep"))
+            && frames.iter().any(|f| f.contains(" main ") && f.contains("dynticker.c:")),
+        "the core's bt does not go from libc's sleep to main:\n{out}"
+    );
+    eprintln!("live maps: gcore of pid {pid}: gdb finds its libraries, globals and {} frames", frames.len());
 }
