@@ -382,8 +382,6 @@ impl DmaTarget {
         }
     }
 
-    /// gdb's `info os` documents (`qXfer:osdata:read`): the list of types, and `processes`
-    /// from the task list. `None` for a type dmastub does not have.
     /// The modules as gdb's library list (`qXfer:libraries:read`): made when gdb asks for its
     /// start (`fresh`), the same document for the windows after. In a process's context, that
     /// process's shared objects instead.
@@ -407,6 +405,8 @@ impl DmaTarget {
         self.libraries.clone().unwrap_or_default()
     }
 
+    /// gdb's `info os` documents (`qXfer:osdata:read`): the list of types, and `processes`
+    /// from the task list. `None` for a type dmastub does not have.
     pub(crate) fn osdata(&mut self, annex: &[u8]) -> Option<String> {
         match annex {
             b"" => Some(super::osdata::types()),

@@ -18,17 +18,18 @@ const U: u64 = bits::USER;
 const NX: u64 = bits::NX;
 const MIB: u64 = 1 << 20;
 
-/// A source that counts backend reads and can pretend to be live.
+/// A source that counts backend reads and can pretend to be live, or a device that died.
 struct Probe {
     inner: BufferMem,
     volatile: bool,
+    dead: bool,
     reads: Arc<AtomicU64>,
 }
 
 impl Probe {
     fn new(inner: BufferMem, volatile: bool) -> (Self, Arc<AtomicU64>) {
         let reads = Arc::new(AtomicU64::new(0));
-        (Self { inner, volatile, reads: reads.clone() }, reads)
+        (Self { inner, volatile, dead: false, reads: reads.clone() }, reads)
     }
 }
 
@@ -47,6 +48,9 @@ impl PhysMem for Probe {
     }
     fn read(&mut self, addr: PhysAddr, buf: &mut [u8]) -> Result<(), PhysError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
+        if self.dead {
+            return Err(PhysError::device(addr, "probe", "no completion"));
+        }
         self.inner.read(addr, buf)
     }
     fn write(&mut self, addr: PhysAddr, data: &[u8]) -> Result<(), PhysError> {

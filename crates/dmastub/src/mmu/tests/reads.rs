@@ -153,3 +153,26 @@ fn a_failing_device_fails_every_object_left_at_once() {
     assert!(results.iter().all(|r| r.as_ref().is_err_and(|e| e.to_string().contains("timed out"))));
     assert_eq!(s.stats().data_reads, 1, "asked once, not once per object");
 }
+
+/// A device that died: a batch whose page tables are not cached costs one failed read (the
+/// tables' prefetch), not one more per address, and every object says the device failed.
+#[test]
+fn a_dead_device_fails_a_whole_batch_after_one_read() {
+    let mut b = PageTableBuilder::new(Paging::Level4, 4 * MIB as usize);
+    let v = 0x7f00_0000_0000u64;
+    for i in 0..3u64 {
+        b.map(VirtAddr(v + (i << 30)), PhysAddr(0x10_000 + i * 0x1000), PageSize::Size4K, W | U).unwrap();
+    }
+    let root = b.root();
+    let (mut probe, reads) = Probe::new(b.into_mem("dead"), false);
+    probe.dead = true;
+    let mut s = AddressSpace::new(Box::new(probe), MmuConfig::new(Paging::Level4));
+    let mut bufs = [[0u8; 8]; 3];
+    let mut list: Vec<(VirtAddr, &mut [u8])> =
+        bufs.iter_mut().enumerate().map(|(i, b)| (VirtAddr(v + ((i as u64) << 30)), &mut b[..])).collect();
+    let results = s.read_virt_many_in(root, &mut list);
+    assert!(results.iter().all(|r| r.as_ref().is_err_and(MemError::is_device_failure)), "{results:?}");
+    assert_eq!(reads.load(Ordering::Relaxed), 1, "the walks asked the dead device again");
+    let text = results[2].as_ref().unwrap_err().to_string();
+    assert!(text.contains("not sent, since") && text.contains("no completion"), "{text}");
+}
