@@ -50,7 +50,8 @@ const MAX_PAGES: usize = 512;
 
 /// Where one segment of a request comes from.
 enum From {
-    Kept(Vec<u8>),
+    /// The page at this address in [`Round::pages`].
+    Kept(u64),
     Batch(usize),
 }
 
@@ -73,12 +74,15 @@ impl Round {
                 .map(|r| {
                     r.segments
                         .iter()
-                        .map(|&(addr, len)| match self.pages.get(&addr.0).filter(|_| len == PAGE) {
-                            Some(page) => From::Kept(page.clone()),
-                            None => From::Batch(*slot_of.entry((addr.0, len)).or_insert_with(|| {
-                                wanted.push((addr, len));
-                                wanted.len() - 1
-                            })),
+                        .map(|&(addr, len)| {
+                            if len == PAGE && self.pages.contains_key(&addr.0) {
+                                From::Kept(addr.0)
+                            } else {
+                                From::Batch(*slot_of.entry((addr.0, len)).or_insert_with(|| {
+                                    wanted.push((addr, len));
+                                    wanted.len() - 1
+                                }))
+                            }
                         })
                         .collect()
                 })
@@ -104,11 +108,13 @@ impl Round {
                     From::Batch(k) if *k >= read => Some((i, *k)),
                     _ => None,
                 });
+                // (A kept page stays kept while the lockstep lives: the lookup always finds it.)
+                let pages = &self.pages;
                 let filled = |upto: usize| -> Vec<Vec<u8>> {
                     plan.iter()
                         .take(upto)
                         .map(|f| match f {
-                            From::Kept(b) => b.clone(),
+                            From::Kept(at) => pages.get(at).cloned().unwrap_or_default(),
                             From::Batch(k) => bytes[*k].clone(),
                         })
                         .collect()

@@ -6,6 +6,7 @@
 //! bounded; a link map that cannot be read leaves the libraries out, saying why.
 
 use super::ProcessMaps;
+use super::batch::uint;
 use crate::linux::{Memory, View};
 use std::collections::HashSet;
 
@@ -44,8 +45,9 @@ pub struct LoadedObjects {
     pub problems: Vec<String>,
 }
 
-fn u64_at(b: &[u8], off: usize) -> u64 {
-    b.get(off..off + 8).map_or(0, |w| u64::from_le_bytes(w.try_into().unwrap_or([0; 8])))
+/// The 64-bit word at `off` in `b` (0 past its end).
+fn u64_at(b: &[u8], off: u64) -> u64 {
+    uint(b, off, 8).unwrap_or(0)
 }
 
 /// The loaded objects of the process whose map is `maps`, read through `view` (which must
@@ -64,7 +66,7 @@ pub fn loaded_objects(view: &mut View, maps: &ProcessMaps) -> Result<LoadedObjec
     // (type, vaddr, memsz) of each.
     let headers: Vec<(u32, u64, u64)> = phdrs
         .chunks_exact(PHDR_SIZE)
-        .map(|p| (u32::from_le_bytes(p[..4].try_into().unwrap_or_default()), u64_at(p, 16), u64_at(p, 40)))
+        .map(|p| (uint(p, 0, 4).unwrap_or(0) as u32, u64_at(p, 16), u64_at(p, 40)))
         .collect();
     // As the dynamic linker computes it: PT_PHDR says where the headers were linked. Without
     // one (a fixed-address executable), the headers lie in a PT_LOAD at their link address.
@@ -121,6 +123,9 @@ pub fn loaded_objects(view: &mut View, maps: &ProcessMaps) -> Result<LoadedObjec
         entries.push((at, u64_at(&lm, 0), u64_at(&lm, 8)));
         at = u64_at(&lm, 24);
     }
+    // Where file mappings begin at their file's start: looked up, not searched, per object.
+    let file_starts: HashSet<u64> =
+        maps.vmas.iter().filter(|v| v.pgoff == 0 && v.file.is_some()).map(|v| v.start).collect();
     // Every name in one batch, each read up to its page's end (the page after may be absent).
     let mut names: Vec<Vec<u8>> = entries
         .iter()
@@ -150,9 +155,7 @@ pub fn loaded_objects(view: &mut View, maps: &ProcessMaps) -> Result<LoadedObjec
         // The first loadable segment starts the file's mapping at offset 0: at the link
         // address plus the bias, which is the mapping's start when it is linked at 0 (as
         // shared objects are). Anything else is not guessed at.
-        let mapped =
-            maps.vmas.iter().any(|v| v.pgoff == 0 && v.file.is_some() && v.start == *l_addr && *l_addr != 0);
-        if mapped {
+        if *l_addr != 0 && file_starts.contains(l_addr) {
             out.libraries.push((name, *l_addr));
         } else {
             out.problems.push(format!(

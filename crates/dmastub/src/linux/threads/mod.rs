@@ -575,11 +575,11 @@ fn cpu_side(
                     // The stack's top first: a panic in process context is seldom deep. What is
                     // found there stands when it lies well above the window's bottom (the
                     // calls below panic's frame, which would win, are then inside it too).
-                    let top = base + len - PANIC_TOP_WINDOW;
+                    // (The base comes from the target: no arithmetic on it may overflow.)
+                    let top = base.wrapping_add(len - PANIC_TOP_WINDOW);
+                    let floor = top.saturating_add(PANIC_WINDOW_MARGIN);
                     match reconstruct_panic(view, kernel, &[(top, PANIC_TOP_WINDOW, what)]) {
-                        Ok(found) if found.0[reg::RSP].is_some_and(|sp| sp >= top + PANIC_WINDOW_MARGIN) => {
-                            Ok(found)
-                        }
+                        Ok(found) if found.0[reg::RSP].is_some_and(|sp| sp >= floor) => Ok(found),
                         _ => reconstruct_panic(view, kernel, &own),
                     }
                 }
